@@ -1,0 +1,3 @@
+//! The committer role: turns [`JobEvent`](image_mirror_common::JobEvent)s of jobs that should be
+//! recorded into `images-list` changes: batched, verified against the target registry, sorted,
+//! deduplicated, and proposed as a pull request (or written in place without GitHub settings).

@@ -1,0 +1,450 @@
+//! `config.json`: the rules that discover new upstream tags, one per key.
+//!
+//! Each key names a rule: which images it covers, where versions come from (`versionSource`),
+//! and how tags are filtered (`versionConstraint`, `versionFilter`, `latest`). Every value is
+//! checked when the file is loaded, so a bad regex or constraint is reported with its key before
+//! anything runs. Kinds of source this version cannot run are kept as
+//! [`VersionSource::Unsupported`]: reported for their key, never a failure of the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use regex::Regex;
+use semver::VersionReq;
+use serde::Deserialize;
+
+use crate::reference::Repository;
+
+/// A GitHub repository, `OWNER/REPO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GithubRepo {
+    /// The user or organisation.
+    pub owner: String,
+    /// The repository name.
+    pub name: String,
+}
+
+impl fmt::Display for GithubRepo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// Where a rule's versions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSource {
+    /// `github-releases:OWNER/REPO`: every published, non-prerelease release.
+    GithubReleases(GithubRepo),
+    /// `github-latest-release:OWNER/REPO`: the release GitHub marks latest.
+    GithubLatestRelease(GithubRepo),
+    /// `registry`: the tag list of the rule's first image.
+    Registry,
+    /// A kind this version does not run, such as `helm-latest`; `kind` is the part before the
+    /// first `:`, `spec` the whole value.
+    Unsupported {
+        /// The kind, such as `helm-latest`.
+        kind: String,
+        /// The whole `versionSource` value.
+        spec: String,
+    },
+}
+
+/// One rule of config.json.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The key of the rule in the file.
+    pub key: String,
+    /// The images the found tags apply to.
+    pub images: Vec<Repository>,
+    /// Where versions come from.
+    pub source: VersionSource,
+    /// Semver requirement a version must meet.
+    pub constraint: Option<VersionReq>,
+    /// Regex searched in the raw tag.
+    pub filter: Option<Regex>,
+    /// Keep only the highest version after filtering.
+    pub latest: bool,
+    /// `imagesFilePath`, for sources that read image names from a file in a repository.
+    pub images_file_path: Option<String>,
+    /// `imageDenylist`, for sources that discover images.
+    pub image_denylist: Vec<Repository>,
+}
+
+/// The loaded config.json, keys in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    rules: Vec<Rule>,
+}
+
+/// Why config.json could not be loaded. Every variant names the file; the key-level ones name
+/// the key as `rule.field`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not UTF-8.
+    #[error("{}:{line}: not valid UTF-8", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Line of the first invalid byte.
+        line: usize,
+    },
+    /// Not JSON of the expected shape (syntax, wrong type, unknown key).
+    #[error("{}: key {key}: {message}", path.display())]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The key path, such as `traefik.latest`.
+        key: String,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// Values that are well-formed JSON but not valid rules; every one is listed.
+    #[error("{}", render_invalid(path, .problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// `(key path, problem)` pairs.
+        problems: Vec<(String, String)>,
+    },
+}
+
+fn render_invalid(path: &Path, problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(key, p)| format!("{}: key {key}: {p}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    #[serde(default)]
+    images: Vec<String>,
+    version_source: String,
+    version_constraint: Option<String>,
+    version_filter: Option<String>,
+    latest: Option<RawFlag>,
+    helm_charts: Option<serde_json::Map<String, serde_json::Value>>,
+    images_file_path: Option<String>,
+    #[serde(default)]
+    image_denylist: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFlag {
+    Bool(bool),
+    Text(String),
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses config.json bytes; `path` is only used in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
+            path: path.to_owned(),
+            line: 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+        })?;
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: IndexMap<String, RawRule> =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Shape {
+                path: path.to_owned(),
+                key: match e.path().to_string() {
+                    p if p == "." => "(top level)".to_owned(),
+                    p => p,
+                },
+                message: e.inner().to_string(),
+            })?;
+        let mut problems = Vec::new();
+        let mut rules = Vec::with_capacity(raw.len());
+        for (key, raw) in raw {
+            match Rule::from_raw(&key, raw) {
+                Ok(rule) => rules.push(rule),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The rules in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule with this key.
+    pub fn rule(&self, key: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.key == key)
+    }
+
+    /// `(key, kind)` of every rule whose source kind this version does not run.
+    pub fn unsupported(&self) -> Vec<(&str, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|r| match &r.source {
+                VersionSource::Unsupported { kind, .. } => Some((r.key.as_str(), kind.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Rule {
+    fn from_raw(key: &str, raw: RawRule) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, msg: String| problems.push((format!("{key}.{field}"), msg));
+
+        let source = parse_source(&raw.version_source).unwrap_or_else(|e| {
+            problem("versionSource", e);
+            VersionSource::Registry
+        });
+        let parse_images = |field: &str, list: &[String], problem: &mut dyn FnMut(&str, String)| {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.parse::<Repository>()
+                        .map_err(|e| problem(&format!("{field}[{i}]"), e.to_string()))
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        };
+        let images = parse_images("images", &raw.images, &mut problem);
+        let image_denylist = parse_images("imageDenylist", &raw.image_denylist, &mut problem);
+        let runnable = !matches!(source, VersionSource::Unsupported { .. });
+        if runnable && raw.images.is_empty() {
+            problem(
+                "images",
+                format!("at least one image is needed for {:?}", raw.version_source),
+            );
+        }
+        let constraint = raw.version_constraint.as_deref().and_then(|c| {
+            parse_constraint(c)
+                .map_err(|e| problem("versionConstraint", format!("{c:?}: {e}")))
+                .ok()
+        });
+        let filter = raw.version_filter.as_deref().and_then(|f| {
+            Regex::new(f)
+                .map_err(|e| {
+                    problem(
+                        "versionFilter",
+                        format!("{f:?} is not a valid regex: {}", one_line(&e)),
+                    )
+                })
+                .ok()
+        });
+        let latest = match raw.latest {
+            None => false,
+            Some(RawFlag::Bool(b)) => b,
+            Some(RawFlag::Text(t)) if t == "true" => true,
+            Some(RawFlag::Text(t)) if t == "false" => false,
+            Some(RawFlag::Text(t)) => {
+                problem("latest", format!("expected true or false, found {t:?}"));
+                false
+            }
+        };
+        let _ = raw.helm_charts;
+        if problems.is_empty() {
+            Ok(Self {
+                key: key.to_owned(),
+                images,
+                source,
+                constraint,
+                filter,
+                latest,
+                images_file_path: raw.images_file_path,
+                image_denylist,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// The last line of a regex error ("unclosed group"), without its `error: ` label.
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_owned()
+}
+
+/// Parses a `versionSource` value.
+fn parse_source(spec: &str) -> Result<VersionSource, String> {
+    let (kind, arg) = match spec.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (spec, None),
+    };
+    let github = |arg: Option<&str>| -> Result<GithubRepo, String> {
+        let arg = arg.ok_or_else(|| format!("{spec:?}: expected {kind}:OWNER/REPO"))?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        match arg.split_once('/') {
+            Some((owner, name)) if valid(owner) && valid(name) => Ok(GithubRepo {
+                owner: owner.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("{spec:?}: expected {kind}:OWNER/REPO")),
+        }
+    };
+    match kind {
+        "github-releases" => Ok(VersionSource::GithubReleases(github(arg)?)),
+        "github-latest-release" => Ok(VersionSource::GithubLatestRelease(github(arg)?)),
+        "registry" if arg.is_none() => Ok(VersionSource::Registry),
+        "registry" => Err(format!("{spec:?}: \"registry\" takes no argument")),
+        "" => Err("empty versionSource".to_owned()),
+        _ => Ok(VersionSource::Unsupported {
+            kind: kind.to_owned(),
+            spec: spec.to_owned(),
+        }),
+    }
+}
+
+/// Parses a semver requirement, reading `==X` as `=X` in each comma-separated part.
+pub fn parse_constraint(c: &str) -> Result<VersionReq, semver::Error> {
+    let normalised: Vec<String> = c
+        .split(',')
+        .map(|part| {
+            let p = part.trim();
+            match p.strip_prefix("==") {
+                Some(rest) => format!("={}", rest.trim_start()),
+                None => p.to_owned(),
+            }
+        })
+        .collect();
+    VersionReq::parse(&normalised.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text.as_bytes(), Path::new("config.json"))
+    }
+
+    #[test]
+    fn typed_rules() {
+        let c = parse(
+            r#"{
+              "a": {"images": ["library/traefik"], "versionSource": "registry",
+                    "versionFilter": "^2\\.", "latest": "true"},
+              "b": {"images": ["quay.io/coreos/etcd"], "versionSource": "github-releases:etcd-io/etcd",
+                    "versionConstraint": "==3.5.1"},
+              "c": {"images": ["x/y"], "versionSource": "github-latest-release:o/r", "latest": false},
+              "d": {"versionSource": "helm-latest:https://example.test", "helmCharts": {"x": {}}}
+            }"#,
+        )
+        .unwrap();
+        let keys: Vec<&str> = c.rules().iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d"]);
+        let a = c.rule("a").unwrap();
+        assert!(a.latest);
+        assert_eq!(a.source, VersionSource::Registry);
+        assert!(a.filter.as_ref().unwrap().is_match("2.10.4"));
+        assert_eq!(a.images[0].to_string(), "docker.io/library/traefik");
+        let b = c.rule("b").unwrap();
+        let req = b.constraint.as_ref().unwrap();
+        assert!(req.matches(&"3.5.1".parse().unwrap()));
+        assert!(!req.matches(&"3.5.2".parse().unwrap()));
+        assert_eq!(
+            b.source,
+            VersionSource::GithubReleases(GithubRepo {
+                owner: "etcd-io".into(),
+                name: "etcd".into()
+            })
+        );
+        assert!(!c.rule("c").unwrap().latest);
+        assert_eq!(c.unsupported(), [("d", "helm-latest")]);
+    }
+
+    #[test]
+    fn constraints() {
+        let r = parse_constraint(">=1.2, <2").unwrap();
+        assert!(r.matches(&"1.9.0".parse().unwrap()));
+        assert!(!r.matches(&"2.0.0".parse().unwrap()));
+        assert!(parse_constraint(">1.21.0").is_ok());
+        assert!(parse_constraint("== 1.0.0").is_ok());
+        assert!(parse_constraint(">>1").is_err());
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latst": true}}"#);
+        assert!(e.contains("config.json: key t.latst"), "{e}");
+        let e = error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latest": 5}}"#);
+        assert!(e.contains("key t.latest"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+        let e =
+            error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latest": "yes"}}"#);
+        assert!(e.contains("key t.latest: expected true or false"), "{e}");
+        let e = error_of(
+            r#"{"t": {"images": ["x/y"], "versionSource": "registry", "versionFilter": "(["}}"#,
+        );
+        assert!(e.contains("key t.versionFilter"), "{e}");
+        let e = error_of(
+            r#"{"t": {"images": ["x/y"], "versionSource": "registry", "versionConstraint": "~>1"}}"#,
+        );
+        assert!(e.contains("key t.versionConstraint"), "{e}");
+        let e = error_of(r#"{"t": {"images": ["Bad"], "versionSource": "registry"}}"#);
+        assert!(e.contains("key t.images[0]"), "{e}");
+        let e = error_of(r#"{"t": {"images": [], "versionSource": "registry"}}"#);
+        assert!(e.contains("key t.images"), "{e}");
+        let e = error_of(r#"{"t": {"images": ["x/y"], "versionSource": "github-releases:nope"}}"#);
+        assert!(e.contains("key t.versionSource"), "{e}");
+        let e = error_of(r#"{"t": {"images": ["x/y"]}}"#);
+        assert!(e.contains("versionSource"), "{e}");
+        let e = error_of("[1]");
+        assert!(e.contains("(top level)"), "{e}");
+        let e = Config::parse(b"{\n\"a\xff\": 1}", Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "c.json:2: not valid UTF-8");
+    }
+
+    #[test]
+    fn every_invalid_value_is_listed() {
+        let e = error_of(
+            r#"{"a": {"images": ["x/y"], "versionSource": "registry", "versionFilter": "("},
+                "b": {"images": ["x/y"], "versionSource": "registry", "latest": "no"}}"#,
+        );
+        assert_eq!(e.lines().count(), 2, "{e}");
+    }
+}

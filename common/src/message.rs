@@ -1,0 +1,372 @@
+//! The messages that cross the queue: [`MirrorJob`] (producer to worker) and [`JobEvent`]
+//! (worker to committer). JSON bodies with a `schema` version; a reader refuses a version it
+//! does not know rather than guess.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::reference::{ImageRef, Repository, Tag};
+
+/// The message schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why a message body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a version of the schema this build does not know.
+    #[error("message schema {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    UnsupportedSchema {
+        /// The version the message carries.
+        found: u32,
+    },
+}
+
+/// Which part of the system asked for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A line already in images-list (`producer sync`).
+    Sync,
+    /// A new tag found by the config.json rule with this key.
+    Discover(String),
+    /// A tag requested by hand (`add-tag`).
+    AddTag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sync => f.write_str("sync"),
+            Self::Discover(key) => write!(f, "discover:{key}"),
+            Self::AddTag => f.write_str("add-tag"),
+        }
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "add-tag" => Ok(Self::AddTag),
+            _ => match s.strip_prefix("discover:") {
+                Some(key) if !key.is_empty() => Ok(Self::Discover(key.to_owned())),
+                _ => Err(format!("unknown origin {s:?}")),
+            },
+        }
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One unit of work: mirror `source:tag` to `target:tag`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorJob {
+    /// Message schema version.
+    pub schema: u32,
+    /// Deterministic id: the same source, target and tag always give the same id. Also the
+    /// AMQP `message_id`.
+    pub id: String,
+    /// Full source repository, e.g. `docker.io/library/traefik`.
+    pub source: Repository,
+    /// Full target repository.
+    pub target: Repository,
+    /// The tag, the same at both ends.
+    pub tag: Tag,
+    /// Whether the committer should add the line to images-list.
+    pub record: bool,
+    /// Who asked.
+    pub origin: Origin,
+    /// When it was asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The deterministic id of the job that mirrors `source:tag` to `target:tag`: the first 128 bits
+/// of a sha256 over the three full names, in hex.
+pub fn job_id(source: &Repository, target: &Repository, tag: &Tag) -> String {
+    let mut h = Sha256::new();
+    h.update(source.to_string());
+    h.update([0]);
+    h.update(target.to_string());
+    h.update([0]);
+    h.update(tag.as_str());
+    let full = Digest::from_sha256_bytes(&h.finalize());
+    full.encoded()[..32].to_owned()
+}
+
+impl MirrorJob {
+    /// A job for `source:tag -> target:tag`, requested now.
+    pub fn new(
+        source: Repository,
+        target: Repository,
+        tag: Tag,
+        record: bool,
+        origin: Origin,
+    ) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            id: job_id(&source, &target, &tag),
+            source,
+            target,
+            tag,
+            record,
+            origin,
+            requested_at: Utc::now(),
+        }
+    }
+
+    /// The source image at the job's tag.
+    pub fn source_ref(&self) -> ImageRef {
+        self.source.at_tag(self.tag.clone())
+    }
+
+    /// The target image at the job's tag.
+    pub fn target_ref(&self) -> ImageRef {
+        self.target.at_tag(self.tag.clone())
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings, numbers and a timestamp cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a JSON body, refusing unknown schema versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        check_schema(bytes)?;
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The image was copied.
+    Copied,
+    /// The target already had the source digest; nothing was written.
+    AlreadyPresent,
+    /// The job failed for good.
+    Failed,
+}
+
+impl Outcome {
+    /// The name used in routing keys and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Copied => "copied",
+            Self::AlreadyPresent => "already_present",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Why a job failed: a class that says what kind of failure it was, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// Such as `not_found`, `auth`, `digest_mismatch`, `transient_exhausted`.
+    pub class: String,
+    /// What happened, without secrets.
+    pub message: String,
+}
+
+/// The result of one job, published when the job ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobEvent {
+    /// Message schema version.
+    pub schema: u32,
+    /// The job's id.
+    pub job_id: String,
+    /// The job's source.
+    pub source: Repository,
+    /// The job's target.
+    pub target: Repository,
+    /// The job's tag.
+    pub tag: Tag,
+    /// The job's `record` flag.
+    pub record: bool,
+    /// The job's origin.
+    pub origin: Origin,
+    /// When the job was requested.
+    pub requested_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The top-level digest mirrored (absent when the source could not be resolved).
+    pub digest: Option<Digest>,
+    /// Platforms of the image (`linux/amd64`, `windows/amd64:10.0.17763.1`), empty for a
+    /// single-platform manifest whose config was not read.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Blob bytes sent to the target.
+    pub bytes_copied: u64,
+    /// Blobs whose bytes were sent.
+    pub blobs_copied: u64,
+    /// Blobs mounted from another repository of the target registry.
+    pub blobs_mounted: u64,
+    /// Blobs the target already had.
+    pub blobs_skipped: u64,
+    /// Delivery attempts, this one included.
+    pub attempts: u32,
+    /// Time spent on the last attempt.
+    pub duration_ms: u64,
+    /// Set when `outcome` is `failed`.
+    pub error: Option<JobFailure>,
+}
+
+impl JobEvent {
+    /// An event for `job` with the given outcome and every counter at zero.
+    pub fn for_job(job: &MirrorJob, outcome: Outcome) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            job_id: job.id.clone(),
+            source: job.source.clone(),
+            target: job.target.clone(),
+            tag: job.tag.clone(),
+            record: job.record,
+            origin: job.origin.clone(),
+            requested_at: job.requested_at,
+            outcome,
+            digest: None,
+            platforms: Vec::new(),
+            bytes_copied: 0,
+            blobs_copied: 0,
+            blobs_mounted: 0,
+            blobs_skipped: 0,
+            attempts: 1,
+            duration_ms: 0,
+            error: None,
+        }
+    }
+
+    /// The AMQP routing key: `job.<outcome>`.
+    pub fn routing_key(&self) -> String {
+        format!("job.{}", self.outcome.as_str())
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a JSON body, refusing unknown schema versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        check_schema(bytes)?;
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+fn check_schema(bytes: &[u8]) -> Result<(), MessageError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        schema: u32,
+    }
+    let v: Versioned = serde_json::from_slice(bytes)?;
+    if v.schema == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(MessageError::UnsupportedSchema { found: v.schema })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> MirrorJob {
+        MirrorJob::new(
+            "traefik".parse().unwrap(),
+            "rancher/mirrored-library-traefik".parse().unwrap(),
+            "v3.0.0".parse().unwrap(),
+            true,
+            Origin::Discover("traefik3".into()),
+        )
+    }
+
+    #[test]
+    fn job_ids_are_deterministic_and_distinct() {
+        let a = job();
+        let b = job();
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.id.len(), 32);
+        let other = job_id(&a.source, &a.target, &"v3.0.1".parse().unwrap());
+        assert_ne!(a.id, other);
+        // The same image written short or full is the same job.
+        let full = job_id(
+            &"docker.io/library/traefik".parse().unwrap(),
+            &a.target,
+            &a.tag,
+        );
+        assert_eq!(a.id, full);
+    }
+
+    #[test]
+    fn job_round_trips_with_full_names() {
+        let j = job();
+        let json: serde_json::Value = serde_json::from_slice(&j.to_json()).unwrap();
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["source"], "docker.io/library/traefik");
+        assert_eq!(json["target"], "docker.io/rancher/mirrored-library-traefik");
+        assert_eq!(json["origin"], "discover:traefik3");
+        assert_eq!(MirrorJob::from_json(&j.to_json()).unwrap(), j);
+    }
+
+    #[test]
+    fn event_round_trips_and_routes_by_outcome() {
+        let mut e = JobEvent::for_job(&job(), Outcome::AlreadyPresent);
+        e.digest = Some(Digest::sha256_of(b"x"));
+        assert_eq!(e.routing_key(), "job.already_present");
+        let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(json["outcome"], "already_present");
+        assert_eq!(JobEvent::from_json(&e.to_json()).unwrap(), e);
+    }
+
+    #[test]
+    fn unknown_schema_and_bad_bodies_are_refused() {
+        let mut v: serde_json::Value = serde_json::from_slice(&job().to_json()).unwrap();
+        v["schema"] = 2.into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            MirrorJob::from_json(&bytes),
+            Err(MessageError::UnsupportedSchema { found: 2 })
+        ));
+        v["schema"] = 1.into();
+        v["tag"] = "bad tag".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            MirrorJob::from_json(&bytes),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(MirrorJob::from_json(b"{").is_err());
+    }
+
+    #[test]
+    fn origins_parse() {
+        for o in ["sync", "add-tag", "discover:etcd"] {
+            assert_eq!(o.parse::<Origin>().unwrap().to_string(), o);
+        }
+        assert!("discover:".parse::<Origin>().is_err());
+        assert!("cron".parse::<Origin>().is_err());
+    }
+}

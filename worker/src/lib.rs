@@ -1,0 +1,7 @@
+//! The worker role: takes a [`MirrorJob`](image_mirror_common::MirrorJob), copies the image
+//! byte for byte from source to target, and reports a
+//! [`JobEvent`](image_mirror_common::JobEvent).
+//!
+//! It owns the copy engine (resolve, skip what the target has, stream blobs with resumption,
+//! push manifests children first, verify the digest) and the loop that consumes jobs. It never
+//! edits images-list.
