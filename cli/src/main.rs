@@ -1,1 +1,31 @@
-fn main() {}
+//! The `image-mirror` binary: parses the command line, sets up logging, and hands over to the
+//! role or tool asked for. Nothing else lives here.
+
+mod args;
+mod commands;
+mod exit;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.global.log_format);
+    let result = match &cli.command {
+        Command::Sort(args) => commands::sort::run(&cli.global, args),
+        Command::Validate => commands::validate::run(&cli.global),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            for line in format!("{err:#}").lines() {
+                eprintln!("error: {line}");
+            }
+            exit::code_for(&err)
+        }
+    }
+}

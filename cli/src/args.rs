@@ -1,0 +1,110 @@
+//! The command line: global flags (each also read from an environment variable) and commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Mirror container images byte for byte into your own namespace, and keep images-list up to
+/// date.
+///
+/// Exit status: 0 all done, 1 something failed (a job, a check), 2 bad usage or bad input.
+#[derive(Debug, Parser)]
+#[command(name = "image-mirror", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every command reads.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The images-list file.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_IMAGES_LIST",
+        default_value = "images-list",
+        value_name = "PATH"
+    )]
+    pub images_list: PathBuf,
+
+    /// The config.json file of tag discovery rules.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_CONFIG",
+        default_value = "config.json",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// RabbitMQ URL; for `run` and `add-tag`, absent means the in-memory queue.
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub amqp_url: Option<String>,
+
+    /// A registry host that may be reached over plain HTTP (repeatable).
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "IMAGE_MIRROR_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// Replace the targets' registry; several values mirror every entry to each of them.
+    #[arg(
+        long = "dest-registry",
+        global = true,
+        env = "DEST_REGISTRY_OVERRIDE",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub dest_registries: Vec<String>,
+
+    /// Replace the targets' organisation.
+    #[arg(long, global = true, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
+    pub dest_org: Option<String>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Put images-list in `sort -V` order, or check that it is.
+    Sort(SortArgs),
+    /// Parse images-list and config.json and report every error.
+    Validate,
+}
+
+#[derive(Debug, Args)]
+pub struct SortArgs {
+    /// Only check the order: exit 1 naming the first line out of order.
+    #[arg(long)]
+    pub check: bool,
+}

@@ -1,0 +1,4 @@
+//! One module per command: each wires the libraries to the command line and prints the result.
+
+pub mod sort;
+pub mod validate;

@@ -1,0 +1,38 @@
+//! `image-mirror sort [--check]`: the `sort -V` order of images-list.
+
+use anyhow::Result;
+use image_mirror_common::ImagesList;
+
+use crate::args::{GlobalArgs, SortArgs};
+use crate::exit::{BadInput, FAILED, OK};
+
+pub fn run(global: &GlobalArgs, args: &SortArgs) -> Result<u8> {
+    let path = &global.images_list;
+    let mut list = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
+    match list.first_disorder() {
+        None => {
+            println!(
+                "{}: {} entries in sort -V order",
+                path.display(),
+                list.len()
+            );
+            Ok(OK)
+        }
+        Some(d) if args.check => {
+            println!(
+                "{}:{}: out of order: {:?} must come before line {}",
+                path.display(),
+                d.line,
+                d.text,
+                d.after_line
+            );
+            Ok(FAILED)
+        }
+        Some(_) => {
+            list.sort();
+            list.save(path)?;
+            println!("{}: sorted {} entries", path.display(), list.len());
+            Ok(OK)
+        }
+    }
+}
