@@ -2,6 +2,8 @@
 //! and on every kind of bad input (exit 2, a message naming file and line or key, no file
 //! changed).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

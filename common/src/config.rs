@@ -69,6 +69,8 @@ pub struct Rule {
     pub images_file_path: Option<String>,
     /// `imageDenylist`, for sources that discover images.
     pub image_denylist: Vec<Repository>,
+    /// `helmCharts`, kept as written for sources that read Helm charts.
+    pub helm_charts: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The loaded config.json, keys in file order.
@@ -269,7 +271,6 @@ impl Rule {
                 false
             }
         };
-        let _ = raw.helm_charts;
         if problems.is_empty() {
             Ok(Self {
                 key: key.to_owned(),
@@ -280,6 +281,7 @@ impl Rule {
                 latest,
                 images_file_path: raw.images_file_path,
                 image_denylist,
+                helm_charts: raw.helm_charts,
             })
         } else {
             Err(problems)

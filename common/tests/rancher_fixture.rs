@@ -1,6 +1,8 @@
 //! The real images-list and config.json of the project this one replaces must load, survive a
 //! round trip untouched, and sort back to themselves.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use image_mirror_common::{Config, ImagesList, VersionSource};

@@ -1,6 +1,8 @@
 //! The `sort -V` comparator against the machine's GNU `sort -V` (C locale), on the real list
 //! and on random lines from a hostile alphabet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,1 +1,17 @@
+//! Real services for image-mirror's tests, so that every test talks to the same software users
+//! run: a CNCF `docker-registry` per test on a free loopback port, RabbitMQ (the machine's, or a
+//! private node when none runs), skopeo as an independent client, and synthetic images with
+//! deterministic bytes pushed straight through the registry API.
+//!
+//! This crate is test code: it panics with a clear message when a service cannot be had.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod images;
+pub mod ports;
+pub mod push;
+pub mod rabbitmq;
+pub mod registry;
+pub mod skopeo;
+
+pub use images::{Blob, Image, Manifest, Platform};
+pub use registry::Registry;

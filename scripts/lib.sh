@@ -1,0 +1,48 @@
+# Shared by scripts/test and scripts/run: install what is missing, start what must run.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a stable Rust toolchain (rustup) first" >&2
+    exit 2
+  fi
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_packages PACKAGE:FILE ... installs each Debian package whose FILE is missing.
+ensure_packages() {
+  local missing=() spec
+  for spec in "$@"; do
+    [ -e "${spec#*:}" ] || missing+=("${spec%%:*}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}"
+}
+
+amqp_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null
+}
+
+# ensure_rabbitmq starts the machine's RabbitMQ node when nothing answers on 127.0.0.1:5672,
+# unless AMQP_URL points the tests elsewhere.
+ensure_rabbitmq() {
+  if [ -n "${AMQP_URL:-}" ] || amqp_answers; then return 0; fi
+  step "starting RabbitMQ"
+  as_root rabbitmq-server -detached
+  local i
+  for i in $(seq 1 120); do
+    if amqp_answers; then
+      as_root rabbitmqctl -q await_startup --timeout 60 && return 0
+    fi
+    sleep 1
+  done
+  echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
+  exit 1
+}

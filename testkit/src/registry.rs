@@ -1,0 +1,154 @@
+//! A private `docker-registry` (CNCF distribution 2.8, Debian's package) per test: its own
+//! port on 127.0.0.1, its own storage in a temporary folder, stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::ports::free_port;
+
+const BINARY: &str = "/usr/bin/docker-registry";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running registry.
+pub struct Registry {
+    child: Child,
+    host: String,
+    storage: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+enum Startup {
+    Listening,
+    Exited,
+}
+
+impl Registry {
+    /// Starts a registry without authentication; panics when it cannot.
+    pub fn start() -> Self {
+        Self::start_with(&RegistryOptions::default())
+    }
+
+    /// Starts a registry with the given options; panics when it cannot.
+    pub fn start_with(options: &RegistryOptions) -> Self {
+        let mut last_log = Vec::new();
+        for _ in 0..5 {
+            match Self::try_start(options) {
+                Ok(r) => return r,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!(
+            "docker-registry did not start (is the docker-registry package installed?):\n{}",
+            last_log.join("\n")
+        );
+    }
+
+    fn try_start(options: &RegistryOptions) -> Result<Self, Vec<String>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = dir.path().join("storage");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  \
+             filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \
+             {host}\n  secret: image-mirror-test\n",
+            storage.display()
+        );
+        if let Some(htpasswd) = &options.htpasswd_file {
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let mut child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{BINARY}: {e} (install the docker-registry package)"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let thread_log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut announced = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let listening = line.contains("msg=\"listening on ");
+                thread_log.lock().expect("log lock").push(line);
+                if listening && !announced {
+                    announced = true;
+                    let _ = tx.send(Startup::Listening);
+                }
+            }
+            let _ = tx.send(Startup::Exited);
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Startup::Listening) => Ok(Self {
+                child,
+                host,
+                storage,
+                log,
+                _dir: dir,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(log.lock().expect("log lock").clone())
+            }
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as image references and `--insecure-registry` take it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// The storage folder, for tests that tamper with stored blobs.
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Where the registry keeps the bytes of a blob (`sha256:…`).
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let (algo, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.storage
+            .join("docker/registry/v2/blobs")
+            .join(algo)
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The lines the registry has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How to configure a test registry.
+#[derive(Debug, Default, Clone)]
+pub struct RegistryOptions {
+    /// An htpasswd file (bcrypt entries) to require basic auth with.
+    pub htpasswd_file: Option<PathBuf>,
+}
