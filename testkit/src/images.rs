@@ -209,7 +209,10 @@ pub fn single_with_layers(format: Format, platform: &Platform, layers: Vec<Blob>
 pub fn single(format: Format, seed: u64, platform: &Platform) -> Image {
     let layers = vec![
         Blob::new(format.layer(), random_bytes(seed, 2048)),
-        Blob::new(format.layer(), random_bytes(seed.wrapping_add(1), 4096 + (seed % 512) as usize)),
+        Blob::new(
+            format.layer(),
+            random_bytes(seed.wrapping_add(1), 4096 + (seed % 512) as usize),
+        ),
     ];
     single_with_layers(format, platform, layers)
 }

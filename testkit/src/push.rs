@@ -27,7 +27,11 @@ pub async fn push_blob(http: &Client, base_url: &str, repo: &str, digest: &Diges
         .send()
         .await
         .expect("start upload");
-    assert_eq!(start.status(), StatusCode::ACCEPTED, "start upload of {digest}");
+    assert_eq!(
+        start.status(),
+        StatusCode::ACCEPTED,
+        "start upload of {digest}"
+    );
     let location = start
         .headers()
         .get("location")
@@ -45,7 +49,11 @@ pub async fn push_blob(http: &Client, base_url: &str, repo: &str, digest: &Diges
         .send()
         .await
         .expect("finish upload");
-    assert_eq!(done.status(), StatusCode::CREATED, "finish upload of {digest}");
+    assert_eq!(
+        done.status(),
+        StatusCode::CREATED,
+        "finish upload of {digest}"
+    );
 }
 
 /// Puts a manifest under `reference` (a tag or its digest).
@@ -59,5 +67,9 @@ pub async fn push_manifest(http: &Client, base_url: &str, repo: &str, reference:
         .expect("put manifest");
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::CREATED, "put manifest {reference}: {body}");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "put manifest {reference}: {body}"
+    );
 }

@@ -62,7 +62,10 @@ pub fn private_node() -> String {
         .arg("-detached")
         .status()
         .expect("start rabbitmq-server (install the rabbitmq-server package)");
-    assert!(status.success(), "rabbitmq-server -detached failed: {status}");
+    assert!(
+        status.success(),
+        "rabbitmq-server -detached failed: {status}"
+    );
     let out = node_command("rabbitmqctl", &base)
         .args(["-n", PRIVATE_NODE, "wait", "--timeout", "120"])
         .arg(&pid_file)
@@ -74,7 +77,10 @@ pub fn private_node() -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(speaks_amqp(addr), "private RabbitMQ node started but does not answer on {addr}");
+    assert!(
+        speaks_amqp(addr),
+        "private RabbitMQ node started but does not answer on {addr}"
+    );
     url
 }
 
@@ -87,7 +93,10 @@ fn node_command(program: &str, base: &std::path::Path) -> Command {
         .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
         .env("RABBITMQ_LOG_BASE", base.join("log"))
         .env("RABBITMQ_PID_FILE", base.join("node.pid"))
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", base.join("enabled_plugins"))
+        .env(
+            "RABBITMQ_ENABLED_PLUGINS_FILE",
+            base.join("enabled_plugins"),
+        )
         .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq.conf"))
         .stdin(std::process::Stdio::null());
     cmd

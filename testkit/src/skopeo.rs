@@ -16,7 +16,11 @@ pub fn manifest_digest(image: &str) -> Digest {
         .arg(&file)
         .output()
         .expect("skopeo runs (install the skopeo package)");
-    assert!(out.status.success(), "skopeo manifest-digest: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo manifest-digest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("UTF-8")
         .trim()
@@ -31,6 +35,10 @@ pub fn raw_manifest(image: &str) -> Vec<u8> {
         .arg(format!("docker://{image}"))
         .output()
         .expect("skopeo runs (install the skopeo package)");
-    assert!(out.status.success(), "skopeo inspect {image}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo inspect {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }

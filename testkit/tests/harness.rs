@@ -51,8 +51,14 @@ async fn oci_manifest_and_docker_manifest_list_read_back() {
 #[test]
 fn synthetic_images_are_deterministic() {
     assert_eq!(images::oci_index(9).digest(), images::oci_index(9).digest());
-    assert_ne!(images::oci_index(9).digest(), images::oci_index(10).digest());
-    assert_ne!(images::oci_index(9).digest(), images::docker_manifest_list(9).digest());
+    assert_ne!(
+        images::oci_index(9).digest(),
+        images::oci_index(10).digest()
+    );
+    assert_ne!(
+        images::oci_index(9).digest(),
+        images::docker_manifest_list(9).digest()
+    );
 }
 
 #[test]
@@ -64,7 +70,10 @@ fn registries_are_private_and_stop_on_drop() {
     let addr: std::net::SocketAddr = a.host().parse().unwrap();
     assert!(std::net::TcpStream::connect(addr).is_ok());
     drop(a);
-    assert!(std::net::TcpStream::connect(addr).is_err(), "registry still listening");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "registry still listening"
+    );
 }
 
 #[test]
@@ -75,7 +84,10 @@ fn rabbitmq_answers_at_the_harness_url() {
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .unwrap();
-    assert!(rabbitmq::speaks_amqp(hostport.parse().unwrap()), "{hostport}");
+    assert!(
+        rabbitmq::speaks_amqp(hostport.parse().unwrap()),
+        "{hostport}"
+    );
 }
 
 #[test]
