@@ -12,6 +12,8 @@ pub mod digest;
 pub mod images_list;
 pub mod message;
 pub mod reference;
+pub mod registry;
+pub mod secret;
 pub mod version_sort;
 
 pub use config::{Config, ConfigError, Rule, VersionSource};
