@@ -100,6 +100,16 @@ pub enum Command {
     Sort(SortArgs),
     /// Parse images-list and config.json and report every error.
     Validate,
+    /// Copy one image (tag or digest), every platform, byte for byte; no queue.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source image, such as `quay.io/coreos/etcd:v3.5.21` or `traefik@sha256:…`.
+    pub source: String,
+    /// Target image; without a tag it takes the source's.
+    pub target: String,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod exit;
 mod logging;
+mod registry_client;
 
 use std::process::ExitCode;
 
@@ -12,12 +13,14 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.log_format);
     let result = match &cli.command {
         Command::Sort(args) => commands::sort::run(&cli.global, args),
         Command::Validate => commands::validate::run(&cli.global),
+        Command::Copy(args) => commands::copy::run(&cli.global, args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,6 +6,7 @@
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fault_proxy;
 pub mod images;
 pub mod ports;
 pub mod push;
@@ -13,5 +14,6 @@ pub mod rabbitmq;
 pub mod registry;
 pub mod skopeo;
 
+pub use fault_proxy::{FaultProxy, Faults};
 pub use images::{Blob, Image, Manifest, Platform};
 pub use registry::Registry;

@@ -54,7 +54,7 @@ impl Registry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  \
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  \
              filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \
              {host}\n  secret: image-mirror-test\n",
             storage.display()
@@ -71,12 +71,19 @@ impl Registry {
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{BINARY}: {e} (install the docker-registry package)"));
         let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let access = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                access.lock().expect("log lock").push(line);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         let thread_log = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -133,9 +140,38 @@ impl Registry {
             .join("data")
     }
 
-    /// The lines the registry has logged so far.
+    /// The lines the registry has logged so far (its own log and its access log).
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// The requests of the access log so far, as `METHOD PATH` (query left out).
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .iter()
+            .filter_map(|l| {
+                let start = l.find("\"")? + 1;
+                let line = &l[start..];
+                let mut parts = line.split(' ');
+                let method = parts.next()?;
+                let path = parts.next()?;
+                if !matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                    return None;
+                }
+                let path = path.split('?').next().unwrap_or(path);
+                Some(format!("{method} {path}"))
+            })
+            .collect()
+    }
+
+    /// How many requests so far wrote blob data (upload `POST`, `PATCH`, `PUT`).
+    pub fn blob_writes(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.contains("/blobs/uploads/") && !r.starts_with("GET") && !r.starts_with("DELETE")
+            })
+            .count()
     }
 }
 
@@ -151,4 +187,16 @@ impl Drop for Registry {
 pub struct RegistryOptions {
     /// An htpasswd file (bcrypt entries) to require basic auth with.
     pub htpasswd_file: Option<PathBuf>,
+}
+
+impl RegistryOptions {
+    /// Basic auth with one user, written to an htpasswd file in `dir`.
+    pub fn with_user(dir: &Path, user: &str, password: &str) -> Self {
+        let hash = bcrypt::hash(password, 5).expect("bcrypt");
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
+        Self {
+            htpasswd_file: Some(path),
+        }
+    }
 }

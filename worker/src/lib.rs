@@ -5,3 +5,7 @@
 //! It owns the copy engine (resolve, skip what the target has, stream blobs with resumption,
 //! push manifests children first, verify the digest) and the loop that consumes jobs. It never
 //! edits images-list.
+
+pub mod copy;
+
+pub use copy::{CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport};

@@ -1,4 +1,5 @@
 //! One module per command: each wires the libraries to the command line and prints the result.
 
+pub mod copy;
 pub mod sort;
 pub mod validate;

@@ -354,11 +354,15 @@ impl RegistryClient {
     }
 }
 
-/// The accepted length from a `Range: 0-N` header: N+1.
+/// The accepted length from a `Range: 0-N` header: N+1. Registries answer `0-0` for an empty
+/// upload (distribution writes the same for one byte), so `0-0` reads as nothing accepted.
 fn range_end(response: &reqwest::Response) -> Option<u64> {
     let value = response.headers().get(RANGE)?.to_str().ok()?;
     let (_, end) = value.trim_start_matches("bytes=").split_once('-')?;
-    end.trim().parse::<u64>().ok().map(|n| n + 1)
+    match end.trim().parse::<u64>().ok()? {
+        0 => Some(0),
+        n => Some(n + 1),
+    }
 }
 
 /// A network error while reading a body.

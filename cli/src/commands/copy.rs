@@ -1,0 +1,57 @@
+//! `image-mirror copy SRC_REF DST_REF`: one image, no queue.
+
+use anyhow::Result;
+use image_mirror_common::ImageRef;
+use image_mirror_worker::{CopyOutcome, CopyReport};
+
+use crate::args::{CopyArgs, GlobalArgs};
+use crate::exit::{BadInput, FAILED, OK};
+use crate::registry_client;
+
+pub async fn run(global: &GlobalArgs, args: &CopyArgs) -> Result<u8> {
+    let source: ImageRef = args
+        .source
+        .parse()
+        .map_err(|e| BadInput(format!("source: {e}")))?;
+    let target: ImageRef = args
+        .target
+        .parse()
+        .map_err(|e| BadInput(format!("target: {e}")))?;
+    let engine = registry_client::engine(global)?;
+    match engine.copy(&source, &target).await {
+        Ok(report) => {
+            print_report(&source, &target, &report);
+            Ok(OK)
+        }
+        Err(e) => {
+            eprintln!(
+                "error: copy {source} -> {target} failed ({}): {e}",
+                e.class()
+            );
+            Ok(FAILED)
+        }
+    }
+}
+
+fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport) {
+    let what = match r.outcome {
+        CopyOutcome::Copied => "copied",
+        CopyOutcome::AlreadyPresent => "already present",
+    };
+    println!("{what}: {source} -> {target}");
+    println!("  digest      {}", r.digest);
+    println!("  media type  {}", r.media_type);
+    if !r.platforms.is_empty() {
+        println!("  platforms   {}", r.platforms.join(", "));
+    }
+    println!(
+        "  blobs       {} copied, {} mounted, {} skipped",
+        r.blobs_copied, r.blobs_mounted, r.blobs_skipped
+    );
+    println!("  bytes sent  {}", r.bytes_sent);
+    println!("  manifests   {} pushed", r.manifests_pushed);
+    if r.resumes > 0 {
+        println!("  resumed     {} times", r.resumes);
+    }
+    println!("  time        {:.2}s", r.duration.as_secs_f64());
+}

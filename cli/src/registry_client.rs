@@ -1,0 +1,24 @@
+//! Building the registry client and copy engine from the global flags.
+
+use anyhow::{Context, Result};
+use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
+use image_mirror_worker::{CopyEngine, CopyOptions};
+
+use crate::args::GlobalArgs;
+
+/// The registry client the global flags describe: credentials from the Docker config, plain
+/// HTTP only for `--insecure-registry` hosts.
+pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
+    let docker_config = DockerConfig::load_default().context("reading the Docker config")?;
+    let options = ClientOptions {
+        insecure_hosts: global.insecure_registries.clone(),
+        docker_config,
+        ..ClientOptions::default()
+    };
+    Ok(RegistryClient::new(options)?)
+}
+
+/// A copy engine over [`client`].
+pub fn engine(global: &GlobalArgs) -> Result<CopyEngine> {
+    Ok(CopyEngine::new(client(global)?, CopyOptions::default()))
+}

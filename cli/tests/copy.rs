@@ -1,0 +1,161 @@
+//! `image-mirror copy` as users run it: output, exit statuses, credentials from a Docker config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use image_mirror_testkit::images;
+use image_mirror_testkit::push::push_image;
+use image_mirror_testkit::registry::RegistryOptions;
+use image_mirror_testkit::Registry;
+
+fn copy(args: &[&str], docker_config: &Path, insecure: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--insecure-registry")
+        .arg(insecure.join(","))
+        .arg("copy")
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_then_reports_already_present() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let image = images::oci_index(101);
+    push_image(&src.url(), "app/web", "v2.1.0", &image).await;
+    let config = tempfile::tempdir().unwrap();
+    let from = format!("{}/app/web:v2.1.0", src.host());
+    let to = format!("{}/mirror/app-web", dst.host());
+    let hosts = [src.host(), dst.host()];
+
+    let out = copy(&[&from, &to], config.path(), &hosts);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("copied: {from} -> {to}")), "{t}");
+    assert!(
+        t.contains(&format!("digest      {}", image.digest())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "blobs       {} copied, 0 mounted, 0 skipped",
+            image.blobs.len()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("windows/amd64:10.0.17763.5820"), "{t}");
+
+    let out = copy(&[&from, &to], config.path(), &hosts);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("already present"), "{t}");
+    assert!(t.contains("bytes sent  0"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_registry_takes_docker_config_credentials_and_refuses_wrong_ones() {
+    let src = Registry::start();
+    let auth_dir = tempfile::tempdir().unwrap();
+    let password = "correct-horse-battery-9f3e";
+    let dst = Registry::start_with(&RegistryOptions::with_user(
+        auth_dir.path(),
+        "mirror",
+        password,
+    ));
+    let image = images::docker_manifest_list(102);
+    push_image(&src.url(), "lib/tool", "1.0", &image).await;
+    let from = format!("{}/lib/tool:1.0", src.host());
+    let to = format!("{}/mirror/tool:1.0", dst.host());
+    let hosts = [src.host(), dst.host()];
+
+    let write_config = |dir: &Path, user: &str, pass: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, dst.host()),
+        )
+        .unwrap();
+    };
+
+    // No credentials: a clear 401.
+    let none = tempfile::tempdir().unwrap();
+    let out = copy(&[&from, &to], none.path(), &hosts);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("authentication failed") && t.contains(dst.host()),
+        "{t}"
+    );
+
+    // Wrong password: a clear 401, and the password is nowhere.
+    let wrong = tempfile::tempdir().unwrap();
+    let wrong_password = "wrong-password-77aa";
+    write_config(wrong.path(), "mirror", wrong_password);
+    let out = copy(&[&from, &to], wrong.path(), &hosts);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("authentication failed (HTTP 401)"), "{t}");
+    assert!(!t.contains(wrong_password), "the password leaked: {t}");
+
+    // The right password: copied, and the password is nowhere in the output.
+    let right = tempfile::tempdir().unwrap();
+    write_config(right.path(), "mirror", password);
+    let out = copy(&[&from, &to], right.path(), &hosts);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains(&image.digest().to_string()), "{t}");
+    assert!(!t.contains(password), "the password leaked: {t}");
+    assert!(!dst.log().iter().any(|l| l.contains(password)));
+}
+
+#[test]
+fn an_invalid_reference_is_refused_before_anything_is_written() {
+    let dst = Registry::start();
+    let config = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("Upper/Case:1".to_owned(), format!("{}/x/y:1", dst.host())),
+        (
+            "library/ok:1".to_owned(),
+            format!("{}/x/y:bad tag", dst.host()),
+        ),
+        ("library/ok:".to_owned(), format!("{}/x/y:1", dst.host())),
+    ] {
+        let out = copy(&[&from, &to], config.path(), &[dst.host()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{from} -> {to}: {t}");
+        assert!(t.contains("invalid"), "{t}");
+    }
+    assert!(dst.requests().is_empty(), "{:?}", dst.requests());
+}
+
+#[test]
+fn a_missing_source_tag_fails_with_exit_1_naming_the_class() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let config = tempfile::tempdir().unwrap();
+    let out = copy(
+        &[
+            &format!("{}/no/such:1", src.host()),
+            &format!("{}/x/y:1", dst.host()),
+        ],
+        config.path(),
+        &[src.host(), dst.host()],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("(not_found)") && t.contains("not found"), "{t}");
+}

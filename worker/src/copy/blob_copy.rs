@@ -1,0 +1,352 @@
+//! Copying one blob: skip it when the target has it, mount it when another repository of the
+//! target registry has it, else stream it from source to target through a bounded buffer.
+//!
+//! Large blobs go up in chunks. The sha256 state is saved at every chunk the registry
+//! confirmed; after a broken upload the registry is asked how many bytes it holds (N), the
+//! source is read again from the last saved state with a `Range` request (the bytes up to N
+//! only hashed, not sent), and the upload goes on from N. A broken download is resumed with a
+//! `Range` request from the byte it stopped at. Only when the registry has lost the upload does
+//! the blob start over.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use image_mirror_common::registry::{BlobDownload, Descriptor, Mount, RegistryError, Upload};
+use image_mirror_common::{Digest, Repository};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use crate::copy::error::CopyError;
+use crate::copy::report::Counters;
+use crate::copy::CopyEngine;
+
+/// Bytes read from the source per piece handed to the upload.
+const PIECE: usize = 256 * 1024;
+/// Pieces buffered between download and upload.
+const PIPE_DEPTH: usize = 4;
+
+/// How one blob reached the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlobOutcome {
+    Skipped,
+    Mounted,
+    Copied,
+}
+
+impl CopyEngine {
+    pub(crate) async fn copy_blob(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        blob: &Descriptor,
+        counters: &Counters,
+    ) -> Result<BlobOutcome, CopyError> {
+        let client = &self.client;
+        if client.blob_exists(target, &blob.digest).await? {
+            self.mounts.record(target, &blob.digest);
+            Counters::add(&counters.blobs_skipped, 1);
+            return Ok(BlobOutcome::Skipped);
+        }
+        let mut upload = None;
+        if let Some(from) = self.mounts.source_for(target, &blob.digest) {
+            match client.mount_blob(target, &blob.digest, &from).await {
+                Ok(Mount::Mounted) => {
+                    self.mounts.record(target, &blob.digest);
+                    Counters::add(&counters.blobs_mounted, 1);
+                    return Ok(BlobOutcome::Mounted);
+                }
+                Ok(Mount::Upload(u)) => upload = Some(u),
+                Err(e) => tracing::debug!(error = %e, "mount refused; sending the bytes"),
+            }
+        }
+        let upload = match upload {
+            Some(u) => u,
+            None => client.start_upload(target).await?,
+        };
+        let result = if blob.size <= self.options.single_request_max {
+            self.upload_whole(source, target, blob, upload, counters)
+                .await
+        } else {
+            self.upload_chunked(source, target, blob, upload, counters)
+                .await
+        };
+        result?;
+        self.mounts.record(target, &blob.digest);
+        Counters::add(&counters.blobs_copied, 1);
+        Ok(BlobOutcome::Copied)
+    }
+
+    /// Small blobs: read whole (bounded by `single_request_max`), check, send in one request.
+    async fn upload_whole(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        blob: &Descriptor,
+        upload: Upload,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let mut reader = SourceReader::new(self, source, blob, 0, counters);
+        let mut bytes = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
+        let mut hasher = Sha256::new();
+        while reader.position < blob.size {
+            let piece = reader.next(PIECE).await?;
+            hasher.update(&piece);
+            bytes.extend_from_slice(&piece);
+        }
+        check_digest(source, blob, hasher)?;
+        let bytes = Bytes::from(bytes);
+        let len = bytes.len() as u64;
+        self.client
+            .with_retries(|| {
+                self.client
+                    .put_whole_blob(target, &upload, &blob.digest, bytes.clone())
+            })
+            .await?;
+        Counters::add(&counters.bytes_sent, len);
+        Ok(())
+    }
+
+    /// Large blobs: chunked, streamed, resumable.
+    async fn upload_chunked(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        blob: &Descriptor,
+        mut upload: Upload,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let client = &self.client;
+        let chunk = self
+            .options
+            .chunk_size
+            .max(upload.min_chunk.unwrap_or(0))
+            .max(1);
+        let mut hasher = Sha256::new();
+        // The hash state at `saved.0`, the last offset the registry confirmed.
+        let mut saved = (upload.offset, hasher.clone());
+        let mut reader = SourceReader::new(self, source, blob, upload.offset, counters);
+        let mut failures = 0_usize;
+        while upload.offset < blob.size {
+            let start = upload.offset;
+            let len = chunk.min(blob.size - start);
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(PIPE_DEPTH);
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let send = client.upload_chunk(target, &mut upload, body, len);
+            let feed = async {
+                let mut left = len;
+                while left > 0 {
+                    let piece = match reader
+                        .next(usize::try_from(left).unwrap_or(PIECE).min(PIECE))
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other("source failed"))).await;
+                            return Err(Some(e));
+                        }
+                    };
+                    hasher.update(&piece);
+                    left -= piece.len() as u64;
+                    if tx.send(Ok(piece)).await.is_err() {
+                        // The request ended early; the upload error tells why.
+                        return Err(None);
+                    }
+                }
+                Ok(())
+            };
+            let (sent, fed) = tokio::join!(send, feed);
+            match (sent, fed) {
+                (Ok(()), Ok(())) if upload.offset == start + len => {
+                    Counters::add(&counters.bytes_sent, len);
+                    saved = (upload.offset, hasher.clone());
+                    failures = 0;
+                    continue;
+                }
+                (_, Err(Some(source_error))) => {
+                    client.cancel_upload(target, &upload).await;
+                    return Err(source_error);
+                }
+                (Err(e), _) if !e.is_transient() => {
+                    client.cancel_upload(target, &upload).await;
+                    return Err(e.into());
+                }
+                (result, _) => {
+                    failures += 1;
+                    let reason = result.err().map_or_else(
+                        || {
+                            format!(
+                                "registry reports offset {} after a chunk to {}",
+                                upload.offset,
+                                start + len
+                            )
+                        },
+                        |e| e.to_string(),
+                    );
+                    if failures > client.retry_policy().max_retries {
+                        client.cancel_upload(target, &upload).await;
+                        return Err(CopyError::Invalid(format!(
+                            "upload of {} to {} kept failing: {reason}",
+                            blob.digest, target
+                        )));
+                    }
+                    tracing::warn!(blob = %blob.digest, offset = start, %reason, "upload broke; resuming");
+                    Counters::add(&counters.resumes, 1);
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+            // Where does the registry stand?
+            let sent_before = start;
+            match client.upload_status(target, &mut upload).await {
+                Ok(()) if upload.offset >= saved.0 && upload.offset <= blob.size => {
+                    Counters::add(
+                        &counters.bytes_sent,
+                        upload.offset.saturating_sub(sent_before),
+                    );
+                }
+                Ok(())
+                | Err(RegistryError::NotFound { .. })
+                | Err(RegistryError::Status { .. }) => {
+                    tracing::warn!(blob = %blob.digest, "the registry lost the upload; starting the blob over");
+                    upload = client.start_upload(target).await?;
+                    saved = (0, Sha256::new());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // Re-read the source from the saved state; hash, without sending, up to the
+            // registry's offset.
+            hasher = saved.1.clone();
+            reader = SourceReader::new(self, source, blob, saved.0, counters);
+            while reader.position < upload.offset {
+                let want = usize::try_from(upload.offset - reader.position)
+                    .unwrap_or(PIECE)
+                    .min(PIECE);
+                let piece = reader.next(want).await?;
+                hasher.update(&piece);
+            }
+            saved = (upload.offset, hasher.clone());
+        }
+        if let Err(e) = check_digest(source, blob, hasher) {
+            client.cancel_upload(target, &upload).await;
+            return Err(e);
+        }
+        client.finish_upload(target, &upload, &blob.digest).await?;
+        Ok(())
+    }
+}
+
+fn backoff(failures: usize) -> Duration {
+    let exp = u32::try_from(failures.min(6)).unwrap_or(6);
+    Duration::from_millis(200 * 2_u64.pow(exp)).min(Duration::from_secs(10))
+}
+
+fn check_digest(source: &Repository, blob: &Descriptor, hasher: Sha256) -> Result<(), CopyError> {
+    let actual = Digest::from_sha256_bytes(&hasher.finalize());
+    if blob.digest.algorithm() == "sha256" && actual != blob.digest {
+        return Err(RegistryError::DigestMismatch {
+            registry: source.registry().to_owned(),
+            what: format!("blob in {}", source.path()),
+            expected: blob.digest.clone(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads a source blob from an offset, resuming broken downloads with `Range`.
+struct SourceReader<'a> {
+    engine: &'a CopyEngine,
+    repo: &'a Repository,
+    blob: &'a Descriptor,
+    counters: &'a Counters,
+    download: Option<BlobDownload>,
+    pending: Bytes,
+    position: u64,
+    failures: usize,
+}
+
+impl<'a> SourceReader<'a> {
+    fn new(
+        engine: &'a CopyEngine,
+        repo: &'a Repository,
+        blob: &'a Descriptor,
+        position: u64,
+        counters: &'a Counters,
+    ) -> Self {
+        Self {
+            engine,
+            repo,
+            blob,
+            counters,
+            download: None,
+            pending: Bytes::new(),
+            position,
+            failures: 0,
+        }
+    }
+
+    /// Up to `max` more bytes (at least one, while the blob has bytes left).
+    async fn next(&mut self, max: usize) -> Result<Bytes, CopyError> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = max.min(self.pending.len());
+                let piece = self.pending.split_to(n);
+                self.position += n as u64;
+                return Ok(piece);
+            }
+            if self.position >= self.blob.size {
+                return Err(CopyError::Invalid(format!(
+                    "read past the end of blob {}",
+                    self.blob.digest
+                )));
+            }
+            let download = match &mut self.download {
+                Some(d) => d,
+                None => {
+                    let d = self
+                        .engine
+                        .client
+                        .get_blob(self.repo, &self.blob.digest, self.position)
+                        .await?;
+                    self.download.insert(d)
+                }
+            };
+            match download.chunk().await {
+                Ok(Some(bytes)) => {
+                    let left = self.blob.size - self.position;
+                    if bytes.len() as u64 > left {
+                        return Err(RegistryError::Protocol {
+                            registry: self.repo.registry().to_owned(),
+                            operation: format!("GET blob {}", self.blob.digest),
+                            message: format!(
+                                "the blob is longer than its descriptor's {} bytes",
+                                self.blob.size
+                            ),
+                        }
+                        .into());
+                    }
+                    self.failures = 0;
+                    self.pending = bytes;
+                }
+                Ok(None) | Err(_) => {
+                    // The body ended before the blob did: resume from here.
+                    self.download = None;
+                    self.failures += 1;
+                    if self.failures > self.engine.client.retry_policy().max_retries {
+                        return Err(RegistryError::Network {
+                            registry: self.repo.registry().to_owned(),
+                            operation: format!("GET blob {}", self.blob.digest),
+                            message: format!("download kept breaking at byte {}", self.position),
+                        }
+                        .into());
+                    }
+                    tracing::warn!(blob = %self.blob.digest, offset = self.position, "download broke; resuming with Range");
+                    Counters::add(&self.counters.resumes, 1);
+                    tokio::time::sleep(backoff(self.failures)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Why a copy failed, and whether another attempt may succeed.
+
+use image_mirror_common::registry::RegistryError;
+
+/// A failed copy.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A registry operation failed (after its retries).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The request itself cannot be carried out (bad reference pair, unsupported content).
+    #[error("{0}")]
+    Invalid(String),
+    /// After the copy, the target does not resolve to the source digest.
+    #[error("verification failed: {target} resolves to {found}, expected {expected}")]
+    Verify {
+        /// The target reference.
+        target: String,
+        /// What it resolved to (or "nothing").
+        found: String,
+        /// The source digest.
+        expected: String,
+    },
+}
+
+impl CopyError {
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Registry(e) => e.is_transient(),
+            Self::Invalid(_) => false,
+            Self::Verify { .. } => true,
+        }
+    }
+
+    /// A short stable name of the failure class, for events, reports and metrics.
+    pub fn class(&self) -> String {
+        match self {
+            Self::Registry(e) => e.kind(),
+            Self::Invalid(_) => "invalid".into(),
+            Self::Verify { .. } => "verify".into(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The copy engine: one image reference (tag or digest), source to target, byte for byte.
+//!
+//! 1. Read the source manifest raw and check its digest; when the target already resolves to
+//!    it, stop: already present.
+//! 2. Walk the manifest tree (indexes and manifest lists, every platform, attestations).
+//! 3. Copy every blob the target lacks (skip, mount, or stream).
+//! 4. Push child manifests by digest, then the top level by tag.
+//! 5. Check that the target resolves to the source digest.
+
+mod blob_copy;
+mod error;
+mod mounts;
+mod report;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use image_mirror_common::registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
+use image_mirror_common::{ImageRef, Repository};
+
+pub use error::CopyError;
+pub use mounts::MountIndex;
+pub use report::{CopyOutcome, CopyReport};
+
+use crate::copy::report::Counters;
+
+/// Deepest nesting of indexes followed.
+const MAX_DEPTH: usize = 4;
+
+/// Tuning of the copy engine.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// Bytes per upload chunk of a large blob (raised to the registry's minimum).
+    pub chunk_size: u64,
+    /// Blobs up to this size are read whole and sent in one request.
+    pub single_request_max: u64,
+    /// Blobs of one image copied at the same time.
+    pub blob_concurrency: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: 16 * 1024 * 1024,
+            single_request_max: 4 * 1024 * 1024,
+            blob_concurrency: 4,
+        }
+    }
+}
+
+/// Copies images; one engine serves a whole process, sharing connections and the knowledge of
+/// where blobs are (for mounts).
+#[derive(Clone)]
+pub struct CopyEngine {
+    client: RegistryClient,
+    mounts: Arc<MountIndex>,
+    options: CopyOptions,
+}
+
+/// The source tree, children before their parents.
+struct Tree {
+    manifests: Vec<Manifest>,
+    blobs: Vec<Descriptor>,
+    platforms: Vec<String>,
+}
+
+impl CopyEngine {
+    /// An engine over `client`.
+    pub fn new(client: RegistryClient, options: CopyOptions) -> Self {
+        Self {
+            client,
+            mounts: Arc::new(MountIndex::default()),
+            options,
+        }
+    }
+
+    /// The registry client the engine uses.
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// Copies `source` to `target`. The target takes the source's tag when it names none.
+    pub async fn copy(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+    ) -> Result<CopyReport, CopyError> {
+        let started = Instant::now();
+        let src_repo = source.repository();
+        let dst_repo = target.repository();
+        let top = self
+            .client
+            .get_manifest(src_repo, &source.reference())
+            .await?;
+        let dst_reference = match (target.tag(), target.digest(), source.tag()) {
+            (_, Some(d), _) if *d != top.digest => {
+                return Err(CopyError::Invalid(format!(
+                    "target {target} names digest {d}, but the source is {}",
+                    top.digest
+                )))
+            }
+            (Some(t), _, _) => t.to_string(),
+            (None, _, Some(t)) => t.to_string(),
+            (None, _, None) => top.digest.to_string(),
+        };
+        if self
+            .client
+            .manifest_digest(dst_repo, &dst_reference)
+            .await?
+            == Some(top.digest.clone())
+        {
+            let platforms = match top.kind() {
+                ManifestKind::Index => top
+                    .children()
+                    .map_err(CopyError::Invalid)?
+                    .into_iter()
+                    .filter_map(|c| c.platform)
+                    .collect(),
+                ManifestKind::Image => Vec::new(),
+            };
+            return Ok(CopyReport {
+                outcome: CopyOutcome::AlreadyPresent,
+                digest: top.digest,
+                media_type: top.media_type,
+                platforms,
+                bytes_sent: 0,
+                blobs_copied: 0,
+                blobs_mounted: 0,
+                blobs_skipped: 0,
+                manifests_pushed: 0,
+                resumes: 0,
+                duration: started.elapsed(),
+            });
+        }
+
+        let tree = self.walk(src_repo, top).await?;
+        let counters = Counters::default();
+        stream::iter(tree.blobs.iter())
+            .map(|blob| self.copy_blob(src_repo, dst_repo, blob, &counters))
+            .buffer_unordered(self.options.blob_concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+
+        let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
+        let top = &top[0];
+        for child in children {
+            let present = self
+                .client
+                .manifest_digest(dst_repo, child.digest.as_str())
+                .await?
+                .is_some();
+            if !present {
+                self.client
+                    .put_manifest(dst_repo, child.digest.as_str(), child)
+                    .await?;
+                Counters::add(&counters.manifests_pushed, 1);
+            }
+        }
+        self.client
+            .put_manifest(dst_repo, &dst_reference, top)
+            .await?;
+        Counters::add(&counters.manifests_pushed, 1);
+
+        let found = self
+            .client
+            .manifest_digest(dst_repo, &dst_reference)
+            .await?;
+        if found.as_ref() != Some(&top.digest) {
+            return Err(CopyError::Verify {
+                target: format!("{dst_repo}:{dst_reference}"),
+                found: found.map_or_else(|| "nothing".to_owned(), |d| d.to_string()),
+                expected: top.digest.to_string(),
+            });
+        }
+        Ok(CopyReport {
+            outcome: CopyOutcome::Copied,
+            digest: top.digest.clone(),
+            media_type: top.media_type.clone(),
+            platforms: tree.platforms,
+            bytes_sent: Counters::get(&counters.bytes_sent),
+            blobs_copied: Counters::get(&counters.blobs_copied),
+            blobs_mounted: Counters::get(&counters.blobs_mounted),
+            blobs_skipped: Counters::get(&counters.blobs_skipped),
+            manifests_pushed: Counters::get(&counters.manifests_pushed),
+            resumes: Counters::get(&counters.resumes),
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Reads every manifest below `top`, checking each child's digest and size.
+    async fn walk(&self, repo: &Repository, top: Manifest) -> Result<Tree, CopyError> {
+        let mut tree = Tree {
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+            platforms: Vec::new(),
+        };
+        // (manifest, depth, children done)
+        let mut stack: Vec<(Manifest, usize, bool)> = vec![(top, 0, false)];
+        while let Some((manifest, depth, expanded)) = stack.pop() {
+            if expanded || manifest.kind() == ManifestKind::Image {
+                if manifest.kind() == ManifestKind::Image {
+                    for blob in manifest.blobs().map_err(CopyError::Invalid)? {
+                        if !tree.blobs.iter().any(|b| b.digest == blob.digest) {
+                            tree.blobs.push(blob);
+                        }
+                    }
+                }
+                if !tree.manifests.iter().any(|m| m.digest == manifest.digest) {
+                    tree.manifests.push(manifest);
+                }
+                continue;
+            }
+            if depth >= MAX_DEPTH {
+                return Err(CopyError::Invalid(format!(
+                    "indexes nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            let children = manifest.children().map_err(CopyError::Invalid)?;
+            if depth == 0 {
+                tree.platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
+            }
+            stack.push((manifest, depth, true));
+            for child in children.into_iter().rev() {
+                let m = self
+                    .client
+                    .get_manifest(repo, child.digest.as_str())
+                    .await?;
+                if m.bytes.len() as u64 != child.size {
+                    return Err(CopyError::Invalid(format!(
+                        "manifest {} is {} bytes, its descriptor says {}",
+                        child.digest,
+                        m.bytes.len(),
+                        child.size
+                    )));
+                }
+                stack.push((m, depth + 1, false));
+            }
+        }
+        Ok(tree)
+    }
+}

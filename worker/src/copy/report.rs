@@ -1,0 +1,63 @@
+//! What a copy did.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use image_mirror_common::Digest;
+
+/// Whether anything was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// The target was written.
+    Copied,
+    /// The target tag already had the source digest; nothing was written.
+    AlreadyPresent,
+}
+
+/// The result of one copy.
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    /// Copied or already present.
+    pub outcome: CopyOutcome,
+    /// The top-level digest, the same at both ends.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Platforms of an index (`linux/amd64`, `windows/amd64:10.0.17763.1`).
+    pub platforms: Vec<String>,
+    /// Blob bytes sent to the target (resent bytes included).
+    pub bytes_sent: u64,
+    /// Blobs whose bytes were sent.
+    pub blobs_copied: u64,
+    /// Blobs mounted from another repository of the target registry.
+    pub blobs_mounted: u64,
+    /// Blobs the target already had.
+    pub blobs_skipped: u64,
+    /// Manifests written (children and top level).
+    pub manifests_pushed: u64,
+    /// Uploads and downloads resumed after a broken connection.
+    pub resumes: u64,
+    /// Wall time of the copy.
+    pub duration: Duration,
+}
+
+/// Counters shared by the blob copies of one image.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub bytes_sent: AtomicU64,
+    pub blobs_copied: AtomicU64,
+    pub blobs_mounted: AtomicU64,
+    pub blobs_skipped: AtomicU64,
+    pub manifests_pushed: AtomicU64,
+    pub resumes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

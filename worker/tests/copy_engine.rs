@@ -1,0 +1,420 @@
+//! The copy engine against real registries, checked with skopeo.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use image_mirror_common::registry::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
+use image_mirror_common::ImageRef;
+use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
+use image_mirror_testkit::push::push_image;
+use image_mirror_testkit::{skopeo, FaultProxy, Faults, Registry};
+use image_mirror_worker::{CopyEngine, CopyError, CopyOptions, CopyOutcome};
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(500),
+        max_retries: 5,
+    }
+}
+
+fn engine(hosts: &[String]) -> CopyEngine {
+    let client = RegistryClient::new(ClientOptions {
+        insecure_hosts: hosts.to_vec(),
+        retry: fast_retries(),
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    CopyEngine::new(client, CopyOptions::default())
+}
+
+fn reference(s: &str) -> ImageRef {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn every_manifest_kind_copies_byte_for_byte() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
+    let kinds: [(&str, Image); 4] = [
+        ("oci-manifest", images::oci_manifest(11)),
+        ("docker-manifest", images::docker_manifest(12)),
+        ("oci-index", images::oci_index(13)),
+        ("docker-list", images::docker_manifest_list(14)),
+    ];
+    for (name, image) in kinds {
+        push_image(&src.url(), &format!("up/{name}"), "v1.0", &image).await;
+        let from = reference(&format!("{}/up/{name}:v1.0", src.host()));
+        let to = reference(&format!("{}/mirror/{name}:v1.0", dst.host()));
+
+        let report = engine.copy(&from, &to).await.unwrap();
+        assert_eq!(report.outcome, CopyOutcome::Copied, "{name}");
+        assert_eq!(&report.digest, image.digest(), "{name}");
+        assert_eq!(report.blobs_copied as usize, image.blobs.len(), "{name}");
+        assert_eq!(report.bytes_sent as usize, image.blob_bytes(), "{name}");
+        assert_eq!(
+            report.manifests_pushed as usize,
+            image.manifests.len(),
+            "{name}"
+        );
+
+        // skopeo, an independent client, sees the same digest at both ends, and every child.
+        let at_src = skopeo::manifest_digest(&format!("{}/up/{name}:v1.0", src.host()));
+        let at_dst = skopeo::manifest_digest(&format!("{}/mirror/{name}:v1.0", dst.host()));
+        assert_eq!(at_src, at_dst, "{name}");
+        assert_eq!(&at_dst, image.digest(), "{name}");
+        assert_eq!(
+            skopeo::raw_manifest(&format!("{}/mirror/{name}:v1.0", dst.host())),
+            image.top().bytes,
+            "{name}"
+        );
+        for child in &image.manifests {
+            let r = format!("{}/mirror/{name}@{}", dst.host(), child.digest);
+            assert_eq!(skopeo::manifest_digest(&r), child.digest, "{name} child");
+        }
+
+        // Again: already present, and not one blob write reaches the registry.
+        let writes = dst.blob_writes();
+        let again = engine.copy(&from, &to).await.unwrap();
+        assert_eq!(again.outcome, CopyOutcome::AlreadyPresent, "{name}");
+        assert_eq!(again.bytes_sent, 0);
+        assert_eq!(
+            dst.blob_writes(),
+            writes,
+            "{name}: the second copy wrote blobs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn windows_os_version_and_platforms_survive() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
+    let image = images::oci_index(21);
+    push_image(&src.url(), "win/app", "ltsc2019", &image).await;
+    let report = engine
+        .copy(
+            &reference(&format!("{}/win/app:ltsc2019", src.host())),
+            &reference(&format!("{}/win/app:ltsc2019", dst.host())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.platforms,
+        [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "linux/arm/v7",
+            "windows/amd64:10.0.17763.5820"
+        ]
+    );
+    let raw = skopeo::raw_manifest(&format!("{}/win/app:ltsc2019", dst.host()));
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        index["manifests"][3]["platform"]["os.version"],
+        "10.0.17763.5820"
+    );
+}
+
+#[tokio::test]
+async fn copy_by_digest_and_shared_layers_mount_across_repositories() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
+    let image = images::oci_index(31);
+    push_image(&src.url(), "base/img", "1", &image).await;
+    let by_digest = reference(&format!("{}/base/img@{}", src.host(), image.digest()));
+    let first = engine
+        .copy(
+            &by_digest,
+            &reference(&format!("{}/team-a/img:1", dst.host())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.blobs_copied as usize, image.blobs.len());
+    // The same blobs into another repository of the same registry: mounted, not sent.
+    let second = engine
+        .copy(
+            &by_digest,
+            &reference(&format!("{}/team-b/img:1", dst.host())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.blobs_mounted as usize, image.blobs.len());
+    assert_eq!(second.bytes_sent, 0);
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/team-b/img:1", dst.host())),
+        image.digest()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_source_blob_fails_with_digest_mismatch_and_writes_no_manifest() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
+    let image = images::oci_index(41);
+    push_image(&src.url(), "bad/img", "1", &image).await;
+    // Flip bytes of one stored layer, keeping its length.
+    let layer = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type == OCI_LAYER)
+        .unwrap();
+    let path = src.blob_data_path(layer.digest.as_str());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let err = engine
+        .copy(
+            &reference(&format!("{}/bad/img:1", src.host())),
+            &reference(&format!("{}/bad/img:1", dst.host())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CopyError::Registry(RegistryError::DigestMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.class(), "digest_mismatch");
+    assert!(!err.is_transient());
+    let manifest_writes = dst
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PUT") && r.contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_writes, 0, "a manifest reached the target");
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_for_retry_after() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let image = images::oci_manifest(51);
+    push_image(&src.url(), "busy/img", "1", &image).await;
+    let proxy = FaultProxy::start(src.host(), Faults::too_many_requests(1, 2));
+    let engine = engine(&[proxy.host(), dst.host().to_owned()]);
+    let started = Instant::now();
+    let report = engine
+        .copy(
+            &reference(&format!("{}/busy/img:1", proxy.host())),
+            &reference(&format!("{}/busy/img:1", dst.host())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(proxy.canned_served(), 1);
+    assert_eq!(&report.digest, image.digest());
+    assert_eq!(
+        engine
+            .client()
+            .stats()
+            .too_many_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_registry_answering_503_for_a_while_ends_copied() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let image = images::oci_index(52);
+    push_image(&src.url(), "flaky/img", "1", &image).await;
+    let proxy = FaultProxy::start(dst.host(), Faults::unavailable(3));
+    let engine = engine(&[src.host().to_owned(), proxy.host()]);
+    let report = engine
+        .copy(
+            &reference(&format!("{}/flaky/img:1", src.host())),
+            &reference(&format!("{}/flaky/img:1", proxy.host())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(proxy.canned_served(), 3);
+    assert_eq!(
+        skopeo::manifest_digest(&format!("{}/flaky/img:1", dst.host())),
+        report.digest
+    );
+}
+
+#[tokio::test]
+async fn oversized_manifest_is_refused_before_anything_is_written() {
+    // Registries refuse to store manifests over 4 MiB, so a proxy serves one: once with a
+    // Content-Length, once without (read until the connection closes).
+    let src = Registry::start();
+    let dst = Registry::start();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&images::oci_manifest(61).top().bytes).unwrap();
+    manifest["annotations"] = serde_json::json!({"padding": "x".repeat(5 * 1024 * 1024)});
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\n",
+        images::OCI_MANIFEST
+    );
+    let with_length = [
+        format!("{head}Content-Length: {}\r\n\r\n", body.len()).into_bytes(),
+        body.clone(),
+    ]
+    .concat();
+    let until_close = [
+        format!("{head}Connection: close\r\n\r\n").into_bytes(),
+        body,
+    ]
+    .concat();
+    for canned in [with_length, until_close] {
+        let proxy = FaultProxy::start(
+            src.host(),
+            Faults {
+                canned: vec![canned],
+                ..Faults::default()
+            },
+        );
+        let engine = engine(&[proxy.host(), dst.host().to_owned()]);
+        let err = engine
+            .copy(
+                &reference(&format!("{}/big/img:1", proxy.host())),
+                &reference(&format!("{}/big/img:1", dst.host())),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("4194304-byte limit"), "{err}");
+        assert!(!err.is_transient());
+        assert_eq!(proxy.canned_served(), 1);
+    }
+    assert!(
+        dst.requests().is_empty(),
+        "the target saw requests: {:?}",
+        dst.requests()
+    );
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn big_image(seed: u64, size: u64) -> Image {
+    let layer = Blob::new(
+        OCI_LAYER,
+        images::random_bytes(seed, usize::try_from(size).unwrap()),
+    );
+    images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer])
+}
+
+/// Copies a 256 MiB blob to `dst` through a proxy that cuts the upload once at half the blob.
+async fn copy_through_cut_upload(buffer_requests: bool) -> (Registry, FaultProxy, Image, u64) {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let size = 256 * MIB;
+    let image = big_image(71, size);
+    push_image(&src.url(), "big/layer", "1", &image).await;
+    let proxy = FaultProxy::start(
+        dst.host(),
+        Faults {
+            cut_upstream_after: Some(size / 2),
+            buffer_requests,
+            ..Faults::default()
+        },
+    );
+    let engine = engine(&[src.host().to_owned(), proxy.host()]);
+    let report = engine
+        .copy(
+            &reference(&format!("{}/big/layer:1", src.host())),
+            &reference(&format!("{}/big/layer:1", proxy.host())),
+        )
+        .await
+        .unwrap();
+    assert!(proxy.cut_up_done(), "the proxy never cut the upload");
+    assert!(report.resumes >= 1);
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/big/layer:1", dst.host())),
+        image.digest()
+    );
+    drop(src);
+    (dst, proxy, image, size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_chunk() {
+    // A front proxy that buffers requests (as nginx does by default) keeps the registry's
+    // upload consistent when the client's connection breaks: the upload goes on from the
+    // offset the registry reports.
+    let (dst, proxy, _image, size) = copy_through_cut_upload(true).await;
+    let chunk = CopyOptions::default().chunk_size;
+    let overhead = MIB; // headers, the config blob, the manifest
+    assert!(
+        proxy.bytes_up() <= size + chunk + overhead,
+        "sent {} bytes for a {size}-byte blob: {} resent, more than one {chunk}-byte chunk",
+        proxy.bytes_up(),
+        proxy.bytes_up().saturating_sub(size)
+    );
+    let sessions = dst
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && r.ends_with("/blobs/uploads/"))
+        .count();
+    assert_eq!(
+        sessions, 2,
+        "one session per blob: the big one was resumed, not restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_cut_at_a_bare_registry_starts_the_blob_over_and_completes() {
+    // Distribution 2.8 keeps the part of a chunk it received before the cut, then refuses the
+    // session ("upload resumed at wrong offset"): the blob can only start over.
+    let (dst, proxy, _image, size) = copy_through_cut_upload(false).await;
+    assert!(
+        proxy.bytes_up() <= 2 * size,
+        "sent {} bytes",
+        proxy.bytes_up()
+    );
+    assert!(dst
+        .log()
+        .iter()
+        .any(|l| l.contains("upload resumed at wrong off")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_download_resumes_with_range() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let size = 256 * MIB;
+    let image = big_image(72, size);
+    push_image(&src.url(), "big/layer", "1", &image).await;
+    let proxy = FaultProxy::start(
+        src.host(),
+        Faults {
+            cut_downstream_after: Some(size / 2),
+            ..Faults::default()
+        },
+    );
+    let engine = engine(&[proxy.host(), dst.host().to_owned()]);
+    let report = engine
+        .copy(
+            &reference(&format!("{}/big/layer:1", proxy.host())),
+            &reference(&format!("{}/big/layer:1", dst.host())),
+        )
+        .await
+        .unwrap();
+    assert!(proxy.cut_down_done(), "the proxy never cut the download");
+    assert!(report.resumes >= 1);
+    let chunk = CopyOptions::default().chunk_size;
+    assert!(
+        proxy.bytes_down() <= size + chunk + MIB,
+        "read {} bytes for a {size}-byte blob",
+        proxy.bytes_down()
+    );
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/big/layer:1", dst.host())),
+        image.digest()
+    );
+}
