@@ -74,6 +74,16 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
     pub dest_org: Option<String>,
 
+    /// Folder for the cache of where blobs live in target registries (for mounts across
+    /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_CACHE_DIR",
+        value_name = "DIR"
+    )]
+    pub cache_dir: Option<PathBuf>,
+
     /// Log line format.
     #[arg(
         long,

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
+use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
 use crate::args::GlobalArgs;
@@ -18,7 +19,16 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
     Ok(RegistryClient::new(options)?)
 }
 
-/// A copy engine over [`client`].
+/// A copy engine over [`client`], remembering blob locations in the cache folder.
 pub fn engine(global: &GlobalArgs) -> Result<CopyEngine> {
-    Ok(CopyEngine::new(client(global)?, CopyOptions::default()))
+    let path = match &global.cache_dir {
+        Some(dir) => Some(dir.join("blob-locations")),
+        None => MountIndex::default_path(),
+    };
+    let mounts = path.map_or_else(MountIndex::in_memory, |p| MountIndex::persistent(&p));
+    Ok(CopyEngine::with_mounts(
+        client(global)?,
+        CopyOptions::default(),
+        mounts,
+    ))
 }

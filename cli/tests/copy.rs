@@ -18,6 +18,7 @@ fn copy(args: &[&str], docker_config: &Path, insecure: &[&str]) -> Output {
         .arg("copy")
         .args(args)
         .env("DOCKER_CONFIG", docker_config)
+        .env("IMAGE_MIRROR_CACHE_DIR", docker_config.join("cache"))
         .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
         .output()
         .unwrap()

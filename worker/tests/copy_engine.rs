@@ -292,11 +292,12 @@ async fn oversized_manifest_is_refused_before_anything_is_written() {
         assert!(!err.is_transient());
         assert_eq!(proxy.canned_served(), 1);
     }
-    assert!(
-        dst.requests().is_empty(),
-        "the target saw requests: {:?}",
-        dst.requests()
-    );
+    let writes: Vec<String> = dst
+        .requests()
+        .into_iter()
+        .filter(|r| !r.starts_with("GET") && !r.starts_with("HEAD"))
+        .collect();
+    assert!(writes.is_empty(), "the target saw writes: {writes:?}");
 }
 
 const MIB: u64 = 1024 * 1024;

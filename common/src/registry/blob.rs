@@ -311,24 +311,32 @@ impl RegistryClient {
         .await
     }
 
-    /// Sends a whole blob in the request that closes `upload` (for small blobs).
-    pub async fn put_whole_blob(
+    /// Sends a whole blob of `len` bytes, streamed from `body`, in the request that closes
+    /// `upload` (for blobs up to one chunk). Not retried here: a failed request leaves the
+    /// session unusable, so the caller opens a new one.
+    pub async fn put_blob_stream<S>(
         &self,
         repo: &Repository,
         upload: &Upload,
         digest: &Digest,
-        bytes: Bytes,
-    ) -> Result<(), RegistryError> {
+        body: S,
+        len: u64,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
         let registry = repo.registry();
         let operation = format!("upload {digest} to {}", repo.path());
         let mut url = upload.location.clone();
         url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let request = self
+            .http()
+            .put(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len.to_string())
+            .body(Body::wrap_stream(body));
         let answer = self
-            .send(registry, &Scope::push(repo.path()), &operation, |http| {
-                http.put(url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(bytes.clone())
-            })
+            .send_once(registry, &Scope::push(repo.path()), &operation, request)
             .await?;
         if answer.response.status() != StatusCode::CREATED {
             return Err(status_error(registry, &operation, answer.response).await);

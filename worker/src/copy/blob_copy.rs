@@ -42,13 +42,15 @@ impl CopyEngine {
         counters: &Counters,
     ) -> Result<BlobOutcome, CopyError> {
         let client = &self.client;
-        if client.blob_exists(target, &blob.digest).await? {
+        let mount_from = self.mounts.source_for(target, &blob.digest);
+        // With a mount candidate, the mount itself tells whether the blob is there.
+        if mount_from.is_none() && client.blob_exists(target, &blob.digest).await? {
             self.mounts.record(target, &blob.digest);
             Counters::add(&counters.blobs_skipped, 1);
             return Ok(BlobOutcome::Skipped);
         }
         let mut upload = None;
-        if let Some(from) = self.mounts.source_for(target, &blob.digest) {
+        if let Some(from) = mount_from {
             match client.mount_blob(target, &blob.digest, &from).await {
                 Ok(Mount::Mounted) => {
                     self.mounts.record(target, &blob.digest);
@@ -76,34 +78,61 @@ impl CopyEngine {
         Ok(BlobOutcome::Copied)
     }
 
-    /// Small blobs: read whole (bounded by `single_request_max`), check, send in one request.
+    /// Blobs up to one chunk: streamed in the single request that closes the upload. The last
+    /// piece is held back until the whole blob hashed to its digest, so a bad blob never
+    /// completes an upload. A broken request starts the blob over (at most one chunk).
     async fn upload_whole(
         &self,
         source: &Repository,
         target: &Repository,
         blob: &Descriptor,
-        upload: Upload,
+        mut upload: Upload,
         counters: &Counters,
     ) -> Result<(), CopyError> {
-        let mut reader = SourceReader::new(self, source, blob, 0, counters);
-        let mut bytes = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
-        let mut hasher = Sha256::new();
-        while reader.position < blob.size {
-            let piece = reader.next(PIECE).await?;
-            hasher.update(&piece);
-            bytes.extend_from_slice(&piece);
+        let client = &self.client;
+        let mut failures = 0_usize;
+        loop {
+            let (tx, body) = pipe();
+            let mut reader = SourceReader::new(self, source, blob, 0, counters);
+            let mut hasher = Sha256::new();
+            let send = client.put_blob_stream(target, &upload, &blob.digest, body, blob.size);
+            let feeding = feed(
+                &mut reader,
+                &mut hasher,
+                &tx,
+                blob.size,
+                Some((source, blob)),
+            );
+            let (sent, fed) = tokio::join!(send, feeding);
+            drop(tx);
+            match (sent, fed) {
+                (Ok(()), Ok(())) => {
+                    Counters::add(&counters.bytes_sent, blob.size);
+                    return Ok(());
+                }
+                (_, Err(Some(e))) => {
+                    client.cancel_upload(target, &upload).await;
+                    return Err(e);
+                }
+                (Err(e), _)
+                    if !e.is_transient() || failures >= client.retry_policy().max_retries =>
+                {
+                    client.cancel_upload(target, &upload).await;
+                    return Err(e.into());
+                }
+                (result, _) => {
+                    failures += 1;
+                    let reason = result
+                        .err()
+                        .map_or_else(|| "upload ended early".to_owned(), |e| e.to_string());
+                    tracing::warn!(blob = %blob.digest, %reason, "upload broke; sending the blob again");
+                    Counters::add(&counters.resumes, 1);
+                    tokio::time::sleep(backoff(failures)).await;
+                    client.cancel_upload(target, &upload).await;
+                    upload = client.start_upload(target).await?;
+                }
+            }
         }
-        check_digest(source, blob, hasher)?;
-        let bytes = Bytes::from(bytes);
-        let len = bytes.len() as u64;
-        self.client
-            .with_retries(|| {
-                self.client
-                    .put_whole_blob(target, &upload, &blob.digest, bytes.clone())
-            })
-            .await?;
-        Counters::add(&counters.bytes_sent, len);
-        Ok(())
     }
 
     /// Large blobs: chunked, streamed, resumable.
@@ -129,34 +158,10 @@ impl CopyEngine {
         while upload.offset < blob.size {
             let start = upload.offset;
             let len = chunk.min(blob.size - start);
-            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(PIPE_DEPTH);
-            let body = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            });
+            let (tx, body) = pipe();
             let send = client.upload_chunk(target, &mut upload, body, len);
-            let feed = async {
-                let mut left = len;
-                while left > 0 {
-                    let piece = match reader
-                        .next(usize::try_from(left).unwrap_or(PIECE).min(PIECE))
-                        .await
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other("source failed"))).await;
-                            return Err(Some(e));
-                        }
-                    };
-                    hasher.update(&piece);
-                    left -= piece.len() as u64;
-                    if tx.send(Ok(piece)).await.is_err() {
-                        // The request ended early; the upload error tells why.
-                        return Err(None);
-                    }
-                }
-                Ok(())
-            };
-            let (sent, fed) = tokio::join!(send, feed);
+            let feeding = feed(&mut reader, &mut hasher, &tx, len, None);
+            let (sent, fed) = tokio::join!(send, feeding);
             match (sent, fed) {
                 (Ok(()), Ok(())) if upload.offset == start + len => {
                     Counters::add(&counters.bytes_sent, len);
@@ -234,6 +239,57 @@ impl CopyEngine {
         client.finish_upload(target, &upload, &blob.digest).await?;
         Ok(())
     }
+}
+
+type Piece = Result<Bytes, std::io::Error>;
+
+/// A bounded pipe from the source reader to a request body.
+fn pipe() -> (
+    mpsc::Sender<Piece>,
+    impl futures_util::Stream<Item = Piece> + Send + Sync + 'static,
+) {
+    let (tx, rx) = mpsc::channel::<Piece>(PIPE_DEPTH);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (tx, body)
+}
+
+/// Moves `len` bytes from `reader` into the pipe, hashing them. With `verify`, the last piece
+/// goes only once the blob's digest checked out. `Err(Some)` is a source failure (the body is
+/// aborted); `Err(None)` means the request ended first.
+async fn feed(
+    reader: &mut SourceReader<'_>,
+    hasher: &mut Sha256,
+    tx: &mpsc::Sender<Piece>,
+    len: u64,
+    verify: Option<(&Repository, &Descriptor)>,
+) -> Result<(), Option<CopyError>> {
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
+        let piece = match reader.next(want).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other("source failed"))).await;
+                return Err(Some(e));
+            }
+        };
+        hasher.update(&piece);
+        left -= piece.len() as u64;
+        if left == 0 {
+            if let Some((source, blob)) = verify {
+                if let Err(e) = check_digest(source, blob, hasher.clone()) {
+                    let _ = tx.send(Err(std::io::Error::other("digest mismatch"))).await;
+                    return Err(Some(e));
+                }
+            }
+        }
+        if tx.send(Ok(piece)).await.is_err() {
+            return Err(None);
+        }
+    }
+    Ok(())
 }
 
 fn backoff(failures: usize) -> Duration {

@@ -33,7 +33,7 @@ const MAX_DEPTH: usize = 4;
 pub struct CopyOptions {
     /// Bytes per upload chunk of a large blob (raised to the registry's minimum).
     pub chunk_size: u64,
-    /// Blobs up to this size are read whole and sent in one request.
+    /// Blobs up to this size are streamed in one request (a broken one starts over).
     pub single_request_max: u64,
     /// Blobs of one image copied at the same time.
     pub blob_concurrency: usize,
@@ -43,7 +43,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         Self {
             chunk_size: 16 * 1024 * 1024,
-            single_request_max: 4 * 1024 * 1024,
+            single_request_max: 16 * 1024 * 1024,
             blob_concurrency: 4,
         }
     }
@@ -66,11 +66,16 @@ struct Tree {
 }
 
 impl CopyEngine {
-    /// An engine over `client`.
+    /// An engine over `client` that remembers blob locations for this process only.
     pub fn new(client: RegistryClient, options: CopyOptions) -> Self {
+        Self::with_mounts(client, options, MountIndex::in_memory())
+    }
+
+    /// An engine over `client` with the given blob location index.
+    pub fn with_mounts(client: RegistryClient, options: CopyOptions, mounts: MountIndex) -> Self {
         Self {
             client,
-            mounts: Arc::new(MountIndex::default()),
+            mounts: Arc::new(mounts),
             options,
         }
     }
@@ -89,27 +94,40 @@ impl CopyEngine {
         let started = Instant::now();
         let src_repo = source.repository();
         let dst_repo = target.repository();
-        let top = self
-            .client
-            .get_manifest(src_repo, &source.reference())
-            .await?;
-        let dst_reference = match (target.tag(), target.digest(), source.tag()) {
-            (_, Some(d), _) if *d != top.digest => {
+        // The target tag (the source's when the target names none) is asked about while the
+        // source manifest is read: one round trip for an image that is already mirrored.
+        let named = target.tag().or(source.tag()).map(ToString::to_string);
+        let source_reference = source.reference();
+        let (top, existing) = match &named {
+            Some(reference) => {
+                let (top, existing) = tokio::join!(
+                    self.client.get_manifest(src_repo, &source_reference),
+                    self.client.manifest_digest(dst_repo, reference)
+                );
+                (top?, existing?)
+            }
+            None => {
+                let top = self
+                    .client
+                    .get_manifest(src_repo, &source.reference())
+                    .await?;
+                let existing = self
+                    .client
+                    .manifest_digest(dst_repo, top.digest.as_str())
+                    .await?;
+                (top, existing)
+            }
+        };
+        if let Some(d) = target.digest() {
+            if *d != top.digest {
                 return Err(CopyError::Invalid(format!(
                     "target {target} names digest {d}, but the source is {}",
                     top.digest
-                )))
+                )));
             }
-            (Some(t), _, _) => t.to_string(),
-            (None, _, Some(t)) => t.to_string(),
-            (None, _, None) => top.digest.to_string(),
-        };
-        if self
-            .client
-            .manifest_digest(dst_repo, &dst_reference)
-            .await?
-            == Some(top.digest.clone())
-        {
+        }
+        let dst_reference = named.unwrap_or_else(|| top.digest.to_string());
+        if existing.as_ref() == Some(&top.digest) {
             let platforms = match top.kind() {
                 ManifestKind::Index => top
                     .children()
@@ -134,7 +152,9 @@ impl CopyEngine {
             });
         }
 
-        let tree = self.walk(src_repo, top).await?;
+        let mut tree = self.walk(src_repo, top).await?;
+        // Largest first: the long transfers start at once and the small ones fill in around them.
+        tree.blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
         let counters = Counters::default();
         stream::iter(tree.blobs.iter())
             .map(|blob| self.copy_blob(src_repo, dst_repo, blob, &counters))
@@ -144,18 +164,28 @@ impl CopyEngine {
 
         let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
         let top = &top[0];
-        for child in children {
-            let present = self
-                .client
-                .manifest_digest(dst_repo, child.digest.as_str())
-                .await?
-                .is_some();
-            if !present {
+        // Image manifests several at a time (a PUT of a manifest the target has costs no more
+        // than asking whether it has it), then nested indexes in order, each after its own
+        // children.
+        let (nested, images): (Vec<&Manifest>, Vec<&Manifest>) = children
+            .iter()
+            .partition(|m| m.kind() == ManifestKind::Index);
+        stream::iter(images)
+            .map(|child| async {
                 self.client
                     .put_manifest(dst_repo, child.digest.as_str(), child)
                     .await?;
                 Counters::add(&counters.manifests_pushed, 1);
-            }
+                Ok::<(), CopyError>(())
+            })
+            .buffer_unordered(self.options.blob_concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        for index in nested {
+            self.client
+                .put_manifest(dst_repo, index.digest.as_str(), index)
+                .await?;
+            Counters::add(&counters.manifests_pushed, 1);
         }
         self.client
             .put_manifest(dst_repo, &dst_reference, top)
@@ -221,19 +251,26 @@ impl CopyEngine {
                 tree.platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
             }
             stack.push((manifest, depth, true));
-            for child in children.into_iter().rev() {
-                let m = self
-                    .client
-                    .get_manifest(repo, child.digest.as_str())
-                    .await?;
-                if m.bytes.len() as u64 != child.size {
-                    return Err(CopyError::Invalid(format!(
-                        "manifest {} is {} bytes, its descriptor says {}",
-                        child.digest,
-                        m.bytes.len(),
-                        child.size
-                    )));
-                }
+            let fetched: Vec<Manifest> = stream::iter(children.iter())
+                .map(|child| async move {
+                    let m = self
+                        .client
+                        .get_manifest(repo, child.digest.as_str())
+                        .await?;
+                    if m.bytes.len() as u64 != child.size {
+                        return Err(CopyError::Invalid(format!(
+                            "manifest {} is {} bytes, its descriptor says {}",
+                            child.digest,
+                            m.bytes.len(),
+                            child.size
+                        )));
+                    }
+                    Ok(m)
+                })
+                .buffered(self.options.blob_concurrency.max(1))
+                .try_collect()
+                .await?;
+            for m in fetched.into_iter().rev() {
                 stack.push((m, depth + 1, false));
             }
         }
