@@ -68,6 +68,8 @@ struct State {
     cut_down_done: AtomicBool,
     canned: Mutex<VecDeque<Vec<u8>>>,
     canned_served: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -141,6 +143,11 @@ impl FaultProxy {
         self.state.cut_down_done.load(Ordering::SeqCst)
     }
 
+    /// The most client connections that were open at the same time.
+    pub fn peak_connections(&self) -> u64 {
+        self.state.peak_open.load(Ordering::SeqCst)
+    }
+
     /// Canned responses served so far.
     pub fn canned_served(&self) -> u64 {
         self.state.canned_served.load(Ordering::SeqCst)
@@ -165,11 +172,14 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+            state.peak_open.fetch_max(open, Ordering::SeqCst);
             let canned = state.canned.lock().expect("canned lock").pop_front();
             match canned {
                 Some(response) => answer_canned(client, &response, &state).await,
                 None => relay(client, upstream, &state).await,
             }
+            state.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

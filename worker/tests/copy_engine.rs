@@ -300,6 +300,70 @@ async fn oversized_manifest_is_refused_before_anything_is_written() {
     assert!(writes.is_empty(), "the target saw writes: {writes:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_host_are_limited() {
+    let src = Registry::start();
+    let image = images::oci_index(81);
+    push_image(&src.url(), "lim/img", "1", &image).await;
+    let repo: image_mirror_common::Repository = format!("{}/lim/img", src.host()).parse().unwrap();
+    let mut peaks = Vec::new();
+    for limit in [2, 16] {
+        let proxy = FaultProxy::start(src.host(), Faults::default());
+        let client = RegistryClient::new(ClientOptions {
+            insecure_hosts: vec![proxy.host()],
+            max_requests_per_host: limit,
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let repo = repo.with_registry(&proxy.host()).unwrap();
+        let lookups = (0..24).map(|_| {
+            let (client, repo) = (client.clone(), repo.clone());
+            async move { client.get_manifest(&repo, "1").await.unwrap() }
+        });
+        futures_util::future::join_all(lookups).await;
+        peaks.push(proxy.peak_connections());
+    }
+    assert!(
+        peaks[0] <= 2,
+        "limit 2, yet {} connections at once",
+        peaks[0]
+    );
+    assert!(
+        peaks[1] > 2,
+        "without a tight limit the test should see more: {peaks:?}"
+    );
+    drop(repo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_within_one_registry_completes_under_a_limit_of_one() {
+    // Source and target on one host, one request at a time: a blob copy's download and upload
+    // come from separate pools, so the copy cannot wait on itself.
+    let reg = Registry::start();
+    let small = images::oci_index(82);
+    let big = big_image(83, 40 * MIB);
+    push_image(&reg.url(), "from/small", "1", &small).await;
+    push_image(&reg.url(), "from/big", "1", &big).await;
+    let client = RegistryClient::new(ClientOptions {
+        insecure_hosts: vec![reg.host().to_owned()],
+        max_requests_per_host: 1,
+        retry: fast_retries(),
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let engine = CopyEngine::new(client, CopyOptions::default());
+    for (name, image) in [("small", &small), ("big", &big)] {
+        let from = reference(&format!("{}/from/{name}:1", reg.host()));
+        let to = reference(&format!("{}/to/{name}:1", reg.host()));
+        let copy = engine.copy(&from, &to);
+        let report = tokio::time::timeout(Duration::from_secs(120), copy)
+            .await
+            .expect("the copy stalled")
+            .unwrap();
+        assert_eq!(&report.digest, image.digest());
+    }
+}
+
 const MIB: u64 = 1024 * 1024;
 
 fn big_image(seed: u64, size: u64) -> Image {

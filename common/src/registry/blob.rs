@@ -10,7 +10,7 @@ use reqwest::{Body, StatusCode, Url};
 
 use crate::digest::Digest;
 use crate::reference::Repository;
-use crate::registry::client::{status_error, RegistryClient};
+use crate::registry::client::{status_error, RegistryClient, UploadSlot};
 use crate::registry::error::{network_message, RegistryError};
 use crate::registry::manifest::protocol;
 use crate::registry::token::Scope;
@@ -41,7 +41,7 @@ pub struct BlobDownload {
     pub offset: u64,
     /// The body.
     pub response: reqwest::Response,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl BlobDownload {
@@ -232,6 +232,7 @@ impl RegistryClient {
         upload: &mut Upload,
         body: S,
         len: u64,
+        slot: &UploadSlot,
     ) -> Result<(), RegistryError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
@@ -247,7 +248,13 @@ impl RegistryClient {
             .header(CONTENT_LENGTH, len.to_string())
             .body(Body::wrap_stream(body));
         let answer = self
-            .send_once(registry, &Scope::push(repo.path()), &operation, request)
+            .send_once(
+                registry,
+                &Scope::push(repo.path()),
+                &operation,
+                request,
+                slot,
+            )
             .await?;
         if answer.response.status() != StatusCode::ACCEPTED {
             return Err(status_error(registry, &operation, answer.response).await);
@@ -321,6 +328,7 @@ impl RegistryClient {
         digest: &Digest,
         body: S,
         len: u64,
+        slot: &UploadSlot,
     ) -> Result<(), RegistryError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
@@ -336,7 +344,13 @@ impl RegistryClient {
             .header(CONTENT_LENGTH, len.to_string())
             .body(Body::wrap_stream(body));
         let answer = self
-            .send_once(registry, &Scope::push(repo.path()), &operation, request)
+            .send_once(
+                registry,
+                &Scope::push(repo.path()),
+                &operation,
+                request,
+                slot,
+            )
             .await?;
         if answer.response.status() != StatusCode::CREATED {
             return Err(status_error(registry, &operation, answer.response).await);

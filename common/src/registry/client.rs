@@ -83,6 +83,7 @@ struct Inner {
     credentials: tokio::sync::Mutex<HashMap<String, Option<Credential>>>,
     tokens: TokenCache,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    upload_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     stats: ClientStats,
 }
 
@@ -92,11 +93,14 @@ pub struct RegistryClient {
     inner: Arc<Inner>,
 }
 
+/// A slot in a host's pool of concurrent uploads; see [`RegistryClient::upload_slot`].
+pub struct UploadSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
 /// A response together with the per-host permit it holds while its body is read.
 pub struct Answer {
     /// The response.
     pub response: Response,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
 impl RegistryClient {
@@ -122,6 +126,7 @@ impl RegistryClient {
                 credentials: tokio::sync::Mutex::default(),
                 tokens: TokenCache::default(),
                 limits: Mutex::default(),
+                upload_limits: Mutex::default(),
                 stats: ClientStats::default(),
                 options,
             }),
@@ -183,13 +188,42 @@ impl RegistryClient {
     }
 
     async fn permit(&self, registry: &str) -> Result<OwnedSemaphorePermit, RegistryError> {
+        Self::acquire(
+            &self.inner.limits,
+            registry,
+            self.inner.options.max_requests_per_host,
+        )
+        .await
+    }
+
+    /// A slot in `registry`'s pool of blob uploads, held by one blob copy from its first byte
+    /// to its last. Uploads have their own pool, taken before the source is read: a copy holds
+    /// its upload slot, then a request slot for its download, always in that order, and lets
+    /// go of the download before its other requests, so copies within one registry cannot wait
+    /// on each other.
+    pub async fn upload_slot(&self, registry: &str) -> Result<UploadSlot, RegistryError> {
+        Ok(UploadSlot(
+            Self::acquire(
+                &self.inner.upload_limits,
+                registry,
+                self.inner.options.max_requests_per_host,
+            )
+            .await?,
+        ))
+    }
+
+    async fn acquire(
+        pools: &Mutex<HashMap<String, Arc<Semaphore>>>,
+        registry: &str,
+        limit: usize,
+    ) -> Result<OwnedSemaphorePermit, RegistryError> {
         let semaphore = {
-            let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(limits.entry(registry.to_owned()).or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.inner.options.max_requests_per_host.max(1),
-                ))
-            }))
+            let mut limits = pools.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                limits
+                    .entry(registry.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1)))),
+            )
         };
         semaphore
             .acquire_owned()
@@ -306,7 +340,10 @@ impl RegistryClient {
                     .fetch_add(1, Ordering::Relaxed);
             }
             if status != StatusCode::UNAUTHORIZED {
-                return Ok(Answer { response, permit });
+                return Ok(Answer {
+                    response,
+                    permit: Some(permit),
+                });
             }
             let challenge = response
                 .headers()
@@ -346,17 +383,17 @@ impl RegistryClient {
         })
     }
 
-    /// Like [`send`](Self::send) for a request whose body can be sent only once (a stream): the
-    /// auth challenge is answered beforehand by the operations that open an upload, so a 401
-    /// here is an error.
+    /// Like [`send`](Self::send) for an upload whose body can be sent only once (a stream),
+    /// in the given upload slot: the auth challenge is answered beforehand by the operations
+    /// that open an upload, so a 401 here is an error.
     pub async fn send_once(
         &self,
         registry: &str,
         scope: &Scope,
         operation: &str,
         request: RequestBuilder,
+        _slot: &UploadSlot,
     ) -> Result<Answer, RegistryError> {
-        let permit = self.permit(registry).await?;
         let mut request = request;
         if let Some(auth) = self.authorization(registry, scope, false).await? {
             request = request.header(AUTHORIZATION, auth);
@@ -375,7 +412,10 @@ impl RegistryClient {
                 message,
             });
         }
-        Ok(Answer { response, permit })
+        Ok(Answer {
+            response,
+            permit: None,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ pub mod retry;
 pub mod token;
 
 pub use blob::{BlobDownload, Mount, Upload};
-pub use client::{ClientOptions, RegistryClient};
+pub use client::{ClientOptions, RegistryClient, UploadSlot};
 pub use credentials::{Credential, DockerConfig};
 pub use error::{ErrorClass, RegistryError};
 pub use manifest::{Descriptor, Manifest, ManifestKind, MAX_MANIFEST_BYTES};

@@ -90,12 +90,14 @@ impl CopyEngine {
         counters: &Counters,
     ) -> Result<(), CopyError> {
         let client = &self.client;
+        let slot = client.upload_slot(target.registry()).await?;
         let mut failures = 0_usize;
         loop {
             let (tx, body) = pipe();
             let mut reader = SourceReader::new(self, source, blob, 0, counters);
             let mut hasher = Sha256::new();
-            let send = client.put_blob_stream(target, &upload, &blob.digest, body, blob.size);
+            let send =
+                client.put_blob_stream(target, &upload, &blob.digest, body, blob.size, &slot);
             let feeding = feed(
                 &mut reader,
                 &mut hasher,
@@ -105,6 +107,7 @@ impl CopyEngine {
             );
             let (sent, fed) = tokio::join!(send, feeding);
             drop(tx);
+            drop(reader);
             match (sent, fed) {
                 (Ok(()), Ok(())) => {
                     Counters::add(&counters.bytes_sent, blob.size);
@@ -153,13 +156,14 @@ impl CopyEngine {
         let mut hasher = Sha256::new();
         // The hash state at `saved.0`, the last offset the registry confirmed.
         let mut saved = (upload.offset, hasher.clone());
+        let slot = client.upload_slot(target.registry()).await?;
         let mut reader = SourceReader::new(self, source, blob, upload.offset, counters);
         let mut failures = 0_usize;
         while upload.offset < blob.size {
             let start = upload.offset;
             let len = chunk.min(blob.size - start);
             let (tx, body) = pipe();
-            let send = client.upload_chunk(target, &mut upload, body, len);
+            let send = client.upload_chunk(target, &mut upload, body, len, &slot);
             let feeding = feed(&mut reader, &mut hasher, &tx, len, None);
             let (sent, fed) = tokio::join!(send, feeding);
             match (sent, fed) {
@@ -201,7 +205,8 @@ impl CopyEngine {
                     tokio::time::sleep(backoff(failures)).await;
                 }
             }
-            // Where does the registry stand?
+            // Where does the registry stand? (The download lets go of its request slot first.)
+            reader.release();
             let sent_before = start;
             match client.upload_status(target, &mut upload).await {
                 Ok(()) if upload.offset >= saved.0 && upload.offset <= blob.size => {
@@ -232,6 +237,7 @@ impl CopyEngine {
             }
             saved = (upload.offset, hasher.clone());
         }
+        reader.release();
         if let Err(e) = check_digest(source, blob, hasher) {
             client.cancel_upload(target, &upload).await;
             return Err(e);
@@ -341,6 +347,13 @@ impl<'a> SourceReader<'a> {
             position,
             failures: 0,
         }
+    }
+
+    /// Ends the download in progress (and frees its request slot); the next read resumes
+    /// from the same position.
+    fn release(&mut self) {
+        self.download = None;
+        self.pending = Bytes::new();
     }
 
     /// Up to `max` more bytes (at least one, while the blob has bytes left).
