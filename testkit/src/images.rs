@@ -274,3 +274,56 @@ fn multi(format: Format, seed: u64) -> Image {
         .collect();
     index_of(format, children)
 }
+
+/// A buildx-style index: two platforms, each with an attestation manifest (in-toto layers,
+/// platform `unknown/unknown`, annotations naming the image it describes).
+pub fn oci_index_with_attestations(seed: u64) -> Image {
+    let platforms = [Platform::LINUX_AMD64, Platform::LINUX_ARM64];
+    let mut blobs: Vec<Blob> = Vec::new();
+    let mut manifests = Vec::new();
+    let mut entries = Vec::new();
+    for (i, p) in platforms.iter().enumerate() {
+        let image = single(Format::Oci, seed.wrapping_mul(16).wrapping_add(i as u64), p);
+        let image_top = image.top().clone();
+        let mut entry = image_top.descriptor();
+        entry["platform"] = p.json();
+        entries.push(entry);
+        blobs.extend(image.blobs);
+        manifests.push(image_top.clone());
+
+        let statement = Blob::new(
+            "application/vnd.in-toto+json",
+            pretty(
+                &json!({"_type": "https://in-toto.io/Statement/v0.1", "subject": [{"digest": {"sha256": image_top.digest.encoded()}}]}),
+            ),
+        );
+        let config = Blob::new(
+            OCI_CONFIG,
+            pretty(
+                &json!({"architecture": "unknown", "os": "unknown", "rootfs": {"type": "layers", "diff_ids": [statement.digest.to_string()]}}),
+            ),
+        );
+        let mut layer = statement.descriptor();
+        layer["annotations"] =
+            json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
+        let attestation = Blob::new(
+            OCI_MANIFEST,
+            pretty(
+                &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(), "layers": [layer]}),
+            ),
+        );
+        let mut entry = attestation.descriptor();
+        entry["platform"] = json!({"architecture": "unknown", "os": "unknown"});
+        entry["annotations"] = json!({
+            "vnd.docker.reference.digest": image_top.digest.to_string(),
+            "vnd.docker.reference.type": "attestation-manifest",
+        });
+        entries.push(entry);
+        blobs.push(config);
+        blobs.push(statement);
+        manifests.push(attestation);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+    manifests.push(Blob::new(OCI_INDEX, pretty(&index)));
+    Image { blobs, manifests }
+}

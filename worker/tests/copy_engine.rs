@@ -38,11 +38,12 @@ async fn every_manifest_kind_copies_byte_for_byte() {
     let src = Registry::start();
     let dst = Registry::start();
     let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
-    let kinds: [(&str, Image); 4] = [
+    let kinds: [(&str, Image); 5] = [
         ("oci-manifest", images::oci_manifest(11)),
         ("docker-manifest", images::docker_manifest(12)),
         ("oci-index", images::oci_index(13)),
         ("docker-list", images::docker_manifest_list(14)),
+        ("attested", images::oci_index_with_attestations(15)),
     ];
     for (name, image) in kinds {
         push_image(&src.url(), &format!("up/{name}"), "v1.0", &image).await;
@@ -362,6 +363,43 @@ async fn a_copy_within_one_registry_completes_under_a_limit_of_one() {
             .unwrap();
         assert_eq!(&report.digest, image.digest());
     }
+}
+
+#[tokio::test]
+async fn a_schema1_manifest_is_refused_with_a_clear_message() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let body = br#"{"schemaVersion":1,"name":"old/img","tag":"1","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let canned = [
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body.to_vec(),
+    ]
+    .concat();
+    let proxy = FaultProxy::start(
+        src.host(),
+        Faults {
+            canned: vec![canned],
+            ..Faults::default()
+        },
+    );
+    let engine = engine(&[proxy.host(), dst.host().to_owned()]);
+    let err = engine
+        .copy(
+            &reference(&format!("{}/old/img:1", proxy.host())),
+            &reference(&format!("{}/old/img:1", dst.host())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("schema1 manifests are not supported"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
 }
 
 const MIB: u64 = 1024 * 1024;
