@@ -11,6 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod images_list;
 pub mod message;
+pub mod queue;
 pub mod reference;
 pub mod registry;
 pub mod secret;

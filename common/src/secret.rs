@@ -30,6 +30,28 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `url` with its password replaced by `***` (`amqp://guest:***@host:5672/%2f`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +61,15 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cr3t@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://rabbit:5672"), "amqp://rabbit:5672");
+        assert_eq!(redact_url("amqps://u:p:x@h/v?x=@"), "amqps://u:***@h/v?x=@");
     }
 }

@@ -1,0 +1,84 @@
+//! The names and arguments of the RabbitMQ topology, in one place so that every role declares
+//! them identically (a mismatch closes the channel with PRECONDITION_FAILED).
+//!
+//! Every name starts with a prefix (`mirror` by default), so that several mirror systems, or
+//! tests, can share one broker.
+
+use std::time::Duration;
+
+/// Header carrying the delivery attempt of a job (1 for the first).
+pub const ATTEMPT_HEADER: &str = "x-image-mirror-attempt";
+/// Header carrying why a job was dead-lettered.
+pub const REASON_HEADER: &str = "x-image-mirror-reason";
+
+/// Delay before each retry: retry `n` (1-based) waits `RETRY_DELAYS[n - 1]` in its delay
+/// queue, then dead-letters back to the jobs queue.
+pub const RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+];
+
+/// The attempts a job gets: the first and one per retry delay.
+pub const MAX_ATTEMPTS: u32 = RETRY_DELAYS.len() as u32 + 1;
+
+/// The default prefix of every name.
+pub const DEFAULT_PREFIX: &str = "mirror";
+
+/// The queue and exchange names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Topology {
+    /// The names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Durable quorum queue of jobs: `<prefix>.jobs`.
+    pub fn jobs(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// Durable quorum queue of jobs that failed for good: `<prefix>.jobs.dead`.
+    pub fn dead(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// Delay queue of retry `n` (1-based): `<prefix>.jobs.retry.<n>`.
+    pub fn retry(&self, n: usize) -> String {
+        format!("{}.jobs.retry.{n}", self.prefix)
+    }
+
+    /// Durable topic exchange of events, routed by `job.<outcome>`: `<prefix>.events`.
+    pub fn events(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// The committer's durable queue, bound to the events with `job.*`:
+    /// `<prefix>.events.committer`.
+    pub fn committer(&self) -> String {
+        format!("{}.events.committer", self.prefix)
+    }
+
+    /// Every queue, jobs first.
+    pub fn queues(&self) -> Vec<String> {
+        let mut v = vec![self.jobs()];
+        v.extend((1..=RETRY_DELAYS.len()).map(|n| self.retry(n)));
+        v.push(self.dead());
+        v.push(self.committer());
+        v
+    }
+}
