@@ -84,6 +84,16 @@ pub struct GlobalArgs {
     )]
     pub cache_dir: Option<PathBuf>,
 
+    /// Prefix of every RabbitMQ queue and exchange name (several systems can share a broker).
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_QUEUE_PREFIX",
+        default_value = "mirror",
+        value_name = "PREFIX"
+    )]
+    pub queue_prefix: String,
+
     /// Log line format.
     #[arg(
         long,
@@ -112,6 +122,23 @@ pub enum Command {
     Validate,
     /// Copy one image (tag or digest), every platform, byte for byte; no queue.
     Copy(CopyArgs),
+    /// Publish jobs to RabbitMQ.
+    #[command(subcommand)]
+    Producer(ProducerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProducerCommand {
+    /// One job per images-list entry and target (targets overridden by --dest-registry and
+    /// --dest-org), published with confirms.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only entries whose line (`source target tag`) matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Args)]

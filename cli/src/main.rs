@@ -2,6 +2,7 @@
 //! role or tool asked for. Nothing else lives here.
 
 mod args;
+mod broker;
 mod commands;
 mod exit;
 mod logging;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ProducerCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,6 +22,9 @@ async fn main() -> ExitCode {
         Command::Sort(args) => commands::sort::run(&cli.global, args),
         Command::Validate => commands::validate::run(&cli.global),
         Command::Copy(args) => commands::copy::run(&cli.global, args).await,
+        Command::Producer(ProducerCommand::Sync(args)) => {
+            commands::producer::sync(&cli.global, args).await
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

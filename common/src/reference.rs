@@ -117,6 +117,17 @@ impl Repository {
         format!("{registry}/{}", self.path).parse()
     }
 
+    /// The same repository under organisation `org`: the first path component is replaced
+    /// (`rancher/mirrored-x` becomes `org/mirrored-x`); a one-component path gets `org/` in
+    /// front.
+    pub fn with_org(&self, org: &str) -> Result<Self, ReferenceError> {
+        let rest = match self.path.split_once('/') {
+            Some((_, rest)) => rest,
+            None => &self.path,
+        };
+        format!("{}/{org}/{rest}", self.registry).parse()
+    }
+
     /// A reference to this repository at `tag`.
     pub fn at_tag(&self, tag: Tag) -> ImageRef {
         ImageRef {
@@ -430,6 +441,26 @@ mod tests {
         assert_eq!(r.registry(), "[::1]:5000");
         // A first component without '.' or ':' is a path, not a host.
         assert_eq!(repo("myhost/x").registry(), "docker.io");
+    }
+
+    #[test]
+    fn registry_and_org_overrides() {
+        let r = repo("rancher/mirrored-coreos-etcd");
+        assert_eq!(
+            r.with_registry("registry.example.com:5000")
+                .unwrap()
+                .to_string(),
+            "registry.example.com:5000/rancher/mirrored-coreos-etcd"
+        );
+        assert_eq!(
+            r.with_org("acme").unwrap().to_string(),
+            "docker.io/acme/mirrored-coreos-etcd"
+        );
+        assert_eq!(
+            repo("quay.io/a/b/c").with_org("acme").unwrap().to_string(),
+            "quay.io/acme/b/c"
+        );
+        assert!(r.with_org("Bad Org").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One module per command: each wires the libraries to the command line and prints the result.
 
 pub mod copy;
+pub mod producer;
 pub mod sort;
 pub mod validate;

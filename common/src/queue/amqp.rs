@@ -167,17 +167,75 @@ impl AmqpBroker {
         }
     }
 
+    /// Publishes many messages to `exchange` with `routing_key`, a window of them in flight at
+    /// once, and returns when the broker confirmed them all. After a broken connection the
+    /// window in flight is published again (consumers are idempotent).
+    pub async fn publish_many(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        messages: &[Message],
+    ) -> Result<(), QueueError> {
+        for window in messages.chunks(256) {
+            let mut recovered = false;
+            loop {
+                match self.publish_window(exchange, routing_key, window).await {
+                    Ok(confirms) => {
+                        for c in confirms {
+                            confirmation(c, routing_key)?;
+                        }
+                        break;
+                    }
+                    Err(e) if !recovered => {
+                        recovered = true;
+                        self.publisher
+                            .wait_for_recovery(e)
+                            .await
+                            .map_err(|e| broker_error(&self.url, &e))?;
+                    }
+                    Err(e) => return Err(broker_error(&self.url, &e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_window(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        window: &[Message],
+    ) -> Result<Vec<Confirmation>, lapin::Error> {
+        let mut pending = Vec::with_capacity(window.len());
+        for m in window {
+            pending.push(
+                self.publisher
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &m.body,
+                        properties(m),
+                    )
+                    .await?,
+            );
+        }
+        let mut confirms = Vec::with_capacity(pending.len());
+        for p in pending {
+            confirms.push(p.await?);
+        }
+        Ok(confirms)
+    }
+
     async fn publish_once(
         &self,
         exchange: &str,
         routing_key: &str,
         message: &Message,
     ) -> Result<Confirmation, lapin::Error> {
-        let properties = BasicProperties::default()
-            .with_message_id(message.id.as_str().into())
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_headers(to_table(&message.headers));
         self.publisher
             .basic_publish(
                 exchange.into(),
@@ -187,7 +245,7 @@ impl AmqpBroker {
                     ..BasicPublishOptions::default()
                 },
                 &message.body,
-                properties,
+                properties(message),
             )
             .await?
             .await
@@ -273,6 +331,15 @@ impl AmqpBroker {
     pub async fn close(&self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// Persistent JSON with the message id and headers.
+fn properties(message: &Message) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(message.id.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(to_table(&message.headers))
 }
 
 fn confirmation(c: Confirmation, routing_key: &str) -> Result<(), QueueError> {

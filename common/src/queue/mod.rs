@@ -157,6 +157,20 @@ impl Broker {
         }
     }
 
+    /// Publishes many jobs, confirmed, several in flight at once.
+    pub async fn publish_jobs(&self, messages: &[Message]) -> Result<(), QueueError> {
+        let jobs = self.topology().jobs();
+        match self {
+            Self::Amqp(b) => b.publish_many("", &jobs, messages).await,
+            Self::Memory(b) => {
+                for m in messages {
+                    b.publish(&jobs, m.clone());
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Publishes an event to the events exchange with `routing_key`, confirmed.
     pub async fn publish_event(
         &self,
@@ -226,6 +240,19 @@ impl Broker {
         match self {
             Self::Amqp(b) => b.depths().await,
             Self::Memory(b) => Ok(b.depths()),
+        }
+    }
+}
+
+impl Message {
+    /// The message carrying `job` (its id, JSON body, first attempt).
+    pub fn for_job(job: &crate::MirrorJob) -> Self {
+        let mut headers = Headers::new();
+        headers.insert(topology::ATTEMPT_HEADER.to_owned(), "1".to_owned());
+        Self {
+            id: job.id.clone(),
+            body: job.to_json(),
+            headers,
         }
     }
 }

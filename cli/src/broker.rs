@@ -1,0 +1,22 @@
+//! Connecting to the broker the global flags name.
+
+use anyhow::{Context, Result};
+use image_mirror_common::queue::amqp::AmqpBroker;
+use image_mirror_common::queue::topology::Topology;
+use image_mirror_common::queue::Broker;
+use image_mirror_common::secret::redact_url;
+
+use crate::args::GlobalArgs;
+use crate::exit::BadInput;
+
+/// RabbitMQ at `--amqp-url`, with the topology declared; bad usage when no URL is given.
+pub async fn rabbitmq(global: &GlobalArgs, command: &str) -> Result<Broker> {
+    let url = global
+        .amqp_url
+        .as_deref()
+        .ok_or_else(|| BadInput(format!("{command} needs --amqp-url (or AMQP_URL)")))?;
+    let broker = AmqpBroker::connect(url, Topology::new(&global.queue_prefix))
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+    Ok(Broker::Amqp(Box::new(broker)))
+}

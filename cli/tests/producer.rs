@@ -1,0 +1,83 @@
+//! `image-mirror producer sync` against a real RabbitMQ.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+
+use image_mirror_common::queue::amqp::AmqpBroker;
+use image_mirror_common::queue::topology::Topology;
+use image_mirror_common::MirrorJob;
+use image_mirror_testkit::rabbitmq;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/rancher")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_publishes_one_job_per_entry_and_target() {
+    let url = rabbitmq::amqp_url();
+    let prefix = format!("test.sync.{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--images-list")
+        .arg(fixture("images-list"))
+        .args(["--amqp-url", &url, "--queue-prefix", &prefix])
+        .args([
+            "--dest-registry",
+            "a.example:5000,b.example",
+            "--dest-org",
+            "acme",
+        ])
+        .args(["producer", "sync"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("published 4344 jobs for 2172 entries"),
+        "{text}"
+    );
+
+    let broker = AmqpBroker::connect(&url, Topology::new(&prefix))
+        .await
+        .unwrap();
+    let depths = broker.depths().await.unwrap();
+    assert_eq!(depths[0].ready, 4344);
+    let mut consumer = broker
+        .consume(&Topology::new(&prefix).jobs(), 500)
+        .await
+        .unwrap();
+    let mut ids = HashSet::new();
+    for _ in 0..4344 {
+        let d = consumer.next().await.unwrap().unwrap();
+        let job = MirrorJob::from_json(&d.body).unwrap();
+        assert_eq!(d.id, job.id);
+        assert!(!job.record);
+        let target = job.target.to_string();
+        assert!(
+            target.starts_with("a.example:5000/acme/") || target.starts_with("b.example/acme/"),
+            "{target}"
+        );
+        assert!(ids.insert(job.id));
+        d.ack().await.unwrap();
+    }
+    drop(consumer);
+    broker.delete_topology().await.unwrap();
+}
+
+#[test]
+fn sync_without_a_broker_url_is_bad_usage() {
+    let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--images-list")
+        .arg(fixture("images-list"))
+        .args(["producer", "sync"])
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --amqp-url"));
+}
