@@ -125,6 +125,39 @@ pub enum Command {
     /// Publish jobs to RabbitMQ.
     #[command(subcommand)]
     Producer(ProducerCommand),
+    /// Consume jobs from RabbitMQ, copy, publish events.
+    Worker(WorkerArgs),
+    /// Monolithic mode: plan every images-list entry, mirror it with N workers and collect the
+    /// events, in one process (in-memory queue unless --amqp-url).
+    Run(RunArgs),
+    /// Ready messages and consumers per queue.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Jobs in progress at once (the prefetch).
+    #[arg(long, env = "IMAGE_MIRROR_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+    /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub grace_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Jobs in progress at once.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    /// Write every job event as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Print which targets are missing or differ, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only entries whose line (`source target tag`) matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod logging;
 mod registry_client;
+mod stop;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ async fn main() -> ExitCode {
         Command::Producer(ProducerCommand::Sync(args)) => {
             commands::producer::sync(&cli.global, args).await
         }
+        Command::Worker(args) => commands::worker::run(&cli.global, args).await,
+        Command::Run(args) => commands::run::run(&cli.global, args).await,
+        Command::Status => commands::status::run(&cli.global).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

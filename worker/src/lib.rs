@@ -7,5 +7,7 @@
 //! edits images-list.
 
 pub mod copy;
+pub mod job_runner;
 
-pub use copy::{CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport};
+pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport};
+pub use job_runner::{handle, run_worker, Handled, WorkerOptions};

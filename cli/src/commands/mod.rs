@@ -2,5 +2,8 @@
 
 pub mod copy;
 pub mod producer;
+pub mod run;
 pub mod sort;
+pub mod status;
 pub mod validate;
+pub mod worker;

@@ -25,6 +25,28 @@ pub use report::{CopyOutcome, CopyReport};
 
 use crate::copy::report::Counters;
 
+/// How a target stands against its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// The target has the source digest.
+    UpToDate {
+        /// The digest at both ends.
+        digest: image_mirror_common::Digest,
+    },
+    /// The target tag does not exist.
+    Missing {
+        /// The source digest.
+        source: image_mirror_common::Digest,
+    },
+    /// The target tag points elsewhere.
+    Differs {
+        /// The source digest.
+        source: image_mirror_common::Digest,
+        /// What the target holds.
+        target: image_mirror_common::Digest,
+    },
+}
+
 /// Deepest nesting of indexes followed.
 const MAX_DEPTH: usize = 4;
 
@@ -156,8 +178,14 @@ impl CopyEngine {
         // Largest first: the long transfers start at once and the small ones fill in around them.
         tree.blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
         let counters = Counters::default();
-        stream::iter(tree.blobs.iter())
+        // The futures are made up front (they do nothing until polled): a closure inside the
+        // stream would make the copy future unusable from spawned tasks (rust#102211).
+        let copies: Vec<_> = tree
+            .blobs
+            .iter()
             .map(|blob| self.copy_blob(src_repo, dst_repo, blob, &counters))
+            .collect();
+        stream::iter(copies)
             .buffer_unordered(self.options.blob_concurrency.max(1))
             .try_collect::<Vec<_>>()
             .await?;
@@ -170,7 +198,8 @@ impl CopyEngine {
         let (nested, images): (Vec<&Manifest>, Vec<&Manifest>) = children
             .iter()
             .partition(|m| m.kind() == ManifestKind::Index);
-        stream::iter(images)
+        let pushes: Vec<_> = images
+            .into_iter()
             .map(|child| async {
                 self.client
                     .put_manifest(dst_repo, child.digest.as_str(), child)
@@ -178,6 +207,8 @@ impl CopyEngine {
                 Counters::add(&counters.manifests_pushed, 1);
                 Ok::<(), CopyError>(())
             })
+            .collect();
+        stream::iter(pushes)
             .buffer_unordered(self.options.blob_concurrency.max(1))
             .try_collect::<Vec<_>>()
             .await?;
@@ -218,6 +249,43 @@ impl CopyEngine {
         })
     }
 
+    /// What a copy would do, reading only: the source digest and whether the target has it.
+    pub async fn compare(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+    ) -> Result<Comparison, CopyError> {
+        let reference = target
+            .tag()
+            .or(source.tag())
+            .map(ToString::to_string)
+            .unwrap_or_else(|| source.reference());
+        let source_reference = source.reference();
+        let (src, dst) = tokio::join!(
+            self.client
+                .manifest_digest(source.repository(), &source_reference),
+            self.client.manifest_digest(target.repository(), &reference)
+        );
+        let src = src?.ok_or_else(|| {
+            CopyError::Registry(image_mirror_common::registry::RegistryError::NotFound {
+                registry: source.repository().registry().to_owned(),
+                operation: format!(
+                    "HEAD manifest {}:{}",
+                    source.repository().path(),
+                    source.reference()
+                ),
+            })
+        })?;
+        Ok(match dst? {
+            None => Comparison::Missing { source: src },
+            Some(d) if d == src => Comparison::UpToDate { digest: src },
+            Some(d) => Comparison::Differs {
+                source: src,
+                target: d,
+            },
+        })
+    }
+
     /// Reads every manifest below `top`, checking each child's digest and size.
     async fn walk(&self, repo: &Repository, top: Manifest) -> Result<Tree, CopyError> {
         let mut tree = Tree {
@@ -251,7 +319,8 @@ impl CopyEngine {
                 tree.platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
             }
             stack.push((manifest, depth, true));
-            let fetched: Vec<Manifest> = stream::iter(children.iter())
+            let fetches: Vec<_> = children
+                .iter()
                 .map(|child| async move {
                     let m = self
                         .client
@@ -267,6 +336,8 @@ impl CopyEngine {
                     }
                     Ok(m)
                 })
+                .collect();
+            let fetched: Vec<Manifest> = stream::iter(fetches)
                 .buffered(self.options.blob_concurrency.max(1))
                 .try_collect()
                 .await?;

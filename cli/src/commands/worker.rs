@@ -1,0 +1,24 @@
+//! `image-mirror worker`: consume jobs, copy, publish events, until stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use image_mirror_worker::{run_worker, WorkerOptions};
+
+use crate::args::{GlobalArgs, WorkerArgs};
+use crate::exit::OK;
+use crate::{broker, registry_client, stop};
+
+pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
+    let broker = Arc::new(broker::rabbitmq(global, "worker").await?);
+    let engine = registry_client::engine(global)?;
+    let options = WorkerOptions {
+        concurrency: args.concurrency.max(1),
+        grace: Duration::from_secs(args.grace_seconds),
+    };
+    tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), "worker started");
+    let handled = run_worker(broker, engine, options, stop::signal()).await?;
+    tracing::info!(handled, "worker stopped");
+    Ok(OK)
+}
