@@ -84,6 +84,26 @@ pub fn private_node() -> String {
     url
 }
 
+/// Stops and starts the RabbitMQ application of the private node (the Erlang VM stays up):
+/// every connection drops, durable queues keep their messages.
+pub fn restart_private_node() {
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    for action in ["stop_app", "start_app"] {
+        let out = node_command("rabbitmqctl", &base)
+            .args(["-n", PRIVATE_NODE, action])
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {action}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], PRIVATE_PORT).into();
+    assert!(speaks_amqp(addr), "the private node did not come back");
+}
+
 fn node_command(program: &str, base: &std::path::Path) -> Command {
     let mut cmd = Command::new(PathBuf::from(BIN).join(program));
     cmd.env("RABBITMQ_NODENAME", PRIVATE_NODE)

@@ -46,11 +46,12 @@ impl AmqpBroker {
     /// start or after a restart) the connection is tried again for about five minutes, then
     /// fails. The URL's password never appears in an error.
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, QueueError> {
+        // No jitter: with a jittered backoff lapin 4.12.3 never comes back from its first
+        // reconnection pause (found by restarting a broker under a worker).
         let patient = backon::ExponentialBuilder::default()
             .with_min_delay(std::time::Duration::from_millis(500))
             .with_max_delay(std::time::Duration::from_secs(10))
-            .with_max_times(32)
-            .with_jitter();
+            .with_max_times(32);
         Self::connect_with(url, topology, patient).await
     }
 
@@ -251,10 +252,28 @@ impl AmqpBroker {
             .await
     }
 
+    /// A new channel; while the connection is recovering from a broker restart, waits for it
+    /// (about a minute at most).
+    async fn channel(&self) -> Result<Channel, QueueError> {
+        let mut delay = std::time::Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.connection.create_channel().await {
+                Ok(c) => return Ok(c),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "no channel yet; waiting for the connection");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(broker_error(&self.url, &e)),
+            }
+        }
+    }
+
     /// Consumes `queue` with at most `prefetch` unacknowledged deliveries.
     pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<AmqpConsumer, QueueError> {
         let err = |e: lapin::Error| broker_error(&self.url, &e);
-        let channel = self.connection.create_channel().await.map_err(err)?;
+        let channel = self.channel().await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
@@ -278,7 +297,7 @@ impl AmqpBroker {
     /// Ready messages and consumers of every queue of the topology.
     pub async fn depths(&self) -> Result<Vec<QueueDepth>, QueueError> {
         let err = |e: lapin::Error| broker_error(&self.url, &e);
-        let channel = self.connection.create_channel().await.map_err(err)?;
+        let channel = self.channel().await?;
         let mut out = Vec::new();
         for name in self.topology.queues() {
             let q = channel
@@ -306,7 +325,7 @@ impl AmqpBroker {
     /// down a test or a retired installation.
     pub async fn delete_topology(&self) -> Result<(), QueueError> {
         let err = |e: lapin::Error| broker_error(&self.url, &e);
-        let channel = self.connection.create_channel().await.map_err(err)?;
+        let channel = self.channel().await?;
         for name in self.topology.queues() {
             channel
                 .queue_delete(

@@ -1,0 +1,142 @@
+//! Workers survive what fleets meet: a worker killed in the middle of a large blob.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_mirror_common::queue::amqp::AmqpBroker;
+use image_mirror_common::queue::topology::Topology;
+use image_mirror_common::JobEvent;
+use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
+use image_mirror_testkit::push::push_image;
+use image_mirror_testkit::{rabbitmq, skopeo, Registry};
+
+struct Fleet {
+    src: Registry,
+    dst: Registry,
+    dir: tempfile::TempDir,
+    url: String,
+    prefix: String,
+}
+
+impl Fleet {
+    fn new(url: String, name: &str) -> Self {
+        Self {
+            src: Registry::start(),
+            dst: Registry::start(),
+            dir: tempfile::tempdir().unwrap(),
+            url,
+            prefix: format!("test.{name}.{}", std::process::id()),
+        }
+    }
+
+    fn write_list(&self, repos: &[String]) {
+        let mut lines: Vec<String> = repos
+            .iter()
+            .map(|r| format!("{}/{r} {}/mirror/{r} v1", self.src.host(), self.dst.host()))
+            .collect();
+        lines.sort();
+        std::fs::write(self.dir.path().join("images-list"), lines.join("\n") + "\n").unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_image-mirror"));
+        c.arg("--images-list")
+            .arg(self.dir.path().join("images-list"))
+            .arg("--insecure-registry")
+            .arg(format!("{},{}", self.src.host(), self.dst.host()))
+            .args(["--amqp-url", &self.url, "--queue-prefix", &self.prefix])
+            .env("DOCKER_CONFIG", self.dir.path())
+            .env("IMAGE_MIRROR_CACHE_DIR", self.dir.path().join("cache"))
+            .args(args);
+        c
+    }
+
+    fn worker(&self) -> Child {
+        self.command(&["worker", "--concurrency", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn sync(&self) {
+        let out = self.command(&["producer", "sync"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn broker(&self) -> AmqpBroker {
+        AmqpBroker::connect(&self.url, Topology::new(&self.prefix))
+            .await
+            .unwrap()
+    }
+}
+
+fn stop(mut worker: Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(worker.id().to_string())
+        .status()
+        .unwrap();
+    worker.wait().unwrap();
+}
+
+/// Events until every job named has one (the last one per job wins).
+async fn events_for(broker: &AmqpBroker, jobs: usize) -> HashMap<String, JobEvent> {
+    let t = broker.topology().clone();
+    let mut consumer = broker.consume(&t.committer(), 64).await.unwrap();
+    let mut events = HashMap::new();
+    while events.len() < jobs {
+        let d = consumer.next().await.unwrap().unwrap();
+        let e = JobEvent::from_json(&d.body).unwrap();
+        events.insert(e.job_id.clone(), e);
+        d.ack().await.unwrap();
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_blob_leaves_the_job_to_another() {
+    let fleet = Fleet::new(rabbitmq::amqp_url(), "kill9");
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(900, 192 * 1024 * 1024));
+    let image: Image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    push_image(&fleet.src.url(), "big/app", "v1", &image).await;
+    fleet.write_list(&["big/app".to_owned()]);
+    fleet.sync();
+
+    let mut first = fleet.worker();
+    // Wait until the upload is under way (chunks reaching the target), then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !fleet.dst.requests().iter().any(|r| r.starts_with("PATCH")) {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        !fleet
+            .dst
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("/manifests/")),
+        "the first worker finished before it was killed"
+    );
+
+    let second = fleet.worker();
+    let broker = fleet.broker().await;
+    let events = events_for(&broker, 1).await;
+    stop(second);
+    let event = events.values().next().unwrap();
+    assert_eq!(event.digest.as_ref(), Some(image.digest()));
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/mirror/big/app:v1", fleet.dst.host())),
+        image.digest()
+    );
+    broker.delete_topology().await.unwrap();
+}
