@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use image_mirror_common::queue::Message;
-use image_mirror_common::ImagesList;
+use image_mirror_common::{ImagesList, MirrorJob};
 use image_mirror_producer::{plan_sync, TargetOverrides};
 use regex::Regex;
 
@@ -10,23 +10,28 @@ use crate::args::{GlobalArgs, SyncArgs};
 use crate::broker;
 use crate::exit::{BadInput, OK};
 
-pub fn overrides(global: &GlobalArgs) -> TargetOverrides {
+fn overrides(global: &GlobalArgs) -> TargetOverrides {
     TargetOverrides {
         registries: global.dest_registries.clone(),
         org: global.dest_org.clone(),
     }
 }
 
-pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
+/// The images-list and one job per entry and target whose line matches `filter`; bad input
+/// (the list, the regex, an override) is reported as such.
+pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Vec<MirrorJob>)> {
     let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
-    let filter = args
-        .filter
-        .as_deref()
+    let filter = filter
         .map(Regex::new)
         .transpose()
         .map_err(|e| BadInput(format!("--filter: {e}")))?;
     let jobs = plan_sync(&list, filter.as_ref(), &overrides(global))
         .map_err(|e| BadInput(format!("target override: {e}")))?;
+    Ok((list, jobs))
+}
+
+pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
+    let (list, jobs) = plan(global, args.filter.as_deref())?;
     let broker = broker::rabbitmq(global, "producer sync").await?;
     let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
     broker.publish_jobs(&messages).await?;

@@ -11,14 +11,12 @@ use futures_util::{stream, StreamExt};
 use image_mirror_committer::collect_events;
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::{Broker, Message};
-use image_mirror_common::{ImagesList, JobEvent, MirrorJob, Outcome};
-use image_mirror_producer::plan_sync;
+use image_mirror_common::{JobEvent, MirrorJob, Outcome};
 use image_mirror_worker::{run_worker, Comparison, CopyEngine, WorkerOptions};
-use regex::Regex;
 
 use crate::args::{GlobalArgs, RunArgs};
-use crate::commands::producer::overrides;
-use crate::exit::{BadInput, FAILED, OK};
+use crate::commands::producer::plan;
+use crate::exit::{FAILED, OK};
 use crate::{broker, registry_client, stop};
 
 /// Retry delays of the in-memory queue: a run in one process waits less than a fleet does.
@@ -31,15 +29,7 @@ const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
 ];
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
-    let filter = args
-        .filter
-        .as_deref()
-        .map(Regex::new)
-        .transpose()
-        .map_err(|e| BadInput(format!("--filter: {e}")))?;
-    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global))
-        .map_err(|e| BadInput(format!("target override: {e}")))?;
+    let (list, jobs) = plan(global, args.filter.as_deref())?;
     let engine = registry_client::engine(global)?;
     if args.dry_run {
         return dry_run(&engine, &jobs).await;
