@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
@@ -111,12 +111,13 @@ async fn a_worker_killed_mid_blob_leaves_the_job_to_another() {
     fleet.sync();
 
     let mut first = fleet.worker();
-    // Wait until the upload is under way (chunks reaching the target), then kill -9.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !fleet.dst.requests().iter().any(|r| r.starts_with("PATCH")) {
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Once the upload is under way (a chunk reached the target), kill -9.
+    assert!(
+        fleet
+            .dst
+            .wait_for_request(|r| r.starts_with("PATCH"), Duration::from_secs(120)),
+        "the upload never started"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(

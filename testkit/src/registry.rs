@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::ports::free_port;
@@ -18,7 +18,7 @@ pub struct Registry {
     child: Child,
     host: String,
     storage: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
     _dir: tempfile::TempDir,
 }
 
@@ -77,11 +77,11 @@ impl Registry {
             .unwrap_or_else(|e| panic!("{BINARY}: {e} (install the docker-registry package)"));
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Log::default());
         let access = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                access.lock().expect("log lock").push(line);
+                access.push(line);
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -90,7 +90,7 @@ impl Registry {
             let mut announced = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let listening = line.contains("msg=\"listening on ");
-                thread_log.lock().expect("log lock").push(line);
+                thread_log.push(line);
                 if listening && !announced {
                     announced = true;
                     let _ = tx.send(Startup::Listening);
@@ -109,7 +109,7 @@ impl Registry {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(log.lock().expect("log lock").clone())
+                Err(log.lines.lock().expect("log lock").clone())
             }
         }
     }
@@ -142,26 +142,33 @@ impl Registry {
 
     /// The lines the registry has logged so far (its own log and its access log).
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
+        self.log.lines.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a logged request (`METHOD PATH`, as [`requests`](Self::requests) gives
+    /// them) satisfies `predicate`; false when `timeout` passes first.
+    pub fn wait_for_request(&self, predicate: impl Fn(&str) -> bool, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().expect("log lock");
+        loop {
+            if lines
+                .iter()
+                .filter_map(|l| request_of(l))
+                .any(|r| predicate(&r))
+            {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
+        }
     }
 
     /// The requests of the access log so far, as `METHOD PATH` (query left out).
     pub fn requests(&self) -> Vec<String> {
-        self.log()
-            .iter()
-            .filter_map(|l| {
-                let start = l.find("\"")? + 1;
-                let line = &l[start..];
-                let mut parts = line.split(' ');
-                let method = parts.next()?;
-                let path = parts.next()?;
-                if !matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
-                    return None;
-                }
-                let path = path.split('?').next().unwrap_or(path);
-                Some(format!("{method} {path}"))
-            })
-            .collect()
+        self.log().iter().filter_map(|l| request_of(l)).collect()
     }
 
     /// How many requests so far wrote blob data (upload `POST`, `PATCH`, `PUT`).
@@ -173,6 +180,33 @@ impl Registry {
             })
             .count()
     }
+}
+
+/// The registry's log lines, with a condition variable signalled on each new line.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        self.lines.lock().expect("log lock").push(line);
+        self.grew.notify_all();
+    }
+}
+
+/// `METHOD PATH` of an access-log line (query left out).
+fn request_of(line: &str) -> Option<String> {
+    let start = line.find('"')? + 1;
+    let mut parts = line[start..].split(' ');
+    let method = parts.next()?;
+    let path = parts.next()?;
+    if !matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
+        return None;
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    Some(format!("{method} {path}"))
 }
 
 impl Drop for Registry {
