@@ -52,12 +52,6 @@ impl BlobDownload {
 }
 
 impl RegistryClient {
-    fn blob_url(&self, repo: &Repository, tail: &str) -> Result<Url, RegistryError> {
-        self.base_url(repo.registry())?
-            .join(&format!("v2/{}/{tail}", repo.path()))
-            .map_err(|e| protocol(repo.registry(), "build URL", e.to_string()))
-    }
-
     /// Whether `repo` holds the blob `digest`.
     pub async fn blob_exists(
         &self,
@@ -67,7 +61,7 @@ impl RegistryClient {
         self.with_retries(|| async {
             let registry = repo.registry();
             let operation = format!("HEAD blob {digest} in {}", repo.path());
-            let url = self.blob_url(repo, &format!("blobs/{digest}"))?;
+            let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
             let answer = self
                 .send(registry, &Scope::pull(repo.path()), &operation, |http| {
                     http.head(url.clone())
@@ -92,7 +86,7 @@ impl RegistryClient {
         self.with_retries(|| async {
             let registry = repo.registry();
             let operation = format!("GET blob {digest} from {}", repo.path());
-            let url = self.blob_url(repo, &format!("blobs/{digest}"))?;
+            let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
             let answer = self
                 .send(registry, &Scope::pull(repo.path()), &operation, |http| {
                     let r = http.get(url.clone());
@@ -133,7 +127,7 @@ impl RegistryClient {
         self.with_retries(|| async {
             let registry = repo.registry();
             let operation = format!("start upload to {}", repo.path());
-            let url = self.blob_url(repo, "blobs/uploads/")?;
+            let url = self.repo_url(repo, "blobs/uploads/")?;
             let answer = self
                 .send(registry, &Scope::push(repo.path()), &operation, |http| {
                     http.post(url.clone()).header(CONTENT_LENGTH, "0")
@@ -157,7 +151,7 @@ impl RegistryClient {
         self.with_retries(|| async {
             let registry = repo.registry();
             let operation = format!("mount {digest} into {} from {}", repo.path(), from.path());
-            let mut url = self.blob_url(repo, "blobs/uploads/")?;
+            let mut url = self.repo_url(repo, "blobs/uploads/")?;
             url.query_pairs_mut()
                 .append_pair("mount", digest.as_str())
                 .append_pair("from", from.path());

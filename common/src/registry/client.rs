@@ -167,6 +167,21 @@ impl RegistryClient {
         })
     }
 
+    /// `<base>/v2/<repository path>/<tail>`.
+    pub(crate) fn repo_url(
+        &self,
+        repo: &crate::Repository,
+        tail: &str,
+    ) -> Result<Url, RegistryError> {
+        self.base_url(repo.registry())?
+            .join(&format!("v2/{}/{tail}", repo.path()))
+            .map_err(|e| RegistryError::Protocol {
+                registry: repo.registry().to_owned(),
+                operation: "build URL".into(),
+                message: e.to_string(),
+            })
+    }
+
     /// Runs `op` with the client's retry policy, counting retries.
     pub async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
     where
@@ -327,11 +342,10 @@ impl RegistryClient {
             if let Some(auth) = self.authorization(registry, scope, refresh).await? {
                 request = request.header(AUTHORIZATION, auth);
             }
-            let response = request.send().await.map_err(|e| RegistryError::Network {
-                registry: registry.to_owned(),
-                operation: operation.to_owned(),
-                message: network_message(&e),
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| RegistryError::network(registry, operation, &e))?;
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.inner
@@ -398,11 +412,10 @@ impl RegistryClient {
         if let Some(auth) = self.authorization(registry, scope, false).await? {
             request = request.header(AUTHORIZATION, auth);
         }
-        let response = request.send().await.map_err(|e| RegistryError::Network {
-            registry: registry.to_owned(),
-            operation: operation.to_owned(),
-            message: network_message(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| RegistryError::network(registry, operation, &e))?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let message = error_detail(response).await;
             return Err(RegistryError::Auth {

@@ -102,6 +102,15 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl RegistryError {
+    /// A request to `registry` that got no answer.
+    pub(crate) fn network(registry: &str, operation: &str, err: &reqwest::Error) -> Self {
+        Self::Network {
+            registry: registry.to_owned(),
+            operation: operation.to_owned(),
+            message: network_message(err),
+        }
+    }
+
     /// Whether trying again may help.
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -191,10 +191,7 @@ impl RegistryClient {
     ) -> Result<Manifest, RegistryError> {
         let registry = repo.registry();
         let operation = format!("GET manifest {}:{reference}", repo.path());
-        let url = self
-            .base_url(registry)?
-            .join(&format!("v2/{}/manifests/{reference}", repo.path()))
-            .map_err(|e| protocol(registry, &operation, e.to_string()))?;
+        let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
         let answer = self
             .send(registry, &Scope::pull(repo.path()), &operation, |http| {
                 http.get(url.clone()).header(ACCEPT, ACCEPTED)
@@ -291,10 +288,7 @@ impl RegistryClient {
     ) -> Result<Head, RegistryError> {
         let registry = repo.registry();
         let operation = format!("HEAD manifest {}:{reference}", repo.path());
-        let url = self
-            .base_url(registry)?
-            .join(&format!("v2/{}/manifests/{reference}", repo.path()))
-            .map_err(|e| protocol(registry, &operation, e.to_string()))?;
+        let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
         let answer = self
             .send(registry, &Scope::pull(repo.path()), &operation, |http| {
                 http.head(url.clone()).header(ACCEPT, ACCEPTED)
@@ -332,10 +326,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let registry = repo.registry();
         let operation = format!("PUT manifest {}:{reference}", repo.path());
-        let url = self
-            .base_url(registry)?
-            .join(&format!("v2/{}/manifests/{reference}", repo.path()))
-            .map_err(|e| protocol(registry, &operation, e.to_string()))?;
+        let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
         let answer = self
             .send(registry, &Scope::push(repo.path()), &operation, |http| {
                 http.put(url.clone())
