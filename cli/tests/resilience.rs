@@ -1,4 +1,5 @@
-//! Workers survive what fleets meet: a worker killed in the middle of a large blob.
+//! Workers survive what fleets meet: a worker killed in the middle of a large blob, and a
+//! broker that stops and starts again during a run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -131,7 +132,9 @@ async fn a_worker_killed_mid_blob_leaves_the_job_to_another() {
 
     let second = fleet.worker();
     let broker = fleet.broker().await;
-    let events = events_for(&broker, 1).await;
+    let events = tokio::time::timeout(Duration::from_secs(300), events_for(&broker, 1))
+        .await
+        .expect("the job never ended");
     stop(second);
     let event = events.values().next().unwrap();
     assert_eq!(event.digest.as_ref(), Some(image.digest()));
@@ -139,5 +142,81 @@ async fn a_worker_killed_mid_blob_leaves_the_job_to_another() {
         &skopeo::manifest_digest(&format!("{}/mirror/big/app:v1", fleet.dst.host())),
         image.digest()
     );
+    broker.delete_topology().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_workers_ride_out_a_broker_restart() {
+    // A node of the test's own, so that stopping it disturbs no other test.
+    let fleet = Fleet::new(rabbitmq::private_node(), "restart");
+    let mut repos = Vec::new();
+    let mut digests = HashMap::new();
+    for (i, half) in ["first", "second"]
+        .iter()
+        .flat_map(|h| std::iter::repeat_n(h, 12))
+        .enumerate()
+    {
+        let layer = Blob::new(OCI_LAYER, images::random_bytes(2000 + i as u64, 4 << 20));
+        let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+        let repo = format!("{half}/img{i:02}");
+        push_image(&fleet.src.url(), &repo, "v1", &image).await;
+        digests.insert(repo.clone(), image.digest().clone());
+        repos.push(repo);
+    }
+    fleet.write_list(&repos);
+    let workers = [fleet.worker(), fleet.worker()];
+    let out = fleet
+        .command(&["producer", "sync", "--filter", "/first/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Some of the first half is done, the rest in flight: the broker goes away.
+    assert!(
+        fleet.dst.wait_for_request(
+            |r| r.starts_with("PUT") && r.contains("/manifests/"),
+            Duration::from_secs(120)
+        ),
+        "no job finished"
+    );
+    rabbitmq::stop_private_node();
+    // The second half is published while the broker is down: the producer waits for it.
+    let producer = fleet
+        .command(&["producer", "sync", "--filter", "/second/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rabbitmq::start_private_node();
+    let out = producer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let broker = fleet.broker().await;
+    let events = tokio::time::timeout(Duration::from_secs(300), events_for(&broker, repos.len()))
+        .await
+        .expect("not every job ended after the restart");
+    for worker in workers {
+        stop(worker);
+    }
+    assert_eq!(events.len(), repos.len());
+    for repo in &repos {
+        let target = format!("{}/mirror/{repo}:v1", fleet.dst.host());
+        assert_eq!(
+            &skopeo::manifest_digest(&target),
+            &digests[repo],
+            "{target}"
+        );
+    }
+    for event in events.values() {
+        assert!(event.error.is_none(), "{event:?}");
+    }
     broker.delete_topology().await.unwrap();
 }

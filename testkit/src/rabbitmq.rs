@@ -84,24 +84,33 @@ pub fn private_node() -> String {
     url
 }
 
-/// Stops and starts the RabbitMQ application of the private node (the Erlang VM stays up):
-/// every connection drops, durable queues keep their messages.
-pub fn restart_private_node() {
-    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
-    for action in ["stop_app", "start_app"] {
-        let out = node_command("rabbitmqctl", &base)
-            .args(["-n", PRIVATE_NODE, action])
-            .output()
-            .expect("rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {action}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+/// Stops the RabbitMQ application of the private node: every connection drops and nothing
+/// answers AMQP until [`start_private_node`].
+pub fn stop_private_node() {
+    private_node_app("stop_app");
+    let addr: SocketAddr = ([127, 0, 0, 1], PRIVATE_PORT).into();
+    assert!(!speaks_amqp(addr), "the private node still answers");
+}
+
+/// Starts the RabbitMQ application of the private node again, with its durable queues.
+pub fn start_private_node() {
+    private_node_app("start_app");
     let addr: SocketAddr = ([127, 0, 0, 1], PRIVATE_PORT).into();
     assert!(speaks_amqp(addr), "the private node did not come back");
+}
+
+fn private_node_app(action: &str) {
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    let out = node_command("rabbitmqctl", &base)
+        .args(["-n", PRIVATE_NODE, action])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {action}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn node_command(program: &str, base: &std::path::Path) -> Command {
