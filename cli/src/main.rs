@@ -6,6 +6,7 @@ mod broker;
 mod commands;
 mod exit;
 mod logging;
+mod progress;
 mod registry_client;
 mod stop;
 

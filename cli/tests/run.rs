@@ -115,7 +115,35 @@ async fn run_without_a_broker_mirrors_the_list_and_reports_every_job() {
         t.contains("summary: 0 copied, 6 already present, 0 failed"),
         "{t}"
     );
+    // Not on a terminal: one plain line per job, no bar.
+    assert!(t.contains("[6/6] already present"), "{t}");
+    assert!(!t.contains("/6 jobs"), "{t}");
     assert_eq!(setup.dst.blob_writes(), writes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_a_terminal_draws_a_progress_bar() {
+    let setup = setup(3).await;
+    let run = image_mirror(&setup, &["run"]);
+    let mut line = String::new();
+    for part in std::iter::once(run.get_program()).chain(run.get_args()) {
+        line.push_str(&format!("'{}' ", part.to_str().unwrap()));
+    }
+    // `script` gives the command a pseudo-terminal and copies what it draws to stdout.
+    let mut under_tty = Command::new("script");
+    under_tty.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in run.get_envs() {
+        match v {
+            Some(v) => under_tty.env(k, v),
+            None => under_tty.env_remove(k),
+        };
+    }
+    let out = under_tty.output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("/3 jobs"), "{t}");
+    assert!(!t.contains("[1/3]"), "{t}");
+    assert!(t.contains("summary: 3 copied"), "{t}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

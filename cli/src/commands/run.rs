@@ -17,6 +17,7 @@ use image_mirror_worker::{run_worker, Comparison, CopyEngine, WorkerOptions};
 use crate::args::{GlobalArgs, RunArgs};
 use crate::commands::producer::plan;
 use crate::exit::{FAILED, OK};
+use crate::progress::Progress;
 use crate::{broker, registry_client, stop};
 
 /// Retry delays of the in-memory queue: a run in one process waits less than a fleet does.
@@ -59,10 +60,12 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
     ));
     let expected: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let total = expected.len();
+    let progress = Progress::new(total);
     let collected = tokio::select! {
-        r = collect_events(&mut events, &expected, |e, n| progress(e, n, total)) => Some(r),
+        r = collect_events(&mut events, &expected, |e, n| progress.finished(e, n)) => Some(r),
         () = stop::signal() => None,
     };
+    progress.finish();
     let _ = stop_tx.send(());
     let _ = worker.await;
     let Some(collected) = collected else {
@@ -77,32 +80,6 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(summary(&ordered, started.elapsed()))
-}
-
-fn progress(e: &JobEvent, n: usize, total: usize) {
-    let what = format!(
-        "{}:{} -> {}:{}",
-        e.source.short(),
-        e.tag,
-        e.target.short(),
-        e.tag
-    );
-    match &e.error {
-        Some(err) => println!(
-            "[{n:>width$}/{total}] failed          {what}: {}",
-            err.class,
-            width = digits(total)
-        ),
-        None => println!(
-            "[{n:>width$}/{total}] {:<15} {what}",
-            e.outcome.as_str().replace('_', " "),
-            width = digits(total)
-        ),
-    }
-}
-
-fn digits(n: usize) -> usize {
-    n.to_string().len()
 }
 
 fn summary(events: &[&JobEvent], elapsed: Duration) -> u8 {
