@@ -34,12 +34,15 @@ pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
     let (list, jobs) = plan(global, args.filter.as_deref())?;
     let broker = broker::rabbitmq(global, "producer sync").await?;
     let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
+    let started = std::time::Instant::now();
     broker.publish_jobs(&messages).await?;
+    let took = started.elapsed().as_secs_f64();
     println!(
-        "published {} jobs for {} entries to {}",
+        "published {} jobs for {} entries to {} in {took:.2}s ({:.0} jobs/s, confirmed)",
         messages.len(),
         list.len(),
-        broker.topology().jobs()
+        broker.topology().jobs(),
+        messages.len() as f64 / took.max(1e-9)
     );
     Ok(OK)
 }

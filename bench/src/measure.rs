@@ -1,0 +1,105 @@
+//! Running a tool under GNU time, and the tables of what it used.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// What one tool used for a scenario.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub wall: f64,
+    pub cpu: f64,
+    pub peak_rss_mib: f64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+        self.peak_rss_mib = self.peak_rss_mib.max(other.peak_rss_mib);
+    }
+}
+
+/// Runs a command under GNU time and reads its CPU time and peak RSS.
+pub fn measure(program: &Path, args: &[String], cache: &Path) -> Usage {
+    measure_with_output(program, args, cache).0
+}
+
+/// Like [`measure`], and returns what the command printed on stdout.
+pub fn measure_with_output(program: &Path, args: &[String], cache: &Path) -> (Usage, String) {
+    let stats = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .env("IMAGE_MIRROR_CACHE_DIR", cache)
+        .arg("-f")
+        .arg("%U %S %M")
+        .arg("-o")
+        .arg(stats.path())
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("GNU time (Debian package `time`)");
+    let wall = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(stats.path()).unwrap();
+    let fields: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let usage = Usage {
+        wall,
+        cpu: fields[0] + fields[1],
+        peak_rss_mib: fields[2] / 1024.0,
+    };
+    (usage, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn report(name: &str, ours: Usage, theirs: Usage, gib: f64) {
+    println!("\n### {name}\n");
+    println!("| tool | wall s | CPU s | CPU s per GiB | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (tool, u) in [("image-mirror", ours), ("skopeo", theirs)] {
+        println!(
+            "| {tool} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            u.wall,
+            u.cpu,
+            u.cpu / gib,
+            u.peak_rss_mib
+        );
+    }
+    println!(
+        "| image-mirror / skopeo | {:.2} | {:.2} | {:.2} | {:.2} |",
+        ours.wall / theirs.wall,
+        ours.cpu / theirs.cpu,
+        ours.cpu / theirs.cpu,
+        ours.peak_rss_mib / theirs.peak_rss_mib
+    );
+}
+
+/// A table for scenarios where bytes copied mean nothing; the last row says how many times
+/// faster image-mirror was.
+pub fn report_plain(name: &str, ours: Usage, theirs: Usage) {
+    println!("\n### {name}\n");
+    println!("| tool | wall s | CPU s | peak RSS MiB |");
+    println!("|---|---:|---:|---:|");
+    for (tool, u) in [("image-mirror", ours), ("baseline", theirs)] {
+        println!(
+            "| {tool} | {:.2} | {:.2} | {:.1} |",
+            u.wall, u.cpu, u.peak_rss_mib
+        );
+    }
+    println!(
+        "| baseline / image-mirror (times faster) | {:.1} | {:.1} | |",
+        theirs.wall / ours.wall,
+        theirs.cpu / ours.cpu
+    );
+}
