@@ -132,6 +132,59 @@ pub enum Command {
     Run(RunArgs),
     /// Ready messages and consumers per queue.
     Status,
+    /// For each config.json key (or those named): the images, the tags found, the new ones,
+    /// and any error, as JSON on stdout. Nothing is published.
+    Tags(TagsArgs),
+    /// Add tags of images already in images-list: checked, then mirrored and recorded here
+    /// (no --amqp-url) or published as jobs for the committer to record.
+    AddTag(AddTagArgs),
+    /// The entries added to images-list since a git revision must name source tags that
+    /// exist.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Only these keys of config.json.
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddTagArgs {
+    /// Source images, as images-list writes them (comma list).
+    #[arg(
+        long,
+        env = "IMAGES",
+        value_delimiter = ',',
+        required = true,
+        value_name = "IMAGE,..."
+    )]
+    pub images: Vec<String>,
+    /// Tags to add to every image (comma list).
+    #[arg(
+        long,
+        env = "TAGS",
+        value_delimiter = ',',
+        required = true,
+        value_name = "TAG,..."
+    )]
+    pub tags: Vec<String>,
+    /// Jobs in progress at once when mirroring here.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The git revision to compare images-list with.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_CHECK_BASE",
+        default_value = "origin/main",
+        value_name = "REV"
+    )]
+    pub base: String,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +211,10 @@ pub struct RunArgs {
     /// Only entries whose line (`source target tag`) matches this regex.
     #[arg(long, value_name = "REGEX")]
     pub filter: Option<String>,
+    /// Mirror the new tags config.json discovers (instead of the images-list entries), and
+    /// record them in images-list.
+    #[arg(long)]
+    pub discover: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +222,42 @@ pub enum ProducerCommand {
     /// One job per images-list entry and target (targets overridden by --dest-registry and
     /// --dest-org), published with confirms.
     Sync(SyncArgs),
+    /// One job (to be recorded) per new tag config.json discovers; one key's failure does not
+    /// stop the others.
+    Discover(DiscoverArgs),
+    /// The same as `image-mirror add-tag` with --amqp-url.
+    AddTag(AddTagArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Run again on this interval (`90s`, `15m`, `6h`, `1d`) until SIGTERM/SIGINT.
+    #[arg(long, env = "IMAGE_MIRROR_DISCOVER_EVERY", value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<std::time::Duration>,
+    /// Only these keys of config.json.
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+/// Reads `90s`, `15m`, `6h`, `1d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, such as 15m"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    if seconds == 0 {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Debug, Args)]

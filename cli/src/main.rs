@@ -4,8 +4,10 @@
 mod args;
 mod broker;
 mod commands;
+mod discovery;
 mod exit;
 mod logging;
+mod pipeline;
 mod progress;
 mod registry_client;
 mod stop;
@@ -27,6 +29,19 @@ async fn main() -> ExitCode {
         Command::Producer(ProducerCommand::Sync(args)) => {
             commands::producer::sync(&cli.global, args).await
         }
+        Command::Producer(ProducerCommand::Discover(args)) => {
+            commands::discover::run(&cli.global, args).await
+        }
+        Command::Producer(ProducerCommand::AddTag(args)) => {
+            if cli.global.amqp_url.is_none() {
+                Err(exit::BadInput("producer add-tag needs --amqp-url (or AMQP_URL)".into()).into())
+            } else {
+                commands::add_tag::run(&cli.global, args).await
+            }
+        }
+        Command::Tags(args) => commands::tags::run(&cli.global, args).await,
+        Command::AddTag(args) => commands::add_tag::run(&cli.global, args).await,
+        Command::Check(args) => commands::check::run(&cli.global, args).await,
         Command::Worker(args) => commands::worker::run(&cli.global, args).await,
         Command::Run(args) => commands::run::run(&cli.global, args).await,
         Command::Status => commands::status::run(&cli.global).await,

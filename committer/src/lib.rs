@@ -3,8 +3,10 @@
 //! deduplicated, and proposed as a pull request (or written in place without GitHub settings).
 //!
 //! It owns reading the events queue ([`collect`]), which is also the event sink of the
-//! monolithic `run`.
+//! monolithic `run`, and writing recorded lines into a local images-list ([`local`]).
 
 pub mod collect;
+pub mod local;
 
 pub use collect::collect_events;
+pub use local::record_in_file;

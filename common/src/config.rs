@@ -40,6 +40,9 @@ pub enum VersionSource {
     GithubLatestRelease(GithubRepo),
     /// `registry`: the tag list of the rule's first image.
     Registry,
+    /// `github-tagged-images-file:OWNER/REPO`: at each release tag, the file at
+    /// `imagesFilePath` lists full image references (`image:tag`), one a line.
+    GithubTaggedImagesFile(GithubRepo),
     /// A kind this version does not run, such as `helm-latest`; `kind` is the part before the
     /// first `:`, `spec` the whole value.
     Unsupported {
@@ -239,7 +242,18 @@ impl Rule {
         };
         let images = parse_images("images", &raw.images, &mut problem);
         let image_denylist = parse_images("imageDenylist", &raw.image_denylist, &mut problem);
-        let runnable = !matches!(source, VersionSource::Unsupported { .. });
+        let runnable = !matches!(
+            source,
+            VersionSource::Unsupported { .. } | VersionSource::GithubTaggedImagesFile(_)
+        );
+        if matches!(source, VersionSource::GithubTaggedImagesFile(_))
+            && raw.images_file_path.as_deref().is_none_or(str::is_empty)
+        {
+            problem(
+                "imagesFilePath",
+                format!("a path is needed for {:?}", raw.version_source),
+            );
+        }
         if runnable && raw.images.is_empty() {
             problem(
                 "images",
@@ -324,6 +338,7 @@ fn parse_source(spec: &str) -> Result<VersionSource, String> {
     match kind {
         "github-releases" => Ok(VersionSource::GithubReleases(github(arg)?)),
         "github-latest-release" => Ok(VersionSource::GithubLatestRelease(github(arg)?)),
+        "github-tagged-images-file" => Ok(VersionSource::GithubTaggedImagesFile(github(arg)?)),
         "registry" if arg.is_none() => Ok(VersionSource::Registry),
         "registry" => Err(format!("{spec:?}: \"registry\" takes no argument")),
         "" => Err("empty versionSource".to_owned()),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
+use crate::images_list::Entry;
 use crate::reference::{ImageRef, Repository, Tag};
 
 /// The message schema version this build writes and reads.
@@ -96,6 +97,10 @@ pub struct MirrorJob {
     pub tag: Tag,
     /// Whether the committer should add the line to images-list.
     pub record: bool,
+    /// The target images-list names, when `--dest-registry`/`--dest-org` sent the copy
+    /// elsewhere: the line to record keeps the listed target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_target: Option<Repository>,
     /// Who asked.
     pub origin: Origin,
     /// When it was asked.
@@ -131,8 +136,29 @@ impl MirrorJob {
             target,
             tag,
             record,
+            listed_target: None,
             origin,
             requested_at: Utc::now(),
+        }
+    }
+
+    /// The same job, noting that images-list names `listed` as its target (kept only when it
+    /// differs from where the copy goes).
+    #[must_use]
+    pub fn listed_as(mut self, listed: &Repository) -> Self {
+        self.listed_target = (listed != &self.target).then(|| listed.clone());
+        self
+    }
+
+    /// The images-list line this job stands for.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            source: self.source.clone(),
+            target: self
+                .listed_target
+                .clone()
+                .unwrap_or_else(|| self.target.clone()),
+            tag: self.tag.clone(),
         }
     }
 
@@ -207,6 +233,9 @@ pub struct JobEvent {
     pub tag: Tag,
     /// The job's `record` flag.
     pub record: bool,
+    /// The job's listed target, when it differs from `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_target: Option<Repository>,
     /// The job's origin.
     pub origin: Origin,
     /// When the job was requested.
@@ -236,6 +265,18 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    /// The images-list line the event's job stands for.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            source: self.source.clone(),
+            target: self
+                .listed_target
+                .clone()
+                .unwrap_or_else(|| self.target.clone()),
+            tag: self.tag.clone(),
+        }
+    }
+
     /// An event for `job` with the given outcome and every counter at zero.
     pub fn for_job(job: &MirrorJob, outcome: Outcome) -> Self {
         Self {
@@ -245,6 +286,7 @@ impl JobEvent {
             target: job.target.clone(),
             tag: job.tag.clone(),
             record: job.record,
+            listed_target: job.listed_target.clone(),
             origin: job.origin.clone(),
             requested_at: job.requested_at,
             outcome,

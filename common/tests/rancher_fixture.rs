@@ -63,7 +63,6 @@ fn config_loads_with_unsupported_kinds_per_key() {
         config.unsupported(),
         [
             ("calico-operator", "helm-latest"),
-            ("longhorn", "github-tagged-images-file"),
             ("cilium", "helm-latest"),
         ]
     );
@@ -77,6 +76,10 @@ fn config_loads_with_unsupported_kinds_per_key() {
     assert!(req.matches(&"3.5.11".parse().unwrap()));
     assert!(!req.matches(&"3.5.10".parse().unwrap()));
     let longhorn = config.rule("longhorn").unwrap();
+    assert!(matches!(
+        &longhorn.source,
+        VersionSource::GithubTaggedImagesFile(repo) if repo.to_string() == "longhorn/longhorn"
+    ));
     assert_eq!(
         longhorn.images_file_path.as_deref(),
         Some("deploy/longhorn-images.txt")

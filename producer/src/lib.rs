@@ -1,10 +1,17 @@
 //! The producer role: turns `images-list` lines, `config.json` rules and manual requests into
 //! [`MirrorJob`](image_mirror_common::MirrorJob)s.
 //!
-//! It owns the planning of one job per image, target and tag ([`sync`]), and, to come, the tag
-//! sources (GitHub releases, the latest release, a registry's tag list) and the filters applied
-//! to what they find. It speaks to the queue only through the port in `common`.
+//! It owns the planning of one job per image, target and tag ([`sync`]), tag discovery
+//! ([`discover`]: the tag sources and the [`versions`] filters applied to what they find),
+//! where a new tag goes ([`targets`]), and the checks of a manual request ([`add_tag`]). It
+//! speaks to the queue only through the port in `common`.
 
+pub mod add_tag;
+pub mod discover;
 pub mod sync;
+pub mod targets;
+pub mod versions;
 
+pub use discover::{discover, KeyReport, Sources};
 pub use sync::{plan_sync, TargetOverrides};
+pub use targets::{target_for, TargetError};

@@ -54,7 +54,8 @@ pub fn plan_sync(
                 entry.tag.clone(),
                 false,
                 Origin::Sync,
-            );
+            )
+            .listed_as(&entry.target);
             if seen.insert(job.id.clone()) {
                 jobs.push(job);
             }

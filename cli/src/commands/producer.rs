@@ -10,7 +10,8 @@ use crate::args::{GlobalArgs, SyncArgs};
 use crate::broker;
 use crate::exit::{BadInput, OK};
 
-fn overrides(global: &GlobalArgs) -> TargetOverrides {
+/// The target overrides of the global flags.
+pub fn overrides(global: &GlobalArgs) -> TargetOverrides {
     TargetOverrides {
         registries: global.dest_registries.clone(),
         org: global.dest_org.clone(),

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod manifest;
 pub mod retry;
+pub mod tags;
 pub mod token;
 
 pub use blob::{BlobDownload, Mount, Upload};

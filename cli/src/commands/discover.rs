@@ -1,0 +1,68 @@
+//! `image-mirror producer discover [--every DURATION] [KEY...]`: publish one job, to be
+//! recorded, per new tag; one key's failure does not stop the others; a summary at the end;
+//! with --every, again on that interval until SIGTERM/SIGINT.
+
+use anyhow::Result;
+use image_mirror_common::queue::Message;
+use image_mirror_common::MirrorJob;
+
+use crate::args::{DiscoverArgs, GlobalArgs};
+use crate::commands::producer::overrides;
+use crate::discovery::{discover_keys, print_key_lines};
+use crate::exit::{FAILED, OK};
+use crate::{broker, stop};
+
+pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
+    let broker = broker::rabbitmq(global, "producer discover").await?;
+    let Some(every) = args.every else {
+        return once(global, args, &broker).await;
+    };
+    let stop = stop::signal();
+    tokio::pin!(stop);
+    loop {
+        if let Err(e) = once(global, args, &broker).await {
+            // A failed round (config unreadable, broker gone) is reported; the next may pass.
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
+        }
+        println!("next discovery in {}s", every.as_secs());
+        tokio::select! {
+            () = &mut stop => return Ok(OK),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn once(
+    global: &GlobalArgs,
+    args: &DiscoverArgs,
+    broker: &image_mirror_common::queue::Broker,
+) -> Result<u8> {
+    let found = discover_keys(global, &args.keys).await?;
+    print_key_lines(&found.reports);
+    let jobs: Vec<MirrorJob> = found
+        .reports
+        .iter()
+        .flat_map(|r| r.jobs(&overrides(global)))
+        .collect();
+    let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
+    broker.publish_jobs(&messages).await?;
+    let failed = found
+        .reports
+        .iter()
+        .filter(|r| !r.errors.is_empty())
+        .count();
+    let unsupported = found
+        .reports
+        .iter()
+        .filter(|r| r.unsupported.is_some())
+        .count();
+    println!(
+        "discover: {} keys, {} new tags published to {}, {failed} keys failed, {unsupported} unsupported",
+        found.reports.len(),
+        messages.len(),
+        broker.topology().jobs()
+    );
+    Ok(if failed == 0 { OK } else { FAILED })
+}

@@ -1,0 +1,101 @@
+//! Running config.json's rules for `tags`, `producer discover` and `run --discover`: the
+//! sources (GitHub from the environment, registries from the global flags), every key run
+//! concurrently, and how the results are shown.
+
+use anyhow::{Context, Result};
+use futures_util::{stream, StreamExt};
+use image_mirror_common::github::GithubClient;
+use image_mirror_common::{Config, ImagesList};
+use image_mirror_producer::{discover, KeyReport, Sources};
+use serde_json::{json, Value};
+
+use crate::args::GlobalArgs;
+use crate::exit::BadInput;
+use crate::registry_client;
+
+/// Keys run at once.
+const CONCURRENT_KEYS: usize = 4;
+
+/// The images-list discovery compared with, and one report per key run.
+pub struct Found {
+    /// The images-list as loaded.
+    pub list: ImagesList,
+    /// In config.json order.
+    pub reports: Vec<KeyReport>,
+}
+
+impl Found {
+    /// Whether some key failed.
+    pub fn failed(&self) -> bool {
+        self.reports.iter().any(|r| !r.errors.is_empty())
+    }
+}
+
+/// The tag sources the environment and the global flags describe.
+pub fn sources(global: &GlobalArgs) -> Result<Sources> {
+    Ok(Sources {
+        github: GithubClient::from_env().context("GitHub client")?,
+        registry: registry_client::client(global)?,
+    })
+}
+
+/// Runs the rules named in `keys` (all when empty). An unknown key is bad input.
+pub async fn discover_keys(global: &GlobalArgs, keys: &[String]) -> Result<Found> {
+    let config = Config::load(&global.config).map_err(|e| BadInput(e.to_string()))?;
+    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(unknown) = keys.iter().find(|k| config.rule(k).is_none()) {
+        return Err(BadInput(format!("{}: no key {unknown:?}", global.config.display())).into());
+    }
+    let sources = sources(global)?;
+    let rules: Vec<_> = config
+        .rules()
+        .iter()
+        .filter(|r| keys.is_empty() || keys.contains(&r.key))
+        .collect();
+    let reports = stream::iter(rules)
+        .map(|rule| discover(rule, &list, &sources))
+        .buffered(CONCURRENT_KEYS)
+        .collect()
+        .await;
+    Ok(Found { list, reports })
+}
+
+/// A report as JSON, images written as images-list writes them.
+pub fn report_json(r: &KeyReport) -> Value {
+    json!({
+        "key": r.key,
+        "source": r.source,
+        "images": r.images.iter().map(|i| i.short()).collect::<Vec<_>>(),
+        "found": r.found,
+        "new": r.new.iter().map(|e| json!({
+            "source": e.source.short(),
+            "target": e.target.short(),
+            "tag": e.tag.as_str(),
+        })).collect::<Vec<_>>(),
+        "errors": r.errors,
+        "unsupported": r.unsupported,
+    })
+}
+
+/// One line per key on stdout, and its errors on stderr.
+pub fn print_key_lines(reports: &[KeyReport]) {
+    for r in reports {
+        if let Some(kind) = &r.unsupported {
+            println!(
+                "{}: versionSource kind {kind:?} is not supported; skipped",
+                r.key
+            );
+            continue;
+        }
+        println!(
+            "{}: {} found, {} new{}",
+            r.key,
+            r.found.len(),
+            r.new.len(),
+            if r.errors.is_empty() { "" } else { ", failed" }
+        );
+        for e in &r.errors {
+            eprintln!("{}: {e}", r.key);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The pipeline in one process, shared by `run` and `add-tag`: publish the jobs, run N
+//! workers over the in-memory queue (or RabbitMQ with --amqp-url), and collect one event per
+//! job, showing progress.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use image_mirror_committer::collect_events;
+use image_mirror_common::queue::memory::MemoryBroker;
+use image_mirror_common::queue::{Broker, Message};
+use image_mirror_common::{JobEvent, MirrorJob, Outcome};
+use image_mirror_worker::{run_worker, CopyEngine, WorkerOptions};
+
+use crate::args::GlobalArgs;
+use crate::progress::Progress;
+use crate::{broker, stop};
+
+/// Retry delays of the in-memory queue: a run in one process waits less than a fleet does.
+const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+
+/// What a finished in-process run produced.
+pub struct Mirrored {
+    /// One event per job, in the jobs' order.
+    pub events: Vec<JobEvent>,
+    /// From publishing to the last event.
+    pub elapsed: Duration,
+}
+
+/// Mirrors `jobs` with `workers` jobs in progress at once. `None` when a stop signal came
+/// first.
+pub async fn mirror(
+    global: &GlobalArgs,
+    engine: CopyEngine,
+    jobs: &[MirrorJob],
+    workers: u16,
+) -> Result<Option<Mirrored>> {
+    let broker = Arc::new(match global.amqp_url {
+        Some(_) => broker::rabbitmq(global, "run").await?,
+        None => Broker::Memory(MemoryBroker::new(IN_PROCESS_RETRY_DELAYS.to_vec())),
+    });
+    let started = Instant::now();
+    let committer = broker.topology().committer();
+    let mut events = broker.consume(&committer, 256).await?;
+    let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
+    broker.publish_jobs(&messages).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&broker),
+        engine,
+        WorkerOptions {
+            concurrency: workers.max(1),
+            grace: Duration::from_secs(5),
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let expected: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let progress = Progress::new(expected.len());
+    let collected = tokio::select! {
+        r = collect_events(&mut events, &expected, |e, n| progress.finished(e, n)) => Some(r),
+        () = stop::signal() => None,
+    };
+    progress.finish();
+    let _ = stop_tx.send(());
+    let _ = worker.await;
+    let Some(collected) = collected else {
+        return Ok(None);
+    };
+    let mut collected = collected?;
+    let events = jobs
+        .iter()
+        .filter_map(|j| collected.remove(&j.id))
+        .collect();
+    Ok(Some(Mirrored {
+        events,
+        elapsed: started.elapsed(),
+    }))
+}
+
+/// Whether the event's line belongs in images-list: a job to record that ended with the
+/// target holding the source digest.
+pub fn to_record(event: &JobEvent) -> bool {
+    event.record && matches!(event.outcome, Outcome::Copied | Outcome::AlreadyPresent)
+}
+
+/// Prints the summary line and each failure; the exit status.
+pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
+    let count = |o: Outcome| events.iter().filter(|e| e.outcome == o).count();
+    let bytes: u64 = events.iter().map(|e| e.bytes_copied).sum();
+    println!(
+        "summary: {} copied, {} already present, {} failed, {} bytes sent, {:.1}s",
+        count(Outcome::Copied),
+        count(Outcome::AlreadyPresent),
+        count(Outcome::Failed),
+        bytes,
+        elapsed.as_secs_f64()
+    );
+    let failed: Vec<&JobEvent> = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::Failed)
+        .collect();
+    for e in &failed {
+        let (class, message) = e
+            .error
+            .as_ref()
+            .map_or(("unknown", ""), |f| (f.class.as_str(), f.message.as_str()));
+        eprintln!(
+            "failed: {}:{} -> {}:{}: {class}: {message}",
+            e.source.short(),
+            e.tag,
+            e.target.short(),
+            e.tag
+        );
+    }
+    if failed.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::FAILED
+    }
+}

@@ -1,0 +1,99 @@
+//! What can go wrong talking to GitHub, and whether trying again may help.
+
+use std::time::Duration;
+
+/// A failed GitHub request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("GitHub {operation}: {message}")]
+pub struct GithubError {
+    /// What was asked, such as `list releases of etcd-io/etcd`.
+    pub operation: String,
+    /// The HTTP status, when GitHub answered.
+    pub status: Option<u16>,
+    /// GitHub's message, or the transport failure.
+    pub message: String,
+    /// Whether trying again later may succeed.
+    pub transient: bool,
+    /// How long GitHub asked us to wait (`Retry-After` or the rate limit reset).
+    pub retry_after: Option<Duration>,
+}
+
+impl GithubError {
+    /// Whether this is a 404.
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    /// Maps an octocrab error.
+    pub(crate) fn from_octocrab(operation: &str, err: &octocrab::Error) -> Self {
+        match err {
+            octocrab::Error::GitHub { source, .. } => {
+                let status = source.status_code.as_u16();
+                let header = |name: &str| {
+                    source
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let rate_limited = status == 429
+                    || (status == 403
+                        && (header("x-ratelimit-remaining").as_deref() == Some("0")
+                            || source.message.to_ascii_lowercase().contains("rate limit")));
+                let retry_after = header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .or_else(|| {
+                        let reset = source.rate_limit_reset?;
+                        let now = chrono::Utc::now().timestamp();
+                        let wait = i64::try_from(reset).ok()?.saturating_sub(now).max(1);
+                        Some(Duration::from_secs(u64::try_from(wait).ok()?))
+                    })
+                    .filter(|_| rate_limited || status == 503);
+                let mut message = format!("{status} {}", source.message);
+                if rate_limited {
+                    message.push_str(" (rate limited; set GITHUB_TOKEN for a higher limit)");
+                }
+                Self {
+                    operation: operation.to_owned(),
+                    status: Some(status),
+                    message,
+                    transient: rate_limited || status >= 500 || status == 408,
+                    retry_after,
+                }
+            }
+            octocrab::Error::Hyper { .. }
+            | octocrab::Error::Service { .. }
+            | octocrab::Error::Http { .. } => Self {
+                operation: operation.to_owned(),
+                status: None,
+                message: format!("connection failed: {err}"),
+                transient: true,
+                retry_after: None,
+            },
+            other => Self {
+                operation: operation.to_owned(),
+                status: None,
+                message: first_line(&other.to_string()),
+                transient: false,
+                retry_after: None,
+            },
+        }
+    }
+
+    pub(crate) fn permanent(operation: &str, message: String) -> Self {
+        Self {
+            operation: operation.to_owned(),
+            status: None,
+            message,
+            transient: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// octocrab's displays end with a backtrace location on later lines.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,120 @@
+//! Listing a repository's tags (`GET /v2/<name>/tags/list`), every page.
+//!
+//! Pages are followed through the `Link: <…>; rel="next"` header. Some registries ignore `n`
+//! and `last` and answer the whole list, sometimes with a `Link` to a page they have already
+//! sent: a page that brings no tag not seen before, or a next URL already visited, ends the
+//! listing, so every tag comes once and the listing always ends.
+
+use std::collections::HashSet;
+
+use reqwest::header::LINK;
+use reqwest::StatusCode;
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::registry::client::{status_error, RegistryClient};
+use crate::registry::error::RegistryError;
+use crate::registry::manifest::protocol;
+use crate::registry::token::Scope;
+use crate::Repository;
+
+/// Tags asked for per page.
+const PAGE_SIZE: usize = 1000;
+/// A bound on pages, for a registry that sends new tags forever.
+const MAX_PAGES: usize = 10_000;
+
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+impl RegistryClient {
+    /// Every tag of `repo`, in the order the registry lists them, each once.
+    pub async fn list_tags(&self, repo: &Repository) -> Result<Vec<String>, RegistryError> {
+        let first = self.repo_url(repo, &format!("tags/list?n={PAGE_SIZE}"))?;
+        let mut next = Some(first);
+        let mut visited = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut tags = Vec::new();
+        while let Some(url) = next.take() {
+            if !visited.insert(url.to_string()) || visited.len() > MAX_PAGES {
+                break;
+            }
+            let (page, link) = self.with_retries(|| self.tags_page(repo, &url)).await?;
+            let before = tags.len();
+            for tag in page {
+                if seen.insert(tag.clone()) {
+                    tags.push(tag);
+                }
+            }
+            if tags.len() == before {
+                break;
+            }
+            next = link;
+        }
+        Ok(tags)
+    }
+
+    async fn tags_page(
+        &self,
+        repo: &Repository,
+        url: &Url,
+    ) -> Result<(Vec<String>, Option<Url>), RegistryError> {
+        let registry = repo.registry();
+        let operation = format!("list tags of {}", repo.path());
+        let answer = self
+            .send(registry, &Scope::pull(repo.path()), &operation, |http| {
+                http.get(url.clone())
+            })
+            .await?;
+        let response = answer.response;
+        if response.status() != StatusCode::OK {
+            return Err(status_error(registry, &operation, response).await);
+        }
+        let next = response
+            .headers()
+            .get(LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .and_then(|link| url.join(&link).ok());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::network(registry, &operation, &e))?;
+        let list: TagList = serde_json::from_slice(&body)
+            .map_err(|e| protocol(registry, &operation, format!("bad tag list: {e}")))?;
+        Ok((list.tags.unwrap_or_default(), next))
+    }
+}
+
+/// The target of the `rel="next"` link in a `Link` header value.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn next_links() {
+        assert_eq!(
+            next_link("</v2/a/tags/list?last=x&n=100>; rel=\"next\"").as_deref(),
+            Some("/v2/a/tags/list?last=x&n=100")
+        );
+        assert_eq!(
+            next_link("<https://r/prev>; rel=\"prev\", <https://r/next>; rel=\"next\"").as_deref(),
+            Some("https://r/next")
+        );
+        assert_eq!(next_link("<https://r/prev>; rel=\"prev\""), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! `add-tag`: the checks a manual request passes before anything is mirrored or recorded.
+//! Every image must be in images-list with a single target (or one `mirrored-` target among
+//! several), every tag must be new for it (exact match: `v1.2` is not `v1.2.3`), and every
+//! tag must exist at the source.
+
+use futures_util::{stream, StreamExt};
+use image_mirror_common::registry::RegistryClient;
+use image_mirror_common::{Entry, ImagesList, Repository, Tag};
+
+use crate::targets::target_for;
+
+/// The lines `images` x `tags` would add to `list`, or every reason they cannot be added.
+pub async fn plan_add_tag(
+    list: &ImagesList,
+    images: &[Repository],
+    tags: &[Tag],
+    registry: &RegistryClient,
+) -> Result<Vec<Entry>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut candidates = Vec::new();
+    for image in images {
+        let target = match target_for(list, image) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        for tag in tags {
+            if list.has_source_tag(image, tag) {
+                problems.push(format!("{}:{tag} is already in images-list", image.short()));
+                continue;
+            }
+            candidates.push(Entry {
+                source: image.clone(),
+                target: target.clone(),
+                tag: tag.clone(),
+            });
+        }
+    }
+    let checks: Vec<_> = stream::iter(candidates.iter())
+        .map(|e| async move { (e, registry.manifest_digest(&e.source, e.tag.as_str()).await) })
+        .buffered(8)
+        .collect()
+        .await;
+    for (entry, found) in checks {
+        let what = format!("{}:{}", entry.source.short(), entry.tag);
+        match found {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!("{what} does not exist at the source")),
+            Err(e) => problems.push(format!("{what} could not be checked: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(candidates)
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,243 @@
+//! Tag discovery: for one config.json rule, the tags its source offers, those its filters
+//! keep, and which of them images-list does not have yet, each with its target.
+
+use image_mirror_common::config::GithubRepo;
+use image_mirror_common::github::{GithubClient, GithubError, Release};
+use image_mirror_common::registry::{RegistryClient, RegistryError};
+use image_mirror_common::{
+    Entry, ImageRef, ImagesList, MirrorJob, Origin, Repository, Rule, Tag, VersionSource,
+};
+
+use crate::sync::TargetOverrides;
+use crate::targets::target_for;
+use crate::versions::{is_semver_tag, Selection};
+
+/// What the tag sources are read through.
+#[derive(Clone)]
+pub struct Sources {
+    /// GitHub, for the `github-*` kinds.
+    pub github: GithubClient,
+    /// Registries, for the `registry` kind.
+    pub registry: RegistryClient,
+}
+
+/// What discovery found for one rule.
+#[derive(Debug, Clone, Default)]
+pub struct KeyReport {
+    /// The rule's key in config.json.
+    pub key: String,
+    /// The `versionSource` value.
+    pub source: String,
+    /// The images the tags apply to (for the images-file kind: the images the files named).
+    pub images: Vec<Repository>,
+    /// The tags the source offered that the filters kept (for the images-file kind, as
+    /// `image:tag`).
+    pub found: Vec<String>,
+    /// The tags images-list lacks, as the lines that would record them.
+    pub new: Vec<Entry>,
+    /// What went wrong: reading the source, or an image without a single target.
+    pub errors: Vec<String>,
+    /// The kind, when this version does not run it.
+    pub unsupported: Option<String>,
+}
+
+impl KeyReport {
+    /// One job per new tag, with the target overrides applied and `record: true`.
+    pub fn jobs(&self, overrides: &TargetOverrides) -> Vec<MirrorJob> {
+        let mut jobs = Vec::new();
+        for entry in &self.new {
+            let Ok(targets) = overrides.apply(&entry.target) else {
+                continue;
+            };
+            for target in targets {
+                jobs.push(
+                    MirrorJob::new(
+                        entry.source.clone(),
+                        target,
+                        entry.tag.clone(),
+                        true,
+                        Origin::Discover(self.key.clone()),
+                    )
+                    .listed_as(&entry.target),
+                );
+            }
+        }
+        jobs
+    }
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Runs `rule` against its source and `list`. Failures end up in the report, never as a
+/// panic or an early return, so that one key cannot stop the others.
+pub async fn discover(rule: &Rule, list: &ImagesList, sources: &Sources) -> KeyReport {
+    let mut report = KeyReport {
+        key: rule.key.clone(),
+        source: source_spec(&rule.source),
+        images: rule.images.clone(),
+        ..KeyReport::default()
+    };
+    let selection = Selection {
+        filter: rule.filter.as_ref(),
+        constraint: rule.constraint.as_ref(),
+        latest: rule.latest,
+    };
+    let pairs: Result<Vec<(Repository, String)>, SourceError> = match &rule.source {
+        VersionSource::Unsupported { kind, .. } => {
+            report.unsupported = Some(kind.clone());
+            return report;
+        }
+        VersionSource::GithubReleases(repo) => sources
+            .github
+            .releases(repo)
+            .await
+            .map(|r| selection.apply(&published_semver(r)))
+            .map(|tags| for_each_image(&rule.images, &tags))
+            .map_err(SourceError::from),
+        VersionSource::GithubLatestRelease(repo) => sources
+            .github
+            .latest_release(repo)
+            .await
+            .map(|r| selection.apply(&[r.tag_name]))
+            .map(|tags| for_each_image(&rule.images, &tags))
+            .map_err(SourceError::from),
+        VersionSource::Registry => match rule.images.first() {
+            Some(first) => sources
+                .registry
+                .list_tags(first)
+                .await
+                .map(|tags| selection.apply(&tags))
+                .map(|tags| for_each_image(&rule.images, &tags))
+                .map_err(SourceError::from),
+            None => Ok(Vec::new()),
+        },
+        VersionSource::GithubTaggedImagesFile(repo) => {
+            images_files(rule, repo, &selection, sources, &mut report).await
+        }
+    };
+    let pairs = match pairs {
+        Ok(p) => p,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    if matches!(rule.source, VersionSource::GithubTaggedImagesFile(_)) {
+        report.found = pairs
+            .iter()
+            .map(|(i, t)| format!("{}:{t}", i.short()))
+            .collect();
+        for (image, _) in &pairs {
+            if !report.images.contains(image) {
+                report.images.push(image.clone());
+            }
+        }
+    } else {
+        let mut found: Vec<String> = Vec::new();
+        for (_, t) in &pairs {
+            if !found.contains(t) {
+                found.push(t.clone());
+            }
+        }
+        report.found = found;
+    }
+    for (image, tag) in pairs {
+        let Ok(tag) = tag.parse::<Tag>() else {
+            report
+                .errors
+                .push(format!("{}: {tag:?} is not a valid tag", image.short()));
+            continue;
+        };
+        if list.has_source_tag(&image, &tag) {
+            continue;
+        }
+        match target_for(list, &image) {
+            Ok(target) => report.new.push(Entry {
+                source: image,
+                target,
+                tag,
+            }),
+            Err(e) => {
+                let e = e.to_string();
+                if !report.errors.contains(&e) {
+                    report.errors.push(e);
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Tags of releases that are published, not pre-releases, and semver once a `v` is dropped.
+fn published_semver(releases: Vec<Release>) -> Vec<String> {
+    releases
+        .into_iter()
+        .filter(|r| !r.draft && !r.prerelease && is_semver_tag(&r.tag_name))
+        .map(|r| r.tag_name)
+        .collect()
+}
+
+fn for_each_image(images: &[Repository], tags: &[String]) -> Vec<(Repository, String)> {
+    images
+        .iter()
+        .flat_map(|i| tags.iter().map(move |t| (i.clone(), t.clone())))
+        .collect()
+}
+
+/// `github-tagged-images-file`: the selected release tags, and at each the images the file
+/// lists. A line that is not an `image:tag` reference is reported, the others still count.
+async fn images_files(
+    rule: &Rule,
+    repo: &GithubRepo,
+    selection: &Selection<'_>,
+    sources: &Sources,
+    report: &mut KeyReport,
+) -> Result<Vec<(Repository, String)>, SourceError> {
+    let path = rule.images_file_path.as_deref().unwrap_or_default();
+    let releases = sources.github.releases(repo).await?;
+    let mut pairs = Vec::new();
+    for release_tag in selection.apply(&published_semver(releases)) {
+        let text = sources.github.file_at(repo, path, &release_tag).await?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parsed = line.parse::<ImageRef>();
+            match parsed {
+                Ok(r) if r.tag().is_some() => {
+                    let image = r.repository().clone();
+                    if rule.image_denylist.contains(&image) {
+                        continue;
+                    }
+                    let tag = r.tag().map(|t| t.as_str().to_owned()).unwrap_or_default();
+                    if !pairs.contains(&(image.clone(), tag.clone())) {
+                        pairs.push((image, tag));
+                    }
+                }
+                _ => report.errors.push(format!(
+                    "{repo}@{release_tag}:{path}:{}: {line:?} is not an image:tag reference",
+                    n + 1
+                )),
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+fn source_spec(source: &VersionSource) -> String {
+    match source {
+        VersionSource::GithubReleases(r) => format!("github-releases:{r}"),
+        VersionSource::GithubLatestRelease(r) => format!("github-latest-release:{r}"),
+        VersionSource::GithubTaggedImagesFile(r) => format!("github-tagged-images-file:{r}"),
+        VersionSource::Registry => "registry".to_owned(),
+        VersionSource::Unsupported { spec, .. } => spec.clone(),
+    }
+}
