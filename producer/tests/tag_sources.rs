@@ -247,3 +247,52 @@ async fn a_real_registry_with_300_tags_is_listed_completely() {
     expected.sort();
     assert_eq!(listed, expected);
 }
+
+/// A rate limit that resets in an hour is reported at once, naming it; a 502 is retried.
+#[tokio::test]
+async fn github_rate_limits_are_reported_and_server_errors_retried() {
+    let github = MockServer::start().await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    Mock::given(method("GET"))
+        .and(path("/repos/o/limited/releases/latest"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", reset.to_string().as_str())
+                .set_body_json(json!({"message": "API rate limit exceeded", "documentation_url": "https://docs.github.com"})),
+        )
+        .expect(1)
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/o/flaky/releases/latest"))
+        .respond_with(ResponseTemplate::new(502).set_body_json(json!({"message": "Bad Gateway"})))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/o/flaky/releases/latest"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(release("v1.0.0", false, false)))
+        .expect(1)
+        .mount(&github)
+        .await;
+    let client = GithubClient::new(&github.uri(), None).unwrap();
+    let repo = |name: &str| image_mirror_common::config::GithubRepo {
+        owner: "o".into(),
+        name: name.into(),
+    };
+    let err = client.latest_release(&repo("limited")).await.unwrap_err();
+    assert!(err.transient);
+    assert!(
+        err.to_string()
+            .contains("403 API rate limit exceeded (rate limited"),
+        "{err}"
+    );
+    let ok = client.latest_release(&repo("flaky")).await.unwrap();
+    assert_eq!(ok.tag_name, "v1.0.0");
+}
