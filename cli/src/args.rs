@@ -127,6 +127,9 @@ pub enum Command {
     Producer(ProducerCommand),
     /// Consume jobs from RabbitMQ, copy, publish events.
     Worker(WorkerArgs),
+    /// Consume completion events from RabbitMQ and record the mirrored tags in images-list: a
+    /// pull request per batch (--github-repo), or the local file edited in place.
+    Committer(CommitterArgs),
     /// Monolithic mode: plan every images-list entry, mirror it with N workers and collect the
     /// events, in one process (in-memory queue unless --amqp-url).
     Run(RunArgs),
@@ -195,6 +198,43 @@ pub struct WorkerArgs {
     /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
     pub grace_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitterArgs {
+    /// The GitHub repository holding images-list; without it, the local file is edited.
+    #[arg(long, env = "IMAGE_MIRROR_GITHUB_REPO", value_name = "OWNER/REPO")]
+    pub github_repo: Option<String>,
+    /// The branch pull requests go into.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_BASE_BRANCH",
+        default_value = "main",
+        value_name = "BRANCH"
+    )]
+    pub base_branch: String,
+    /// The path of images-list in the GitHub repository.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_GITHUB_PATH",
+        default_value = "images-list",
+        value_name = "PATH"
+    )]
+    pub github_path: String,
+    /// The label of each pull request (empty: none).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_PR_LABEL",
+        default_value = "image-mirror",
+        value_name = "LABEL"
+    )]
+    pub label: String,
+    /// How long a batch stays open after its first event (`30s`, `5m`).
+    #[arg(long, env = "IMAGE_MIRROR_BATCH_WINDOW", default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub batch_window: std::time::Duration,
+    /// The most events in one batch.
+    #[arg(long, env = "IMAGE_MIRROR_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: u16,
 }
 
 #[derive(Debug, Args)]

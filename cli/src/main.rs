@@ -42,6 +42,7 @@ async fn main() -> ExitCode {
         Command::Tags(args) => commands::tags::run(&cli.global, args).await,
         Command::AddTag(args) => commands::add_tag::run(&cli.global, args).await,
         Command::Check(args) => commands::check::run(&cli.global, args).await,
+        Command::Committer(args) => commands::committer::run(&cli.global, args).await,
         Command::Worker(args) => commands::worker::run(&cli.global, args).await,
         Command::Run(args) => commands::run::run(&cli.global, args).await,
         Command::Status => commands::status::run(&cli.global).await,

@@ -1,12 +1,22 @@
 //! The committer role: turns [`JobEvent`](image_mirror_common::JobEvent)s of jobs that should be
-//! recorded into `images-list` changes: batched, verified against the target registry, sorted,
-//! deduplicated, and proposed as a pull request (or written in place without GitHub settings).
+//! recorded into `images-list` changes: batched ([`batch`]), verified against the target
+//! registry ([`verify`]), sorted, deduplicated, and proposed as a pull request
+//! ([`pull_request`]) or written in place without GitHub settings ([`local`]). The loop that
+//! ties them and acknowledges events only once their change is durable is [`committer`].
 //!
-//! It owns reading the events queue ([`collect`]), which is also the event sink of the
-//! monolithic `run`, and writing recorded lines into a local images-list ([`local`]).
+//! It also owns reading events until every job of a run has ended ([`collect`]), the event
+//! sink of the monolithic `run`.
 
+pub mod batch;
 pub mod collect;
+pub mod committer;
 pub mod local;
+pub mod pull_request;
+pub mod verify;
 
+pub use batch::BatchOptions;
 pub use collect::collect_events;
+pub use committer::{run_committer, BatchOutcome, BatchResult, CommitterError, Destination};
 pub use local::record_in_file;
+pub use pull_request::{Proposal, PullRequestSettings, Recorded};
+pub use verify::{verify, Verdict};

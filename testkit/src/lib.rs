@@ -1,12 +1,14 @@
 //! Real services for image-mirror's tests, so that every test talks to the same software users
 //! run: a CNCF `docker-registry` per test on a free loopback port, RabbitMQ (the machine's, or a
 //! private node when none runs), skopeo as an independent client, and synthetic images with
-//! deterministic bytes pushed straight through the registry API.
+//! deterministic bytes pushed straight through the registry API. GitHub, which cannot run
+//! here, is the one stand-in ([`github`]).
 //!
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fault_proxy;
+pub mod github;
 pub mod images;
 pub mod ports;
 pub mod push;
@@ -15,5 +17,6 @@ pub mod registry;
 pub mod skopeo;
 
 pub use fault_proxy::{FaultProxy, Faults};
+pub use github::FakeGithub;
 pub use images::{Blob, Image, Manifest, Platform};
 pub use registry::Registry;

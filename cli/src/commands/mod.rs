@@ -2,6 +2,7 @@
 
 pub mod add_tag;
 pub mod check;
+pub mod committer;
 pub mod copy;
 pub mod discover;
 pub mod producer;

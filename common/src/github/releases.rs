@@ -1,6 +1,5 @@
-//! Releases of a GitHub repository (every page), the latest one, and a file at a tag.
+//! Releases of a GitHub repository (every page) and the latest one.
 
-use base64::Engine;
 use octocrab::Page;
 use serde::Deserialize;
 
@@ -19,14 +18,6 @@ pub struct Release {
     /// Marked as a pre-release.
     #[serde(default)]
     pub prerelease: bool,
-}
-
-#[derive(Deserialize)]
-struct FileContent {
-    #[serde(default)]
-    encoding: Option<String>,
-    #[serde(default)]
-    content: Option<String>,
 }
 
 /// A bound on pages, for an API that keeps sending `next` links.
@@ -82,50 +73,5 @@ impl GithubClient {
                 .map_err(|e| GithubError::from_octocrab(&operation, &e))
         })
         .await
-    }
-
-    /// The text of `path` in `repo` at `git_ref` (a tag, branch or commit).
-    pub async fn file_at(
-        &self,
-        repo: &GithubRepo,
-        path: &str,
-        git_ref: &str,
-    ) -> Result<String, GithubError> {
-        let operation = format!("read {path} of {repo} at {git_ref}");
-        let route = format!(
-            "/repos/{}/{}/contents/{}",
-            repo.owner,
-            repo.name,
-            path.trim_start_matches('/')
-        );
-        let file: FileContent = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .get(&route, Some(&[("ref", git_ref)]))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
-            .await?;
-        decode_content(&file).map_err(|m| GithubError::permanent(&operation, m))
-    }
-}
-
-fn decode_content(file: &FileContent) -> Result<String, String> {
-    let content = file
-        .content
-        .as_deref()
-        .ok_or("no content in the answer (a folder, or a file over 1 MB)")?;
-    match file.encoding.as_deref() {
-        Some("base64") | None => {
-            let packed: Vec<u8> = content
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(packed)
-                .map_err(|e| format!("bad base64 content: {e}"))?;
-            String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_owned())
-        }
-        Some(other) => Err(format!("unexpected content encoding {other:?}")),
     }
 }

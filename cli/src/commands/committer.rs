@@ -1,0 +1,95 @@
+//! `image-mirror committer`: consumes completion events from RabbitMQ and records the mirrored
+//! tags, a pull request per batch (--github-repo) or the local images-list edited in place.
+//! Runs until SIGTERM/SIGINT; exit 1 when GitHub or the file refuse for good (the batch's
+//! events stay in the queue).
+
+use anyhow::Result;
+use image_mirror_committer::{
+    run_committer, BatchOptions, BatchOutcome, BatchResult, Destination, Proposal,
+    PullRequestSettings,
+};
+use image_mirror_common::config::GithubRepo;
+use image_mirror_common::github::GithubClient;
+
+use crate::args::{CommitterArgs, GlobalArgs};
+use crate::exit::{BadInput, OK};
+use crate::{broker, registry_client, stop};
+
+pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
+    let destination = match &args.github_repo {
+        Some(repo) => {
+            let (owner, name) = repo
+                .split_once('/')
+                .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+                .ok_or_else(|| BadInput(format!("--github-repo {repo:?}: expected OWNER/REPO")))?;
+            Destination::Github {
+                client: Box::new(GithubClient::from_env()?),
+                settings: PullRequestSettings {
+                    repo: GithubRepo {
+                        owner: owner.to_owned(),
+                        name: name.to_owned(),
+                    },
+                    base_branch: args.base_branch.clone(),
+                    path: args.github_path.clone(),
+                    label: Some(args.label.clone()).filter(|l| !l.is_empty()),
+                },
+            }
+        }
+        None => Destination::Local(global.images_list.clone()),
+    };
+    let registry = registry_client::client(global)?;
+    let broker = broker::rabbitmq(global, "committer").await?;
+    let max = args.max_batch.max(1);
+    let mut consumer = broker.consume(&broker.topology().committer(), max).await?;
+    match &destination {
+        Destination::Local(path) => println!("committer: recording in {}", path.display()),
+        Destination::Github { settings, .. } => println!(
+            "committer: pull requests to {} ({} of {})",
+            settings.repo, settings.path, settings.base_branch
+        ),
+    }
+    run_committer(
+        &mut consumer,
+        &registry,
+        &destination,
+        BatchOptions {
+            window: args.batch_window,
+            max: usize::from(max),
+        },
+        stop::signal(),
+        print_outcome,
+    )
+    .await?;
+    Ok(OK)
+}
+
+fn print_outcome(outcome: &BatchOutcome) {
+    for why in &outcome.rejected {
+        eprintln!("not recorded: {why}");
+    }
+    let n = outcome.events;
+    match &outcome.result {
+        BatchResult::NothingToRecord => println!("batch of {n} events: nothing to record"),
+        BatchResult::Written(added) => {
+            println!("batch of {n} events: recorded {} new line(s)", added.len());
+            for e in added {
+                println!("  + {}", e.line());
+            }
+        }
+        BatchResult::Proposed(Proposal::NothingNew) => {
+            println!("batch of {n} events: the base branch already has every line");
+        }
+        BatchResult::Proposed(Proposal::Existing { number, branch }) => println!(
+            "batch of {n} events: pull request #{number} from {branch} already proposes these lines"
+        ),
+        BatchResult::Proposed(Proposal::Opened {
+            number,
+            url,
+            branch,
+            lines,
+        }) => println!(
+            "batch of {n} events: opened pull request #{number} from {branch} adding {lines} line(s){}",
+            url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+        ),
+    }
+}

@@ -1,0 +1,46 @@
+//! Gathering deliveries into batches: a batch starts with the first delivery after a quiet
+//! time and ends when its window has passed since then or when it is full.
+
+use std::future::Future;
+use std::time::Duration;
+
+use image_mirror_common::queue::{Consumer, Delivery, QueueError};
+
+/// How batches are cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    /// How long a batch stays open after its first delivery.
+    pub window: Duration,
+    /// The most deliveries in one batch (the consumer's prefetch must allow as many).
+    pub max: usize,
+}
+
+/// The next batch, or `None` when the consumer ended or `stop` completed before a batch
+/// began. A batch that has begun is returned when `stop` completes, for its owner to settle.
+pub async fn next_batch(
+    consumer: &mut Consumer,
+    options: BatchOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<Option<Vec<Delivery>>, QueueError> {
+    tokio::pin!(stop);
+    let first = tokio::select! {
+        d = consumer.next() => d,
+        () = &mut stop => return Ok(None),
+    };
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let mut batch = vec![first?];
+    let deadline = tokio::time::Instant::now() + options.window;
+    while batch.len() < options.max.max(1) {
+        tokio::select! {
+            d = consumer.next() => match d {
+                Some(d) => batch.push(d?),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = &mut stop => break,
+        }
+    }
+    Ok(Some(batch))
+}

@@ -1,0 +1,203 @@
+//! The committer loop: batches of events become images-list lines, verified, then written in
+//! place (local mode) or proposed as a pull request (GitHub mode). A batch's events are
+//! acknowledged only after its change is durable; when it cannot be made, they go back to the
+//! queue, so nothing is lost.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use image_mirror_common::github::{GithubClient, GithubError};
+use image_mirror_common::queue::{Consumer, Delivery, QueueError};
+use image_mirror_common::registry::RegistryClient;
+use image_mirror_common::{Entry, ImagesListError, JobEvent, Outcome};
+
+use crate::batch::{next_batch, BatchOptions};
+use crate::local::record_in_file;
+use crate::pull_request::{propose, Proposal, PullRequestSettings, Recorded};
+use crate::verify::{verify, Verdict};
+
+/// Where recorded lines go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The images-list file at this path, edited in place.
+    Local(PathBuf),
+    /// A pull request per batch.
+    Github {
+        /// The API client.
+        client: Box<GithubClient>,
+        /// The repository, base branch, path and label.
+        settings: PullRequestSettings,
+    },
+}
+
+/// What became of one batch.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    /// Events in the batch.
+    pub events: usize,
+    /// Events whose line could not be verified at the target, with why.
+    pub rejected: Vec<String>,
+    /// What was done with the verified lines.
+    pub result: BatchResult,
+}
+
+/// What was done with a batch's verified lines.
+#[derive(Debug, Clone)]
+pub enum BatchResult {
+    /// No event asked for a line.
+    NothingToRecord,
+    /// Local mode: the lines added to the file (those already there are left out).
+    Written(Vec<Entry>),
+    /// GitHub mode.
+    Proposed(Proposal),
+}
+
+/// Why the committer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitterError {
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// GitHub refused in a way retrying will not fix (the batch went back to the queue).
+    #[error("{0} (the batch's events are back in the queue)")]
+    Github(GithubError),
+    /// The local images-list could not be read or written (the batch went back to the queue).
+    #[error("{0} (the batch's events are back in the queue)")]
+    File(ImagesListError),
+}
+
+/// How long to wait before trying a batch again after a transient failure.
+const TRY_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs until `stop` completes or a permanent failure, calling `on_batch` after each batch.
+pub async fn run_committer(
+    consumer: &mut Consumer,
+    registry: &RegistryClient,
+    destination: &Destination,
+    batch: BatchOptions,
+    stop: impl Future<Output = ()>,
+    mut on_batch: impl FnMut(&BatchOutcome),
+) -> Result<(), CommitterError> {
+    tokio::pin!(stop);
+    loop {
+        let Some(deliveries) = next_batch(consumer, batch, &mut stop).await? else {
+            return Ok(());
+        };
+        match settle(registry, destination, &deliveries).await {
+            Ok(outcome) => {
+                for d in deliveries {
+                    d.ack().await?;
+                }
+                on_batch(&outcome);
+            }
+            Err(Failure::Transient(why)) => {
+                tracing::warn!(error = %why, "batch not recorded; its events go back to the queue");
+                for d in deliveries {
+                    d.requeue().await?;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
+                    () = &mut stop => return Ok(()),
+                }
+            }
+            Err(Failure::Permanent(e)) => {
+                for d in deliveries {
+                    d.requeue().await?;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+enum Failure {
+    Transient(String),
+    Permanent(CommitterError),
+}
+
+async fn settle(
+    registry: &RegistryClient,
+    destination: &Destination,
+    deliveries: &[Delivery],
+) -> Result<BatchOutcome, Failure> {
+    let mut to_check = Vec::new();
+    for d in deliveries {
+        match JobEvent::from_json(&d.body) {
+            Ok(e) if e.record && matches!(e.outcome, Outcome::Copied | Outcome::AlreadyPresent) => {
+                to_check.push(e);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
+        }
+    }
+    let verdicts: Vec<_> = stream::iter(to_check.iter())
+        .map(|e| async move { (e, verify(registry, e).await) })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut lines: Vec<Recorded> = Vec::new();
+    let mut rejected = Vec::new();
+    for (event, verdict) in verdicts {
+        let what = format!(
+            "{}:{} -> {}",
+            event.source.short(),
+            event.tag,
+            event.target.at_tag(event.tag.clone()).short()
+        );
+        match verdict {
+            Ok(Verdict::Holds(digest)) => {
+                let r = Recorded {
+                    entry: event.entry(),
+                    digest,
+                };
+                if !lines.contains(&r) {
+                    lines.push(r);
+                }
+            }
+            Ok(Verdict::Differs { claimed, found }) => {
+                let why = format!(
+                    "{what}: the event says {}, the target holds {}; not recorded",
+                    claimed.map_or("no digest".to_owned(), |d| d.to_string()),
+                    found.map_or("nothing".to_owned(), |d| d.to_string())
+                );
+                tracing::warn!(job = %event.job_id, "{why}");
+                rejected.push(why);
+            }
+            Err(e) if e.is_transient() => {
+                return Err(Failure::Transient(format!("verifying {what}: {e}")));
+            }
+            Err(e) => {
+                let why = format!("{what}: cannot be verified ({e}); not recorded");
+                tracing::warn!(job = %event.job_id, "{why}");
+                rejected.push(why);
+            }
+        }
+    }
+    let result = if lines.is_empty() {
+        BatchResult::NothingToRecord
+    } else {
+        match destination {
+            Destination::Local(path) => {
+                let entries: Vec<Entry> = lines.iter().map(|r| r.entry.clone()).collect();
+                BatchResult::Written(
+                    record_in_file(path, &entries)
+                        .map_err(|e| Failure::Permanent(CommitterError::File(e)))?,
+                )
+            }
+            Destination::Github { client, settings } => {
+                match propose(client, settings, &lines).await {
+                    Ok(p) => BatchResult::Proposed(p),
+                    Err(e) if e.transient => return Err(Failure::Transient(e.to_string())),
+                    Err(e) => return Err(Failure::Permanent(CommitterError::Github(e))),
+                }
+            }
+        }
+    };
+    Ok(BatchOutcome {
+        events: deliveries.len(),
+        rejected,
+        result,
+    })
+}

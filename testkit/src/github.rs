@@ -1,0 +1,330 @@
+//! A stand-in for the parts of the GitHub REST API the committer uses, with state: branches
+//! holding one file, commits through the contents API, pull requests and labels. GitHub
+//! cannot run here, so this is the one fake of the test suite; it answers as GitHub does
+//! (409 on a stale blob sha, 422 on a branch or pull request that exists).
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use wiremock::matchers::path_regex;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A commit made through the contents API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The branch written.
+    pub branch: String,
+    /// The commit message.
+    pub message: String,
+    /// The file as committed, decoded from the request.
+    pub content: String,
+}
+
+/// A pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    /// Its number.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Head branch.
+    pub head: String,
+    /// Base branch.
+    pub base: String,
+    /// Description.
+    pub body: String,
+    /// Labels added.
+    pub labels: Vec<String>,
+}
+
+/// What the fake holds.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Branch -> head commit sha.
+    pub heads: HashMap<String, String>,
+    /// Commit sha -> the file's content at that commit.
+    pub trees: HashMap<String, String>,
+    /// Branches created (`POST /git/refs`), in order.
+    pub created_branches: Vec<String>,
+    /// Branches moved by force (`PATCH /git/refs`), in order.
+    pub reset_branches: Vec<String>,
+    /// Commits through the contents API, in order.
+    pub commits: Vec<Commit>,
+    /// Pull requests, in order.
+    pub pulls: Vec<Pull>,
+    /// When set, right after the base branch's file is next read, this content is committed
+    /// to the base branch (as if someone merged a change meanwhile).
+    pub base_changes_after_read: Option<String>,
+    /// The base branch.
+    pub base: String,
+    /// When set, a label request is announced here and answered only after a minute.
+    pub hold_labels: Option<mpsc::Sender<u64>>,
+    commit_counter: u64,
+}
+
+impl State {
+    fn commit_to(&mut self, branch: &str, content: String) -> String {
+        self.commit_counter += 1;
+        let sha = hex(&Sha256::digest(
+            format!("{branch}\n{}\n{content}", self.commit_counter).as_bytes(),
+        ));
+        self.trees.insert(sha.clone(), content);
+        self.heads.insert(branch.to_owned(), sha.clone());
+        sha
+    }
+
+    /// The file on `branch`.
+    pub fn file(&self, branch: &str) -> Option<&String> {
+        self.heads.get(branch).and_then(|sha| self.trees.get(sha))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The git blob sha of a file's content.
+fn blob_sha(content: &str) -> String {
+    hex(&Sha256::digest(content.as_bytes()))[..40].to_owned()
+}
+
+/// A fake GitHub serving one repository whose `path` starts as `content` on `base`.
+pub struct FakeGithub {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+struct Api {
+    state: Arc<Mutex<State>>,
+    owner: String,
+    repo: String,
+    path: String,
+}
+
+impl FakeGithub {
+    /// Starts the fake for `owner/repo`.
+    pub async fn start(owner: &str, repo: &str, base: &str, path: &str, content: &str) -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State {
+            base: base.to_owned(),
+            ..State::default()
+        }));
+        state.lock().unwrap().commit_to(base, content.to_owned());
+        let api = Api {
+            state: Arc::clone(&state),
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+            path: path.to_owned(),
+        };
+        Mock::given(path_regex(format!("^/repos/{owner}/{repo}/")))
+            .respond_with(api)
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    /// The base URL (for `GITHUB_API_URL`).
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Reads or changes the state.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Every request received, as `METHOD path?query`.
+    pub async fn requests(&self) -> Vec<String> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let q = r.url.query().map(|q| format!("?{q}")).unwrap_or_default();
+                format!("{} {}{q}", r.method, r.url.path())
+            })
+            .collect()
+    }
+}
+
+fn not_found() -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}))
+}
+
+fn unprocessable(message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(422).set_body_json(json!({"message": message}))
+}
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let prefix = format!("/repos/{}/{}/", self.owner, self.repo);
+        let Some(route) = request.url.path().strip_prefix(&prefix) else {
+            return not_found();
+        };
+        let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let method = request.method.as_str();
+        let mut state = self.state.lock().unwrap();
+        let contents = format!("contents/{}", self.path);
+        match (method, route) {
+            ("GET", r) if r == contents => {
+                let branch = query
+                    .get("ref")
+                    .cloned()
+                    .unwrap_or_else(|| state.base.clone());
+                let answer = match state.file(&branch) {
+                    Some(text) => ResponseTemplate::new(200).set_body_json(json!({
+                        "type": "file",
+                        "encoding": "base64",
+                        "sha": blob_sha(text),
+                        "content": base64::engine::general_purpose::STANDARD.encode(text),
+                    })),
+                    None => return not_found(),
+                };
+                if branch == state.base {
+                    if let Some(changed) = state.base_changes_after_read.take() {
+                        let base = state.base.clone();
+                        state.commit_to(&base, changed);
+                    }
+                }
+                answer
+            }
+            ("PUT", r) if r == contents => {
+                let branch = body["branch"].as_str().unwrap_or_default().to_owned();
+                let Some(current) = state.file(&branch).cloned() else {
+                    return not_found();
+                };
+                if body["sha"].as_str() != Some(blob_sha(&current).as_str()) {
+                    return ResponseTemplate::new(409).set_body_json(json!({
+                        "message": format!("{} does not match {}", self.path, blob_sha(&current))
+                    }));
+                }
+                let content = body["content"].as_str().unwrap_or_default();
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default();
+                state.commits.push(Commit {
+                    branch: branch.clone(),
+                    message: body["message"].as_str().unwrap_or_default().to_owned(),
+                    content: decoded.clone(),
+                });
+                let sha = state.commit_to(&branch, decoded.clone());
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "content": {"sha": blob_sha(&decoded)},
+                    "commit": {"sha": sha},
+                }))
+            }
+            ("GET", r) if r.starts_with("git/ref/heads/") => {
+                let branch = &r["git/ref/heads/".len()..];
+                match state.heads.get(branch) {
+                    Some(sha) => ResponseTemplate::new(200).set_body_json(json!({
+                        "ref": format!("refs/heads/{branch}"),
+                        "object": {"sha": sha, "type": "commit"},
+                    })),
+                    None => not_found(),
+                }
+            }
+            ("POST", "git/refs") => {
+                let name = body["ref"].as_str().unwrap_or_default();
+                let Some(branch) = name.strip_prefix("refs/heads/") else {
+                    return unprocessable("Reference name is invalid");
+                };
+                if state.heads.contains_key(branch) {
+                    return unprocessable("Reference already exists");
+                }
+                let sha = body["sha"].as_str().unwrap_or_default().to_owned();
+                if !state.trees.contains_key(&sha) {
+                    return unprocessable("Object does not exist");
+                }
+                state.heads.insert(branch.to_owned(), sha.clone());
+                state.created_branches.push(branch.to_owned());
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "ref": name, "object": {"sha": sha, "type": "commit"}
+                }))
+            }
+            ("PATCH", r) if r.starts_with("git/refs/heads/") => {
+                let branch = r["git/refs/heads/".len()..].to_owned();
+                let sha = body["sha"].as_str().unwrap_or_default().to_owned();
+                if !state.heads.contains_key(&branch) || !state.trees.contains_key(&sha) {
+                    return unprocessable("Reference does not exist");
+                }
+                state.heads.insert(branch.clone(), sha.clone());
+                state.reset_branches.push(branch);
+                ResponseTemplate::new(200).set_body_json(json!({"object": {"sha": sha}}))
+            }
+            ("GET", "pulls") => {
+                let head = query.get("head").cloned().unwrap_or_default();
+                let open: Vec<Value> = state
+                    .pulls
+                    .iter()
+                    .filter(|p| format!("{}:{}", self.owner, p.head) == head)
+                    .map(|p| json!({"number": p.number, "html_url": format!("https://github.example/pull/{}", p.number)}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(open)
+            }
+            ("POST", "pulls") => {
+                let head = body["head"].as_str().unwrap_or_default().to_owned();
+                if !state.heads.contains_key(&head) {
+                    return unprocessable("head does not exist");
+                }
+                if state.pulls.iter().any(|p| p.head == head) {
+                    return unprocessable("A pull request already exists");
+                }
+                let number = state.pulls.len() as u64 + 1;
+                state.pulls.push(Pull {
+                    number,
+                    title: body["title"].as_str().unwrap_or_default().to_owned(),
+                    head,
+                    base: body["base"].as_str().unwrap_or_default().to_owned(),
+                    body: body["body"].as_str().unwrap_or_default().to_owned(),
+                    labels: Vec::new(),
+                });
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "number": number,
+                    "html_url": format!("https://github.example/pull/{number}"),
+                }))
+            }
+            ("POST", r) if r.starts_with("issues/") && r.ends_with("/labels") => {
+                let number: u64 = r["issues/".len()..r.len() - "/labels".len()]
+                    .parse()
+                    .unwrap_or(0);
+                let labels: Vec<String> = body["labels"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(pull) = state.pulls.iter_mut().find(|p| p.number == number) {
+                    for l in &labels {
+                        if !pull.labels.contains(l) {
+                            pull.labels.push(l.clone());
+                        }
+                    }
+                }
+                let answer = ResponseTemplate::new(200).set_body_json(
+                    labels
+                        .iter()
+                        .map(|l| json!({"name": l}))
+                        .collect::<Vec<_>>(),
+                );
+                match &state.hold_labels {
+                    Some(tx) => {
+                        let _ = tx.send(number);
+                        answer.set_delay(Duration::from_secs(60))
+                    }
+                    None => answer,
+                }
+            }
+            _ => not_found(),
+        }
+    }
+}
