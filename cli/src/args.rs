@@ -94,6 +94,15 @@ pub struct GlobalArgs {
     )]
     pub queue_prefix: String,
 
+    /// Serve /metrics, /healthz and /readyz here (worker, committer, producer discover, run).
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_METRICS_ADDR",
+        value_name = "HOST:PORT"
+    )]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Log line format.
     #[arg(
         long,
@@ -198,6 +207,19 @@ pub struct WorkerArgs {
     /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
     pub grace_seconds: u64,
+}
+
+impl Command {
+    /// The role this command plays, for the service name of its traces.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Self::Producer(_) => "producer",
+            Self::Worker(_) => "worker",
+            Self::Committer(_) => "committer",
+            Self::Run(_) => "run",
+            _ => "cli",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

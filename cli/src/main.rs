@@ -6,11 +6,12 @@ mod broker;
 mod commands;
 mod discovery;
 mod exit;
-mod logging;
 mod pipeline;
 mod progress;
 mod registry_client;
+mod serve;
 mod stop;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -21,7 +22,7 @@ use crate::args::{Cli, Command, ProducerCommand};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.log_format);
+    let telemetry = telemetry::init(cli.global.log_format, cli.command.role());
     let result = match &cli.command {
         Command::Sort(args) => commands::sort::run(&cli.global, args),
         Command::Validate => commands::validate::run(&cli.global),
@@ -47,7 +48,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.global, args).await,
         Command::Status => commands::status::run(&cli.global).await,
     };
-    match result {
+    let code = match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             for line in format!("{err:#}").lines() {
@@ -55,5 +56,8 @@ async fn main() -> ExitCode {
             }
             exit::code_for(&err)
         }
-    }
+    };
+    // The batch exporter blocks while it sends: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

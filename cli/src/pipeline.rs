@@ -3,6 +3,7 @@
 //! job, showing progress.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ pub struct Mirrored {
     pub events: Vec<JobEvent>,
     /// From publishing to the last event.
     pub elapsed: Duration,
+    /// Time spent waiting before registry requests were tried again.
+    pub retry_wait: Duration,
+    /// Registry requests tried again.
+    pub retries: u64,
 }
 
 /// Mirrors `jobs` with `workers` jobs in progress at once. `None` when a stop signal came
@@ -46,6 +51,10 @@ pub async fn mirror(
         Some(_) => broker::rabbitmq(global, "run").await?,
         None => Broker::Memory(MemoryBroker::new(IN_PROCESS_RETRY_DELAYS.to_vec())),
     });
+    if let Some(addr) = global.metrics_addr {
+        crate::serve::start(addr, Some(Arc::clone(&broker))).await?;
+    }
+    let client = engine.client().clone();
     let started = Instant::now();
     let committer = broker.topology().committer();
     let mut events = broker.consume(&committer, 256).await?;
@@ -81,9 +90,12 @@ pub async fn mirror(
         .iter()
         .filter_map(|j| collected.remove(&j.id))
         .collect();
+    let stats = client.stats();
     Ok(Some(Mirrored {
         events,
         elapsed: started.elapsed(),
+        retry_wait: Duration::from_millis(stats.retry_wait_ms.load(Ordering::Relaxed)),
+        retries: stats.retries.load(Ordering::Relaxed),
     }))
 }
 
@@ -91,6 +103,28 @@ pub async fn mirror(
 /// target holding the source digest.
 pub fn to_record(event: &JobEvent) -> bool {
     event.record && matches!(event.outcome, Outcome::Copied | Outcome::AlreadyPresent)
+}
+
+/// Prints where the time of the jobs went, summed over jobs (several run at once).
+pub fn time_spent(mirrored: &Mirrored) {
+    let sum = |f: fn(&JobEvent) -> u64| {
+        Duration::from_millis(mirrored.events.iter().map(f).sum::<u64>()).as_secs_f64()
+    };
+    let job_retries: u32 = mirrored
+        .events
+        .iter()
+        .map(|e| e.attempts.saturating_sub(1))
+        .sum();
+    println!(
+        "time in jobs (summed over jobs running at once): resolve {:.1}s, blob transfer {:.1}s, \
+         manifest push {:.1}s, waiting on registry retries {:.1}s ({} requests retried, {} jobs retried)",
+        sum(|e| e.resolve_ms),
+        sum(|e| e.blobs_ms),
+        sum(|e| e.manifests_ms),
+        mirrored.retry_wait.as_secs_f64(),
+        mirrored.retries,
+        job_retries
+    );
 }
 
 /// Prints the summary line and each failure; the exit status.

@@ -11,7 +11,8 @@ use futures_util::{stream, StreamExt};
 use image_mirror_common::github::{GithubClient, GithubError};
 use image_mirror_common::queue::{Consumer, Delivery, QueueError};
 use image_mirror_common::registry::RegistryClient;
-use image_mirror_common::{Entry, ImagesListError, JobEvent, Outcome};
+use image_mirror_common::{metrics, trace_context, Entry, ImagesListError, JobEvent, Outcome};
+use tracing::Instrument;
 
 use crate::batch::{next_batch, BatchOptions};
 use crate::local::record_in_file;
@@ -85,7 +86,26 @@ pub async fn run_committer(
         let Some(deliveries) = next_batch(consumer, batch, &mut stop).await? else {
             return Ok(());
         };
-        match settle(registry, destination, &deliveries).await {
+        let span = tracing::info_span!(
+            "committer.batch",
+            events = deliveries.len(),
+            recorded = tracing::field::Empty,
+        );
+        if let Some(first) = deliveries.first() {
+            trace_context::adopt(&span, &first.headers);
+        }
+        let settled = settle(registry, destination, &deliveries)
+            .instrument(span.clone())
+            .await;
+        if let Ok(outcome) = &settled {
+            let recorded = match &outcome.result {
+                BatchResult::Written(added) => added.len(),
+                BatchResult::Proposed(Proposal::Opened { lines, .. }) => *lines,
+                _ => 0,
+            };
+            span.record("recorded", recorded);
+        }
+        match settled {
             Ok(outcome) => {
                 for d in deliveries {
                     d.ack().await?;
@@ -126,14 +146,35 @@ async fn settle(
     for d in deliveries {
         match JobEvent::from_json(&d.body) {
             Ok(e) if e.record && matches!(e.outcome, Outcome::Copied | Outcome::AlreadyPresent) => {
-                to_check.push(e);
+                to_check.push((e, &d.headers));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
         }
     }
     let verdicts: Vec<_> = stream::iter(to_check.iter())
-        .map(|e| async move { (e, verify(registry, e).await) })
+        .map(|(e, headers)| {
+            let span = tracing::info_span!(
+                "committer.record",
+                job.id = %e.job_id,
+                verdict = tracing::field::Empty,
+            );
+            trace_context::adopt(&span, headers);
+            let recorded = span.clone();
+            async move {
+                let v = verify(registry, e).await;
+                recorded.record(
+                    "verdict",
+                    match &v {
+                        Ok(Verdict::Holds(_)) => "holds",
+                        Ok(Verdict::Differs { .. }) => "differs",
+                        Err(_) => "error",
+                    },
+                );
+                (e, v)
+            }
+            .instrument(span)
+        })
         .buffered(8)
         .collect()
         .await;
@@ -181,14 +222,35 @@ async fn settle(
         match destination {
             Destination::Local(path) => {
                 let entries: Vec<Entry> = lines.iter().map(|r| r.entry.clone()).collect();
-                BatchResult::Written(
-                    record_in_file(path, &entries)
-                        .map_err(|e| Failure::Permanent(CommitterError::File(e)))?,
-                )
+                let added = record_in_file(path, &entries)
+                    .map_err(|e| Failure::Permanent(CommitterError::File(e)))?;
+                metrics::LINES_RECORDED.add(&["local"], added.len() as f64);
+                BatchResult::Written(added)
             }
             Destination::Github { client, settings } => {
-                match propose(client, settings, &lines).await {
-                    Ok(p) => BatchResult::Proposed(p),
+                let span = tracing::info_span!(
+                    "committer.pull_request",
+                    repo = %settings.repo,
+                    lines = lines.len(),
+                    number = tracing::field::Empty,
+                );
+                let proposed = propose(client, settings, &lines)
+                    .instrument(span.clone())
+                    .await;
+                match proposed {
+                    Ok(p) => {
+                        match &p {
+                            Proposal::Opened { number, lines, .. } => {
+                                span.record("number", number);
+                                metrics::LINES_RECORDED.add(&["pull_request"], *lines as f64);
+                            }
+                            Proposal::Existing { number, .. } => {
+                                span.record("number", number);
+                            }
+                            Proposal::NothingNew => {}
+                        }
+                        BatchResult::Proposed(p)
+                    }
                     Err(e) if e.transient => return Err(Failure::Transient(e.to_string())),
                     Err(e) => return Err(Failure::Permanent(CommitterError::Github(e))),
                 }

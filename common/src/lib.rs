@@ -12,10 +12,12 @@ pub mod digest;
 pub mod github;
 pub mod images_list;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod reference;
 pub mod registry;
 pub mod secret;
+pub mod trace_context;
 pub mod version_sort;
 
 pub use config::{Config, ConfigError, Rule, VersionSource};

@@ -260,6 +260,15 @@ pub struct JobEvent {
     pub attempts: u32,
     /// Time spent on the last attempt.
     pub duration_ms: u64,
+    /// Of that, reading the source and asking about the target, in milliseconds.
+    #[serde(default)]
+    pub resolve_ms: u64,
+    /// Of that, checking, mounting and sending blobs, in milliseconds.
+    #[serde(default)]
+    pub blobs_ms: u64,
+    /// Of that, pushing manifests and verifying, in milliseconds.
+    #[serde(default)]
+    pub manifests_ms: u64,
     /// Set when `outcome` is `failed`.
     pub error: Option<JobFailure>,
 }
@@ -298,6 +307,9 @@ impl JobEvent {
             blobs_skipped: 0,
             attempts: 1,
             duration_ms: 0,
+            resolve_ms: 0,
+            blobs_ms: 0,
+            manifests_ms: 0,
             error: None,
         }
     }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use image_mirror_common::message::JobFailure;
 use image_mirror_common::queue::topology::MAX_ATTEMPTS;
 use image_mirror_common::queue::{Broker, Delivery, Message, QueueError};
-use image_mirror_common::{JobEvent, MirrorJob, Outcome};
+use image_mirror_common::{metrics, trace_context, JobEvent, MirrorJob, Outcome};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::copy::{CopyEngine, CopyOutcome};
 
@@ -111,23 +112,56 @@ pub async fn handle(broker: &Broker, engine: &CopyEngine, delivery: Delivery) ->
             };
         }
     };
+    let span = tracing::info_span!(
+        "worker.job",
+        job.id = %job.id,
+        job.source = %job.source_ref(),
+        job.target = %job.target_ref(),
+        job.origin = %job.origin,
+        job.attempt = attempt,
+        job.outcome = tracing::field::Empty,
+        job.digest = tracing::field::Empty,
+        job.bytes_copied = tracing::field::Empty,
+    );
+    trace_context::adopt(&span, &delivery.headers);
+    metrics::JOBS_IN_FLIGHT.add(&[], 1.0);
+    let handled = run_job(broker, engine, delivery, job, attempt, &span)
+        .instrument(span.clone())
+        .await;
+    metrics::JOBS_IN_FLIGHT.add(&[], -1.0);
+    handled
+}
+
+async fn run_job(
+    broker: &Broker,
+    engine: &CopyEngine,
+    delivery: Delivery,
+    job: MirrorJob,
+    attempt: u32,
+    span: &tracing::Span,
+) -> Handled {
     let started = Instant::now();
     let result = engine.copy(&job.source_ref(), &job.target_ref()).await;
     let mut event = JobEvent::for_job(&job, Outcome::Failed);
     event.attempts = attempt;
-    event.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    event.duration_ms = millis(started.elapsed());
     match result {
         Ok(report) => {
             event.outcome = match report.outcome {
                 CopyOutcome::Copied => Outcome::Copied,
                 CopyOutcome::AlreadyPresent => Outcome::AlreadyPresent,
             };
+            span.record("job.digest", tracing::field::display(&report.digest));
             event.digest = Some(report.digest);
             event.platforms = report.platforms;
             event.bytes_copied = report.bytes_sent;
             event.blobs_copied = report.blobs_copied;
             event.blobs_mounted = report.blobs_mounted;
             event.blobs_skipped = report.blobs_skipped;
+            event.resolve_ms = millis(report.phases.resolve);
+            event.blobs_ms = millis(report.phases.blobs);
+            event.manifests_ms = millis(report.phases.manifests);
+            span.record("job.bytes_copied", report.bytes_sent);
             tracing::info!(job = %job.id, source = %job.source_ref(), target = %job.target_ref(), outcome = event.outcome.as_str(), "job done");
         }
         Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
@@ -158,18 +192,32 @@ pub async fn handle(broker: &Broker, engine: &CopyEngine, delivery: Delivery) ->
             });
         }
     }
-    let message = Message {
+    span.record("job.outcome", event.outcome.as_str());
+    metrics::JOBS.inc(&[event.outcome.as_str()]);
+    metrics::BYTES_COPIED.add(&[], event.bytes_copied as f64);
+    metrics::JOB_DURATION.observe(started.elapsed().as_secs_f64());
+    let publish = tracing::info_span!("worker.publish_event", outcome = event.outcome.as_str());
+    let mut message = Message {
         id: job.id.clone(),
         body: event.to_json(),
         headers: delivery.headers.clone(),
     };
-    match broker.publish_event(&event.routing_key(), &message).await {
+    trace_context::inject(&publish, &mut message.headers);
+    match broker
+        .publish_event(&event.routing_key(), &message)
+        .instrument(publish)
+        .await
+    {
         Ok(()) => ack(delivery, Handled::Finished(event.outcome)).await,
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "could not publish the event; the job will come again");
             give_back(delivery).await
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn ack(delivery: Delivery, handled: Handled) -> Handled {

@@ -9,5 +9,5 @@
 pub mod copy;
 pub mod job_runner;
 
-pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport};
+pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport, Phases};
 pub use job_runner::{handle, run_worker, Handled, WorkerOptions};

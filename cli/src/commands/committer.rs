@@ -13,7 +13,7 @@ use image_mirror_common::github::GithubClient;
 
 use crate::args::{CommitterArgs, GlobalArgs};
 use crate::exit::{BadInput, OK};
-use crate::{broker, registry_client, stop};
+use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
     let destination = match &args.github_repo {
@@ -38,7 +38,10 @@ pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
         None => Destination::Local(global.images_list.clone()),
     };
     let registry = registry_client::client(global)?;
-    let broker = broker::rabbitmq(global, "committer").await?;
+    let broker = std::sync::Arc::new(broker::rabbitmq(global, "committer").await?);
+    if let Some(addr) = global.metrics_addr {
+        serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
+    }
     let max = args.max_batch.max(1);
     let mut consumer = broker.consume(&broker.topology().committer(), max).await?;
     match &destination {

@@ -10,13 +10,16 @@ use crate::args::{DiscoverArgs, GlobalArgs};
 use crate::commands::producer::overrides;
 use crate::discovery::{discover_keys, print_key_lines};
 use crate::exit::{FAILED, OK};
-use crate::{broker, stop};
+use crate::{broker, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
-    let broker = broker::rabbitmq(global, "producer discover").await?;
+    let broker = std::sync::Arc::new(broker::rabbitmq(global, "producer discover").await?);
     let Some(every) = args.every else {
         return once(global, args, &broker).await;
     };
+    if let Some(addr) = global.metrics_addr {
+        serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
+    }
     let stop = stop::signal();
     tokio::pin!(stop);
     loop {

@@ -50,6 +50,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     record(global, &mirrored.events)?;
+    pipeline::time_spent(&mirrored);
     let code = pipeline::summary(&mirrored.events, mirrored.elapsed);
     Ok(if discovery_failed { FAILED } else { code })
 }

@@ -8,10 +8,13 @@ use image_mirror_worker::{run_worker, WorkerOptions};
 
 use crate::args::{GlobalArgs, WorkerArgs};
 use crate::exit::OK;
-use crate::{broker, registry_client, stop};
+use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
     let broker = Arc::new(broker::rabbitmq(global, "worker").await?);
+    if let Some(addr) = global.metrics_addr {
+        serve::start(addr, Some(Arc::clone(&broker))).await?;
+    }
     let engine = registry_client::engine(global)?;
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),

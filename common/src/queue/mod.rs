@@ -235,6 +235,14 @@ impl Broker {
         }
     }
 
+    /// Whether the broker can be reached now (always, for the in-memory one).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Self::Amqp(b) => b.is_connected(),
+            Self::Memory(_) => true,
+        }
+    }
+
     /// Depth of every queue.
     pub async fn depths(&self) -> Result<Vec<QueueDepth>, QueueError> {
         match self {
@@ -245,10 +253,21 @@ impl Broker {
 }
 
 impl Message {
-    /// The message carrying `job` (its id, JSON body, first attempt).
+    /// The message carrying `job` (its id, JSON body, first attempt). Each job starts its own
+    /// trace: a `producer.publish` root span whose context travels in the headers.
     pub fn for_job(job: &crate::MirrorJob) -> Self {
         let mut headers = Headers::new();
         headers.insert(topology::ATTEMPT_HEADER.to_owned(), "1".to_owned());
+        let span = tracing::info_span!(
+            parent: None,
+            "producer.publish",
+            job.id = %job.id,
+            job.source = %job.source_ref(),
+            job.target = %job.target_ref(),
+            job.origin = %job.origin,
+            job.record = job.record,
+        );
+        crate::trace_context::inject(&span, &mut headers);
         Self {
             id: job.id.clone(),
             body: job.to_json(),

@@ -194,6 +194,7 @@ impl RegistryClient {
             .retry
             .run(op, |err, delay| {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::RETRIES.inc(&[&err.kind()]);
                 stats
                     .retry_wait_ms
                     .fetch_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -352,6 +353,7 @@ impl RegistryClient {
                     .stats
                     .too_many_requests
                     .fetch_add(1, Ordering::Relaxed);
+                crate::metrics::TOO_MANY_REQUESTS.inc(&[registry]);
             }
             if status != StatusCode::UNAUTHORIZED {
                 return Ok(Answer {

@@ -17,12 +17,14 @@ use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 use image_mirror_common::registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
-use image_mirror_common::{ImageRef, Repository};
+use image_mirror_common::{metrics, Digest, ImageRef, Repository};
+use tracing::Instrument;
 
 pub use error::CopyError;
 pub use mounts::MountIndex;
-pub use report::{CopyOutcome, CopyReport};
+pub use report::{CopyOutcome, CopyReport, Phases};
 
+use crate::copy::blob_copy::BlobOutcome;
 use crate::copy::report::Counters;
 
 /// How a target stands against its source.
@@ -114,6 +116,13 @@ impl CopyEngine {
         target: &ImageRef,
     ) -> Result<CopyReport, CopyError> {
         let started = Instant::now();
+        let resolve_span = tracing::info_span!(
+            "copy.resolve",
+            source = %source,
+            digest = tracing::field::Empty,
+            media_type = tracing::field::Empty,
+        );
+        let resolve_guard = resolve_span.clone();
         let src_repo = source.repository();
         let dst_repo = target.repository();
         // The target tag (the source's when the target names none) is asked about while the
@@ -122,24 +131,32 @@ impl CopyEngine {
         let source_reference = source.reference();
         let (top, existing) = match &named {
             Some(reference) => {
-                let (top, existing) = tokio::join!(
-                    self.client.get_manifest(src_repo, &source_reference),
-                    self.client.manifest_digest(dst_repo, reference)
-                );
+                let (top, existing) = async {
+                    tokio::join!(
+                        self.client.get_manifest(src_repo, &source_reference),
+                        self.client.manifest_digest(dst_repo, reference)
+                    )
+                }
+                .instrument(resolve_guard.clone())
+                .await;
                 (top?, existing?)
             }
             None => {
                 let top = self
                     .client
                     .get_manifest(src_repo, &source.reference())
+                    .instrument(resolve_guard.clone())
                     .await?;
                 let existing = self
                     .client
                     .manifest_digest(dst_repo, top.digest.as_str())
+                    .instrument(resolve_guard.clone())
                     .await?;
                 (top, existing)
             }
         };
+        resolve_span.record("digest", tracing::field::display(&top.digest));
+        resolve_span.record("media_type", top.media_type.as_str());
         if let Some(d) = target.digest() {
             if *d != top.digest {
                 return Err(CopyError::Invalid(format!(
@@ -171,10 +188,16 @@ impl CopyEngine {
                 manifests_pushed: 0,
                 resumes: 0,
                 duration: started.elapsed(),
+                phases: Phases {
+                    resolve: started.elapsed(),
+                    ..Phases::default()
+                },
             });
         }
 
-        let mut tree = self.walk(src_repo, top).await?;
+        let mut tree = self.walk(src_repo, top).instrument(resolve_guard).await?;
+        drop(resolve_span);
+        let resolved = started.elapsed();
         // Largest first: the long transfers start at once and the small ones fill in around them.
         tree.blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
         let counters = Counters::default();
@@ -183,12 +206,36 @@ impl CopyEngine {
         let copies: Vec<_> = tree
             .blobs
             .iter()
-            .map(|blob| self.copy_blob(src_repo, dst_repo, blob, &counters))
+            .map(|blob| {
+                let span = tracing::info_span!(
+                    "copy.blob",
+                    digest = %blob.digest,
+                    size = blob.size,
+                    action = tracing::field::Empty,
+                    bytes_sent = tracing::field::Empty,
+                );
+                let copy = self.copy_blob(src_repo, dst_repo, blob, &counters);
+                let recorded = span.clone();
+                async move {
+                    let outcome = copy.await?;
+                    let (action, sent) = match outcome {
+                        BlobOutcome::Copied => ("copied", blob.size),
+                        BlobOutcome::Mounted => ("mounted", 0),
+                        BlobOutcome::Skipped => ("skipped", 0),
+                    };
+                    recorded.record("action", action);
+                    recorded.record("bytes_sent", sent);
+                    metrics::BLOBS.inc(&[action]);
+                    Ok::<_, CopyError>(outcome)
+                }
+                .instrument(span)
+            })
             .collect();
         stream::iter(copies)
             .buffer_unordered(self.options.blob_concurrency.max(1))
             .try_collect::<Vec<_>>()
             .await?;
+        let transferred = started.elapsed();
 
         let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
         let top = &top[0];
@@ -200,12 +247,16 @@ impl CopyEngine {
             .partition(|m| m.kind() == ManifestKind::Index);
         let pushes: Vec<_> = images
             .into_iter()
-            .map(|child| async {
-                self.client
-                    .put_manifest(dst_repo, child.digest.as_str(), child)
-                    .await?;
-                Counters::add(&counters.manifests_pushed, 1);
-                Ok::<(), CopyError>(())
+            .map(|child| {
+                let span = manifest_span(&child.digest, child.digest.as_str(), &child.media_type);
+                async {
+                    self.client
+                        .put_manifest(dst_repo, child.digest.as_str(), child)
+                        .await?;
+                    Counters::add(&counters.manifests_pushed, 1);
+                    Ok::<(), CopyError>(())
+                }
+                .instrument(span)
             })
             .collect();
         stream::iter(pushes)
@@ -215,11 +266,17 @@ impl CopyEngine {
         for index in nested {
             self.client
                 .put_manifest(dst_repo, index.digest.as_str(), index)
+                .instrument(manifest_span(
+                    &index.digest,
+                    index.digest.as_str(),
+                    &index.media_type,
+                ))
                 .await?;
             Counters::add(&counters.manifests_pushed, 1);
         }
         self.client
             .put_manifest(dst_repo, &dst_reference, top)
+            .instrument(manifest_span(&top.digest, &dst_reference, &top.media_type))
             .await?;
         Counters::add(&counters.manifests_pushed, 1);
 
@@ -246,6 +303,11 @@ impl CopyEngine {
             manifests_pushed: Counters::get(&counters.manifests_pushed),
             resumes: Counters::get(&counters.resumes),
             duration: started.elapsed(),
+            phases: Phases {
+                resolve: resolved,
+                blobs: transferred.saturating_sub(resolved),
+                manifests: started.elapsed().saturating_sub(transferred),
+            },
         })
     }
 
@@ -347,4 +409,14 @@ impl CopyEngine {
         }
         Ok(tree)
     }
+}
+
+/// The span of one manifest push.
+fn manifest_span(digest: &Digest, reference: &str, media_type: &str) -> tracing::Span {
+    tracing::info_span!(
+        "copy.manifest",
+        digest = %digest,
+        reference,
+        media_type,
+    )
 }

@@ -39,6 +39,19 @@ pub struct CopyReport {
     pub resumes: u64,
     /// Wall time of the copy.
     pub duration: Duration,
+    /// Where that time went.
+    pub phases: Phases,
+}
+
+/// The wall time of each phase of one copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Reading the source manifests and asking about the target.
+    pub resolve: Duration,
+    /// Checking, mounting and sending blobs.
+    pub blobs: Duration,
+    /// Pushing manifests and verifying the target.
+    pub manifests: Duration,
 }
 
 /// Counters shared by the blob copies of one image.

@@ -1,0 +1,101 @@
+//! Logs and traces. `tracing` events go to stderr as text or JSON lines, filtered by
+//! `RUST_LOG` (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also exported over OTLP/HTTP
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `http/json`) with the
+//! resource the standard `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` describe, through a
+//! batch exporter on its own thread (the blocking HTTP client: the async one panics there). W3C
+//! trace context is always propagated in message headers.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::args::LogFormat;
+
+/// Keeps the trace pipeline; [`Telemetry::shutdown`] sends what is buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered (at most a few seconds) and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("warning: could not send the last spans: {e}");
+            }
+        }
+    }
+}
+
+fn endpoint_set() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+/// Sets up logging, and tracing when an OTLP endpoint is configured. `role` names the service
+/// when `OTEL_SERVICE_NAME` does not.
+pub fn init(format: LogFormat, role: &str) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let provider = if endpoint_set() {
+        match provider(role) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("warning: traces are off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("image-mirror"))
+            .with_filter(EnvFilter::new("info"))
+    });
+    let registry = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter()))
+        .with(otel);
+    if registry.try_init().is_err() {
+        eprintln!("warning: logging was already set up");
+    }
+    Telemetry { provider }
+}
+
+fn provider(role: &str) -> Result<SdkTracerProvider, String> {
+    let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+        Ok("http/json") => Protocol::HttpJson,
+        Ok("http/protobuf") | Err(_) => Protocol::HttpBinary,
+        Ok(other) => return Err(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported (http/protobuf or http/json)"
+        )),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(format!("image-mirror-{role}"));
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}

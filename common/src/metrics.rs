@@ -1,0 +1,266 @@
+//! The process's metrics, in the Prometheus text format: counters and gauges with labels, and
+//! one histogram, kept in process-wide families that every role updates and the metrics
+//! endpoint renders. Names and meanings are listed in [`FAMILIES`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// A counter or gauge family: one value per label set.
+pub struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    labels: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, f64>>,
+}
+
+impl Family {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds `n` to the value for `labels` (in the family's label order).
+    pub fn add(&self, labels: &[&str], n: f64) {
+        if let Ok(mut v) = self.values.lock() {
+            *v.entry(labels.iter().map(|s| (*s).to_owned()).collect())
+                .or_insert(0.0) += n;
+        }
+    }
+
+    /// Adds one.
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1.0);
+    }
+
+    /// Sets the value for `labels` (gauges).
+    pub fn set(&self, labels: &[&str], value: f64) {
+        if let Ok(mut v) = self.values.lock() {
+            v.insert(labels.iter().map(|s| (*s).to_owned()).collect(), value);
+        }
+    }
+
+    /// The value for `labels`, zero when never set.
+    pub fn get(&self, labels: &[&str]) -> f64 {
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        self.values
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&key).copied())
+            .unwrap_or(0.0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
+        let Ok(values) = self.values.lock() else {
+            return;
+        };
+        if values.is_empty() && self.labels.is_empty() {
+            let _ = writeln!(out, "{} 0", self.name);
+        }
+        for (labels, value) in values.iter() {
+            let _ = writeln!(
+                out,
+                "{}{} {value}",
+                self.name,
+                label_text(self.labels, labels)
+            );
+        }
+    }
+}
+
+fn label_text(names: &[&str], values: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{n}=\"{v}\"")
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+/// A histogram of seconds.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    state: Mutex<(Vec<u64>, f64, u64)>,
+}
+
+impl Histogram {
+    const fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
+        Self {
+            name,
+            help,
+            bounds,
+            state: Mutex::new((Vec::new(), 0.0, 0)),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, seconds: f64) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.0.len() != self.bounds.len() {
+                s.0 = vec![0; self.bounds.len()];
+            }
+            for (i, b) in self.bounds.iter().enumerate() {
+                if seconds <= *b {
+                    s.0[i] += 1;
+                }
+            }
+            s.1 += seconds;
+            s.2 += 1;
+        }
+    }
+
+    /// How many observations.
+    pub fn count(&self) -> u64 {
+        self.state.lock().map(|s| s.2).unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} histogram", self.name);
+        let Ok(s) = self.state.lock() else {
+            return;
+        };
+        for (i, b) in self.bounds.iter().enumerate() {
+            let n = s.0.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{}_bucket{{le=\"{b}\"}} {n}", self.name);
+        }
+        let _ = writeln!(out, "{}_bucket{{le=\"+Inf\"}} {}", self.name, s.2);
+        let _ = writeln!(out, "{}_sum {}", self.name, s.1);
+        let _ = writeln!(out, "{}_count {}", self.name, s.2);
+    }
+}
+
+/// Jobs ended, by outcome (`copied`, `already_present`, `failed`).
+pub static JOBS: Family = Family::new(
+    "image_mirror_jobs_total",
+    "Jobs ended, by outcome.",
+    "counter",
+    &["outcome"],
+);
+/// Blob bytes sent to target registries.
+pub static BYTES_COPIED: Family = Family::new(
+    "image_mirror_bytes_copied_total",
+    "Blob bytes sent to target registries.",
+    "counter",
+    &[],
+);
+/// Blobs by what happened to them (`copied`, `mounted`, `skipped`).
+pub static BLOBS: Family = Family::new(
+    "image_mirror_blobs_total",
+    "Blobs handled, by action: copied, mounted or skipped.",
+    "counter",
+    &["action"],
+);
+/// Registry requests retried, by error class.
+pub static RETRIES: Family = Family::new(
+    "image_mirror_retries_total",
+    "Registry requests retried, by error kind.",
+    "counter",
+    &["kind"],
+);
+/// 429 answers, by registry host.
+pub static TOO_MANY_REQUESTS: Family = Family::new(
+    "image_mirror_registry_429_total",
+    "429 Too Many Requests answers, by registry.",
+    "counter",
+    &["registry"],
+);
+/// Jobs being worked on now.
+pub static JOBS_IN_FLIGHT: Family = Family::new(
+    "image_mirror_jobs_in_flight",
+    "Jobs being worked on now.",
+    "gauge",
+    &[],
+);
+/// Ready messages per queue, as last read from the broker.
+pub static QUEUE_READY: Family = Family::new(
+    "image_mirror_queue_ready_messages",
+    "Messages waiting per queue, as last read from the broker (queue lag).",
+    "gauge",
+    &["queue"],
+);
+/// Lines recorded by the committer (written locally or proposed).
+pub static LINES_RECORDED: Family = Family::new(
+    "image_mirror_lines_recorded_total",
+    "images-list lines recorded by the committer, by destination: local or pull_request.",
+    "counter",
+    &["destination"],
+);
+/// Job duration.
+pub static JOB_DURATION: Histogram = Histogram::new(
+    "image_mirror_job_duration_seconds",
+    "Time from taking a job to its event, in seconds.",
+    &[
+        0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+    ],
+);
+
+/// Every counter and gauge family, in the order they are rendered.
+pub static FAMILIES: [&Family; 8] = [
+    &JOBS,
+    &BYTES_COPIED,
+    &BLOBS,
+    &RETRIES,
+    &TOO_MANY_REQUESTS,
+    &JOBS_IN_FLIGHT,
+    &QUEUE_READY,
+    &LINES_RECORDED,
+];
+
+/// Everything, in the Prometheus text exposition format.
+pub fn render() -> String {
+    let mut out = String::new();
+    for f in FAMILIES {
+        f.render(&mut out);
+    }
+    JOB_DURATION.render(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format() {
+        static F: Family = Family::new("t_total", "Help.", "counter", &["a"]);
+        F.inc(&["x\"y"]);
+        F.add(&["z"], 2.0);
+        static H: Histogram = Histogram::new("t_seconds", "Help.", &[1.0, 5.0]);
+        H.observe(0.5);
+        H.observe(3.0);
+        let mut out = String::new();
+        F.render(&mut out);
+        H.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP t_total Help.\n# TYPE t_total counter\nt_total{a=\"x\\\"y\"} 1\nt_total{a=\"z\"} 2\n\
+             # HELP t_seconds Help.\n# TYPE t_seconds histogram\nt_seconds_bucket{le=\"1\"} 1\n\
+             t_seconds_bucket{le=\"5\"} 2\nt_seconds_bucket{le=\"+Inf\"} 2\nt_seconds_sum 3.5\nt_seconds_count 2\n"
+        );
+    }
+}
