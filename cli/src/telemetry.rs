@@ -81,9 +81,11 @@ fn provider(role: &str) -> Result<SdkTracerProvider, String> {
     let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
         Ok("http/json") => Protocol::HttpJson,
         Ok("http/protobuf") | Err(_) => Protocol::HttpBinary,
-        Ok(other) => return Err(format!(
+        Ok(other) => {
+            return Err(format!(
             "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported (http/protobuf or http/json)"
-        )),
+        ))
+        }
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

@@ -175,12 +175,12 @@ pub static BLOBS: Family = Family::new(
     "counter",
     &["action"],
 );
-/// Registry requests retried, by error class.
+/// Registry requests retried, by error class (`http_429`, `http_503`, `network`, ...).
 pub static RETRIES: Family = Family::new(
     "image_mirror_retries_total",
-    "Registry requests retried, by error kind.",
+    "Registry requests retried, by error class.",
     "counter",
-    &["kind"],
+    &["class"],
 );
 /// 429 answers, by registry host.
 pub static TOO_MANY_REQUESTS: Family = Family::new(

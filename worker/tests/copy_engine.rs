@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use image_mirror_common::metrics;
 use image_mirror_common::registry::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
 use image_mirror_common::ImageRef;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
@@ -225,6 +226,10 @@ async fn too_many_requests_waits_for_retry_after() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    // The process's metrics count it too (labels are this test's own proxy).
+    let host = proxy.host();
+    assert_eq!(metrics::TOO_MANY_REQUESTS.get(&[host.as_str()]), 1.0);
+    assert!(metrics::RETRIES.get(&["http_429"]) >= 1.0);
 }
 
 #[tokio::test]

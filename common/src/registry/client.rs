@@ -194,7 +194,7 @@ impl RegistryClient {
             .retry
             .run(op, |err, delay| {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::RETRIES.inc(&[&err.kind()]);
+                crate::metrics::RETRIES.inc(&[&err.retry_class()]);
                 stats
                     .retry_wait_ms
                     .fetch_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);

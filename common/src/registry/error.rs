@@ -140,6 +140,16 @@ impl RegistryError {
         }
     }
 
+    /// A finer name for metrics of retries: `http_<status>` for any status, `network` for a
+    /// connection that failed, else [`kind`](Self::kind).
+    pub fn retry_class(&self) -> String {
+        match self {
+            Self::Status { status, .. } => format!("http_{status}"),
+            Self::Network { .. } => "network".into(),
+            other => other.kind(),
+        }
+    }
+
     /// The delay the registry asked for with `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
