@@ -16,7 +16,7 @@ use crate::exit::{BadInput, OK};
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
-    let destination = match &args.github_repo {
+    let destination = match args.github_repo.as_deref().filter(|r| !r.trim().is_empty()) {
         Some(repo) => {
             let (owner, name) = repo
                 .split_once('/')
