@@ -79,7 +79,7 @@ fn known_variable(name: &str) -> bool {
     sources.iter().any(|f| {
         std::fs::read_to_string(root().join(f))
             .unwrap()
-            .contains(&format!("{name}"))
+            .contains(name)
     })
 }
 
