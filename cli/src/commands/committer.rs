@@ -51,6 +51,8 @@ pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
             settings.repo, settings.path, settings.base_branch
         ),
     }
+    let stop = stop::signal();
+    tracing::info!(queue = %broker.topology().committer(), "committer started");
     run_committer(
         &mut consumer,
         &registry,
@@ -59,7 +61,7 @@ pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
             window: args.batch_window,
             max: usize::from(max),
         },
-        stop::signal(),
+        stop,
         print_outcome,
     )
     .await?;

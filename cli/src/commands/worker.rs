@@ -20,8 +20,9 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
         concurrency: args.concurrency.max(1),
         grace: Duration::from_secs(args.grace_seconds),
     };
+    let stop = stop::signal();
     tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), "worker started");
-    let handled = run_worker(broker, engine, options, stop::signal()).await?;
+    let handled = run_worker(broker, engine, options, stop).await?;
     tracing::info!(handled, "worker stopped");
     Ok(OK)
 }
