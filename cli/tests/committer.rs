@@ -375,3 +375,47 @@ async fn a_refusal_that_will_not_pass_stops_the_committer_and_keeps_the_events()
         b.delete_topology().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_a_batch_settles_it_and_stops() {
+    let w = world("sigterm").await;
+    let broker = w.broker().await;
+    let good = w.event(0, w.images[0].digest());
+    w.publish(&broker, std::slice::from_ref(&good)).await;
+    // A window far longer than the test: only the signal can close this batch.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .current_dir(w.dir.path())
+        .arg("--insecure-registry")
+        .arg(w.dst.host())
+        .args(["--amqp-url", &w.url, "--queue-prefix", &w.prefix])
+        .env("DOCKER_CONFIG", w.dir.path())
+        .args(["committer", "--batch-window", "1h"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("batch opened") {
+        line.clear();
+        assert!(
+            logs.read_line(&mut line).unwrap() > 0,
+            "the committer ended"
+        );
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("batch of 1 events: recorded 1 new line(s)")
+    );
+    let list = std::fs::read_to_string(w.dir.path().join("images-list")).unwrap();
+    assert_eq!(list, w.expected(&w.base, &[good]));
+    assert_eq!(ready_events(&broker).await, 0);
+    if let Broker::Amqp(b) = &broker {
+        b.delete_topology().await.unwrap();
+    }
+}

@@ -243,8 +243,14 @@ async fn every_command_in_the_readme_runs() {
                 .args(["-TERM", &child.id().to_string()])
                 .status()
                 .unwrap();
-            std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
-            assert_eq!(child.wait().unwrap().code(), Some(0), "{what}");
+            let rest = std::thread::spawn(move || {
+                let mut rest = String::new();
+                let _ = std::io::Read::read_to_string(&mut logs, &mut rest);
+                rest
+            });
+            let code = child.wait().unwrap().code();
+            let rest = rest.join().unwrap();
+            assert_eq!(code, Some(0), "{what}\n{rest}");
             continue;
         }
         let out = c.output().unwrap();

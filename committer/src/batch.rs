@@ -31,6 +31,11 @@ pub async fn next_batch(
         return Ok(None);
     };
     let mut batch = vec![first?];
+    tracing::info!(
+        window_ms = options.window.as_millis() as u64,
+        max = options.max,
+        "batch opened"
+    );
     let deadline = tokio::time::Instant::now() + options.window;
     while batch.len() < options.max.max(1) {
         tokio::select! {

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::{stream, StreamExt};
+use futures_util::future::FusedFuture;
+use futures_util::{stream, FutureExt, StreamExt};
 use image_mirror_common::github::{GithubClient, GithubError};
 use image_mirror_common::queue::{Consumer, Delivery, QueueError};
 use image_mirror_common::registry::RegistryClient;
@@ -81,8 +82,13 @@ pub async fn run_committer(
     stop: impl Future<Output = ()>,
     mut on_batch: impl FnMut(&BatchOutcome),
 ) -> Result<(), CommitterError> {
+    // Fused: the stop may fire in the middle of a batch, and is not polled again after.
+    let stop = stop.fuse();
     tokio::pin!(stop);
     loop {
+        if stop.is_terminated() {
+            return Ok(());
+        }
         let Some(deliveries) = next_batch(consumer, batch, &mut stop).await? else {
             return Ok(());
         };
@@ -117,9 +123,11 @@ pub async fn run_committer(
                 for d in deliveries {
                     d.requeue().await?;
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
-                    () = &mut stop => return Ok(()),
+                if !stop.is_terminated() {
+                    tokio::select! {
+                        () = tokio::time::sleep(TRY_AGAIN_AFTER) => {}
+                        () = &mut stop => return Ok(()),
+                    }
                 }
             }
             Err(Failure::Permanent(e)) => {
