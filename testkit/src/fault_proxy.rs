@@ -70,6 +70,8 @@ struct State {
     canned_served: AtomicU64,
     open: AtomicU64,
     peak_open: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -148,6 +150,12 @@ impl FaultProxy {
         self.state.peak_open.load(Ordering::SeqCst)
     }
 
+    /// The most requests in flight at the same time: sent by the client (bytes went up on
+    /// a connection) and not yet answered (no byte came down on it since).
+    pub fn peak_requests(&self) -> u64 {
+        self.state.peak_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Canned responses served so far.
     pub fn canned_served(&self) -> u64 {
         self.state.canned_served.load(Ordering::SeqCst)
@@ -206,16 +214,28 @@ async fn relay(client: TcpStream, upstream: SocketAddr, state: &State) {
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let awaiting = AtomicBool::new(false);
+    let asked = || {
+        if !awaiting.swap(true, Ordering::SeqCst) {
+            let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        }
+    };
+    let answered = || {
+        if awaiting.swap(false, Ordering::SeqCst) {
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
     let up = async {
         if state.buffer_requests {
-            pump_requests(&mut client_read, &mut server_write, state).await;
+            pump_requests(&mut client_read, &mut server_write, state, &asked).await;
         } else {
             pump(
                 &mut client_read,
                 &mut server_write,
                 &state.up,
-                state.cut_up,
-                &state.cut_up_done,
+                (state.cut_up, &state.cut_up_done),
+                &asked,
             )
             .await;
         }
@@ -224,22 +244,23 @@ async fn relay(client: TcpStream, upstream: SocketAddr, state: &State) {
         &mut server_read,
         &mut client_write,
         &state.down,
-        state.cut_down,
-        &state.cut_down_done,
+        (state.cut_down, &state.cut_down_done),
+        &answered,
     );
     // Either direction ending (end of stream or a cut) ends the connection.
     tokio::select! {
         _ = up => {}
         _ = down => {}
     }
+    answered();
 }
 
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     counter: &AtomicU64,
-    cut_at: Option<u64>,
-    cut_done: &AtomicBool,
+    (cut_at, cut_done): (Option<u64>, &AtomicBool),
+    on_bytes: &(dyn Fn() + Sync),
 ) where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
@@ -250,6 +271,7 @@ async fn pump<R, W>(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        on_bytes();
         let before = counter.fetch_add(n as u64, Ordering::SeqCst);
         if let Some(limit) = cut_at {
             if before + n as u64 >= limit && !cut_done.swap(true, Ordering::SeqCst) {
@@ -269,8 +291,12 @@ async fn pump<R, W>(
 
 /// Reads whole HTTP requests (head, then a `Content-Length` body) from the client and forwards
 /// each only when complete; a cut drops the request in progress.
-async fn pump_requests<R, W>(from: &mut R, to: &mut W, state: &State)
-where
+async fn pump_requests<R, W>(
+    from: &mut R,
+    to: &mut W,
+    state: &State,
+    on_request: &(dyn Fn() + Sync),
+) where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
 {
@@ -280,6 +306,7 @@ where
         // Complete requests in `pending` go out first.
         while let Some(len) = complete_request_len(&pending) {
             let request: Vec<u8> = pending.drain(..len).collect();
+            on_request();
             if to.write_all(&request).await.is_err() {
                 return;
             }

@@ -327,13 +327,11 @@ async fn requests_per_host_are_limited() {
             async move { client.get_manifest(&repo, "1").await.unwrap() }
         });
         futures_util::future::join_all(lookups).await;
-        peaks.push(proxy.peak_connections());
+        // Requests, not connections: a connection whose answer was just read may still be
+        // open, unused, while the next request goes out on a new one.
+        peaks.push(proxy.peak_requests());
     }
-    assert!(
-        peaks[0] <= 2,
-        "limit 2, yet {} connections at once",
-        peaks[0]
-    );
+    assert!(peaks[0] <= 2, "limit 2, yet {} requests at once", peaks[0]);
     assert!(
         peaks[1] > 2,
         "without a tight limit the test should see more: {peaks:?}"
