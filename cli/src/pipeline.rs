@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use image_mirror_committer::collect_events;
+use anyhow::{Context, Result};
+use image_mirror_committer::{collect_events, record_in_file};
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::{Broker, Message};
 use image_mirror_common::{JobEvent, MirrorJob, Outcome};
@@ -97,6 +97,29 @@ pub async fn mirror(
         retry_wait: Duration::from_millis(stats.retry_wait_ms.load(Ordering::Relaxed)),
         retries: stats.retries.load(Ordering::Relaxed),
     }))
+}
+
+/// Adds the lines of mirrored jobs that are to be recorded to the local images-list.
+pub fn record(global: &GlobalArgs, events: &[JobEvent]) -> Result<()> {
+    let entries: Vec<_> = events
+        .iter()
+        .filter(|e| to_record(e))
+        .map(JobEvent::entry)
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let added = record_in_file(&global.images_list, &entries)
+        .with_context(|| format!("recording in {}", global.images_list.display()))?;
+    println!(
+        "recorded {} new line(s) in {}",
+        added.len(),
+        global.images_list.display()
+    );
+    for e in &added {
+        println!("  + {}", e.line());
+    }
+    Ok(())
 }
 
 /// Whether the event's line belongs in images-list: a job to record that ended with the

@@ -66,7 +66,7 @@ pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {
         eprintln!("interrupted: nothing recorded");
         return Ok(FAILED);
     };
-    crate::commands::run::record(global, &mirrored.events)?;
+    pipeline::record(global, &mirrored.events)?;
     Ok(pipeline::summary(&mirrored.events, mirrored.elapsed))
 }
 

@@ -6,8 +6,7 @@
 
 use anyhow::{Context, Result};
 use futures_util::{stream, StreamExt};
-use image_mirror_committer::record_in_file;
-use image_mirror_common::{JobEvent, MirrorJob};
+use image_mirror_common::MirrorJob;
 use image_mirror_worker::{Comparison, CopyEngine};
 
 use crate::args::{GlobalArgs, RunArgs};
@@ -49,33 +48,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         image_mirror_common::atomic_file::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    record(global, &mirrored.events)?;
+    pipeline::record(global, &mirrored.events)?;
     pipeline::time_spent(&mirrored);
     let code = pipeline::summary(&mirrored.events, mirrored.elapsed);
     Ok(if discovery_failed { FAILED } else { code })
-}
-
-/// Adds the lines of mirrored jobs that are to be recorded to the local images-list.
-pub fn record(global: &GlobalArgs, events: &[JobEvent]) -> Result<()> {
-    let entries: Vec<_> = events
-        .iter()
-        .filter(|e| pipeline::to_record(e))
-        .map(JobEvent::entry)
-        .collect();
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let added = record_in_file(&global.images_list, &entries)
-        .with_context(|| format!("recording in {}", global.images_list.display()))?;
-    println!(
-        "recorded {} new line(s) in {}",
-        added.len(),
-        global.images_list.display()
-    );
-    for e in &added {
-        println!("  + {}", e.line());
-    }
-    Ok(())
 }
 
 async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {
