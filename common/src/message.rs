@@ -107,6 +107,20 @@ pub struct MirrorJob {
     pub requested_at: DateTime<Utc>,
 }
 
+/// The images-list line of a job: its listed target when overrides sent the copy elsewhere.
+fn listed_entry(
+    source: &Repository,
+    target: &Repository,
+    listed: Option<&Repository>,
+    tag: &Tag,
+) -> Entry {
+    Entry {
+        source: source.clone(),
+        target: listed.unwrap_or(target).clone(),
+        tag: tag.clone(),
+    }
+}
+
 /// The deterministic id of the job that mirrors `source:tag` to `target:tag`: the first 128 bits
 /// of a sha256 over the three full names, in hex.
 pub fn job_id(source: &Repository, target: &Repository, tag: &Tag) -> String {
@@ -152,14 +166,12 @@ impl MirrorJob {
 
     /// The images-list line this job stands for.
     pub fn entry(&self) -> Entry {
-        Entry {
-            source: self.source.clone(),
-            target: self
-                .listed_target
-                .clone()
-                .unwrap_or_else(|| self.target.clone()),
-            tag: self.tag.clone(),
-        }
+        listed_entry(
+            &self.source,
+            &self.target,
+            self.listed_target.as_ref(),
+            &self.tag,
+        )
     }
 
     /// The source image at the job's tag.
@@ -276,14 +288,12 @@ pub struct JobEvent {
 impl JobEvent {
     /// The images-list line the event's job stands for.
     pub fn entry(&self) -> Entry {
-        Entry {
-            source: self.source.clone(),
-            target: self
-                .listed_target
-                .clone()
-                .unwrap_or_else(|| self.target.clone()),
-            tag: self.tag.clone(),
-        }
+        listed_entry(
+            &self.source,
+            &self.target,
+            self.listed_target.as_ref(),
+            &self.tag,
+        )
     }
 
     /// An event for `job` with the given outcome and every counter at zero.

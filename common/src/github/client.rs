@@ -13,6 +13,14 @@ pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// The longest wait for a rate limit to reset before the request is reported as failed.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
+/// The methods that send a body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Method {
+    Post,
+    Put,
+    Patch,
+}
+
 /// A GitHub API client.
 #[derive(Clone)]
 pub struct GithubClient {
@@ -84,6 +92,48 @@ impl GithubClient {
 
     pub(crate) fn octocrab(&self) -> &octocrab::Octocrab {
         &self.octocrab
+    }
+
+    /// `GET route` with query `params`, retried, the answer read as `T`.
+    pub(crate) async fn get_json<T, P>(
+        &self,
+        operation: &str,
+        route: &str,
+        params: Option<&P>,
+    ) -> Result<T, GithubError>
+    where
+        T: octocrab::FromResponse,
+        P: serde::Serialize + ?Sized,
+    {
+        self.with_retries(|| async {
+            self.octocrab
+                .get(route, params)
+                .await
+                .map_err(|e| GithubError::from_octocrab(operation, &e))
+        })
+        .await
+    }
+
+    /// `method route` with a JSON `body`, retried, the answer read as `T`.
+    pub(crate) async fn send_json<T>(
+        &self,
+        method: Method,
+        operation: &str,
+        route: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, GithubError>
+    where
+        T: octocrab::FromResponse,
+    {
+        self.with_retries(|| async {
+            let answer = match method {
+                Method::Post => self.octocrab.post(route, Some(body)).await,
+                Method::Put => self.octocrab.put(route, Some(body)).await,
+                Method::Patch => self.octocrab.patch(route, Some(body)).await,
+            };
+            answer.map_err(|e| GithubError::from_octocrab(operation, &e))
+        })
+        .await
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries run out. A rate limit

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::GithubRepo;
-use crate::github::client::GithubClient;
+use crate::github::client::{GithubClient, Method};
 use crate::github::error::GithubError;
 
 /// A file as a ref holds it.
@@ -56,12 +56,7 @@ impl GithubClient {
         let operation = format!("read {path} of {repo} at {git_ref}");
         let route = route(repo, &format!("contents/{}", path.trim_start_matches('/')));
         let file: FileContent = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .get(&route, Some(&[("ref", git_ref)]))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .get_json(&operation, &route, Some(&[("ref", git_ref)]))
             .await?;
         let text = decode_content(&file).map_err(|m| GithubError::permanent(&operation, m))?;
         Ok(FileAtRef {
@@ -88,14 +83,8 @@ impl GithubClient {
     ) -> Result<Option<String>, GithubError> {
         let operation = format!("read branch {branch} of {repo}");
         let route = route(repo, &format!("git/ref/heads/{branch}"));
-        let found: Result<GitRef, GithubError> = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .get(&route, None::<&()>)
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
-            .await;
+        let found: Result<GitRef, GithubError> =
+            self.get_json(&operation, &route, None::<&()>).await;
         match found {
             Ok(r) => Ok(Some(r.object.sha)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -114,12 +103,7 @@ impl GithubClient {
         let route = route(repo, "git/refs");
         let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
         let _: Ignored = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .post(&route, Some(&body))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .send_json(Method::Post, &operation, &route, &body)
             .await?;
         Ok(())
     }
@@ -135,12 +119,7 @@ impl GithubClient {
         let route = route(repo, &format!("git/refs/heads/{branch}"));
         let body = json!({"sha": sha, "force": true});
         let _: Ignored = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .patch(&route, Some(&body))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .send_json(Method::Patch, &operation, &route, &body)
             .await?;
         Ok(())
     }
@@ -165,12 +144,7 @@ impl GithubClient {
             "branch": branch,
         });
         let _: Ignored = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .put(&route, Some(&body))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .send_json(Method::Put, &operation, &route, &body)
             .await?;
         Ok(())
     }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::GithubRepo;
-use crate::github::client::GithubClient;
+use crate::github::client::{GithubClient, Method};
 use crate::github::error::GithubError;
 
 /// A pull request, as far as the committer cares.
@@ -41,12 +41,11 @@ impl GithubClient {
         let route = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
         let head = format!("{}:{branch}", repo.owner);
         let pulls: Vec<PullRequest> = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .get(&route, Some(&[("head", head.as_str()), ("state", "open")]))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .get_json(
+                &operation,
+                &route,
+                Some(&[("head", head.as_str()), ("state", "open")]),
+            )
             .await?;
         Ok(pulls.into_iter().next())
     }
@@ -65,13 +64,8 @@ impl GithubClient {
             "base": pull.base,
             "body": pull.body,
         });
-        self.with_retries(|| async {
-            self.octocrab()
-                .post(&route, Some(&body))
-                .await
-                .map_err(|e| GithubError::from_octocrab(&operation, &e))
-        })
-        .await
+        self.send_json(Method::Post, &operation, &route, &body)
+            .await
     }
 
     /// Adds `labels` to issue or pull request `number`.
@@ -85,12 +79,7 @@ impl GithubClient {
         let route = format!("/repos/{}/{}/issues/{number}/labels", repo.owner, repo.name);
         let body = json!({ "labels": labels });
         let _: Vec<serde_json::Value> = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .post(&route, Some(&body))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .send_json(Method::Post, &operation, &route, &body)
             .await?;
         Ok(())
     }

@@ -29,12 +29,7 @@ impl GithubClient {
         let operation = format!("list releases of {repo}");
         let route = format!("/repos/{}/{}/releases", repo.owner, repo.name);
         let mut page: Page<Release> = self
-            .with_retries(|| async {
-                self.octocrab()
-                    .get(&route, Some(&[("per_page", "100")]))
-                    .await
-                    .map_err(|e| GithubError::from_octocrab(&operation, &e))
-            })
+            .get_json(&operation, &route, Some(&[("per_page", "100")]))
             .await?;
         let mut releases = page.take_items();
         let mut seen = std::collections::HashSet::new();
@@ -66,12 +61,6 @@ impl GithubClient {
     pub async fn latest_release(&self, repo: &GithubRepo) -> Result<Release, GithubError> {
         let operation = format!("get the latest release of {repo}");
         let route = format!("/repos/{}/{}/releases/latest", repo.owner, repo.name);
-        self.with_retries(|| async {
-            self.octocrab()
-                .get(&route, None::<&()>)
-                .await
-                .map_err(|e| GithubError::from_octocrab(&operation, &e))
-        })
-        .await
+        self.get_json(&operation, &route, None::<&()>).await
     }
 }
