@@ -8,7 +8,7 @@ use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYE
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, Registry};
 
-use crate::measure::{measure, report, Usage};
+use crate::measure::{measure, measure_with_output, report, Usage};
 use crate::{MIB, SKOPEO};
 
 fn corpus() -> Vec<(String, Image)> {
@@ -89,7 +89,7 @@ pub async fn corpus_scenario(binary: &Path) {
     for (repo, image) in &corpus {
         let from = format!("{}/{repo}:v1", src.host());
         let (o, t) = (ours, theirs);
-        ours.add(measure(
+        let (usage, printed) = measure_with_output(
             binary,
             &copy_args_image_mirror(
                 &from,
@@ -97,14 +97,21 @@ pub async fn corpus_scenario(binary: &Path) {
                 [src.host(), ours_dst.host()],
             ),
             cache,
-        ));
+        );
+        ours.add(usage);
+        let phases = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("time"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         theirs.add(measure(
             Path::new(SKOPEO),
             &copy_args_skopeo(&from, &format!("{}/{repo}:v1", theirs_dst.host())),
             cache,
         ));
         eprintln!(
-            "{repo}: image-mirror {:.3}s, skopeo {:.3}s",
+            "{repo}: image-mirror {:.3}s ({phases}), skopeo {:.3}s",
             ours.wall - o.wall,
             theirs.wall - t.wall
         );

@@ -53,5 +53,11 @@ fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport) {
     if r.resumes > 0 {
         println!("  resumed     {} times", r.resumes);
     }
-    println!("  time        {:.2}s", r.duration.as_secs_f64());
+    println!(
+        "  time        {:.2}s (resolve {:.2}s, blobs {:.2}s, manifests {:.2}s)",
+        r.duration.as_secs_f64(),
+        r.phases.resolve.as_secs_f64(),
+        r.phases.blobs.as_secs_f64(),
+        r.phases.manifests.as_secs_f64()
+    );
 }

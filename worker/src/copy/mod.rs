@@ -68,7 +68,7 @@ impl Default for CopyOptions {
         Self {
             chunk_size: 16 * 1024 * 1024,
             single_request_max: 16 * 1024 * 1024,
-            blob_concurrency: 4,
+            blob_concurrency: 8,
         }
     }
 }
