@@ -68,8 +68,6 @@ struct State {
     cut_down_done: AtomicBool,
     canned: Mutex<VecDeque<Vec<u8>>>,
     canned_served: AtomicU64,
-    open: AtomicU64,
-    peak_open: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
 }
@@ -145,11 +143,6 @@ impl FaultProxy {
         self.state.cut_down_done.load(Ordering::SeqCst)
     }
 
-    /// The most client connections that were open at the same time.
-    pub fn peak_connections(&self) -> u64 {
-        self.state.peak_open.load(Ordering::SeqCst)
-    }
-
     /// The most requests in flight at the same time: sent by the client (bytes went up on
     /// a connection) and not yet answered (no byte came down on it since).
     pub fn peak_requests(&self) -> u64 {
@@ -180,14 +173,11 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
-            state.peak_open.fetch_max(open, Ordering::SeqCst);
             let canned = state.canned.lock().expect("canned lock").pop_front();
             match canned {
                 Some(response) => answer_canned(client, &response, &state).await,
                 None => relay(client, upstream, &state).await,
             }
-            state.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
