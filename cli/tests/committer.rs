@@ -119,6 +119,14 @@ impl World {
     }
 
     fn committer(&self, github: Option<&FakeGithub>) -> (Child, BufReader<ChildStdout>) {
+        self.committer_with_window(github, "2s")
+    }
+
+    fn committer_with_window(
+        &self,
+        github: Option<&FakeGithub>,
+        window: &str,
+    ) -> (Child, BufReader<ChildStdout>) {
         let mut c = Command::new(env!("CARGO_BIN_EXE_image-mirror"));
         c.current_dir(self.dir.path())
             .arg("--insecure-registry")
@@ -126,7 +134,7 @@ impl World {
             .args(["--amqp-url", &self.url, "--queue-prefix", &self.prefix])
             .env("DOCKER_CONFIG", self.dir.path())
             .env("GITHUB_TOKEN", TOKEN)
-            .args(["committer", "--batch-window", "2s", "--max-batch", "50"])
+            .args(["committer", "--batch-window", window, "--max-batch", "50"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(g) = github {
@@ -397,17 +405,7 @@ async fn sigterm_in_the_middle_of_a_batch_settles_it_and_stops() {
     let good = w.event(0, w.images[0].digest());
     w.publish(&broker, std::slice::from_ref(&good)).await;
     // A window far longer than the test: only the signal can close this batch.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
-        .current_dir(w.dir.path())
-        .arg("--insecure-registry")
-        .arg(w.dst.host())
-        .args(["--amqp-url", &w.url, "--queue-prefix", &w.prefix])
-        .env("DOCKER_CONFIG", w.dir.path())
-        .args(["committer", "--batch-window", "1h"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, mut out) = w.committer_with_window(None, "1h");
     let mut logs = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("batch opened") {
@@ -421,11 +419,9 @@ async fn sigterm_in_the_middle_of_a_batch_settles_it_and_stops() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("batch of 1 events: recorded 1 new line(s)")
-    );
+    let line = line_starting(&mut out, "batch of 1 events:");
+    assert!(line.contains("recorded 1 new line(s)"), "{line}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
     let list = std::fs::read_to_string(w.dir.path().join("images-list")).unwrap();
     assert_eq!(list, w.expected(&w.base, &[good]));
     assert_eq!(ready_events(&broker).await, 0);
