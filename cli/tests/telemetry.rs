@@ -403,3 +403,65 @@ async fn credentials_set_everywhere_appear_nowhere() {
         .await
         .unwrap();
 }
+
+/// `/readyz` follows the broker connection: 503 while the broker is down, 200 once the
+/// worker has reconnected. (A node of the test's own, so that stopping it disturbs no other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_broker_connection() {
+    let url = rabbitmq::private_node();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("images-list"), "").unwrap();
+    let port = free_port();
+    let prefix = format!("test.readyz.{}", std::process::id());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .current_dir(dir.path())
+        .args(["--amqp-url", &url, "--queue-prefix", &prefix])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "worker"])
+        .env("DOCKER_CONFIG", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(worker.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("worker started") {
+        line.clear();
+        assert!(logs.read_line(&mut line).unwrap() > 0, "the worker ended");
+    }
+    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    assert_eq!(get(port, "/readyz").0, "HTTP/1.1 200 OK");
+
+    // The readiness answer changes when the connection does: wait for each change, bounded.
+    let until = |status: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (got, _) = get(port, "/readyz");
+            if got == status {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "readyz stayed {got}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    rabbitmq::stop_private_node();
+    until("HTTP/1.1 503 Service Unavailable");
+    assert_eq!(
+        get(port, "/healthz").0,
+        "HTTP/1.1 200 OK",
+        "alive all the same"
+    );
+    rabbitmq::start_private_node();
+    until("HTTP/1.1 200 OK");
+
+    Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success());
+    AmqpBroker::connect(&url, Topology::new(&prefix))
+        .await
+        .unwrap()
+        .delete_topology()
+        .await
+        .unwrap();
+}
