@@ -46,3 +46,31 @@ ensure_rabbitmq() {
   echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
   exit 1
 }
+
+# ensure_local_registry starts a docker-registry on 127.0.0.1:5000 (data under
+# target/local-registry) unless something already answers there.
+ensure_local_registry() {
+  if curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; then return 0; fi
+  ensure_packages docker-registry:/usr/bin/docker-registry curl:/usr/bin/curl
+  local dir="$PWD/target/local-registry"
+  mkdir -p "$dir/storage"
+  cat > "$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:5000
+YAML
+  step "starting a local registry on 127.0.0.1:5000 (data in $dir)"
+  nohup /usr/bin/docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+  local i
+  for i in $(seq 1 50); do
+    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "the local registry did not start; see $dir/registry.log" >&2
+  exit 1
+}
