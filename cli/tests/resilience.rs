@@ -148,7 +148,8 @@ async fn a_worker_killed_mid_blob_leaves_the_job_to_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_and_workers_ride_out_a_broker_restart() {
     // A node of the test's own, so that stopping it disturbs no other test.
-    let fleet = Fleet::new(rabbitmq::private_node(), "restart");
+    let (url, _exclusive) = rabbitmq::private_node_exclusive();
+    let fleet = Fleet::new(url, "restart");
     let mut repos = Vec::new();
     let mut digests = HashMap::new();
     for (i, half) in ["first", "second"]

@@ -408,7 +408,7 @@ async fn credentials_set_everywhere_appear_nowhere() {
 /// worker has reconnected. (A node of the test's own, so that stopping it disturbs no other.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_broker_connection() {
-    let url = rabbitmq::private_node();
+    let (url, _exclusive) = rabbitmq::private_node_exclusive();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("images-list"), "").unwrap();
     let port = free_port();

@@ -84,6 +84,16 @@ pub fn private_node() -> String {
     url
 }
 
+/// The private node for a test that stops and starts it: its URL, and a lock that keeps every
+/// other such test (in any test process) waiting until this one drops it.
+pub fn private_node_exclusive() -> (String, std::fs::File) {
+    let url = private_node();
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    let lock = std::fs::File::create(base.join("exclusive.lock")).expect("lock file");
+    lock.lock().expect("lock the private node for this test");
+    (url, lock)
+}
+
 /// Stops the RabbitMQ application of the private node: every connection drops and nothing
 /// answers AMQP until [`start_private_node`].
 pub fn stop_private_node() {
