@@ -15,6 +15,7 @@ use image_mirror_common::{
 };
 use image_mirror_testkit::github::FakeGithub;
 use image_mirror_testkit::images::{self, Image};
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Registry};
 
@@ -167,10 +168,7 @@ fn line_starting(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
 }
 
 fn stop(child: Child) -> String {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    process::terminate(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -407,18 +405,8 @@ async fn sigterm_in_the_middle_of_a_batch_settles_it_and_stops() {
     // A window far longer than the test: only the signal can close this batch.
     let (mut child, mut out) = w.committer_with_window(None, "1h");
     let mut logs = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("batch opened") {
-        line.clear();
-        assert!(
-            logs.read_line(&mut line).unwrap() > 0,
-            "the committer ended"
-        );
-    }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    process::wait_for_line(&mut logs, "batch opened", "the committer");
+    process::terminate(&child);
     let line = line_starting(&mut out, "batch of 1 events:");
     assert!(line.contains("recorded 1 new line(s)"), "{line}");
     assert_eq!(child.wait().unwrap().code(), Some(0));

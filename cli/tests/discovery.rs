@@ -9,6 +9,7 @@ use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::{MirrorJob, Origin};
 use image_mirror_testkit::images::{self, Image};
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 use serde_json::{json, Value};
@@ -425,10 +426,7 @@ async fn producer_discover_publishes_jobs_to_record_and_survives_a_failing_key()
         }
     }
     assert_eq!(rounds, 2);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    process::terminate(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
     for _ in 0..2 {
         let d = consumer.next().await.unwrap().unwrap();

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -14,6 +14,7 @@ use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_testkit::github::FakeGithub;
 use image_mirror_testkit::images;
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Registry};
 use serde_json::json;
@@ -227,27 +228,14 @@ async fn every_command_in_the_readme_runs() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut logs = BufReader::new(child.stderr.take().unwrap());
-            let mut line = String::new();
-            loop {
-                line.clear();
-                assert!(
-                    logs.read_line(&mut line).unwrap() > 0,
-                    "{what}: ended early"
-                );
-                if line.contains("worker started") || line.contains("committer started") {
-                    break;
-                }
-            }
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
+            let role = args
+                .iter()
+                .find(|a| *a == "worker" || *a == "committer")
                 .unwrap();
-            let rest = std::thread::spawn(move || {
-                let mut rest = String::new();
-                let _ = std::io::Read::read_to_string(&mut logs, &mut rest);
-                rest
-            });
+            let mut logs = BufReader::new(child.stderr.take().unwrap());
+            process::wait_for_line(&mut logs, &format!("{role} started"), &what);
+            process::terminate(&child);
+            let rest = process::drain(logs);
             let code = child.wait().unwrap().code();
             let rest = rest.join().unwrap();
             assert_eq!(code, Some(0), "{what}\n{rest}");

@@ -11,6 +11,7 @@ use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::JobEvent;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 
@@ -80,11 +81,7 @@ impl Fleet {
 }
 
 fn stop(mut worker: Child) {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(worker.id().to_string())
-        .status()
-        .unwrap();
+    process::terminate(&worker);
     worker.wait().unwrap();
 }
 

@@ -10,6 +10,7 @@ use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::{Topology, REASON_HEADER};
 use image_mirror_common::{JobEvent, Outcome};
 use image_mirror_testkit::images::{self, Image};
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 
@@ -263,11 +264,7 @@ async fn producer_and_three_worker_processes_mirror_thirty_images() {
         d.ack().await.unwrap();
     }
     for mut w in workers {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(w.id().to_string())
-            .status()
-            .unwrap();
+        process::terminate(&w);
         assert!(w.wait().unwrap().success());
     }
     for i in 0..30 {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
@@ -14,6 +14,7 @@ use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::JobEvent;
 use image_mirror_testkit::images;
 use image_mirror_testkit::ports::free_port;
+use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
 use image_mirror_testkit::{rabbitmq, Registry};
@@ -212,12 +213,8 @@ async fn the_metrics_endpoint_counts_what_a_running_worker_does() {
         .spawn()
         .unwrap();
     let mut logs = BufReader::new(worker.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving /metrics") {
-        line.clear();
-        assert!(logs.read_line(&mut line).unwrap() > 0, "the worker ended");
-    }
-    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    process::wait_for_line(&mut logs, "serving /metrics", "the worker");
+    process::drain(logs);
 
     let (status, _) = get(port, "/healthz");
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -283,10 +280,7 @@ async fn the_metrics_endpoint_counts_what_a_running_worker_does() {
     let (status, _) = get(port, "/nope");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
-    Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .unwrap();
+    process::terminate(&worker);
     assert!(worker.wait().unwrap().success());
     broker.delete_topology().await.unwrap();
 }
@@ -423,12 +417,8 @@ async fn readyz_follows_the_broker_connection() {
         .spawn()
         .unwrap();
     let mut logs = BufReader::new(worker.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("worker started") {
-        line.clear();
-        assert!(logs.read_line(&mut line).unwrap() > 0, "the worker ended");
-    }
-    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
+    process::wait_for_line(&mut logs, "worker started", "the worker");
+    process::drain(logs);
     assert_eq!(get(port, "/readyz").0, "HTTP/1.1 200 OK");
 
     // The readiness answer changes when the connection does: wait for each change, bounded.
@@ -453,10 +443,7 @@ async fn readyz_follows_the_broker_connection() {
     rabbitmq::start_private_node();
     until("HTTP/1.1 200 OK");
 
-    Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .unwrap();
+    process::terminate(&worker);
     assert!(worker.wait().unwrap().success());
     AmqpBroker::connect(&url, Topology::new(&prefix))
         .await

@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod github;
 pub mod images;
 pub mod ports;
+pub mod process;
 pub mod push;
 pub mod rabbitmq;
 pub mod registry;
