@@ -10,6 +10,7 @@ use image_mirror_common::ImageRef;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, FaultProxy, Faults, Registry};
+use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyError, CopyOptions, CopyOutcome};
 
 fn fast_retries() -> RetryPolicy {
@@ -151,6 +152,78 @@ async fn copy_by_digest_and_shared_layers_mount_across_repositories() {
         &skopeo::manifest_digest(&format!("{}/team-b/img:1", dst.host())),
         image.digest()
     );
+}
+
+#[tokio::test]
+async fn blobs_are_asked_about_only_in_repositories_that_may_hold_them() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let hosts = [src.host().to_owned(), dst.host().to_owned()];
+    let base = Blob::new(OCI_LAYER, images::random_bytes(61, 4096));
+    let with_app = |seed| {
+        let app = Blob::new(OCI_LAYER, images::random_bytes(seed, 4096));
+        images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![base.clone(), app])
+    };
+    let (one, two) = (with_app(62), with_app(63));
+    push_image(&src.url(), "up/app", "1", &one).await;
+    push_image(&src.url(), "up/app", "2", &two).await;
+    let blob_heads = |repo: &str| {
+        dst.requests()
+            .iter()
+            .filter(|r| r.starts_with("HEAD") && r.contains(&format!("/v2/{repo}/blobs/")))
+            .count()
+    };
+    let copy = |engine: CopyEngine, tag: &str, to: &str| {
+        let from = reference(&format!("{}/up/app:{tag}", src.host()));
+        let to = reference(&format!("{}/{to}:{tag}", dst.host()));
+        async move { engine.copy(&from, &to).await.unwrap() }
+    };
+
+    // A repository that does not exist yet holds nothing: no blob is asked about.
+    let first = copy(engine(&hosts), "1", "mirror/app").await;
+    assert_eq!(first.blobs_copied as usize, one.blobs.len());
+    assert_eq!(blob_heads("mirror/app"), 0);
+
+    // Once it exists, every blob is asked about (this engine knows no locations), and the
+    // shared base layer is found there.
+    let second = copy(engine(&hosts), "2", "mirror/app").await;
+    assert_eq!(blob_heads("mirror/app"), two.blobs.len());
+    assert_eq!(second.blobs_skipped, 1);
+    assert_eq!(second.blobs_copied as usize, two.blobs.len() - 1);
+
+    // A repository where a broken copy left the base layer and no tag: the location index
+    // of the machine that ran it knows, so that blob is asked about and skipped; the others
+    // go without asking.
+    let cache = tempfile::tempdir().unwrap();
+    let path = cache.path().join("blob-locations");
+    let http = reqwest::Client::new();
+    image_mirror_testkit::push::push_blob(
+        &http,
+        &dst.url(),
+        "left/app",
+        &base.digest,
+        base.bytes.clone(),
+    )
+    .await;
+    let left: image_mirror_common::Repository = format!("{}/left/app", dst.host()).parse().unwrap();
+    MountIndex::persistent(&path).record(&left, &base.digest);
+    let client = engine(&hosts).client().clone();
+    let resumed = CopyEngine::with_mounts(
+        client,
+        CopyOptions::default(),
+        MountIndex::persistent(&path),
+    );
+    let third = copy(resumed, "1", "left/app").await;
+    assert_eq!(blob_heads("left/app"), 1);
+    assert_eq!(third.blobs_skipped, 1);
+    assert_eq!(third.blobs_copied as usize, one.blobs.len() - 1);
+
+    for (repo, tag, image) in [("mirror/app", "2", &two), ("left/app", "1", &one)] {
+        assert_eq!(
+            &skopeo::manifest_digest(&format!("{}/{repo}:{tag}", dst.host())),
+            image.digest()
+        );
+    }
 }
 
 #[tokio::test]

@@ -56,6 +56,26 @@ impl RegistryClient {
         Ok(tags)
     }
 
+    /// Whether `repo` is known not to exist yet: its tag list answers 404. Anything else
+    /// (tags, an error, a refusal) counts as "may exist". One request, not retried: callers
+    /// use the answer only to skip work that would find nothing, never for correctness.
+    pub async fn repository_is_new(&self, repo: &Repository) -> bool {
+        let Ok(url) = self.repo_url(repo, "tags/list?n=1") else {
+            return false;
+        };
+        let operation = format!("list tags of {}", repo.path());
+        // The push scope, as the copy that follows asks for: one token serves both.
+        let answer = self
+            .send(
+                repo.registry(),
+                &Scope::push(repo.path()),
+                &operation,
+                |http| http.get(url.clone()),
+            )
+            .await;
+        matches!(answer, Ok(a) if a.response.status() == StatusCode::NOT_FOUND)
+    }
+
     async fn tags_page(
         &self,
         repo: &Repository,

@@ -39,12 +39,16 @@ impl CopyEngine {
         source: &Repository,
         target: &Repository,
         blob: &Descriptor,
+        target_is_new: bool,
         counters: &Counters,
     ) -> Result<BlobOutcome, CopyError> {
         let client = &self.client;
         let mount_from = self.mounts.source_for(target, &blob.digest);
-        // With a mount candidate, the mount itself tells whether the blob is there.
-        if mount_from.is_none() && client.blob_exists(target, &blob.digest).await? {
+        // With a mount candidate, the mount itself tells whether the blob is there. A
+        // repository that did not exist when the copy began holds only what an earlier,
+        // broken copy left there, which the location index knows when that copy ran here.
+        let may_be_there = !target_is_new || self.mounts.holds(target, &blob.digest);
+        if mount_from.is_none() && may_be_there && client.blob_exists(target, &blob.digest).await? {
             self.mounts.record(target, &blob.digest);
             Counters::add(&counters.blobs_skipped, 1);
             return Ok(BlobOutcome::Skipped);

@@ -195,7 +195,14 @@ impl CopyEngine {
             });
         }
 
-        let mut tree = self.walk(src_repo, top).instrument(resolve_guard).await?;
+        // Whether the target repository exists is asked while the source tree is read (a
+        // tag there says it does): in a new one, no blob needs a HEAD first.
+        let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await };
+        let (tree, target_is_new) = tokio::join!(
+            self.walk(src_repo, top).instrument(resolve_guard.clone()),
+            probe.instrument(resolve_guard)
+        );
+        let mut tree = tree?;
         drop(resolve_span);
         let resolved = started.elapsed();
         // Largest first: the long transfers start at once and the small ones fill in around them.
@@ -214,7 +221,7 @@ impl CopyEngine {
                     action = tracing::field::Empty,
                     bytes_sent = tracing::field::Empty,
                 );
-                let copy = self.copy_blob(src_repo, dst_repo, blob, &counters);
+                let copy = self.copy_blob(src_repo, dst_repo, blob, target_is_new, &counters);
                 let recorded = span.clone();
                 async move {
                     let outcome = copy.await?;

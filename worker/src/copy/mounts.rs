@@ -107,6 +107,14 @@ impl MountIndex {
         }
     }
 
+    /// Whether `repo` itself is the repository last known to hold `digest`.
+    pub fn holds(&self, repo: &Repository, digest: &Digest) -> bool {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(&(repo.registry().to_owned(), digest.clone()))
+            .is_some_and(|path| path == repo.path())
+    }
+
     /// Another repository of `repo`'s registry known to hold `digest`.
     pub fn source_for(&self, repo: &Repository, digest: &Digest) -> Option<Repository> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,6 +142,9 @@ mod tests {
         assert_eq!(index.source_for(&b, &d), Some(a.clone()));
         assert_eq!(index.source_for(&a, &d), None);
         assert_eq!(index.source_for(&elsewhere, &d), None);
+        assert!(index.holds(&a, &d));
+        assert!(!index.holds(&b, &d));
+        assert!(!index.holds(&elsewhere, &d));
     }
 
     #[test]
