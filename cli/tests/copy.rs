@@ -9,7 +9,8 @@ use base64::Engine as _;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
-use image_mirror_testkit::Registry;
+use image_mirror_testkit::tls::TestCa;
+use image_mirror_testkit::{skopeo, Registry};
 
 fn copy(args: &[&str], docker_config: &Path, insecure: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_image-mirror"))
@@ -159,4 +160,70 @@ fn a_missing_source_tag_fails_with_exit_1_naming_the_class() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("(not_found)") && t.contains("not found"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_registries_are_verified_against_the_trusted_authorities() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(certs.path());
+    let other_certs = tempfile::tempdir().unwrap();
+    let other_ca = TestCa::new(other_certs.path());
+    let src = Registry::start();
+    let dst = Registry::start_with(&RegistryOptions::with_tls(&ca));
+    // Four platforms with a 2 MiB layer each: eight uploads at once, more than one
+    // connection's worth of flow-control window.
+    let children = images::Platform::four()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let layer = images::Blob::new(
+                images::OCI_LAYER,
+                images::random_bytes(131 + i as u64, 2 * 1024 * 1024),
+            );
+            let image = images::single_with_layers(images::Format::Oci, &p, vec![layer]);
+            (p, image)
+        })
+        .collect();
+    let image = images::index_of(images::Format::Oci, children);
+    push_image(&src.url(), "app/tls", "1", &image).await;
+    let config = tempfile::tempdir().unwrap();
+    let no_cert_dir = tempfile::tempdir().unwrap();
+    let from = format!("{}/app/tls:1", src.host());
+    let to = format!("{}/mirror/tls:1", dst.host());
+    // Only the source is named insecure: the target is spoken to over TLS, trusting the
+    // authorities of SSL_CERT_FILE alone.
+    let copy_trusting = |authorities: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+            .args(["--insecure-registry", src.host(), "copy", &from, &to])
+            .env("DOCKER_CONFIG", config.path())
+            .env("IMAGE_MIRROR_CACHE_DIR", config.path().join("cache"))
+            .env("SSL_CERT_FILE", authorities)
+            .env("SSL_CERT_DIR", no_cert_dir.path())
+            .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
+            .output()
+            .unwrap()
+    };
+    let handshake_failures = || {
+        dst.log()
+            .iter()
+            .filter(|l| l.contains("TLS handshake error"))
+            .count()
+    };
+
+    // A certificate from an authority not trusted: refused once (not retried), saying why,
+    // and nothing reaches the target.
+    let out = copy_trusting(&other_ca.ca_cert);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("TLS: invalid peer certificate"), "{t}");
+    assert!(t.contains(dst.host()), "{t}");
+    assert_eq!(handshake_failures(), 1, "{t}");
+    assert!(dst.requests().is_empty(), "{:?}", dst.requests());
+
+    // Trusted: copied over TLS; skopeo reads the same digest there.
+    let out = copy_trusting(&ca.ca_cert);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("copied: {from} -> {to}")), "{t}");
+    assert_eq!(&skopeo::manifest_digest(&to), image.digest());
 }

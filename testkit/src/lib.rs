@@ -16,6 +16,7 @@ pub mod push;
 pub mod rabbitmq;
 pub mod registry;
 pub mod skopeo;
+pub mod tls;
 
 pub use fault_proxy::{FaultProxy, Faults};
 pub use github::FakeGithub;

@@ -17,6 +17,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Registry {
     child: Child,
     host: String,
+    scheme: &'static str,
     storage: PathBuf,
     log: Arc<Log>,
     _dir: tempfile::TempDir,
@@ -59,6 +60,13 @@ impl Registry {
              {host}\n  secret: image-mirror-test\n",
             storage.display()
         );
+        if let Some((cert, key)) = &options.tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some(htpasswd) = &options.htpasswd_file {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
@@ -102,6 +110,11 @@ impl Registry {
             Ok(Startup::Listening) => Ok(Self {
                 child,
                 host,
+                scheme: if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 storage,
                 log,
                 _dir: dir,
@@ -119,9 +132,31 @@ impl Registry {
         &self.host
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// CPU seconds (user + system) the registry process has used so far, from
+    /// `/proc/PID/stat`; 0 where that cannot be read.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime (fields 14 and 15 of the line; 11 and 12 here, counted from 0 after
+        // the pid and the name) are in USER_HZ, 100 on Linux.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host)
+        format!("{}://{}", self.scheme, self.host)
     }
 
     /// The storage folder, for tests that tamper with stored blobs.
@@ -221,6 +256,8 @@ impl Drop for Registry {
 pub struct RegistryOptions {
     /// An htpasswd file (bcrypt entries) to require basic auth with.
     pub htpasswd_file: Option<PathBuf>,
+    /// A certificate and its key to serve TLS with (see [`crate::tls::TestCa`]).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl RegistryOptions {
@@ -231,6 +268,15 @@ impl RegistryOptions {
         std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
         Self {
             htpasswd_file: Some(path),
+            ..Self::default()
+        }
+    }
+
+    /// TLS with the server certificate of `ca`.
+    pub fn with_tls(ca: &crate::tls::TestCa) -> Self {
+        Self {
+            tls: Some((ca.server_cert.clone(), ca.server_key.clone())),
+            ..Self::default()
         }
     }
 }

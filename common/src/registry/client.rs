@@ -106,11 +106,18 @@ pub struct Answer {
 impl RegistryClient {
     /// A client with the given options.
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("image-mirror/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
-            .pool_max_idle_per_host(options.max_requests_per_host)
+            .pool_max_idle_per_host(options.max_requests_per_host);
+        let tls = crate::registry::trust::client_config().map_err(|e| RegistryError::Protocol {
+            registry: "*".into(),
+            operation: "set up TLS".into(),
+            message: e.to_string(),
+        })?;
+        let http = builder
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| RegistryError::Protocol {
                 registry: "*".into(),

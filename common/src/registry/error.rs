@@ -41,6 +41,17 @@ pub enum RegistryError {
         /// What failed, without URLs carrying credentials.
         message: String,
     },
+    /// The TLS handshake failed: a certificate not trusted or not valid for the host, or a
+    /// server that does not speak TLS. Trying again gives the same answer.
+    #[error("{registry}: {operation}: TLS: {message}")]
+    Tls {
+        /// Registry host.
+        registry: String,
+        /// What was being done.
+        operation: String,
+        /// What the TLS layer reported.
+        message: String,
+    },
     /// Credentials were refused, or are needed and missing.
     #[error("{registry}: {operation}: authentication failed (HTTP {status}): {message}")]
     Auth {
@@ -102,8 +113,21 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl RegistryError {
-    /// A request to `registry` that got no answer.
+    /// A request to `registry` that got no answer, or failed its TLS handshake.
     pub(crate) fn network(registry: &str, operation: &str, err: &reqwest::Error) -> Self {
+        if let Some(tls) = tls_error(err) {
+            let hint = match tls {
+                rustls::Error::InvalidMessage(_) => {
+                    " (a registry served over plain HTTP must be named as insecure)"
+                }
+                _ => "",
+            };
+            return Self::Tls {
+                registry: registry.to_owned(),
+                operation: operation.to_owned(),
+                message: format!("{tls}{hint}"),
+            };
+        }
         Self::Network {
             registry: registry.to_owned(),
             operation: operation.to_owned(),
@@ -126,12 +150,13 @@ impl RegistryError {
     }
 
     /// A short stable name for reports and metrics: `transient`, `not_found`, `auth`,
-    /// `digest_mismatch`, `protocol`, `credentials`, `http_<status>`.
+    /// `digest_mismatch`, `protocol`, `credentials`, `tls`, `http_<status>`.
     pub fn kind(&self) -> String {
         match self {
             Self::Status { status, .. } if is_transient_status(*status) => "transient".into(),
             Self::Status { status, .. } => format!("http_{status}"),
             Self::Network { .. } => "transient".into(),
+            Self::Tls { .. } => "tls".into(),
             Self::Auth { .. } => "auth".into(),
             Self::NotFound { .. } => "not_found".into(),
             Self::DigestMismatch { .. } => "digest_mismatch".into(),
@@ -163,6 +188,7 @@ impl RegistryError {
         match self {
             Self::Status { registry, .. }
             | Self::Network { registry, .. }
+            | Self::Tls { registry, .. }
             | Self::Auth { registry, .. }
             | Self::NotFound { registry, .. }
             | Self::DigestMismatch { registry, .. }
@@ -175,6 +201,22 @@ impl RegistryError {
 /// 408, 429 and 5xx may pass on a later try.
 pub fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
+}
+
+/// The rustls error somewhere in `err`'s chain of sources. I/O errors carry theirs inside,
+/// sometimes one in another, where `source()` does not reach.
+fn tls_error(err: &reqwest::Error) -> Option<&rustls::Error> {
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|i| find(i));
+        inner.or_else(|| e.source().and_then(find))
+    }
+    find(err)
 }
 
 /// A network error's text without the URL reqwest adds (it may carry upload state).

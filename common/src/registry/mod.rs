@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod retry;
 pub mod tags;
 pub mod token;
+mod trust;
 
 pub use blob::{BlobDownload, Mount, Upload};
 pub use client::{ClientOptions, RegistryClient, UploadSlot};
