@@ -63,16 +63,41 @@ fn copy_args_skopeo(src: &str, dst: &str) -> Vec<String> {
     ]
 }
 
-/// The corpus scenario.
-pub async fn corpus_scenario(binary: &Path) {
-    // image-mirror's blob location cache starts empty, as skopeo's knows none of these
-    // fresh registries.
-    let cache = tempfile::tempdir().unwrap();
-    let cache = cache.path();
+/// Rounds of the corpus scenario, each into fresh target registries with an empty blob
+/// location cache: the spread between rounds shows how far one number can be trusted.
+const CORPUS_ROUNDS: usize = 3;
 
+/// What one tool used over a corpus round, with what the registries spent serving it.
+#[derive(Default, Clone, Copy)]
+struct Side {
+    tool: Usage,
+    /// CPU seconds of the source and of the target registry while the tool ran.
+    registries: [f64; 2],
+}
+
+impl Side {
+    /// Runs one copy under `measure_with_output`, adding its usage and the registries' CPU.
+    fn run(
+        &mut self,
+        program: &Path,
+        args: &[String],
+        cache: &Path,
+        src: &Registry,
+        dst: &Registry,
+    ) -> String {
+        let before = [src.cpu_seconds(), dst.cpu_seconds()];
+        let (usage, printed) = measure_with_output(program, args, cache);
+        self.tool.add(usage);
+        self.registries[0] += src.cpu_seconds() - before[0];
+        self.registries[1] += dst.cpu_seconds() - before[1];
+        printed
+    }
+}
+
+/// The corpus scenario: the corpus is pushed once, then copied by both tools in
+/// [`CORPUS_ROUNDS`] rounds; which tool goes first for each image alternates between rounds.
+pub async fn corpus_scenario(binary: &Path) {
     let src = Registry::start();
-    let ours_dst = Registry::start();
-    let theirs_dst = Registry::start();
     let corpus = corpus();
     let mut distinct: Vec<&Blob> = Vec::new();
     for (repo, image) in &corpus {
@@ -85,51 +110,113 @@ pub async fn corpus_scenario(binary: &Path) {
     }
     let corpus_bytes: usize = distinct.iter().map(|b| b.bytes.len()).sum();
     let gib = corpus_bytes as f64 / (1024.0 * MIB as f64);
-    let (mut ours, mut theirs) = (Usage::default(), Usage::default());
-    for (repo, image) in &corpus {
-        let from = format!("{}/{repo}:v1", src.host());
-        let (o, t) = (ours, theirs);
-        let (usage, printed) = measure_with_output(
-            binary,
-            &copy_args_image_mirror(
-                &from,
-                &format!("{}/{repo}:v1", ours_dst.host()),
-                [src.host(), ours_dst.host()],
+    let mut ratios = Vec::new();
+    for round in 1..=CORPUS_ROUNDS {
+        let (ours, theirs) = corpus_round(binary, &src, &corpus, round % 2 == 0);
+        report(
+            &format!(
+                "corpus, round {round} of {CORPUS_ROUNDS}: {} four-platform images sharing base layers, {:.0} MiB of distinct blobs, copied one after another",
+                corpus.len(),
+                corpus_bytes as f64 / MIB as f64
             ),
-            cache,
+            ours.tool,
+            theirs.tool,
+            gib,
         );
-        ours.add(usage);
-        let phases = printed
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("time"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        theirs.add(measure(
-            Path::new(SKOPEO),
-            &copy_args_skopeo(&from, &format!("{}/{repo}:v1", theirs_dst.host())),
-            cache,
-        ));
+        report_registries(ours, theirs);
+        ratios.push(ours.tool.wall / theirs.tool.wall);
+    }
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "\ncorpus wall time, image-mirror / skopeo, per round: {} (median {:.2})",
+        listed.join(", "),
+        ratios[ratios.len() / 2]
+    );
+}
+
+/// One round: both tools copy every image into target registries of their own, one image
+/// after another, each copy checked with skopeo afterwards.
+fn corpus_round(
+    binary: &Path,
+    src: &Registry,
+    corpus: &[(String, Image)],
+    skopeo_first: bool,
+) -> (Side, Side) {
+    // image-mirror's blob location cache starts empty, as skopeo's knows none of these
+    // fresh registries.
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path();
+    let ours_dst = Registry::start();
+    let theirs_dst = Registry::start();
+    let (mut ours, mut theirs) = (Side::default(), Side::default());
+    for (repo, image) in corpus {
+        let from = format!("{}/{repo}:v1", src.host());
+        let (o, t) = (ours.tool.wall, theirs.tool.wall);
+        let mut phases = String::new();
+        let mut run_ours = |ours: &mut Side| {
+            let printed = ours.run(
+                binary,
+                &copy_args_image_mirror(
+                    &from,
+                    &format!("{}/{repo}:v1", ours_dst.host()),
+                    [src.host(), ours_dst.host()],
+                ),
+                cache,
+                src,
+                &ours_dst,
+            );
+            phases = printed
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("time"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+        };
+        let run_theirs = |theirs: &mut Side| {
+            theirs.run(
+                Path::new(SKOPEO),
+                &copy_args_skopeo(&from, &format!("{}/{repo}:v1", theirs_dst.host())),
+                cache,
+                src,
+                &theirs_dst,
+            );
+        };
+        if skopeo_first {
+            run_theirs(&mut theirs);
+            run_ours(&mut ours);
+        } else {
+            run_ours(&mut ours);
+            run_theirs(&mut theirs);
+        }
         eprintln!(
             "{repo}: image-mirror {:.3}s ({phases}), skopeo {:.3}s",
-            ours.wall - o.wall,
-            theirs.wall - t.wall
+            ours.tool.wall - o,
+            theirs.tool.wall - t
         );
         for dst in [&ours_dst, &theirs_dst] {
             let got = skopeo::manifest_digest(&format!("{}/{repo}:v1", dst.host()));
             assert_eq!(&got, image.digest(), "{repo} differs at {}", dst.host());
         }
     }
-    report(
-        &format!(
-            "corpus: {} four-platform images sharing base layers, {:.0} MiB of distinct blobs, copied one after another",
-            corpus.len(),
-            corpus_bytes as f64 / MIB as f64
-        ),
-        ours,
-        theirs,
-        gib,
+    (ours, theirs)
+}
+
+/// Where the two cores went while each tool ran: the registries' CPU seconds next to the
+/// tool's own, and their sum over the tool's wall time (2.0: both cores busy throughout).
+fn report_registries(ours: Side, theirs: Side) {
+    println!(
+        "\n| while it ran | source registry CPU s | target registry CPU s | tool CPU s | all CPU s / wall s |"
     );
+    println!("|---|---:|---:|---:|---:|");
+    for (tool, side) in [("image-mirror", ours), ("skopeo", theirs)] {
+        let [source, target] = side.registries;
+        println!(
+            "| {tool} | {source:.2} | {target:.2} | {:.2} | {:.2} |",
+            side.tool.cpu,
+            (source + target + side.tool.cpu) / side.tool.wall
+        );
+    }
 }
 
 /// The big blob scenario.
