@@ -10,7 +10,7 @@
 //! ALPN offers HTTP/1.1 only. Blob transfers want a connection each (the per-host request
 //! limit counts them), and over HTTP/2 eight concurrent streamed uploads to docker-registry
 //! stalled for good once the shared connection window was used up (found by the TLS test
-//! of `image-mirror copy`).
+//! of `image-mirror copy`; hyper's HTTP/2 client against Go servers, hyperium/hyper#4003).
 
 use std::sync::{Arc, OnceLock};
 
