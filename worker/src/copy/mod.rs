@@ -12,12 +12,16 @@ mod error;
 mod mounts;
 mod report;
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 use image_mirror_common::registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
 use image_mirror_common::{metrics, Digest, ImageRef, Repository};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use error::CopyError;
@@ -85,9 +89,13 @@ pub struct CopyEngine {
 /// The source tree, children before their parents.
 struct Tree {
     manifests: Vec<Manifest>,
-    blobs: Vec<Descriptor>,
     platforms: Vec<String>,
+    /// When the last manifest had been read.
+    resolved: Instant,
 }
+
+/// A blob's copy as the transfer stream holds it.
+type BlobTask<'a> = Pin<Box<dyn Future<Output = Result<BlobOutcome, CopyError>> + Send + 'a>>;
 
 impl CopyEngine {
     /// An engine over `client` that remembers blob locations for this process only.
@@ -195,53 +203,39 @@ impl CopyEngine {
             });
         }
 
-        // Whether the target repository exists is asked while the source tree is read (a
-        // tag there says it does): in a new one, no blob needs a HEAD first.
-        let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await };
-        let (tree, target_is_new) = tokio::join!(
-            self.walk(src_repo, top).instrument(resolve_guard.clone()),
-            probe.instrument(resolve_guard)
-        );
-        let mut tree = tree?;
-        drop(resolve_span);
-        let resolved = started.elapsed();
-        // Largest first: the long transfers start at once and the small ones fill in around them.
-        tree.blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+        // The source tree is read while its blobs are copied: each image manifest hands its
+        // blobs over as soon as it is read. Whether the target repository exists is asked
+        // meanwhile (a tag there says it does): in a new one, no blob needs a HEAD first.
         let counters = Counters::default();
-        // The futures are made up front (they do nothing until polled): a closure inside the
-        // stream would make the copy future unusable from spawned tasks (rust#102211).
-        let copies: Vec<_> = tree
-            .blobs
-            .iter()
-            .map(|blob| {
-                let span = tracing::info_span!(
-                    "copy.blob",
-                    digest = %blob.digest,
-                    size = blob.size,
-                    action = tracing::field::Empty,
-                    bytes_sent = tracing::field::Empty,
-                );
-                let copy = self.copy_blob(src_repo, dst_repo, blob, target_is_new, &counters);
-                let recorded = span.clone();
-                async move {
-                    let outcome = copy.await?;
-                    let (action, sent) = match outcome {
-                        BlobOutcome::Copied => ("copied", blob.size),
-                        BlobOutcome::Mounted => ("mounted", 0),
-                        BlobOutcome::Skipped => ("skipped", 0),
-                    };
-                    recorded.record("action", action);
-                    recorded.record("bytes_sent", sent);
-                    metrics::BLOBS.inc(&[action]);
-                    Ok::<_, CopyError>(outcome)
-                }
-                .instrument(span)
-            })
-            .collect();
-        stream::iter(copies)
-            .buffer_unordered(self.options.blob_concurrency.max(1))
-            .try_collect::<Vec<_>>()
-            .await?;
+        let (found, listed) = mpsc::unbounded_channel::<Descriptor>();
+        let walk = async move {
+            let tree = self.walk(src_repo, top, &found).await;
+            drop(found);
+            tree
+        }
+        .instrument(resolve_guard.clone());
+        let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await }
+            .instrument(resolve_guard);
+        let transfers = async {
+            let target_is_new = probe.await;
+            let listed = stream::unfold(listed, |mut rx| async move {
+                rx.recv().await.map(|blob| (blob, rx))
+            });
+            listed
+                .map(|blob| self.blob_task(src_repo, dst_repo, blob, target_is_new, &counters))
+                .buffer_unordered(self.options.blob_concurrency.max(1))
+                .try_collect::<Vec<_>>()
+                .await
+        };
+        let (tree, _) = tokio::try_join!(
+            async {
+                let tree = walk.await;
+                drop(resolve_span);
+                tree
+            },
+            transfers
+        )?;
+        let resolved = tree.resolved.saturating_duration_since(started);
         let transferred = started.elapsed();
 
         let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
@@ -355,24 +349,76 @@ impl CopyEngine {
         })
     }
 
-    /// Reads every manifest below `top`, checking each child's digest and size.
-    async fn walk(&self, repo: &Repository, top: Manifest) -> Result<Tree, CopyError> {
+    /// One blob's copy in its span, counted in the metrics. Boxed, so that the copy future
+    /// made in the transfer stream stays `Send` for spawned workers (rust#102211).
+    fn blob_task<'a>(
+        &'a self,
+        source: &'a Repository,
+        target: &'a Repository,
+        blob: Descriptor,
+        target_is_new: bool,
+        counters: &'a Counters,
+    ) -> BlobTask<'a> {
+        let span = tracing::info_span!(
+            "copy.blob",
+            digest = %blob.digest,
+            size = blob.size,
+            action = tracing::field::Empty,
+            bytes_sent = tracing::field::Empty,
+        );
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let outcome = self
+                    .copy_blob(source, target, &blob, target_is_new, counters)
+                    .await?;
+                let (action, sent) = match outcome {
+                    BlobOutcome::Copied => ("copied", blob.size),
+                    BlobOutcome::Mounted => ("mounted", 0),
+                    BlobOutcome::Skipped => ("skipped", 0),
+                };
+                recorded.record("action", action);
+                recorded.record("bytes_sent", sent);
+                metrics::BLOBS.inc(&[action]);
+                Ok(outcome)
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Reads every manifest below `top`, checking each child's digest and size, and hands the
+    /// blobs of each image manifest to `found` as soon as that manifest is read (each blob
+    /// once, the largest first).
+    async fn walk(
+        &self,
+        repo: &Repository,
+        top: Manifest,
+        found: &mpsc::UnboundedSender<Descriptor>,
+    ) -> Result<Tree, CopyError> {
         let mut tree = Tree {
             manifests: Vec::new(),
-            blobs: Vec::new(),
             platforms: Vec::new(),
+            resolved: Instant::now(),
+        };
+        let mut handed = HashSet::new();
+        let mut hand_over = |manifest: &Manifest| -> Result<(), CopyError> {
+            if manifest.kind() != ManifestKind::Image {
+                return Ok(());
+            }
+            let mut blobs = manifest.blobs().map_err(CopyError::Invalid)?;
+            blobs.retain(|b| handed.insert(b.digest.clone()));
+            blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+            for blob in blobs {
+                // A closed channel means the transfers failed; their error is the one reported.
+                let _ = found.send(blob);
+            }
+            Ok(())
         };
         // (manifest, depth, children done)
         let mut stack: Vec<(Manifest, usize, bool)> = vec![(top, 0, false)];
         while let Some((manifest, depth, expanded)) = stack.pop() {
             if expanded || manifest.kind() == ManifestKind::Image {
-                if manifest.kind() == ManifestKind::Image {
-                    for blob in manifest.blobs().map_err(CopyError::Invalid)? {
-                        if !tree.blobs.iter().any(|b| b.digest == blob.digest) {
-                            tree.blobs.push(blob);
-                        }
-                    }
-                }
+                hand_over(&manifest)?;
                 if !tree.manifests.iter().any(|m| m.digest == manifest.digest) {
                     tree.manifests.push(manifest);
                 }
@@ -406,14 +452,17 @@ impl CopyEngine {
                     Ok(m)
                 })
                 .collect();
-            let fetched: Vec<Manifest> = stream::iter(fetches)
-                .buffered(self.options.blob_concurrency.max(1))
-                .try_collect()
-                .await?;
-            for m in fetched.into_iter().rev() {
+            let mut fetched = stream::iter(fetches).buffered(self.options.blob_concurrency.max(1));
+            let mut arrived = Vec::new();
+            while let Some(m) = fetched.try_next().await? {
+                hand_over(&m)?;
+                arrived.push(m);
+            }
+            for m in arrived.into_iter().rev() {
                 stack.push((m, depth + 1, false));
             }
         }
+        tree.resolved = Instant::now();
         Ok(tree)
     }
 }
