@@ -3,7 +3,8 @@
 //! 1. Read the source manifest raw and check its digest; when the target already resolves to
 //!    it, stop: already present.
 //! 2. Walk the manifest tree (indexes and manifest lists, every platform, attestations).
-//! 3. Copy every blob the target lacks (skip, mount, or stream).
+//! 3. Meanwhile, copy every blob the target lacks (skip, mount, or stream), each as soon as
+//!    the manifest listing it has been read.
 //! 4. Push child manifests by digest, then the top level by tag.
 //! 5. Check that the target resolves to the source digest.
 
