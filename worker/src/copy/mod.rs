@@ -209,12 +209,9 @@ impl CopyEngine {
         // meanwhile (a tag there says it does): in a new one, no blob needs a HEAD first.
         let counters = Counters::default();
         let (found, listed) = mpsc::unbounded_channel::<Descriptor>();
-        let walk = async move {
-            let tree = self.walk(src_repo, top, &found).await;
-            drop(found);
-            tree
-        }
-        .instrument(resolve_guard.clone());
+        let walk = self
+            .walk(src_repo, top, found)
+            .instrument(resolve_guard.clone());
         let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await }
             .instrument(resolve_guard);
         let transfers = async {
@@ -389,12 +386,12 @@ impl CopyEngine {
 
     /// Reads every manifest below `top`, checking each child's digest and size, and hands the
     /// blobs of each image manifest to `found` as soon as that manifest is read (each blob
-    /// once, the largest first).
+    /// once, the largest first); `found` closes when the walk ends.
     async fn walk(
         &self,
         repo: &Repository,
         top: Manifest,
-        found: &mpsc::UnboundedSender<Descriptor>,
+        found: mpsc::UnboundedSender<Descriptor>,
     ) -> Result<Tree, CopyError> {
         let mut tree = Tree {
             manifests: Vec::new(),
@@ -419,7 +416,10 @@ impl CopyEngine {
         let mut stack: Vec<(Manifest, usize, bool)> = vec![(top, 0, false)];
         while let Some((manifest, depth, expanded)) = stack.pop() {
             if expanded || manifest.kind() == ManifestKind::Image {
-                hand_over(&manifest)?;
+                // Children were handed over when they arrived; only a top-level image is left.
+                if depth == 0 {
+                    hand_over(&manifest)?;
+                }
                 if !tree.manifests.iter().any(|m| m.digest == manifest.digest) {
                     tree.manifests.push(manifest);
                 }
