@@ -231,17 +231,33 @@ async fn a_corrupt_source_blob_fails_with_digest_mismatch_and_writes_no_manifest
     let src = Registry::start();
     let dst = Registry::start();
     let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
-    let image = images::oci_index(41);
-    push_image(&src.url(), "bad/img", "1", &image).await;
-    // Flip bytes of one stored layer, keeping its length.
-    let layer = image
-        .blobs
+    // Three platforms of small layers, whose blobs are all in the target long before the
+    // last platform's large layer has been read: child manifests go up as soon as their own
+    // blobs are in, but only once every blob of the image has matched its digest.
+    let platforms = Platform::four();
+    let big = Blob::new(OCI_LAYER, images::random_bytes(4100, 24 << 20));
+    let children = platforms
         .iter()
-        .find(|b| b.media_type == OCI_LAYER)
-        .unwrap();
-    let path = src.blob_data_path(layer.digest.as_str());
+        .enumerate()
+        .map(|(i, p)| {
+            let layer = if i == platforms.len() - 1 {
+                big.clone()
+            } else {
+                Blob::new(OCI_LAYER, images::random_bytes(4000 + i as u64, 1024))
+            };
+            (
+                p.clone(),
+                images::single_with_layers(Format::Oci, p, vec![layer]),
+            )
+        })
+        .collect();
+    let image = images::index_of(Format::Oci, children);
+    push_image(&src.url(), "bad/img", "1", &image).await;
+    // Flip the last byte of the stored large layer, keeping its length: the mismatch shows
+    // only once the whole blob has been read.
+    let path = src.blob_data_path(big.digest.as_str());
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[0] ^= 0xff;
+    *bytes.last_mut().unwrap() ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
 
     let err = engine
@@ -260,9 +276,17 @@ async fn a_corrupt_source_blob_fails_with_digest_mismatch_and_writes_no_manifest
     );
     assert_eq!(err.class(), "digest_mismatch");
     assert!(!err.is_transient());
-    let manifest_writes = dst
-        .requests()
-        .into_iter()
+    let requests = dst.requests();
+    let blob_puts = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT") && r.contains("/blobs/uploads/"))
+        .count();
+    assert!(
+        blob_puts >= 6,
+        "the small platforms' blobs reached the target first: {requests:?}"
+    );
+    let manifest_writes = requests
+        .iter()
         .filter(|r| r.starts_with("PUT") && r.contains("/manifests/"))
         .count();
     assert_eq!(manifest_writes, 0, "a manifest reached the target");

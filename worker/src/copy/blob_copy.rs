@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::copy::error::CopyError;
+use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
 use crate::copy::CopyEngine;
 
@@ -41,6 +42,7 @@ impl CopyEngine {
         blob: &Descriptor,
         target_is_new: bool,
         counters: &Counters,
+        progress: &Progress,
     ) -> Result<BlobOutcome, CopyError> {
         let client = &self.client;
         let mount_from = self.mounts.source_for(target, &blob.digest);
@@ -50,6 +52,7 @@ impl CopyEngine {
         let may_be_there = !target_is_new || self.mounts.holds(target, &blob.digest);
         if mount_from.is_none() && may_be_there && client.blob_exists(target, &blob.digest).await? {
             self.mounts.record(target, &blob.digest);
+            progress.stored(&blob.digest);
             Counters::add(&counters.blobs_skipped, 1);
             return Ok(BlobOutcome::Skipped);
         }
@@ -58,6 +61,7 @@ impl CopyEngine {
             match client.mount_blob(target, &blob.digest, &from).await {
                 Ok(Mount::Mounted) => {
                     self.mounts.record(target, &blob.digest);
+                    progress.stored(&blob.digest);
                     Counters::add(&counters.blobs_mounted, 1);
                     return Ok(BlobOutcome::Mounted);
                 }
@@ -70,14 +74,15 @@ impl CopyEngine {
             None => client.start_upload(target).await?,
         };
         let result = if blob.size <= self.options.single_request_max {
-            self.upload_whole(source, target, blob, upload, counters)
+            self.upload_whole(source, target, blob, upload, counters, progress)
                 .await
         } else {
-            self.upload_chunked(source, target, blob, upload, counters)
+            self.upload_chunked(source, target, blob, upload, counters, progress)
                 .await
         };
         result?;
         self.mounts.record(target, &blob.digest);
+        progress.stored(&blob.digest);
         Counters::add(&counters.blobs_copied, 1);
         Ok(BlobOutcome::Copied)
     }
@@ -92,6 +97,7 @@ impl CopyEngine {
         blob: &Descriptor,
         mut upload: Upload,
         counters: &Counters,
+        progress: &Progress,
     ) -> Result<(), CopyError> {
         let client = &self.client;
         let slot = client.upload_slot(target.registry()).await?;
@@ -107,7 +113,11 @@ impl CopyEngine {
                 &mut hasher,
                 &tx,
                 blob.size,
-                Some((source, blob)),
+                Some(Verify {
+                    source,
+                    blob,
+                    progress,
+                }),
             );
             let (sent, fed) = tokio::join!(send, feeding);
             drop(tx);
@@ -150,6 +160,7 @@ impl CopyEngine {
         blob: &Descriptor,
         mut upload: Upload,
         counters: &Counters,
+        progress: &Progress,
     ) -> Result<(), CopyError> {
         let client = &self.client;
         let chunk = self
@@ -246,6 +257,7 @@ impl CopyEngine {
             client.cancel_upload(target, &upload).await;
             return Err(e);
         }
+        progress.checked(&blob.digest);
         client.finish_upload(target, &upload, &blob.digest).await?;
         Ok(())
     }
@@ -265,6 +277,13 @@ fn pipe() -> (
     (tx, body)
 }
 
+/// The check of a whole blob that one request carries.
+struct Verify<'a> {
+    source: &'a Repository,
+    blob: &'a Descriptor,
+    progress: &'a Progress,
+}
+
 /// Moves `len` bytes from `reader` into the pipe, hashing them. With `verify`, the last piece
 /// goes only once the blob's digest checked out. `Err(Some)` is a source failure (the body is
 /// aborted); `Err(None)` means the request ended first.
@@ -273,7 +292,7 @@ async fn feed(
     hasher: &mut Sha256,
     tx: &mpsc::Sender<Piece>,
     len: u64,
-    verify: Option<(&Repository, &Descriptor)>,
+    verify: Option<Verify<'_>>,
 ) -> Result<(), Option<CopyError>> {
     let mut left = len;
     while left > 0 {
@@ -288,11 +307,12 @@ async fn feed(
         hasher.update(&piece);
         left -= piece.len() as u64;
         if left == 0 {
-            if let Some((source, blob)) = verify {
-                if let Err(e) = check_digest(source, blob, hasher.clone()) {
+            if let Some(v) = &verify {
+                if let Err(e) = check_digest(v.source, v.blob, hasher.clone()) {
                     let _ = tx.send(Err(std::io::Error::other("digest mismatch"))).await;
                     return Err(Some(e));
                 }
+                v.progress.checked(&v.blob.digest);
             }
         }
         if tx.send(Ok(piece)).await.is_err() {

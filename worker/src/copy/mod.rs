@@ -5,12 +5,14 @@
 //! 2. Walk the manifest tree (indexes and manifest lists, every platform, attestations).
 //! 3. Meanwhile, copy every blob the target lacks (skip, mount, or stream), each as soon as
 //!    the manifest listing it has been read.
-//! 4. Push child manifests by digest, then the top level by tag.
+//! 4. Push child manifests by digest, each as soon as its own blobs are in the target and every
+//!    blob of the image has matched its digest; then the top level by tag.
 //! 5. Check that the target resolves to the source digest.
 
 mod blob_copy;
 mod error;
 mod mounts;
+mod progress;
 mod report;
 
 use std::collections::HashSet;
@@ -30,6 +32,7 @@ pub use mounts::MountIndex;
 pub use report::{CopyOutcome, CopyReport, Phases};
 
 use crate::copy::blob_copy::BlobOutcome;
+use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
 
 /// How a target stands against its source.
@@ -207,10 +210,12 @@ impl CopyEngine {
         // The source tree is read while its blobs are copied: each image manifest hands its
         // blobs over as soon as it is read. Whether the target repository exists is asked
         // meanwhile (a tag there says it does): in a new one, no blob needs a HEAD first.
+        // Child manifests go up while the other platforms' blobs are still on their way.
         let counters = Counters::default();
+        let progress = Progress::new();
         let (found, listed) = mpsc::unbounded_channel::<Descriptor>();
         let walk = self
-            .walk(src_repo, top, found)
+            .walk(src_repo, top, found, &progress)
             .instrument(resolve_guard.clone());
         let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await }
             .instrument(resolve_guard);
@@ -220,7 +225,16 @@ impl CopyEngine {
                 rx.recv().await.map(|blob| (blob, rx))
             });
             listed
-                .map(|blob| self.blob_task(src_repo, dst_repo, blob, target_is_new, &counters))
+                .map(|blob| {
+                    self.blob_task(
+                        src_repo,
+                        dst_repo,
+                        blob,
+                        target_is_new,
+                        &counters,
+                        &progress,
+                    )
+                })
                 .buffer_unordered(self.options.blob_concurrency.max(1))
                 .try_collect::<Vec<_>>()
                 .await
@@ -229,39 +243,21 @@ impl CopyEngine {
             async {
                 let tree = walk.await;
                 drop(resolve_span);
-                tree
+                let tree = tree?;
+                progress.walked();
+                self.push_children(dst_repo, &tree, &progress, &counters)
+                    .await?;
+                Ok(tree)
             },
             transfers
         )?;
         let resolved = tree.resolved.saturating_duration_since(started);
         let transferred = started.elapsed();
 
+        // Nested indexes in order, each after its own children, then the top level.
         let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
         let top = &top[0];
-        // Image manifests several at a time (a PUT of a manifest the target has costs no more
-        // than asking whether it has it), then nested indexes in order, each after its own
-        // children.
-        let (nested, images): (Vec<&Manifest>, Vec<&Manifest>) = children
-            .iter()
-            .partition(|m| m.kind() == ManifestKind::Index);
-        let pushes: Vec<_> = images
-            .into_iter()
-            .map(|child| {
-                let span = manifest_span(&child.digest, child.digest.as_str(), &child.media_type);
-                async {
-                    self.client
-                        .put_manifest(dst_repo, child.digest.as_str(), child)
-                        .await?;
-                    Counters::add(&counters.manifests_pushed, 1);
-                    Ok::<(), CopyError>(())
-                }
-                .instrument(span)
-            })
-            .collect();
-        stream::iter(pushes)
-            .buffer_unordered(self.options.blob_concurrency.max(1))
-            .try_collect::<Vec<_>>()
-            .await?;
+        let nested = children.iter().filter(|m| m.kind() == ManifestKind::Index);
         for index in nested {
             self.client
                 .put_manifest(dst_repo, index.digest.as_str(), index)
@@ -347,6 +343,46 @@ impl CopyEngine {
         })
     }
 
+    /// Pushes the image manifests below the top level by digest, all at once (a PUT of a
+    /// manifest the target has costs no more than asking whether it has it), each as soon as
+    /// [`Progress`] allows: its blobs in the target, every blob of the image checked.
+    async fn push_children(
+        &self,
+        target: &Repository,
+        tree: &Tree,
+        progress: &Progress,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let Some((_top, children)) = tree.manifests.split_last() else {
+            return Ok(());
+        };
+        let mut pushes = Vec::new();
+        for child in children.iter().filter(|m| m.kind() == ManifestKind::Image) {
+            let blobs: Vec<Digest> = child
+                .blobs()
+                .map_err(CopyError::Invalid)?
+                .into_iter()
+                .map(|b| b.digest)
+                .collect();
+            pushes.push(async move {
+                progress.ready_for(&blobs).await;
+                self.client
+                    .put_manifest(target, child.digest.as_str(), child)
+                    .instrument(manifest_span(
+                        &child.digest,
+                        child.digest.as_str(),
+                        &child.media_type,
+                    ))
+                    .await?;
+                Counters::add(&counters.manifests_pushed, 1);
+                Ok::<(), CopyError>(())
+            });
+        }
+        // Waiting costs nothing; the per-host request limit bounds the PUTs themselves.
+        futures_util::future::try_join_all(pushes).await?;
+        Ok(())
+    }
+
     /// One blob's copy in its span, counted in the metrics. Boxed, so that the copy future
     /// made in the transfer stream stays `Send` for spawned workers (rust#102211).
     fn blob_task<'a>(
@@ -356,6 +392,7 @@ impl CopyEngine {
         blob: Descriptor,
         target_is_new: bool,
         counters: &'a Counters,
+        progress: &'a Progress,
     ) -> BlobTask<'a> {
         let span = tracing::info_span!(
             "copy.blob",
@@ -368,7 +405,7 @@ impl CopyEngine {
         Box::pin(
             async move {
                 let outcome = self
-                    .copy_blob(source, target, &blob, target_is_new, counters)
+                    .copy_blob(source, target, &blob, target_is_new, counters, progress)
                     .await?;
                 let (action, sent) = match outcome {
                     BlobOutcome::Copied => ("copied", blob.size),
@@ -392,6 +429,7 @@ impl CopyEngine {
         repo: &Repository,
         top: Manifest,
         found: mpsc::UnboundedSender<Descriptor>,
+        progress: &Progress,
     ) -> Result<Tree, CopyError> {
         let mut tree = Tree {
             manifests: Vec::new(),
@@ -407,6 +445,7 @@ impl CopyEngine {
             blobs.retain(|b| handed.insert(b.digest.clone()));
             blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
             for blob in blobs {
+                progress.listed(&blob.digest);
                 // A closed channel means the transfers failed; their error is the one reported.
                 let _ = found.send(blob);
             }
