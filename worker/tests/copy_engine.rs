@@ -293,6 +293,50 @@ async fn a_corrupt_source_blob_fails_with_digest_mismatch_and_writes_no_manifest
 }
 
 #[tokio::test]
+async fn a_missing_source_blob_fails_and_cancels_its_upload() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
+    let image = images::oci_manifest(61);
+    push_image(&src.url(), "gone/img", "1", &image).await;
+    // The source still lists the layer but no longer has its bytes.
+    let layer = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type == OCI_LAYER)
+        .unwrap();
+    std::fs::remove_file(src.blob_data_path(layer.digest.as_str())).unwrap();
+
+    let err = engine
+        .copy(
+            &reference(&format!("{}/gone/img:1", src.host())),
+            &reference(&format!("{}/gone/img:1", dst.host())),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "not_found", "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains(layer.digest.as_str()), "{err}");
+    // The upload opened for the layer (while its download was asked for) was cancelled, and
+    // no manifest was written.
+    assert!(
+        dst.wait_for_request(
+            |r| r.starts_with("DELETE") && r.contains("/blobs/uploads/"),
+            Duration::from_secs(10)
+        ),
+        "no upload was cancelled: {:?}",
+        dst.requests()
+    );
+    let requests = dst.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("/manifests/")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
 async fn too_many_requests_waits_for_retry_after() {
     let src = Registry::start();
     let dst = Registry::start();

@@ -1,5 +1,6 @@
 //! Copying one blob: skip it when the target has it, mount it when another repository of the
 //! target registry has it, else stream it from source to target through a bounded buffer.
+//! Between two registries, the source download is asked for while the target upload opens.
 //!
 //! Large blobs go up in chunks. The sha256 state is saved at every chunk the registry
 //! confirmed; after a broken upload the registry is asked how many bytes it holds (N), the
@@ -11,7 +12,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use image_mirror_common::registry::{BlobDownload, Descriptor, Mount, RegistryError, Upload};
+use image_mirror_common::registry::{
+    BlobDownload, Descriptor, Mount, RegistryError, Upload, UploadSlot,
+};
 use image_mirror_common::{Digest, Repository};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -69,16 +72,49 @@ impl CopyEngine {
                 Err(e) => tracing::debug!(error = %e, "mount refused; sending the bytes"),
             }
         }
-        let upload = match upload {
-            Some(u) => u,
-            None => client.start_upload(target).await?,
+        // The upload slot first, then the source's request slot (see
+        // `RegistryClient::upload_slot`). Between two registries the download starts while
+        // the upload is opened; within one, the download's request would hold a slot the
+        // upload's requests may need.
+        let slot = client.upload_slot(target.registry()).await?;
+        let (upload, download) = match upload {
+            Some(u) => (u, None),
+            None if source.registry() != target.registry() => {
+                let (upload, download) = tokio::join!(
+                    client.start_upload(target),
+                    client.get_blob(source, &blob.digest, 0)
+                );
+                let upload = upload?;
+                match download {
+                    Ok(d) => (upload, Some(d)),
+                    Err(e) => {
+                        client.cancel_upload(target, &upload).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => (client.start_upload(target).await?, None),
         };
         let result = if blob.size <= self.options.single_request_max {
-            self.upload_whole(source, target, blob, upload, counters, progress)
-                .await
+            self.upload_whole(
+                source,
+                target,
+                blob,
+                (upload, slot, download),
+                counters,
+                progress,
+            )
+            .await
         } else {
-            self.upload_chunked(source, target, blob, upload, counters, progress)
-                .await
+            self.upload_chunked(
+                source,
+                target,
+                blob,
+                (upload, slot, download),
+                counters,
+                progress,
+            )
+            .await
         };
         result?;
         self.mounts.record(target, &blob.digest);
@@ -95,16 +131,16 @@ impl CopyEngine {
         source: &Repository,
         target: &Repository,
         blob: &Descriptor,
-        mut upload: Upload,
+        (mut upload, slot, mut download): Started,
         counters: &Counters,
         progress: &Progress,
     ) -> Result<(), CopyError> {
         let client = &self.client;
-        let slot = client.upload_slot(target.registry()).await?;
         let mut failures = 0_usize;
         loop {
             let (tx, body) = pipe();
             let mut reader = SourceReader::new(self, source, blob, 0, counters);
+            reader.download = download.take();
             let mut hasher = Sha256::new();
             let send =
                 client.put_blob_stream(target, &upload, &blob.digest, body, blob.size, &slot);
@@ -158,7 +194,7 @@ impl CopyEngine {
         source: &Repository,
         target: &Repository,
         blob: &Descriptor,
-        mut upload: Upload,
+        (mut upload, slot, download): Started,
         counters: &Counters,
         progress: &Progress,
     ) -> Result<(), CopyError> {
@@ -171,8 +207,10 @@ impl CopyEngine {
         let mut hasher = Sha256::new();
         // The hash state at `saved.0`, the last offset the registry confirmed.
         let mut saved = (upload.offset, hasher.clone());
-        let slot = client.upload_slot(target.registry()).await?;
         let mut reader = SourceReader::new(self, source, blob, upload.offset, counters);
+        if upload.offset == 0 {
+            reader.download = download;
+        }
         let mut failures = 0_usize;
         while upload.offset < blob.size {
             let start = upload.offset;
@@ -262,6 +300,10 @@ impl CopyEngine {
         Ok(())
     }
 }
+
+/// An upload opened in its slot, with the source download already under way when it could
+/// start alongside.
+type Started = (Upload, UploadSlot, Option<BlobDownload>);
 
 type Piece = Result<Bytes, std::io::Error>;
 
