@@ -2,7 +2,7 @@
 //! each copied by `image-mirror copy` and by `skopeo copy --all --preserve-digests` into
 //! registries of their own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
@@ -63,6 +63,41 @@ fn copy_args_skopeo(src: &str, dst: &str) -> Vec<String> {
     ]
 }
 
+/// What the corpus is copied with besides image-mirror: skopeo, or, with `BENCH_RIVAL` set to
+/// the path of another image-mirror binary, that build (to compare two builds in the same
+/// run, under the same conditions).
+enum Rival {
+    Skopeo,
+    Build(PathBuf),
+}
+
+impl Rival {
+    fn from_env() -> Self {
+        std::env::var_os("BENCH_RIVAL").map_or(Self::Skopeo, |p| Self::Build(PathBuf::from(p)))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Skopeo => "skopeo",
+            Self::Build(_) => "rival build",
+        }
+    }
+
+    fn program(&self) -> &Path {
+        match self {
+            Self::Skopeo => Path::new(SKOPEO),
+            Self::Build(path) => path,
+        }
+    }
+
+    fn args(&self, src: &str, dst: &str, hosts: [&str; 2]) -> Vec<String> {
+        match self {
+            Self::Skopeo => copy_args_skopeo(src, dst),
+            Self::Build(_) => copy_args_image_mirror(src, dst, hosts),
+        }
+    }
+}
+
 /// Rounds of the corpus scenario, each into fresh target registries with an empty blob
 /// location cache: the spread between rounds shows how far one number can be trusted.
 const CORPUS_ROUNDS: usize = 3;
@@ -110,9 +145,10 @@ pub async fn corpus_scenario(binary: &Path) {
     }
     let corpus_bytes: usize = distinct.iter().map(|b| b.bytes.len()).sum();
     let gib = corpus_bytes as f64 / (1024.0 * MIB as f64);
+    let rival = Rival::from_env();
     let mut ratios = Vec::new();
     for round in 1..=CORPUS_ROUNDS {
-        let (ours, theirs) = corpus_round(binary, &src, &corpus, round % 2 == 0);
+        let (ours, theirs) = corpus_round(binary, &rival, &src, &corpus, round % 2 == 0);
         report(
             &format!(
                 "corpus, round {round} of {CORPUS_ROUNDS}: {} four-platform images sharing base layers, {:.0} MiB of distinct blobs, copied one after another",
@@ -120,16 +156,18 @@ pub async fn corpus_scenario(binary: &Path) {
                 corpus_bytes as f64 / MIB as f64
             ),
             ours.tool,
+            rival.name(),
             theirs.tool,
             gib,
         );
-        report_registries(ours, theirs);
+        report_registries(ours, rival.name(), theirs);
         ratios.push(ours.tool.wall / theirs.tool.wall);
     }
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     ratios.sort_by(f64::total_cmp);
     println!(
-        "\ncorpus wall time, image-mirror / skopeo, per round: {} (median {:.2})",
+        "\ncorpus wall time, image-mirror / {}, per round: {} (median {:.2})",
+        rival.name(),
         listed.join(", "),
         ratios[ratios.len() / 2]
     );
@@ -139,14 +177,20 @@ pub async fn corpus_scenario(binary: &Path) {
 /// after another, each copy checked with skopeo afterwards.
 fn corpus_round(
     binary: &Path,
+    rival: &Rival,
     src: &Registry,
     corpus: &[(String, Image)],
-    skopeo_first: bool,
+    rival_first: bool,
 ) -> (Side, Side) {
     // image-mirror's blob location cache starts empty, as skopeo's knows none of these
-    // fresh registries.
+    // fresh registries (a rival build gets an empty one of its own).
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path();
+    let rival_cache = tempfile::tempdir().unwrap();
+    let rival_cache = match rival {
+        Rival::Skopeo => cache,
+        Rival::Build(_) => rival_cache.path(),
+    };
     let ours_dst = Registry::start();
     let theirs_dst = Registry::start();
     let (mut ours, mut theirs) = (Side::default(), Side::default());
@@ -175,14 +219,18 @@ fn corpus_round(
         };
         let run_theirs = |theirs: &mut Side| {
             theirs.run(
-                Path::new(SKOPEO),
-                &copy_args_skopeo(&from, &format!("{}/{repo}:v1", theirs_dst.host())),
-                cache,
+                rival.program(),
+                &rival.args(
+                    &from,
+                    &format!("{}/{repo}:v1", theirs_dst.host()),
+                    [src.host(), theirs_dst.host()],
+                ),
+                rival_cache,
                 src,
                 &theirs_dst,
             );
         };
-        if skopeo_first {
+        if rival_first {
             run_theirs(&mut theirs);
             run_ours(&mut ours);
         } else {
@@ -190,8 +238,9 @@ fn corpus_round(
             run_theirs(&mut theirs);
         }
         eprintln!(
-            "{repo}: image-mirror {:.3}s ({phases}), skopeo {:.3}s",
+            "{repo}: image-mirror {:.3}s ({phases}), {} {:.3}s",
             ours.tool.wall - o,
+            rival.name(),
             theirs.tool.wall - t
         );
         for dst in [&ours_dst, &theirs_dst] {
@@ -204,12 +253,12 @@ fn corpus_round(
 
 /// Where the two cores went while each tool ran: the registries' CPU seconds next to the
 /// tool's own, and their sum over the tool's wall time (2.0: both cores busy throughout).
-fn report_registries(ours: Side, theirs: Side) {
+fn report_registries(ours: Side, rival: &str, theirs: Side) {
     println!(
         "\n| while it ran | source registry CPU s | target registry CPU s | tool CPU s | all CPU s / wall s |"
     );
     println!("|---|---:|---:|---:|---:|");
-    for (tool, side) in [("image-mirror", ours), ("skopeo", theirs)] {
+    for (tool, side) in [("image-mirror", ours), (rival, theirs)] {
         let [source, target] = side.registries;
         println!(
             "| {tool} | {source:.2} | {target:.2} | {:.2} | {:.2} |",
@@ -246,5 +295,11 @@ pub async fn big_blob_scenario(binary: &Path) {
         &copy_args_skopeo(&from, &format!("{}/big/blob:v1", theirs_dst.host())),
         cache,
     );
-    report("big blob: one image with a 1 GiB layer", ours, theirs, 1.0);
+    report(
+        "big blob: one image with a 1 GiB layer",
+        ours,
+        "skopeo",
+        theirs,
+        1.0,
+    );
 }

@@ -63,11 +63,12 @@ pub fn measure_with_output(program: &Path, args: &[String], cache: &Path) -> (Us
     (usage, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn report(name: &str, ours: Usage, theirs: Usage, gib: f64) {
+/// The table of one copy scenario: image-mirror against `rival` (skopeo, or another build).
+pub fn report(name: &str, ours: Usage, rival: &str, theirs: Usage, gib: f64) {
     println!("\n### {name}\n");
     println!("| tool | wall s | CPU s | CPU s per GiB | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
-    for (tool, u) in [("image-mirror", ours), ("skopeo", theirs)] {
+    for (tool, u) in [("image-mirror", ours), (rival, theirs)] {
         println!(
             "| {tool} | {:.2} | {:.2} | {:.2} | {:.1} |",
             u.wall,
@@ -77,7 +78,7 @@ pub fn report(name: &str, ours: Usage, theirs: Usage, gib: f64) {
         );
     }
     println!(
-        "| image-mirror / skopeo | {:.2} | {:.2} | {:.2} | {:.2} |",
+        "| image-mirror / {rival} | {:.2} | {:.2} | {:.2} | {:.2} |",
         ours.wall / theirs.wall,
         ours.cpu / theirs.cpu,
         ours.cpu / theirs.cpu,
