@@ -95,28 +95,14 @@ impl CopyEngine {
             }
             None => (client.start_upload(target).await?, None),
         };
-        let result = if blob.size <= self.options.single_request_max {
-            self.upload_whole(
-                source,
-                target,
-                blob,
-                (upload, slot, download),
-                counters,
-                progress,
-            )
-            .await
+        let started = (upload, slot, download);
+        if blob.size <= self.options.single_request_max {
+            self.upload_whole(source, target, blob, started, counters, progress)
+                .await?;
         } else {
-            self.upload_chunked(
-                source,
-                target,
-                blob,
-                (upload, slot, download),
-                counters,
-                progress,
-            )
-            .await
-        };
-        result?;
+            self.upload_chunked(source, target, blob, started, counters, progress)
+                .await?;
+        }
         self.mounts.record(target, &blob.digest);
         progress.stored(&blob.digest);
         Counters::add(&counters.blobs_copied, 1);
