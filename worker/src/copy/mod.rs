@@ -15,7 +15,7 @@ mod mounts;
 mod progress;
 mod report;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -93,6 +93,8 @@ pub struct CopyEngine {
 /// The source tree, children before their parents.
 struct Tree {
     manifests: Vec<Manifest>,
+    /// The blobs each image manifest lists, by the manifest's digest.
+    blobs: HashMap<Digest, Vec<Digest>>,
     platforms: Vec<String>,
     /// When the last manifest had been read.
     resolved: Instant,
@@ -358,14 +360,9 @@ impl CopyEngine {
         };
         let mut pushes = Vec::new();
         for child in children.iter().filter(|m| m.kind() == ManifestKind::Image) {
-            let blobs: Vec<Digest> = child
-                .blobs()
-                .map_err(CopyError::Invalid)?
-                .into_iter()
-                .map(|b| b.digest)
-                .collect();
+            let blobs = tree.blobs.get(&child.digest).map_or(&[][..], Vec::as_slice);
             pushes.push(async move {
-                progress.ready_for(&blobs).await;
+                progress.ready_for(blobs).await;
                 self.client
                     .put_manifest(target, child.digest.as_str(), child)
                     .instrument(manifest_span(
@@ -433,15 +430,21 @@ impl CopyEngine {
     ) -> Result<Tree, CopyError> {
         let mut tree = Tree {
             manifests: Vec::new(),
+            blobs: HashMap::new(),
             platforms: Vec::new(),
             resolved: Instant::now(),
         };
         let mut handed = HashSet::new();
+        let mut lists = HashMap::new();
         let mut hand_over = |manifest: &Manifest| -> Result<(), CopyError> {
             if manifest.kind() != ManifestKind::Image {
                 return Ok(());
             }
             let mut blobs = manifest.blobs().map_err(CopyError::Invalid)?;
+            lists.insert(
+                manifest.digest.clone(),
+                blobs.iter().map(|b| b.digest.clone()).collect::<Vec<_>>(),
+            );
             blobs.retain(|b| handed.insert(b.digest.clone()));
             blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
             for blob in blobs {
@@ -502,6 +505,7 @@ impl CopyEngine {
                 stack.push((m, depth + 1, false));
             }
         }
+        tree.blobs = lists;
         tree.resolved = Instant::now();
         Ok(tree)
     }
