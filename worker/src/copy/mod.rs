@@ -261,21 +261,11 @@ impl CopyEngine {
         let top = &top[0];
         let nested = children.iter().filter(|m| m.kind() == ManifestKind::Index);
         for index in nested {
-            self.client
-                .put_manifest(dst_repo, index.digest.as_str(), index)
-                .instrument(manifest_span(
-                    &index.digest,
-                    index.digest.as_str(),
-                    &index.media_type,
-                ))
+            self.push_manifest(dst_repo, index.digest.as_str(), index, &counters)
                 .await?;
-            Counters::add(&counters.manifests_pushed, 1);
         }
-        self.client
-            .put_manifest(dst_repo, &dst_reference, top)
-            .instrument(manifest_span(&top.digest, &dst_reference, &top.media_type))
+        self.push_manifest(dst_repo, &dst_reference, top, &counters)
             .await?;
-        Counters::add(&counters.manifests_pushed, 1);
 
         let found = self
             .client
@@ -363,16 +353,8 @@ impl CopyEngine {
             let blobs = tree.blobs.get(&child.digest).map_or(&[][..], Vec::as_slice);
             pushes.push(async move {
                 progress.ready_for(blobs).await;
-                self.client
-                    .put_manifest(target, child.digest.as_str(), child)
-                    .instrument(manifest_span(
-                        &child.digest,
-                        child.digest.as_str(),
-                        &child.media_type,
-                    ))
-                    .await?;
-                Counters::add(&counters.manifests_pushed, 1);
-                Ok::<(), CopyError>(())
+                self.push_manifest(target, child.digest.as_str(), child, counters)
+                    .await
             });
         }
         // Waiting costs nothing; the per-host request limit bounds the PUTs themselves.
@@ -509,14 +491,26 @@ impl CopyEngine {
         tree.resolved = Instant::now();
         Ok(tree)
     }
-}
 
-/// The span of one manifest push.
-fn manifest_span(digest: &Digest, reference: &str, media_type: &str) -> tracing::Span {
-    tracing::info_span!(
-        "copy.manifest",
-        digest = %digest,
-        reference,
-        media_type,
-    )
+    /// Writes one manifest under `reference` (its digest, or the tag), in its span, counted.
+    async fn push_manifest(
+        &self,
+        target: &Repository,
+        reference: &str,
+        manifest: &Manifest,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let span = tracing::info_span!(
+            "copy.manifest",
+            digest = %manifest.digest,
+            reference,
+            media_type = manifest.media_type.as_str(),
+        );
+        self.client
+            .put_manifest(target, reference, manifest)
+            .instrument(span)
+            .await?;
+        Counters::add(&counters.manifests_pushed, 1);
+        Ok(())
+    }
 }
