@@ -62,12 +62,14 @@ pub async fn mirror(
     broker.publish_jobs(&messages).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_worker(
+    let mut worker = tokio::spawn(run_worker(
         Arc::clone(&broker),
         engine,
         WorkerOptions {
             concurrency: workers.max(1),
             grace: Duration::from_secs(5),
+            // One run: a host that cannot be reached fails its jobs now, with the reason.
+            retry_unreachable: false,
         },
         async {
             let _ = stop_rx.await;
@@ -78,10 +80,22 @@ pub async fn mirror(
     let collected = tokio::select! {
         r = collect_events(&mut events, &expected, |e, n| progress.finished(e, n)) => Some(r),
         () = stop::signal() => None,
+        ended = &mut worker => {
+            progress.finish();
+            return Err(match ended {
+                Ok(Ok(_)) => anyhow::anyhow!("the workers stopped before every job had ended"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("the workers stopped"),
+                Err(e) => anyhow::anyhow!("the workers' task died: {e}"),
+            });
+        }
     };
     progress.finish();
     let _ = stop_tx.send(());
-    let _ = worker.await;
+    match worker.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the workers ended with an error after the run"),
+        Err(e) => tracing::warn!(error = %e, "the workers' task died after the run"),
+    }
     let Some(collected) = collected else {
         return Ok(None);
     };

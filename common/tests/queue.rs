@@ -190,7 +190,7 @@ async fn amqp_depths_name_every_queue() {
     let t = broker.topology().clone();
     let depths = broker.depths().await.unwrap();
     let names: Vec<&str> = depths.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     assert_eq!(depths[0].name, t.jobs());
     assert_eq!(depths[0].ready, 1);
     tear_down(broker).await;

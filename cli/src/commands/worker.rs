@@ -19,6 +19,7 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),
         grace: Duration::from_secs(args.grace_seconds),
+        retry_unreachable: true,
     };
     let stop = stop::signal();
     tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), "worker started");

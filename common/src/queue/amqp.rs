@@ -102,7 +102,7 @@ impl AmqpBroker {
         let err = |e: lapin::Error| broker_error(&self.url, &e);
         let durable = QueueDeclareOptions::durable();
         let t = &self.topology;
-        for queue in [t.jobs(), t.dead(), t.committer()] {
+        for queue in [t.jobs(), t.dead(), t.committer(), t.events_dead()] {
             ch.queue_declare(queue.as_str().into(), durable, quorum())
                 .await
                 .map_err(err)?;

@@ -1,7 +1,9 @@
 //! The in-process adapter: queues in memory, for the monolithic mode and tests. Same
-//! semantics as the broker: `prefetch` bounds unacknowledged deliveries per consumer, a
-//! delivery dropped without an ack comes again, retries wait their delay, events reach the
-//! committer queue.
+//! semantics as the broker: the topology's queues exist from the start, and a message for a
+//! queue that does not exist (or an event no queue is bound for) is refused, as RabbitMQ
+//! refuses a mandatory publish it cannot route; `prefetch` bounds unacknowledged deliveries
+//! per consumer, a delivery dropped without an ack comes again, retries wait their delay,
+//! events reach the committer queue through its `job.*` binding.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -30,10 +32,13 @@ impl Inner {
         Arc::clone(n.entry(queue.to_owned()).or_default())
     }
 
-    fn push(&self, queue: &str, message: Message, redelivered: bool, front: bool) {
+    /// Adds `message` to `queue`; `false` when the queue does not exist.
+    fn push(&self, queue: &str, message: Message, redelivered: bool, front: bool) -> bool {
         {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let q = queues.entry(queue.to_owned()).or_default();
+            let Some(q) = queues.get_mut(queue) else {
+                return false;
+            };
             if front {
                 q.ready.push_front((message, redelivered));
             } else {
@@ -41,6 +46,7 @@ impl Inner {
             }
         }
         self.notify(queue).notify_one();
+        true
     }
 
     fn pop(&self, queue: &str) -> Option<(Message, bool)> {
@@ -64,12 +70,20 @@ impl Default for MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker whose retry `n` waits `retry_delays[n - 1]`.
+    /// A broker whose retry `n` waits `retry_delays[n - 1]`, with the topology's queues.
     pub fn new(retry_delays: Vec<Duration>) -> Self {
+        let topology = Topology::default();
+        let inner = Inner::default();
+        {
+            let mut queues = inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            for name in topology.queues() {
+                queues.insert(name, QueueState::default());
+            }
+        }
         Self {
-            inner: Arc::default(),
+            inner: Arc::new(inner),
             retry_delays,
-            topology: Topology::default(),
+            topology,
         }
     }
 
@@ -78,9 +92,33 @@ impl MemoryBroker {
         &self.topology
     }
 
-    /// Adds a message to `queue`.
-    pub fn publish(&self, queue: &str, message: Message) {
-        self.inner.push(queue, message, false, false);
+    /// Adds a message to `queue`; refused when the queue does not exist.
+    pub fn publish(&self, queue: &str, message: Message) -> Result<(), QueueError> {
+        if self.inner.push(queue, message, false, false) {
+            Ok(())
+        } else {
+            Err(QueueError::Refused(format!(
+                "no queue is bound for {queue}"
+            )))
+        }
+    }
+
+    /// Routes an event by `routing_key`: to the committer's queue through its `job.*`
+    /// binding; refused when nothing is bound for it.
+    pub fn publish_event(&self, routing_key: &str, message: Message) -> Result<(), QueueError> {
+        if !Topology::committer_binds(routing_key) {
+            return Err(QueueError::Refused(format!(
+                "no queue is bound for {routing_key}"
+            )));
+        }
+        self.publish(&self.topology.committer(), message)
+            .map_err(|_| QueueError::Refused(format!("no queue is bound for {routing_key}")))
+    }
+
+    /// Deletes `queue` and its messages, as `queue.delete` does on RabbitMQ.
+    pub fn delete_queue(&self, queue: &str) {
+        let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.remove(queue);
     }
 
     /// Puts `message` (its attempt header already set) back on the jobs queue after the delay
@@ -91,11 +129,27 @@ impl MemoryBroker {
             .and_then(|r| r.checked_sub(1))
             .and_then(|i| self.retry_delays.get(i).copied())
             .ok_or_else(|| QueueError::Refused(format!("no retry number {retry}")))?;
+        let queue = self
+            .topology
+            .retry(usize::try_from(retry).unwrap_or(usize::MAX));
+        if !self
+            .inner
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&queue)
+        {
+            return Err(QueueError::Refused(format!(
+                "no queue is bound for {queue}"
+            )));
+        }
         let inner = Arc::clone(&self.inner);
         let jobs = self.topology.jobs();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            inner.push(&jobs, message, false, false);
+            if !inner.push(&jobs, message, false, false) {
+                tracing::warn!(queue = %jobs, "a retried job's queue is gone; the job is dropped");
+            }
         });
         Ok(())
     }
@@ -104,7 +158,9 @@ impl MemoryBroker {
     pub fn consume(&self, queue: &str, prefetch: u16) -> MemoryConsumer {
         {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-            queues.entry(queue.to_owned()).or_default().consumers += 1;
+            if let Some(q) = queues.get_mut(queue) {
+                q.consumers += 1;
+            }
         }
         MemoryConsumer {
             inner: Arc::clone(&self.inner),
@@ -192,7 +248,7 @@ impl MemoryAcker {
 impl Drop for MemoryAcker {
     fn drop(&mut self) {
         if let Some(m) = self.message.take() {
-            self.inner.push(&self.queue, m, true, true);
+            let _ = self.inner.push(&self.queue, m, true, true);
         }
     }
 }

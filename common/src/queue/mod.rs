@@ -150,10 +150,7 @@ impl Broker {
         let jobs = self.topology().jobs();
         match self {
             Self::Amqp(b) => b.publish("", &jobs, message).await,
-            Self::Memory(b) => {
-                b.publish(&jobs, message.clone());
-                Ok(())
-            }
+            Self::Memory(b) => b.publish(&jobs, message.clone()),
         }
     }
 
@@ -162,34 +159,25 @@ impl Broker {
         let jobs = self.topology().jobs();
         match self {
             Self::Amqp(b) => b.publish_many("", &jobs, messages).await,
-            Self::Memory(b) => {
-                for m in messages {
-                    b.publish(&jobs, m.clone());
-                }
-                Ok(())
-            }
+            Self::Memory(b) => messages
+                .iter()
+                .try_for_each(|m| b.publish(&jobs, m.clone())),
         }
     }
 
-    /// Publishes an event to the events exchange with `routing_key`, confirmed.
+    /// Publishes an event to the events exchange with `routing_key`, confirmed; refused when
+    /// no queue is bound for it.
     pub async fn publish_event(
         &self,
         routing_key: &str,
         message: &Message,
     ) -> Result<(), QueueError> {
-        let t = self.topology();
         match self {
-            Self::Amqp(b) => b.publish(&t.events(), routing_key, message).await,
-            Self::Memory(b) => {
-                // The committer queue's binding, `job.*`.
-                let bound = routing_key
-                    .strip_prefix("job.")
-                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'));
-                if bound {
-                    b.publish(&t.committer(), message.clone());
-                }
-                Ok(())
+            Self::Amqp(b) => {
+                b.publish(&b.topology().events(), routing_key, message)
+                    .await
             }
+            Self::Memory(b) => b.publish_event(routing_key, message.clone()),
         }
     }
 
@@ -213,17 +201,33 @@ impl Broker {
 
     /// Sends `message` to the dead-letter queue with `reason`.
     pub async fn publish_dead(&self, message: &Message, reason: &str) -> Result<(), QueueError> {
+        let dead = self.topology().dead();
+        self.publish_with_reason(&dead, message, reason).await
+    }
+
+    /// Sends an event nobody can read to the events' dead-letter queue with `reason`.
+    pub async fn publish_dead_event(
+        &self,
+        message: &Message,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let dead = self.topology().events_dead();
+        self.publish_with_reason(&dead, message, reason).await
+    }
+
+    async fn publish_with_reason(
+        &self,
+        queue: &str,
+        message: &Message,
+        reason: &str,
+    ) -> Result<(), QueueError> {
         let mut message = message.clone();
         message
             .headers
             .insert(topology::REASON_HEADER.to_owned(), reason.to_owned());
-        let dead = self.topology().dead();
         match self {
-            Self::Amqp(b) => b.publish("", &dead, &message).await,
-            Self::Memory(b) => {
-                b.publish(&dead, message);
-                Ok(())
-            }
+            Self::Amqp(b) => b.publish("", queue, &message).await,
+            Self::Memory(b) => b.publish(queue, message),
         }
     }
 

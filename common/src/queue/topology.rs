@@ -73,12 +73,27 @@ impl Topology {
         format!("{}.events.committer", self.prefix)
     }
 
+    /// Durable quorum queue of events the committer could not read, each with its reason:
+    /// `<prefix>.events.dead`.
+    pub fn events_dead(&self) -> String {
+        format!("{}.events.dead", self.prefix)
+    }
+
     /// Every queue, jobs first.
     pub fn queues(&self) -> Vec<String> {
         let mut v = vec![self.jobs()];
         v.extend((1..=RETRY_DELAYS.len()).map(|n| self.retry(n)));
         v.push(self.dead());
         v.push(self.committer());
+        v.push(self.events_dead());
         v
+    }
+
+    /// Whether an event with `routing_key` reaches the committer's queue (its binding is
+    /// `job.*`: one word after `job.`).
+    pub fn committer_binds(routing_key: &str) -> bool {
+        routing_key
+            .strip_prefix("job.")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
     }
 }

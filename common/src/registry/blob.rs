@@ -6,14 +6,19 @@
 use bytes::Bytes;
 use futures_util::Stream;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
-use reqwest::{Body, StatusCode, Url};
+use reqwest::{Body, Method, StatusCode, Url};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::digest::Digest;
 use crate::reference::Repository;
-use crate::registry::client::{status_error, RegistryClient, UploadSlot};
-use crate::registry::error::{network_message, RegistryError};
+use crate::registry::body::{Watchdog, MAX_EMPTY_BODY};
+use crate::registry::client::RegistryClient;
+use crate::registry::error::{NetworkFailure, RegistryError};
+use crate::registry::limits::UploadSlot;
 use crate::registry::manifest::protocol;
+use crate::registry::origin::{Destination, Origins};
 use crate::registry::token::Scope;
+use crate::registry::transport::{Call, Reply};
 
 /// An open upload session at the target registry.
 #[derive(Debug, Clone)]
@@ -35,19 +40,35 @@ pub enum Mount {
     Upload(Upload),
 }
 
-/// A download in progress: the response body as a stream of chunks.
+/// A download in progress: the response body as a stream of chunks, watched for stalls.
 pub struct BlobDownload {
     /// The first byte this download starts at.
     pub offset: u64,
-    /// The body.
-    pub response: reqwest::Response,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    response: reqwest::Response,
+    _permit: OwnedSemaphorePermit,
+    watchdog: Watchdog,
+    registry: String,
+    operation: String,
 }
 
 impl BlobDownload {
-    /// The next chunk of the body, `None` at its end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, reqwest::Error> {
-        self.response.chunk().await
+    /// The next chunk of the body, `None` at its end. A body that stops moving (fewer bytes
+    /// than the stall rule asks for in a window) is a transient `Stalled` error.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, RegistryError> {
+        match self.watchdog.guard(self.response.chunk()).await {
+            Ok(Ok(Some(bytes))) => {
+                self.watchdog.moved(bytes.len());
+                Ok(Some(bytes))
+            }
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(RegistryError::network(&self.registry, &self.operation, &e)),
+            Err(stalled) => Err(RegistryError::Network {
+                registry: self.registry.clone(),
+                operation: self.operation.clone(),
+                message: stalled.to_string(),
+                failure: NetworkFailure::Stalled,
+            }),
+        }
     }
 }
 
@@ -62,61 +83,74 @@ impl RegistryClient {
             let registry = repo.registry();
             let operation = format!("HEAD blob {digest} in {}", repo.path());
             let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
-            let answer = self
-                .send(registry, &Scope::pull(repo.path()), &operation, |http| {
-                    http.head(url.clone())
-                })
+            let scope = Scope::pull(repo.path());
+            let reply = self
+                .fetch(
+                    Call::new(registry, &scope, &operation, Method::HEAD, url),
+                    MAX_EMPTY_BODY,
+                )
                 .await?;
-            match answer.response.status() {
+            match reply.status {
                 StatusCode::OK => Ok(true),
                 StatusCode::NOT_FOUND => Ok(false),
-                _ => Err(status_error(registry, &operation, answer.response).await),
+                _ => Err(reply.into_error(registry, &operation)),
             }
         })
         .await
     }
 
-    /// Starts downloading blob `digest` of `repo` from byte `offset`.
+    /// Starts downloading blob `digest` (of `size` bytes) of `repo` from byte `offset`. An
+    /// answer announcing more bytes than are left is refused.
     pub async fn get_blob(
         &self,
         repo: &Repository,
         digest: &Digest,
         offset: u64,
+        size: u64,
     ) -> Result<BlobDownload, RegistryError> {
         self.with_retries(|| async {
             let registry = repo.registry();
             let operation = format!("GET blob {digest} from {}", repo.path());
             let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
-            let answer = self
-                .send(registry, &Scope::pull(repo.path()), &operation, |http| {
-                    let r = http.get(url.clone());
-                    if offset > 0 {
-                        r.header(RANGE, format!("bytes={offset}-"))
-                    } else {
-                        r
-                    }
-                })
-                .await?;
-            let status = answer.response.status();
-            let ok = if offset > 0 {
-                status == StatusCode::PARTIAL_CONTENT
-            } else {
-                status == StatusCode::OK
+            let scope = Scope::pull(repo.path());
+            let mut call = Call::new(registry, &scope, &operation, Method::GET, url);
+            if offset > 0 {
+                call = call.header(RANGE, &format!("bytes={offset}-"));
+            }
+            let opened = match self.open(call).await? {
+                Ok(opened) => opened,
+                Err(reply) => return Err(reply.into_error(registry, &operation)),
             };
-            if status == StatusCode::OK && offset > 0 {
+            let status = opened.response.status();
+            if offset > 0 && status != StatusCode::PARTIAL_CONTENT {
                 return Err(protocol(
                     registry,
                     &operation,
                     "the registry ignored the Range request".into(),
                 ));
             }
-            if !ok {
-                return Err(status_error(registry, &operation, answer.response).await);
+            if offset == 0 && status != StatusCode::OK {
+                return Err(protocol(
+                    registry,
+                    &operation,
+                    format!("unexpected HTTP {status} for a whole blob"),
+                ));
+            }
+            let left = size.saturating_sub(offset);
+            if let Some(len) = opened.response.content_length().filter(|n| *n > left) {
+                return Err(protocol(
+                    registry,
+                    &operation,
+                    format!("the answer announces {len} bytes, the descriptor leaves {left}"),
+                ));
             }
             Ok(BlobDownload {
                 offset,
-                response: answer.response,
-                _permit: answer.permit,
+                response: opened.response,
+                _permit: opened.permit,
+                watchdog: Watchdog::new(self.stall_rule()),
+                registry: registry.to_owned(),
+                operation: operation.clone(),
             })
         })
         .await
@@ -128,15 +162,14 @@ impl RegistryClient {
             let registry = repo.registry();
             let operation = format!("start upload to {}", repo.path());
             let url = self.repo_url(repo, "blobs/uploads/")?;
-            let answer = self
-                .send(registry, &Scope::push(repo.path()), &operation, |http| {
-                    http.post(url.clone()).header(CONTENT_LENGTH, "0")
-                })
-                .await?;
-            if answer.response.status() != StatusCode::ACCEPTED {
-                return Err(status_error(registry, &operation, answer.response).await);
+            let scope = Scope::push(repo.path());
+            let call = Call::new(registry, &scope, &operation, Method::POST, url)
+                .header(CONTENT_LENGTH, "0");
+            let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+            if reply.status != StatusCode::ACCEPTED {
+                return Err(reply.into_error(registry, &operation));
             }
-            self.upload_from(repo, &operation, &answer.response)
+            self.upload_from(repo, &operation, &reply)
         })
         .await
     }
@@ -155,22 +188,16 @@ impl RegistryClient {
             url.query_pairs_mut()
                 .append_pair("mount", digest.as_str())
                 .append_pair("from", from.path());
-            let answer = self
-                .send(
-                    registry,
-                    &Scope::mount(repo.path(), from.path()),
-                    &operation,
-                    |http| http.post(url.clone()).header(CONTENT_LENGTH, "0"),
-                )
-                .await?;
-            match answer.response.status() {
+            let scope = Scope::mount(repo.path(), from.path());
+            let call = Call::new(registry, &scope, &operation, Method::POST, url)
+                .header(CONTENT_LENGTH, "0");
+            let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+            match reply.status {
                 StatusCode::CREATED => Ok(Mount::Mounted),
-                StatusCode::ACCEPTED => Ok(Mount::Upload(self.upload_from(
-                    repo,
-                    &operation,
-                    &answer.response,
-                )?)),
-                _ => Err(status_error(registry, &operation, answer.response).await),
+                StatusCode::ACCEPTED => {
+                    Ok(Mount::Upload(self.upload_from(repo, &operation, &reply)?))
+                }
+                _ => Err(reply.into_error(registry, &operation)),
             }
         })
         .await
@@ -180,41 +207,44 @@ impl RegistryClient {
         &self,
         repo: &Repository,
         operation: &str,
-        response: &reqwest::Response,
+        reply: &Reply,
     ) -> Result<Upload, RegistryError> {
-        let location = self.location(repo, operation, response)?;
-        let min_chunk = response
-            .headers()
-            .get("oci-chunk-min-length")
-            .and_then(|v| v.to_str().ok())
+        let location = self.location(repo, operation, reply)?;
+        let min_chunk = reply
+            .header("oci-chunk-min-length")
             .and_then(|v| v.parse().ok());
         Ok(Upload {
             location,
-            offset: range_end(response).unwrap_or(0),
+            offset: range_end(reply).unwrap_or(0),
             min_chunk,
         })
     }
 
+    /// The upload `Location` of an answer, joined to the URL that answered, and checked
+    /// against the rules of where requests may go (another host gets no credentials; plain
+    /// HTTP to a host not listed as insecure is refused here).
     fn location(
         &self,
         repo: &Repository,
         operation: &str,
-        response: &reqwest::Response,
+        reply: &Reply,
     ) -> Result<Url, RegistryError> {
-        let raw = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                protocol(
-                    repo.registry(),
-                    operation,
-                    "no Location in the answer".into(),
-                )
-            })?;
-        self.base_url(repo.registry())?
+        let raw = reply.header(LOCATION.as_str()).ok_or_else(|| {
+            protocol(
+                repo.registry(),
+                operation,
+                "no Location in the answer".into(),
+            )
+        })?;
+        let url = reply
+            .url
             .join(raw)
-            .map_err(|e| protocol(repo.registry(), operation, format!("bad Location: {e}")))
+            .map_err(|e| protocol(repo.registry(), operation, format!("bad Location: {e}")))?;
+        let what = format!("{operation}: the upload Location");
+        if self.origins().check(repo.registry(), &url, &what)? == Destination::Elsewhere {
+            tracing::debug!(registry = repo.registry(), location = %Origins::authority(&url), "the upload goes to another host, without credentials");
+        }
+        Ok(url)
     }
 
     /// Sends `len` bytes of `body` as the next chunk of `upload`, starting at its offset. On
@@ -234,27 +264,25 @@ impl RegistryClient {
         let registry = repo.registry();
         let start = upload.offset;
         let operation = format!("upload bytes {start}+{len} to {}", repo.path());
-        let request = self
-            .http()
-            .patch(upload.location.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_RANGE, format!("{start}-{}", start + len - 1))
-            .header(CONTENT_LENGTH, len.to_string())
-            .body(Body::wrap_stream(body));
-        let answer = self
-            .send_once(
-                registry,
-                &Scope::push(repo.path()),
-                &operation,
-                request,
-                slot,
-            )
+        let scope = Scope::push(repo.path());
+        let call = Call::new(
+            registry,
+            &scope,
+            &operation,
+            Method::PATCH,
+            upload.location.clone(),
+        )
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_RANGE, &format!("{start}-{}", start + len - 1))
+        .header(CONTENT_LENGTH, &len.to_string());
+        let reply = self
+            .send_stream(call, Body::wrap_stream(body), slot)
             .await?;
-        if answer.response.status() != StatusCode::ACCEPTED {
-            return Err(status_error(registry, &operation, answer.response).await);
+        if reply.status != StatusCode::ACCEPTED {
+            return Err(reply.into_error(registry, &operation));
         }
-        upload.location = self.location(repo, &operation, &answer.response)?;
-        upload.offset = range_end(&answer.response).unwrap_or(start + len);
+        upload.location = self.location(repo, &operation, &reply)?;
+        upload.offset = range_end(&reply).unwrap_or(start + len);
         Ok(())
     }
 
@@ -269,17 +297,20 @@ impl RegistryClient {
             .with_retries(|| async {
                 let registry = repo.registry();
                 let operation = format!("upload status in {}", repo.path());
-                let url = upload.location.clone();
-                let answer = self
-                    .send(registry, &Scope::push(repo.path()), &operation, |http| {
-                        http.get(url.clone())
-                    })
-                    .await?;
-                if answer.response.status() != StatusCode::NO_CONTENT {
-                    return Err(status_error(registry, &operation, answer.response).await);
+                let scope = Scope::push(repo.path());
+                let call = Call::new(
+                    registry,
+                    &scope,
+                    &operation,
+                    Method::GET,
+                    upload.location.clone(),
+                );
+                let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+                if reply.status != StatusCode::NO_CONTENT {
+                    return Err(reply.into_error(registry, &operation));
                 }
-                let location = self.location(repo, &operation, &answer.response)?;
-                Ok((location, range_end(&answer.response).unwrap_or(0)))
+                let location = self.location(repo, &operation, &reply)?;
+                Ok((location, range_end(&reply).unwrap_or(0)))
             })
             .await?;
         upload.location = location;
@@ -299,13 +330,12 @@ impl RegistryClient {
             let operation = format!("finish upload of {digest} to {}", repo.path());
             let mut url = upload.location.clone();
             url.query_pairs_mut().append_pair("digest", digest.as_str());
-            let answer = self
-                .send(registry, &Scope::push(repo.path()), &operation, |http| {
-                    http.put(url.clone()).header(CONTENT_LENGTH, "0")
-                })
-                .await?;
-            if answer.response.status() != StatusCode::CREATED {
-                return Err(status_error(registry, &operation, answer.response).await);
+            let scope = Scope::push(repo.path());
+            let call = Call::new(registry, &scope, &operation, Method::PUT, url)
+                .header(CONTENT_LENGTH, "0");
+            let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+            if reply.status != StatusCode::CREATED {
+                return Err(reply.into_error(registry, &operation));
             }
             Ok(())
         })
@@ -331,23 +361,15 @@ impl RegistryClient {
         let operation = format!("upload {digest} to {}", repo.path());
         let mut url = upload.location.clone();
         url.query_pairs_mut().append_pair("digest", digest.as_str());
-        let request = self
-            .http()
-            .put(url)
+        let scope = Scope::push(repo.path());
+        let call = Call::new(registry, &scope, &operation, Method::PUT, url)
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, len.to_string())
-            .body(Body::wrap_stream(body));
-        let answer = self
-            .send_once(
-                registry,
-                &Scope::push(repo.path()),
-                &operation,
-                request,
-                slot,
-            )
+            .header(CONTENT_LENGTH, &len.to_string());
+        let reply = self
+            .send_stream(call, Body::wrap_stream(body), slot)
             .await?;
-        if answer.response.status() != StatusCode::CREATED {
-            return Err(status_error(registry, &operation, answer.response).await);
+        if reply.status != StatusCode::CREATED {
+            return Err(reply.into_error(registry, &operation));
         }
         Ok(())
     }
@@ -355,16 +377,15 @@ impl RegistryClient {
     /// Abandons `upload` (best effort).
     pub async fn cancel_upload(&self, repo: &Repository, upload: &Upload) {
         let operation = format!("cancel upload to {}", repo.path());
-        let url = upload.location.clone();
-        let result = self
-            .send(
-                repo.registry(),
-                &Scope::push(repo.path()),
-                &operation,
-                |http| http.delete(url.clone()),
-            )
-            .await;
-        if let Err(e) = result {
+        let scope = Scope::push(repo.path());
+        let call = Call::new(
+            repo.registry(),
+            &scope,
+            &operation,
+            Method::DELETE,
+            upload.location.clone(),
+        );
+        if let Err(e) = self.fetch(call, MAX_EMPTY_BODY).await {
             tracing::debug!(error = %e, "cancelling an upload failed");
         }
     }
@@ -372,20 +393,11 @@ impl RegistryClient {
 
 /// The accepted length from a `Range: 0-N` header: N+1. Registries answer `0-0` for an empty
 /// upload (distribution writes the same for one byte), so `0-0` reads as nothing accepted.
-fn range_end(response: &reqwest::Response) -> Option<u64> {
-    let value = response.headers().get(RANGE)?.to_str().ok()?;
+fn range_end(reply: &Reply) -> Option<u64> {
+    let value = reply.header(RANGE.as_str())?;
     let (_, end) = value.trim_start_matches("bytes=").split_once('-')?;
     match end.trim().parse::<u64>().ok()? {
         0 => Some(0),
         n => Some(n + 1),
-    }
-}
-
-/// A network error while reading a body.
-pub fn body_error(repo: &Repository, what: &str, err: &reqwest::Error) -> RegistryError {
-    RegistryError::Network {
-        registry: repo.registry().to_owned(),
-        operation: what.to_owned(),
-        message: network_message(err),
     }
 }

@@ -8,11 +8,14 @@ use std::process::Stdio;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::reference::DOCKER_HUB;
 use crate::registry::error::RegistryError;
 use crate::secret::Secret;
+
+/// The most a credential helper's answer may hold.
+pub const MAX_HELPER_OUTPUT: usize = 1024 * 1024;
 
 /// The key Docker uses for Docker Hub in `auths` and when asking helpers.
 const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
@@ -210,19 +213,32 @@ async fn ask_helper(
             .await
             .map_err(|e| err(e.to_string()))?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let (Some(out), Some(errs)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(err("no output pipes".into()));
+    };
+    let cap = u64::try_from(MAX_HELPER_OUTPUT).unwrap_or(u64::MAX) + 1;
+    let (mut out, mut errs) = (out.take(cap), errs.take(cap));
+    let (read_out, read_err) =
+        tokio::join!(out.read_to_end(&mut stdout), errs.read_to_end(&mut stderr));
+    read_out.map_err(|e| err(e.to_string()))?;
+    read_err.map_err(|e| err(e.to_string()))?;
+    if stdout.len() > MAX_HELPER_OUTPUT {
+        return Err(err(format!(
+            "answered more than {} KiB",
+            MAX_HELPER_OUTPUT / 1024
+        )));
+    }
+    let status = child.wait().await.map_err(|e| err(e.to_string()))?;
+    if !status.success() {
+        let text = String::from_utf8_lossy(&stdout).to_string() + &String::from_utf8_lossy(&stderr);
         if text.contains("credentials not found") {
             return Ok(None);
         }
-        return Err(err(format!("exited with {}", out.status)));
+        return Err(err(format!("exited with {status}")));
     }
-    let answer: HelperAnswer = serde_json::from_slice(&out.stdout)
+    let answer: HelperAnswer = serde_json::from_slice(&stdout)
         .map_err(|_| err("answer is not the expected JSON".into()))?;
     Ok(Some(if answer.username == "<token>" {
         Credential::IdentityToken(Secret::new(answer.secret))

@@ -7,10 +7,36 @@ use crate::digest::Digest;
 /// Whether an error may pass if the same request is made again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Connection failures, timeouts, 408, 429, 5xx: retry with backoff.
+    /// Broken connections, timeouts, 408, 429, 5xx: retry with backoff.
     Transient,
+    /// The host cannot be reached at all (its name does not resolve, the connection is
+    /// refused or never completes): tried again briefly, then reported; a fleet worker tries
+    /// the job again later, a one-off run does not.
+    Unreachable,
     /// Everything else: retrying gives the same answer.
     Permanent,
+}
+
+/// How a request that got no whole answer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkFailure {
+    /// The request's deadline passed.
+    Timeout,
+    /// A blob body stopped moving (the stall watchdog).
+    Stalled,
+    /// The connection broke, or the body ended early.
+    Broken,
+}
+
+/// Why a host cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Its name does not resolve.
+    Dns,
+    /// It refuses connections.
+    Refused,
+    /// Connecting to it does not complete in time.
+    ConnectTimeout,
 }
 
 /// An error from a registry operation. Messages name the registry and the operation, never a
@@ -31,7 +57,7 @@ pub enum RegistryError {
         /// The `Retry-After` delay the registry asked for.
         retry_after: Option<Duration>,
     },
-    /// The request did not get an answer: connect, reset, timeout, broken body.
+    /// The request did not get a whole answer: a reset, a deadline, a broken or stalled body.
     #[error("{registry}: {operation}: {message}")]
     Network {
         /// Registry host.
@@ -40,6 +66,19 @@ pub enum RegistryError {
         operation: String,
         /// What failed, without URLs carrying credentials.
         message: String,
+        /// Which way it failed.
+        failure: NetworkFailure,
+    },
+    /// The host cannot be reached: it does not resolve, refuses connections, or does not
+    /// complete them.
+    #[error("{host}: {}", unreachable_text(*.why, .host))]
+    Unreachable {
+        /// The host (the registry's, or the one a registry sent us to).
+        host: String,
+        /// Registry host the request was for.
+        registry: String,
+        /// Why.
+        why: Unreachable,
     },
     /// The TLS handshake failed: a certificate not trusted or not valid for the host, or a
     /// server that does not speak TLS. Trying again gives the same answer.
@@ -94,6 +133,15 @@ pub enum RegistryError {
         /// What is wrong.
         message: String,
     },
+    /// The registry refused a token in the middle of an operation that cannot be repeated as
+    /// it was (a streamed upload); a new token was fetched, and the operation may go on.
+    #[error("{registry}: {operation}: the token was refused; a new one was fetched")]
+    TokenRenewed {
+        /// Registry host.
+        registry: String,
+        /// What was being done.
+        operation: String,
+    },
     /// The Docker config or a credential helper could not be read.
     #[error("credentials for {registry}: {message}")]
     Credentials {
@@ -102,6 +150,16 @@ pub enum RegistryError {
         /// What went wrong.
         message: String,
     },
+}
+
+fn unreachable_text(why: Unreachable, _host: &str) -> &'static str {
+    match why {
+        Unreachable::Dns => "the host name does not resolve (is this machine online?)",
+        Unreachable::Refused => "the host refuses connections (is the registry running?)",
+        Unreachable::ConnectTimeout => {
+            "the host does not answer connection attempts (a firewall, or no route to it?)"
+        }
+    }
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -113,8 +171,27 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl RegistryError {
-    /// A request to `registry` that got no answer, or failed its TLS handshake.
+    /// A request to `registry` (at `host`) that got no answer: its TLS handshake failed, the
+    /// host could not be reached, the deadline passed, or the connection broke.
     pub(crate) fn network(registry: &str, operation: &str, err: &reqwest::Error) -> Self {
+        Self::network_at(registry, registry, operation, err)
+    }
+
+    /// Like [`network`](Self::network) for a request to `host`, which may not be the
+    /// registry's own (a token realm, a redirect).
+    pub(crate) fn network_at(
+        host: &str,
+        registry: &str,
+        operation: &str,
+        err: &reqwest::Error,
+    ) -> Self {
+        if let Some(why) = unreachable_cause(err) {
+            return Self::Unreachable {
+                host: host.to_owned(),
+                registry: registry.to_owned(),
+                why,
+            };
+        }
         if let Some(tls) = tls_error(err) {
             let hint = match tls {
                 rustls::Error::InvalidMessage(_) => {
@@ -128,18 +205,49 @@ impl RegistryError {
                 message: format!("{tls}{hint}"),
             };
         }
+        let failure = if err.is_timeout() {
+            NetworkFailure::Timeout
+        } else {
+            NetworkFailure::Broken
+        };
         Self::Network {
             registry: registry.to_owned(),
             operation: operation.to_owned(),
             message: network_message(err),
+            failure,
         }
+    }
+
+    /// A request that ran out of its deadline.
+    pub(crate) fn timeout(registry: &str, operation: &str, deadline: Duration) -> Self {
+        Self::Network {
+            registry: registry.to_owned(),
+            operation: operation.to_owned(),
+            message: format!(
+                "no whole answer within {}s (the request timeout)",
+                deadline.as_secs()
+            ),
+            failure: NetworkFailure::Timeout,
+        }
+    }
+
+    /// Whether this is a request that ran out of time (deadline or stall).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Network {
+                failure: NetworkFailure::Timeout | NetworkFailure::Stalled,
+                ..
+            }
+        )
     }
 
     /// Whether trying again may help.
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Status { status, .. } if is_transient_status(*status) => ErrorClass::Transient,
-            Self::Network { .. } => ErrorClass::Transient,
+            Self::Network { .. } | Self::TokenRenewed { .. } => ErrorClass::Transient,
+            Self::Unreachable { .. } => ErrorClass::Unreachable,
             _ => ErrorClass::Permanent,
         }
     }
@@ -155,7 +263,8 @@ impl RegistryError {
         match self {
             Self::Status { status, .. } if is_transient_status(*status) => "transient".into(),
             Self::Status { status, .. } => format!("http_{status}"),
-            Self::Network { .. } => "transient".into(),
+            Self::Network { .. } | Self::TokenRenewed { .. } => "transient".into(),
+            Self::Unreachable { .. } => "unreachable".into(),
             Self::Tls { .. } => "tls".into(),
             Self::Auth { .. } => "auth".into(),
             Self::NotFound { .. } => "not_found".into(),
@@ -170,6 +279,14 @@ impl RegistryError {
     pub fn retry_class(&self) -> String {
         match self {
             Self::Status { status, .. } => format!("http_{status}"),
+            Self::Network {
+                failure: NetworkFailure::Timeout,
+                ..
+            } => "timeout".into(),
+            Self::Network {
+                failure: NetworkFailure::Stalled,
+                ..
+            } => "stalled".into(),
             Self::Network { .. } => "network".into(),
             other => other.kind(),
         }
@@ -188,6 +305,8 @@ impl RegistryError {
         match self {
             Self::Status { registry, .. }
             | Self::Network { registry, .. }
+            | Self::Unreachable { registry, .. }
+            | Self::TokenRenewed { registry, .. }
             | Self::Tls { registry, .. }
             | Self::Auth { registry, .. }
             | Self::NotFound { registry, .. }
@@ -201,6 +320,35 @@ impl RegistryError {
 /// 408, 429 and 5xx may pass on a later try.
 pub fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
+}
+
+/// Why the host of a request that failed to connect cannot be reached, when that is how it
+/// failed: the name did not resolve, the connection was refused, or connecting timed out.
+fn unreachable_cause(err: &reqwest::Error) -> Option<Unreachable> {
+    if !err.is_connect() {
+        return None;
+    }
+    if tls_error(err).is_some() {
+        return None;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Some(Unreachable::Refused),
+                std::io::ErrorKind::TimedOut => return Some(Unreachable::ConnectTimeout),
+                _ => {}
+            }
+        }
+        if e.to_string().starts_with("dns error") {
+            return Some(Unreachable::Dns);
+        }
+        source = e.source();
+    }
+    if err.is_timeout() {
+        return Some(Unreachable::ConnectTimeout);
+    }
+    None
 }
 
 /// The rustls error somewhere in `err`'s chain of sources. I/O errors carry theirs inside,

@@ -3,20 +3,21 @@
 //! `oci-client` is used to read the descriptors inside.
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use oci_client::manifest::{
     ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest,
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
 };
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
 
 use crate::digest::Digest;
 use crate::reference::Repository;
-use crate::registry::client::{status_error, RegistryClient};
-use crate::registry::error::{network_message, RegistryError};
+use crate::registry::body::MAX_EMPTY_BODY;
+use crate::registry::client::RegistryClient;
+use crate::registry::error::RegistryError;
 use crate::registry::token::Scope;
+use crate::registry::transport::Call;
 
 /// The largest manifest accepted (as registries limit them too).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -192,56 +193,18 @@ impl RegistryClient {
         let registry = repo.registry();
         let operation = format!("GET manifest {}:{reference}", repo.path());
         let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
-        let answer = self
-            .send(registry, &Scope::pull(repo.path()), &operation, |http| {
-                http.get(url.clone()).header(ACCEPT, ACCEPTED)
-            })
-            .await?;
-        let response = answer.response;
-        if response.status() != StatusCode::OK {
-            return Err(status_error(registry, &operation, response).await);
+        let scope = Scope::pull(repo.path());
+        let call =
+            Call::new(registry, &scope, &operation, Method::GET, url).header(ACCEPT, ACCEPTED);
+        let reply = self.fetch(call, MAX_MANIFEST_BYTES).await?;
+        if reply.status != StatusCode::OK {
+            return Err(reply.into_error(registry, &operation));
         }
-        let too_large = |n: usize| {
-            protocol(
-                registry,
-                &operation,
-                format!("manifest is {n} bytes, over the {MAX_MANIFEST_BYTES}-byte limit"),
-            )
-        };
-        if let Some(len) = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            if len > MAX_MANIFEST_BYTES {
-                return Err(too_large(len));
-            }
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let header_digest = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
+        let header_digest = reply
+            .header("docker-content-digest")
             .and_then(|v| v.parse::<Digest>().ok());
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Network {
-                registry: registry.to_owned(),
-                operation: operation.clone(),
-                message: network_message(&e),
-            })?;
-            if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-                return Err(too_large(body.len() + chunk.len()));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let manifest = Manifest::from_bytes(Bytes::from(body), content_type.as_deref())
+        let content_type = reply.header(CONTENT_TYPE.as_str()).map(str::to_owned);
+        let manifest = Manifest::from_bytes(reply.body, content_type.as_deref())
             .map_err(|m| protocol(registry, &operation, m))?;
         let expected = match reference.parse::<Digest>() {
             Ok(d) => Some(d),
@@ -260,22 +223,38 @@ impl RegistryClient {
         Ok(manifest)
     }
 
-    /// The digest `reference` resolves to in `repo`, or `None` when it does not exist.
+    /// The digest `reference` resolves to in `repo`, or `None` when it does not exist: a
+    /// HEAD (free where GETs are counted as pulls), with a GET only when the registry's
+    /// answer carries no digest.
     pub async fn manifest_digest(
         &self,
         repo: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
+        Ok(match self.head_manifest(repo, reference).await? {
+            ManifestHead::Missing => None,
+            ManifestHead::Found { digest, .. } => Some(digest),
+            ManifestHead::Read(m) => Some(m.digest),
+        })
+    }
+
+    /// What `reference` is in `repo`, asked with a HEAD (the same `Accept` list as a GET);
+    /// when the answer carries no digest, the manifest is read instead and handed back, so
+    /// that it is not read twice.
+    pub async fn head_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<ManifestHead, RegistryError> {
         let found = self
             .with_retries(|| self.head_manifest_once(repo, reference))
             .await?;
         match found {
-            Head::Missing => Ok(None),
-            Head::Digest(d) => Ok(Some(d)),
-            // No digest header: read the manifest itself.
+            Head::Missing => Ok(ManifestHead::Missing),
+            Head::Digest { digest, media_type } => Ok(ManifestHead::Found { digest, media_type }),
             Head::Present => match self.get_manifest(repo, reference).await {
-                Ok(m) => Ok(Some(m.digest)),
-                Err(RegistryError::NotFound { .. }) => Ok(None),
+                Ok(m) => Ok(ManifestHead::Read(m)),
+                Err(RegistryError::NotFound { .. }) => Ok(ManifestHead::Missing),
                 Err(e) => Err(e),
             },
         }
@@ -289,21 +268,22 @@ impl RegistryClient {
         let registry = repo.registry();
         let operation = format!("HEAD manifest {}:{reference}", repo.path());
         let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
-        let answer = self
-            .send(registry, &Scope::pull(repo.path()), &operation, |http| {
-                http.head(url.clone()).header(ACCEPT, ACCEPTED)
-            })
-            .await?;
-        let response = answer.response;
-        match response.status() {
-            StatusCode::OK => Ok(response
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<Digest>().ok())
-                .map_or(Head::Present, Head::Digest)),
+        let scope = Scope::pull(repo.path());
+        let call =
+            Call::new(registry, &scope, &operation, Method::HEAD, url).header(ACCEPT, ACCEPTED);
+        let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+        match reply.status {
+            StatusCode::OK => {
+                let media_type = reply
+                    .header(CONTENT_TYPE.as_str())
+                    .map(|c| c.split(';').next().unwrap_or(c).trim().to_owned());
+                Ok(reply
+                    .header("docker-content-digest")
+                    .and_then(|v| v.parse::<Digest>().ok())
+                    .map_or(Head::Present, |digest| Head::Digest { digest, media_type }))
+            }
             StatusCode::NOT_FOUND => Ok(Head::Missing),
-            _ => Err(status_error(registry, &operation, response).await),
+            _ => Err(reply.into_error(registry, &operation)),
         }
     }
 
@@ -327,21 +307,16 @@ impl RegistryClient {
         let registry = repo.registry();
         let operation = format!("PUT manifest {}:{reference}", repo.path());
         let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
-        let answer = self
-            .send(registry, &Scope::push(repo.path()), &operation, |http| {
-                http.put(url.clone())
-                    .header(CONTENT_TYPE, manifest.media_type.as_str())
-                    .body(manifest.bytes.clone())
-            })
-            .await?;
-        let response = answer.response;
-        if response.status() != StatusCode::CREATED && response.status() != StatusCode::OK {
-            return Err(status_error(registry, &operation, response).await);
+        let scope = Scope::push(repo.path());
+        let call = Call::new(registry, &scope, &operation, Method::PUT, url)
+            .header(CONTENT_TYPE, manifest.media_type.as_str())
+            .body(manifest.bytes.clone());
+        let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
+        if reply.status != StatusCode::CREATED && reply.status != StatusCode::OK {
+            return Err(reply.into_error(registry, &operation));
         }
-        let stored = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
+        let stored = reply
+            .header("docker-content-digest")
             .and_then(|v| v.parse::<Digest>().ok());
         match stored {
             Some(d) if d.algorithm() == "sha256" && d != manifest.digest => {
@@ -360,7 +335,26 @@ impl RegistryClient {
 enum Head {
     Missing,
     Present,
-    Digest(Digest),
+    Digest {
+        digest: Digest,
+        media_type: Option<String>,
+    },
+}
+
+/// What a HEAD of a manifest found.
+#[derive(Debug, Clone)]
+pub enum ManifestHead {
+    /// Nothing under that reference.
+    Missing,
+    /// A manifest with this digest (and the media type the registry gave, if any).
+    Found {
+        /// Its digest.
+        digest: Digest,
+        /// Its media type.
+        media_type: Option<String>,
+    },
+    /// The answer had no digest, so the manifest was read: here it is.
+    Read(Manifest),
 }
 
 pub(crate) fn protocol(registry: &str, operation: &str, message: String) -> RegistryError {

@@ -1,22 +1,35 @@
 //! Talking to OCI distribution registries: credentials, auth, retries, manifests, blobs and
 //! uploads, over one shared HTTP client. Registry quirks stay in this module; the rest of the
 //! code speaks in references, digests and manifests.
+//!
+//! Every request goes through the private transport, which alone decides where a request may
+//! go and whether it carries credentials (`origin`), reads every answer within a cap and every
+//! request within a deadline (`body`), and remembers hosts that cannot be reached.
 
+mod auth;
 pub mod blob;
+pub mod body;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod error;
+mod limits;
 pub mod manifest;
+mod origin;
 pub mod retry;
 pub mod tags;
 pub mod token;
+mod transport;
 mod trust;
 
+pub use auth::HELPER_TIMEOUT;
 pub use blob::{BlobDownload, Mount, Upload};
-pub use client::{ClientOptions, RegistryClient, UploadSlot};
+pub use body::{StallRule, Stalled, Watchdog};
+pub use client::{ClientOptions, RegistryClient};
 pub use credentials::{Credential, DockerConfig};
-pub use error::{ErrorClass, RegistryError};
-pub use manifest::{Descriptor, Manifest, ManifestKind, MAX_MANIFEST_BYTES};
+pub use error::{ErrorClass, NetworkFailure, RegistryError, Unreachable};
+pub use limits::UploadSlot;
+pub use manifest::{Descriptor, Manifest, ManifestHead, ManifestKind, MAX_MANIFEST_BYTES};
 pub use retry::RetryPolicy;
 pub use token::Scope;
+pub use transport::MAX_REDIRECTS;

@@ -10,6 +10,9 @@ use crate::registry::error::RegistryError;
 
 /// The longest `Retry-After` we honour; a registry asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// Retries of one request that ran out of time: a registry that does not answer within the
+/// deadline twice in a row will not answer the third time either.
+pub const TIMEOUT_RETRIES: usize = 2;
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +44,9 @@ impl RetryPolicy {
             .with_jitter()
     }
 
-    /// Runs `op` until it succeeds, fails permanently, or the retries run out. `on_retry` hears
-    /// of each retry with its delay (for logs and metrics).
+    /// Runs `op` until it succeeds, fails permanently, or the retries run out (at most
+    /// [`TIMEOUT_RETRIES`] of them for timeouts). `on_retry` hears of each retry with its delay
+    /// (for logs and metrics).
     pub async fn run<T, F, Fut>(
         &self,
         op: F,
@@ -52,8 +56,17 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
+        let mut timeouts = 0_usize;
         op.retry(self.backoff())
-            .when(RegistryError::is_transient)
+            .when(|e: &RegistryError| {
+                if e.is_timeout() {
+                    timeouts += 1;
+                    if timeouts > TIMEOUT_RETRIES {
+                        return false;
+                    }
+                }
+                e.is_transient()
+            })
             .adjust(|err: &RegistryError, computed| {
                 computed.map(|d| match err.retry_after() {
                     Some(asked) => asked.min(RETRY_AFTER_CAP),

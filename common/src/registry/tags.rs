@@ -3,19 +3,23 @@
 //! Pages are followed through the `Link: <…>; rel="next"` header. Some registries ignore `n`
 //! and `last` and answer the whole list, sometimes with a `Link` to a page they have already
 //! sent: a page that brings no tag not seen before, or a next URL already visited, ends the
-//! listing, so every tag comes once and the listing always ends.
+//! listing, so every tag comes once and the listing always ends. A `Link` to another origin
+//! is an error naming it: its tags are never taken, and no credential goes there. Each page
+//! is read within [`MAX_TAG_PAGE`] bytes.
 
 use std::collections::HashSet;
 
 use reqwest::header::LINK;
-use reqwest::StatusCode;
-use reqwest::Url;
+use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use crate::registry::client::{status_error, RegistryClient};
+use crate::registry::body::MAX_TAG_PAGE;
+use crate::registry::client::RegistryClient;
 use crate::registry::error::RegistryError;
 use crate::registry::manifest::protocol;
+use crate::registry::origin::Origins;
 use crate::registry::token::Scope;
+use crate::registry::transport::Call;
 use crate::Repository;
 
 /// Tags asked for per page.
@@ -65,15 +69,9 @@ impl RegistryClient {
         };
         let operation = format!("list tags of {}", repo.path());
         // The push scope, as the copy that follows asks for: one token serves both.
-        let answer = self
-            .send(
-                repo.registry(),
-                &Scope::push(repo.path()),
-                &operation,
-                |http| http.get(url.clone()),
-            )
-            .await;
-        matches!(answer, Ok(a) if a.response.status() == StatusCode::NOT_FOUND)
+        let scope = Scope::push(repo.path());
+        let call = Call::new(repo.registry(), &scope, &operation, Method::GET, url);
+        matches!(self.fetch(call, MAX_TAG_PAGE).await, Ok(r) if r.status == StatusCode::NOT_FOUND)
     }
 
     async fn tags_page(
@@ -83,26 +81,31 @@ impl RegistryClient {
     ) -> Result<(Vec<String>, Option<Url>), RegistryError> {
         let registry = repo.registry();
         let operation = format!("list tags of {}", repo.path());
-        let answer = self
-            .send(registry, &Scope::pull(repo.path()), &operation, |http| {
-                http.get(url.clone())
-            })
-            .await?;
-        let response = answer.response;
-        if response.status() != StatusCode::OK {
-            return Err(status_error(registry, &operation, response).await);
+        let scope = Scope::pull(repo.path());
+        let call = Call::new(registry, &scope, &operation, Method::GET, url.clone());
+        let reply = self.fetch(call, MAX_TAG_PAGE).await?;
+        if reply.status != StatusCode::OK {
+            return Err(reply.into_error(registry, &operation));
         }
-        let next = response
-            .headers()
-            .get(LINK)
-            .and_then(|v| v.to_str().ok())
+        let next = reply
+            .header(LINK.as_str())
             .and_then(next_link)
-            .and_then(|link| url.join(&link).ok());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| RegistryError::network(registry, &operation, &e))?;
-        let list: TagList = serde_json::from_slice(&body)
+            .and_then(|link| reply.url.join(&link).ok());
+        if let Some(next) = &next {
+            if !self.origins().is_registry_origin(registry, next) {
+                return Err(protocol(
+                    registry,
+                    &operation,
+                    format!(
+                        "the next page's Link points to another origin ({}://{}); its tags \
+                         are not taken",
+                        next.scheme(),
+                        Origins::authority(next)
+                    ),
+                ));
+            }
+        }
+        let list: TagList = serde_json::from_slice(&reply.body)
             .map_err(|e| protocol(registry, &operation, format!("bad tag list: {e}")))?;
         Ok((list.tags.unwrap_or_default(), next))
     }

@@ -1,15 +1,20 @@
 //! Bearer tokens for token-auth registries (Docker Hub, quay.io, ghcr.io, …): fetched from the
-//! realm a challenge names, for a scope, and cached until shortly before they expire.
+//! realm the registry's own challenge names, for a scope, one fetch at a time per registry
+//! and scope, and cached until shortly before they expire.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reqwest::Url;
 use serde::Deserialize;
 
-use crate::registry::client::{basic_auth_header, status_error, RegistryClient};
+use crate::registry::auth::basic_auth_header;
+use crate::registry::client::RegistryClient;
 use crate::registry::credentials::Credential;
-use crate::registry::error::{network_message, RegistryError};
+use crate::registry::error::RegistryError;
+use crate::registry::transport::RealmRequest;
 use crate::secret::Secret;
 
 /// What a request needs access to: a repository, pull or push, and for cross-repository
@@ -70,16 +75,27 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-/// Tokens by registry and scope.
+/// A token as cached: renewed a little before it expires.
+struct Cached {
+    token: Secret,
+    renew_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// Tokens by registry and scope. One request per registry and scope fetches a token at a
+/// time; the others wait for it and use it.
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<(String, Scope), (Secret, Instant)>>,
+    slots: Mutex<HashMap<(String, Scope), Slot>>,
+    fetched: AtomicU64,
 }
 
 impl TokenCache {
-    /// A valid token for `scope` at `registry`, from the cache unless `refresh` or expired.
+    /// A valid token for `scope` at `registry`: the cached one unless it is due for renewal
+    /// or is `rejected` (the token a request just had refused), else a new one from `realm`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn get_or_fetch(
+    pub(crate) async fn get(
         &self,
         client: &RegistryClient,
         registry: &str,
@@ -87,42 +103,50 @@ impl TokenCache {
         service: Option<&str>,
         scope: &Scope,
         credential: Option<&Credential>,
-        refresh: bool,
+        rejected: Option<&Secret>,
     ) -> Result<Secret, RegistryError> {
-        let key = (registry.to_owned(), scope.clone());
-        if !refresh {
-            let cached = self
-                .tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned();
-            if let Some((token, until)) = cached {
-                if Instant::now() < until {
-                    return Ok(token);
-                }
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                slots
+                    .entry((registry.to_owned(), scope.clone()))
+                    .or_default(),
+            )
+        };
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if Instant::now() < c.renew_at && rejected != Some(&c.token) {
+                return Ok(c.token.clone());
             }
         }
+        let realm = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: registry.to_owned(),
+            operation: "fetch token".into(),
+            message: format!("the challenge names a realm that is not a URL: {e}"),
+        })?;
         let (token, lifetime) = client
-            .with_retries(|| fetch(client, registry, realm, service, scope, credential))
+            .with_retries(|| fetch(client, registry, &realm, service, scope, credential))
             .await?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
         // Renew a little early so that a token never expires in the middle of a request.
-        let until = Instant::now()
-            + lifetime
-                .saturating_sub(Duration::from_secs(10))
-                .max(Duration::from_secs(5));
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (token.clone(), until));
+        let margin = (lifetime / 10).max(Duration::from_secs(5));
+        *cached = Some(Cached {
+            token: token.clone(),
+            renew_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
         Ok(token)
+    }
+
+    /// Tokens fetched so far.
+    pub(crate) fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 }
 
 async fn fetch(
     client: &RegistryClient,
     registry: &str,
-    realm: &str,
+    realm: &Url,
     service: Option<&str>,
     scope: &Scope,
     credential: Option<&Credential>,
@@ -132,7 +156,6 @@ async fn fetch(
     if let Some(s) = service {
         query.push(("service", s.to_owned()));
     }
-    let http = client.http();
     let request = match credential {
         Some(Credential::IdentityToken(refresh_token)) => {
             let mut form = vec![
@@ -146,32 +169,28 @@ async fn fetch(
                 .map(|(k, v)| format!("{k}={}", urlencode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
-            http.post(realm)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
+            RealmRequest::Post {
+                form: bytes::Bytes::from(body),
+            }
         }
-        Some(Credential::Basic { username, password }) => http.get(realm).query(&query).header(
-            "authorization",
-            basic_auth_header(username, password.expose()),
-        ),
-        None => http.get(realm).query(&query),
+        Some(Credential::Basic { username, password }) => RealmRequest::Get {
+            query,
+            authorization: Some(basic_auth_header(username, password.expose())),
+        },
+        None => RealmRequest::Get {
+            query,
+            authorization: None,
+        },
     };
-    let response = request.send().await.map_err(|e| RegistryError::Network {
-        registry: registry.to_owned(),
-        operation: operation.to_owned(),
-        message: network_message(&e),
-    })?;
-    if !response.status().is_success() {
-        return Err(status_error(registry, operation, response).await);
-    }
-    let answer: TokenAnswer = response.json().await.map_err(|e| RegistryError::Protocol {
-        registry: registry.to_owned(),
-        operation: operation.to_owned(),
-        message: format!(
-            "token answer is not the expected JSON: {}",
-            network_message(&e)
-        ),
-    })?;
+    let body = client
+        .call_realm(registry, realm, operation, request)
+        .await?;
+    let answer: TokenAnswer =
+        serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            registry: registry.to_owned(),
+            operation: operation.to_owned(),
+            message: format!("token answer is not the expected JSON: {e}"),
+        })?;
     let token = answer
         .token
         .or(answer.access_token)
@@ -181,7 +200,8 @@ async fn fetch(
             operation: operation.to_owned(),
             message: "token answer holds no token".into(),
         })?;
-    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(60));
+    // The distribution spec's default lifetime is 60 s.
+    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
     Ok((Secret::new(token), lifetime))
 }
 

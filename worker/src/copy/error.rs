@@ -1,6 +1,6 @@
 //! Why a copy failed, and whether another attempt may succeed.
 
-use image_mirror_common::registry::RegistryError;
+use image_mirror_common::registry::{ErrorClass, RegistryError};
 
 /// A failed copy.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +24,18 @@ pub enum CopyError {
 }
 
 impl CopyError {
+    /// Whether a later attempt may succeed, and how soon.
+    pub fn error_class(&self) -> ErrorClass {
+        match self {
+            Self::Registry(e) => e.class(),
+            Self::Invalid(_) => ErrorClass::Permanent,
+            Self::Verify { .. } => ErrorClass::Transient,
+        }
+    }
+
     /// Whether a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Registry(e) => e.is_transient(),
-            Self::Invalid(_) => false,
-            Self::Verify { .. } => true,
-        }
+        self.error_class() == ErrorClass::Transient
     }
 
     /// A short stable name of the failure class, for events, reports and metrics.

@@ -1,39 +1,50 @@
-//! The copy engine: one image reference (tag or digest), source to target, byte for byte.
+//! The copy engine: one image reference (tag or digest), source to target, byte for byte, in
+//! four named steps:
 //!
-//! 1. Read the source manifest raw and check its digest; when the target already resolves to
-//!    it, stop: already present.
-//! 2. Walk the manifest tree (indexes and manifest lists, every platform, attestations).
-//! 3. Meanwhile, copy every blob the target lacks (skip, mount, or stream), each as soon as
-//!    the manifest listing it has been read.
-//! 4. Push child manifests by digest, each as soon as its own blobs are in the target and every
-//!    blob of the image has matched its digest; then the top level by tag.
-//! 5. Check that the target resolves to the source digest.
+//! 1. [`resolve`](resolve): HEAD both ends; when the target tag has the source digest, stop
+//!    (already present, nothing read); when the target holds the digest under another tag,
+//!    read the manifest there and push only the tag; else read the top manifest from the source.
+//! 2. transfer: walk the manifest tree ([`walk`]: every child the target lacks, each once)
+//!    while the blobs the target lacks are copied ([`blob_copy`]: skip, mount, or stream, each
+//!    as soon as the manifest listing it has been read, one flight per blob and registry).
+//! 3. [`push`]: child manifests by digest, each as soon as its own blobs are in the target and
+//!    every blob of the image has matched its digest; nested indexes; the top level by tag.
+//! 4. verify: the target resolves to the source digest.
 
 mod blob_copy;
 mod error;
+mod flights;
 mod mounts;
 mod progress;
+mod push;
 mod report;
+mod resolve;
+mod source;
+mod upload;
+mod walk;
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use image_mirror_common::registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
+use image_mirror_common::registry::{Descriptor, Manifest, RegistryClient};
 use image_mirror_common::{metrics, Digest, ImageRef, Repository};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use error::CopyError;
 pub use mounts::MountIndex;
+pub use push::RACE_RETRIES;
 pub use report::{CopyOutcome, CopyReport, Phases};
+pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};
 
 use crate::copy::blob_copy::BlobOutcome;
+use crate::copy::flights::Flights;
 use crate::copy::progress::Progress;
+use crate::copy::push::Pushing;
 use crate::copy::report::Counters;
+use crate::copy::resolve::{platforms_of, Plan};
+use crate::copy::walk::{Tree, Walk};
 
 /// How a target stands against its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +68,6 @@ pub enum Comparison {
     },
 }
 
-/// Deepest nesting of indexes followed.
-const MAX_DEPTH: usize = 4;
-
 /// Tuning of the copy engine.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyOptions {
@@ -81,27 +89,29 @@ impl Default for CopyOptions {
     }
 }
 
-/// Copies images; one engine serves a whole process, sharing connections and the knowledge of
-/// where blobs are (for mounts).
+/// Copies images; one engine serves a whole process, sharing connections, the knowledge of
+/// where blobs are (for mounts), and the blob flights under way.
 #[derive(Clone)]
 pub struct CopyEngine {
     client: RegistryClient,
     mounts: Arc<MountIndex>,
+    flights: Arc<Flights>,
     options: CopyOptions,
 }
 
-/// The source tree, children before their parents.
-struct Tree {
-    manifests: Vec<Manifest>,
-    /// The blobs each image manifest lists, by the manifest's digest.
-    blobs: HashMap<Digest, Vec<Digest>>,
-    platforms: Vec<String>,
-    /// When the last manifest had been read.
-    resolved: Instant,
-}
-
 /// A blob's copy as the transfer stream holds it.
-type BlobTask<'a> = Pin<Box<dyn Future<Output = Result<BlobOutcome, CopyError>> + Send + 'a>>;
+type BlobTask<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<BlobOutcome, CopyError>> + Send + 'a>,
+>;
+
+/// The state one copy's steps share.
+struct Copying<'a> {
+    source: &'a Repository,
+    target: &'a Repository,
+    counters: Counters,
+    progress: Progress,
+    started: Instant,
+}
 
 impl CopyEngine {
     /// An engine over `client` that remembers blob locations for this process only.
@@ -114,6 +124,7 @@ impl CopyEngine {
         Self {
             client,
             mounts: Arc::new(mounts),
+            flights: Arc::default(),
             options,
         }
     }
@@ -129,173 +140,178 @@ impl CopyEngine {
         source: &ImageRef,
         target: &ImageRef,
     ) -> Result<CopyReport, CopyError> {
-        let started = Instant::now();
-        let resolve_span = tracing::info_span!(
+        let span = tracing::info_span!(
             "copy.resolve",
             source = %source,
             digest = tracing::field::Empty,
             media_type = tracing::field::Empty,
         );
-        let resolve_guard = resolve_span.clone();
-        let src_repo = source.repository();
-        let dst_repo = target.repository();
-        // The target tag (the source's when the target names none) is asked about while the
-        // source manifest is read: one round trip for an image that is already mirrored.
-        let named = target.tag().or(source.tag()).map(ToString::to_string);
-        let source_reference = source.reference();
-        let (top, existing) = match &named {
-            Some(reference) => {
-                let (top, existing) = async {
-                    tokio::join!(
-                        self.client.get_manifest(src_repo, &source_reference),
-                        self.client.manifest_digest(dst_repo, reference)
-                    )
-                }
-                .instrument(resolve_guard.clone())
-                .await;
-                (top?, existing?)
-            }
-            None => {
-                let top = self
-                    .client
-                    .get_manifest(src_repo, &source.reference())
-                    .instrument(resolve_guard.clone())
-                    .await?;
-                let existing = self
-                    .client
-                    .manifest_digest(dst_repo, top.digest.as_str())
-                    .instrument(resolve_guard.clone())
-                    .await?;
-                (top, existing)
-            }
+        let c = Copying {
+            source: source.repository(),
+            target: target.repository(),
+            counters: Counters::default(),
+            progress: Progress::new(),
+            started: Instant::now(),
         };
-        resolve_span.record("digest", tracing::field::display(&top.digest));
-        resolve_span.record("media_type", top.media_type.as_str());
-        if let Some(d) = target.digest() {
-            if *d != top.digest {
-                return Err(CopyError::Invalid(format!(
-                    "target {target} names digest {d}, but the source is {}",
-                    top.digest
-                )));
+        let resolution = self
+            .resolve(source, target)
+            .instrument(span.clone())
+            .await?;
+        let reference = resolution.reference;
+        match resolution.plan {
+            Plan::UpToDate { digest, media_type } => {
+                span.record("digest", tracing::field::display(&digest));
+                Ok(c.counters.report(
+                    CopyOutcome::AlreadyPresent,
+                    digest,
+                    media_type.unwrap_or_default(),
+                    Vec::new(),
+                    c.started,
+                    Phases {
+                        resolve: c.started.elapsed(),
+                        ..Phases::default()
+                    },
+                ))
+            }
+            Plan::Retag { manifest } => {
+                record_top(&span, &manifest);
+                drop(span);
+                self.retag(&c, &reference, manifest).await
+            }
+            Plan::Copy { top, target_is_new } => {
+                record_top(&span, &top);
+                self.copy_tree(&c, &reference, top, target_is_new, span)
+                    .await
             }
         }
-        let dst_reference = named.unwrap_or_else(|| top.digest.to_string());
-        if existing.as_ref() == Some(&top.digest) {
-            let platforms = match top.kind() {
-                ManifestKind::Index => top
-                    .children()
-                    .map_err(CopyError::Invalid)?
-                    .into_iter()
-                    .filter_map(|c| c.platform)
-                    .collect(),
-                ManifestKind::Image => Vec::new(),
-            };
-            return Ok(CopyReport {
-                outcome: CopyOutcome::AlreadyPresent,
-                digest: top.digest,
-                media_type: top.media_type,
-                platforms,
-                bytes_sent: 0,
-                blobs_copied: 0,
-                blobs_mounted: 0,
-                blobs_skipped: 0,
-                manifests_pushed: 0,
-                resumes: 0,
-                duration: started.elapsed(),
-                phases: Phases {
-                    resolve: started.elapsed(),
-                    ..Phases::default()
-                },
-            });
-        }
+    }
 
-        // The source tree is read while its blobs are copied: each image manifest hands its
-        // blobs over as soon as it is read. Whether the target repository exists is asked
-        // meanwhile (a tag there says it does): in a new one, no blob needs a HEAD first.
-        // Child manifests go up while the other platforms' blobs are still on their way.
-        let counters = Counters::default();
-        let progress = Progress::new();
+    /// The target holds the manifest by digest: push it under the tag, verify.
+    async fn retag(
+        &self,
+        c: &Copying<'_>,
+        reference: &str,
+        manifest: Manifest,
+    ) -> Result<CopyReport, CopyError> {
+        let resolved = c.started.elapsed();
+        let tree = Tree::single(manifest);
+        let p = self.pushing(c, &tree);
+        self.push_indexes_and_top(&p, reference).await?;
+        let top = &tree.manifests[0];
+        self.verify(c.target, reference, &top.digest).await?;
+        Ok(c.counters.report(
+            CopyOutcome::Copied,
+            top.digest.clone(),
+            top.media_type.clone(),
+            platforms_of(top)?,
+            c.started,
+            Phases {
+                resolve: resolved,
+                blobs: std::time::Duration::ZERO,
+                manifests: c.started.elapsed().saturating_sub(resolved),
+            },
+        ))
+    }
+
+    /// Transfer, push, verify: the tree is read while its blobs are copied (each image
+    /// manifest hands its blobs over as soon as it is read), and child manifests go up while
+    /// the other platforms' blobs are still on their way.
+    async fn copy_tree(
+        &self,
+        c: &Copying<'_>,
+        reference: &str,
+        top: Manifest,
+        target_is_new: bool,
+        resolve_span: tracing::Span,
+    ) -> Result<CopyReport, CopyError> {
         let (found, listed) = mpsc::unbounded_channel::<Descriptor>();
-        let walk = self
-            .walk(src_repo, top, found, &progress)
-            .instrument(resolve_guard.clone());
-        let probe = async { existing.is_none() && self.client.repository_is_new(dst_repo).await }
-            .instrument(resolve_guard);
-        let transfers = async {
-            let target_is_new = probe.await;
-            let listed = stream::unfold(listed, |mut rx| async move {
-                rx.recv().await.map(|blob| (blob, rx))
-            });
-            listed
-                .map(|blob| {
-                    self.blob_task(
-                        src_repo,
-                        dst_repo,
-                        blob,
-                        target_is_new,
-                        &counters,
-                        &progress,
-                    )
-                })
-                .buffer_unordered(self.options.blob_concurrency.max(1))
-                .try_collect::<Vec<_>>()
-                .await
-        };
-        let (tree, _) = tokio::try_join!(
+        let walk = Walk {
+            engine: self,
+            source: c.source,
+            target: c.target,
+            target_is_new,
+            found,
+            progress: &c.progress,
+        }
+        .run(top)
+        .instrument(resolve_span.clone());
+        let (tree, ()) = tokio::try_join!(
             async {
                 let tree = walk.await;
                 drop(resolve_span);
                 let tree = tree?;
-                progress.walked();
-                self.push_children(dst_repo, &tree, &progress, &counters)
-                    .await?;
+                c.progress.walked();
+                self.push_children(&self.pushing(c, &tree)).await?;
                 Ok(tree)
             },
-            transfers
+            self.transfer_blobs(c, listed, target_is_new)
         )?;
-        let resolved = tree.resolved.saturating_duration_since(started);
-        let transferred = started.elapsed();
-
-        // Nested indexes in order, each after its own children, then the top level.
-        let (children, top) = tree.manifests.split_at(tree.manifests.len() - 1);
-        let top = &top[0];
-        let nested = children.iter().filter(|m| m.kind() == ManifestKind::Index);
-        for index in nested {
-            self.push_manifest(dst_repo, index.digest.as_str(), index, &counters)
-                .await?;
-        }
-        self.push_manifest(dst_repo, &dst_reference, top, &counters)
+        let resolved = tree.resolved.saturating_duration_since(c.started);
+        let transferred = c.started.elapsed();
+        self.push_indexes_and_top(&self.pushing(c, &tree), reference)
             .await?;
-
-        let found = self
-            .client
-            .manifest_digest(dst_repo, &dst_reference)
-            .await?;
-        if found.as_ref() != Some(&top.digest) {
-            return Err(CopyError::Verify {
-                target: format!("{dst_repo}:{dst_reference}"),
-                found: found.map_or_else(|| "nothing".to_owned(), |d| d.to_string()),
-                expected: top.digest.to_string(),
-            });
-        }
-        Ok(CopyReport {
-            outcome: CopyOutcome::Copied,
-            digest: top.digest.clone(),
-            media_type: top.media_type.clone(),
-            platforms: tree.platforms,
-            bytes_sent: Counters::get(&counters.bytes_sent),
-            blobs_copied: Counters::get(&counters.blobs_copied),
-            blobs_mounted: Counters::get(&counters.blobs_mounted),
-            blobs_skipped: Counters::get(&counters.blobs_skipped),
-            manifests_pushed: Counters::get(&counters.manifests_pushed),
-            resumes: Counters::get(&counters.resumes),
-            duration: started.elapsed(),
-            phases: Phases {
+        let Some(top) = tree.manifests.last() else {
+            return Err(CopyError::Invalid("the source tree is empty".into()));
+        };
+        self.verify(c.target, reference, &top.digest).await?;
+        Ok(c.counters.report(
+            CopyOutcome::Copied,
+            top.digest.clone(),
+            top.media_type.clone(),
+            tree.platforms.clone(),
+            c.started,
+            Phases {
                 resolve: resolved,
                 blobs: transferred.saturating_sub(resolved),
-                manifests: started.elapsed().saturating_sub(transferred),
+                manifests: c.started.elapsed().saturating_sub(transferred),
             },
-        })
+        ))
+    }
+
+    /// Copies every blob the walk lists, several at a time, as they arrive.
+    async fn transfer_blobs(
+        &self,
+        c: &Copying<'_>,
+        listed: mpsc::UnboundedReceiver<Descriptor>,
+        target_is_new: bool,
+    ) -> Result<(), CopyError> {
+        let listed = stream::unfold(
+            listed,
+            |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+        );
+        listed
+            .map(|blob| self.blob_task(c, blob, target_is_new))
+            .buffer_unordered(self.options.blob_concurrency.max(1))
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
+    fn pushing<'a>(&'a self, c: &'a Copying<'a>, tree: &'a Tree) -> Pushing<'a> {
+        Pushing {
+            source: c.source,
+            target: c.target,
+            tree,
+            progress: &c.progress,
+            counters: &c.counters,
+        }
+    }
+
+    /// The target must resolve `reference` to `digest`.
+    async fn verify(
+        &self,
+        target: &Repository,
+        reference: &str,
+        digest: &Digest,
+    ) -> Result<(), CopyError> {
+        let found = self.client.manifest_digest(target, reference).await?;
+        if found.as_ref() != Some(digest) {
+            return Err(CopyError::Verify {
+                target: format!("{target}:{reference}"),
+                found: found.map_or_else(|| "nothing".to_owned(), |d| d.to_string()),
+                expected: digest.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// What a copy would do, reading only: the source digest and whether the target has it.
@@ -335,43 +351,13 @@ impl CopyEngine {
         })
     }
 
-    /// Pushes the image manifests below the top level by digest, all at once (a PUT of a
-    /// manifest the target has costs no more than asking whether it has it), each as soon as
-    /// [`Progress`] allows: its blobs in the target, every blob of the image checked.
-    async fn push_children(
-        &self,
-        target: &Repository,
-        tree: &Tree,
-        progress: &Progress,
-        counters: &Counters,
-    ) -> Result<(), CopyError> {
-        let Some((_top, children)) = tree.manifests.split_last() else {
-            return Ok(());
-        };
-        let mut pushes = Vec::new();
-        for child in children.iter().filter(|m| m.kind() == ManifestKind::Image) {
-            let blobs = tree.blobs.get(&child.digest).map_or(&[][..], Vec::as_slice);
-            pushes.push(async move {
-                progress.ready_for(blobs).await;
-                self.push_manifest(target, child.digest.as_str(), child, counters)
-                    .await
-            });
-        }
-        // Waiting costs nothing; the per-host request limit bounds the PUTs themselves.
-        futures_util::future::try_join_all(pushes).await?;
-        Ok(())
-    }
-
     /// One blob's copy in its span, counted in the metrics. Boxed, so that the copy future
     /// made in the transfer stream stays `Send` for spawned workers (rust#102211).
     fn blob_task<'a>(
         &'a self,
-        source: &'a Repository,
-        target: &'a Repository,
+        c: &'a Copying<'a>,
         blob: Descriptor,
         target_is_new: bool,
-        counters: &'a Counters,
-        progress: &'a Progress,
     ) -> BlobTask<'a> {
         let span = tracing::info_span!(
             "copy.blob",
@@ -384,7 +370,14 @@ impl CopyEngine {
         Box::pin(
             async move {
                 let outcome = self
-                    .copy_blob(source, target, &blob, target_is_new, counters, progress)
+                    .copy_blob(
+                        c.source,
+                        c.target,
+                        &blob,
+                        target_is_new,
+                        &c.counters,
+                        &c.progress,
+                    )
                     .await?;
                 let (action, sent) = match outcome {
                     BlobOutcome::Copied => ("copied", blob.size),
@@ -399,118 +392,9 @@ impl CopyEngine {
             .instrument(span),
         )
     }
+}
 
-    /// Reads every manifest below `top`, checking each child's digest and size, and hands the
-    /// blobs of each image manifest to `found` as soon as that manifest is read (each blob
-    /// once, the largest first); `found` closes when the walk ends.
-    async fn walk(
-        &self,
-        repo: &Repository,
-        top: Manifest,
-        found: mpsc::UnboundedSender<Descriptor>,
-        progress: &Progress,
-    ) -> Result<Tree, CopyError> {
-        let mut tree = Tree {
-            manifests: Vec::new(),
-            blobs: HashMap::new(),
-            platforms: Vec::new(),
-            resolved: Instant::now(),
-        };
-        let mut handed = HashSet::new();
-        let mut lists = HashMap::new();
-        let mut hand_over = |manifest: &Manifest| -> Result<(), CopyError> {
-            if manifest.kind() != ManifestKind::Image {
-                return Ok(());
-            }
-            let mut blobs = manifest.blobs().map_err(CopyError::Invalid)?;
-            lists.insert(
-                manifest.digest.clone(),
-                blobs.iter().map(|b| b.digest.clone()).collect::<Vec<_>>(),
-            );
-            blobs.retain(|b| handed.insert(b.digest.clone()));
-            blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
-            for blob in blobs {
-                progress.listed(&blob.digest);
-                // A closed channel means the transfers failed; their error is the one reported.
-                let _ = found.send(blob);
-            }
-            Ok(())
-        };
-        // (manifest, depth, children done)
-        let mut stack: Vec<(Manifest, usize, bool)> = vec![(top, 0, false)];
-        while let Some((manifest, depth, expanded)) = stack.pop() {
-            if expanded || manifest.kind() == ManifestKind::Image {
-                // Children were handed over when they arrived; only a top-level image is left.
-                if depth == 0 {
-                    hand_over(&manifest)?;
-                }
-                if !tree.manifests.iter().any(|m| m.digest == manifest.digest) {
-                    tree.manifests.push(manifest);
-                }
-                continue;
-            }
-            if depth >= MAX_DEPTH {
-                return Err(CopyError::Invalid(format!(
-                    "indexes nested deeper than {MAX_DEPTH} levels"
-                )));
-            }
-            let children = manifest.children().map_err(CopyError::Invalid)?;
-            if depth == 0 {
-                tree.platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
-            }
-            stack.push((manifest, depth, true));
-            let fetches: Vec<_> = children
-                .iter()
-                .map(|child| async move {
-                    let m = self
-                        .client
-                        .get_manifest(repo, child.digest.as_str())
-                        .await?;
-                    if m.bytes.len() as u64 != child.size {
-                        return Err(CopyError::Invalid(format!(
-                            "manifest {} is {} bytes, its descriptor says {}",
-                            child.digest,
-                            m.bytes.len(),
-                            child.size
-                        )));
-                    }
-                    Ok(m)
-                })
-                .collect();
-            let mut fetched = stream::iter(fetches).buffered(self.options.blob_concurrency.max(1));
-            let mut arrived = Vec::new();
-            while let Some(m) = fetched.try_next().await? {
-                hand_over(&m)?;
-                arrived.push(m);
-            }
-            for m in arrived.into_iter().rev() {
-                stack.push((m, depth + 1, false));
-            }
-        }
-        tree.blobs = lists;
-        tree.resolved = Instant::now();
-        Ok(tree)
-    }
-
-    /// Writes one manifest under `reference` (its digest, or the tag), in its span, counted.
-    async fn push_manifest(
-        &self,
-        target: &Repository,
-        reference: &str,
-        manifest: &Manifest,
-        counters: &Counters,
-    ) -> Result<(), CopyError> {
-        let span = tracing::info_span!(
-            "copy.manifest",
-            digest = %manifest.digest,
-            reference,
-            media_type = manifest.media_type.as_str(),
-        );
-        self.client
-            .put_manifest(target, reference, manifest)
-            .instrument(span)
-            .await?;
-        Counters::add(&counters.manifests_pushed, 1);
-        Ok(())
-    }
+fn record_top(span: &tracing::Span, top: &Manifest) {
+    span.record("digest", tracing::field::display(&top.digest));
+    span.record("media_type", top.media_type.as_str());
 }

@@ -73,4 +73,30 @@ impl Counters {
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// The report of a copy that began at `started`.
+    pub(crate) fn report(
+        &self,
+        outcome: CopyOutcome,
+        digest: Digest,
+        media_type: String,
+        platforms: Vec<String>,
+        started: std::time::Instant,
+        phases: Phases,
+    ) -> CopyReport {
+        CopyReport {
+            outcome,
+            digest,
+            media_type,
+            platforms,
+            bytes_sent: Self::get(&self.bytes_sent),
+            blobs_copied: Self::get(&self.blobs_copied),
+            blobs_mounted: Self::get(&self.blobs_mounted),
+            blobs_skipped: Self::get(&self.blobs_skipped),
+            manifests_pushed: Self::get(&self.manifests_pushed),
+            resumes: Self::get(&self.resumes),
+            duration: started.elapsed(),
+            phases,
+        }
+    }
 }

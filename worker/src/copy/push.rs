@@ -1,0 +1,175 @@
+//! Pushing manifests, children first: each image manifest as soon as [`Progress`] allows, then
+//! the nested indexes in order, then the top level by its tag.
+//!
+//! A registry can lose track of a blob a manifest lists while another client writes the same
+//! blob's link (two uploads or mounts of it into one repository at once): the push then gets
+//! `MANIFEST_BLOB_UNKNOWN` or `DIGEST_INVALID` although every blob was stored. That is a race,
+//! not a bad manifest: what the manifest lists is asked for again, anything missing is sent
+//! again, and the push is tried again, a bounded number of times.
+
+use futures_util::future::BoxFuture;
+use image_mirror_common::registry::{Manifest, ManifestKind, RegistryError};
+use image_mirror_common::Repository;
+use tracing::Instrument;
+
+use crate::copy::error::CopyError;
+use crate::copy::progress::Progress;
+use crate::copy::report::Counters;
+use crate::copy::walk::Tree;
+use crate::copy::CopyEngine;
+
+/// Pushes tried again after a registry race.
+pub const RACE_RETRIES: usize = 3;
+
+/// What a manifest push needs to repair a race: the tree and the copy's state.
+pub(crate) struct Pushing<'a> {
+    pub(crate) source: &'a Repository,
+    pub(crate) target: &'a Repository,
+    pub(crate) tree: &'a Tree,
+    pub(crate) progress: &'a Progress,
+    pub(crate) counters: &'a Counters,
+}
+
+impl CopyEngine {
+    /// Pushes the image manifests below the top level by digest, all at once (a PUT of a
+    /// manifest the target has costs no more than asking whether it has it), each as soon as
+    /// [`Progress`] allows: its blobs in the target, every blob of the image checked.
+    pub(crate) async fn push_children(&self, p: &Pushing<'_>) -> Result<(), CopyError> {
+        let Some((_top, children)) = p.tree.manifests.split_last() else {
+            return Ok(());
+        };
+        let pushes = children
+            .iter()
+            .filter(|m| m.kind() == ManifestKind::Image)
+            .map(|child| -> BoxFuture<'_, Result<(), CopyError>> {
+                Box::pin(async move {
+                    let blobs: Vec<_> = p
+                        .tree
+                        .blobs
+                        .get(&child.digest)
+                        .map(|b| b.iter().map(|d| d.digest.clone()).collect())
+                        .unwrap_or_default();
+                    p.progress.ready_for(&blobs).await;
+                    self.push_manifest(p, child.digest.as_str(), child).await
+                })
+            });
+        // Waiting costs nothing; the per-host request limit bounds the PUTs themselves.
+        futures_util::future::try_join_all(pushes).await?;
+        Ok(())
+    }
+
+    /// After the image manifests: the nested indexes in order (each after its own children),
+    /// then the top level under `reference`.
+    pub(crate) async fn push_indexes_and_top(
+        &self,
+        p: &Pushing<'_>,
+        reference: &str,
+    ) -> Result<(), CopyError> {
+        let Some((top, children)) = p.tree.manifests.split_last() else {
+            return Ok(());
+        };
+        let indexes: Vec<&Manifest> = children
+            .iter()
+            .filter(|m| m.kind() == ManifestKind::Index)
+            .collect();
+        for index in indexes {
+            self.push_manifest(p, index.digest.as_str(), index).await?;
+        }
+        self.push_manifest(p, reference, top).await
+    }
+
+    /// Writes one manifest under `reference`, in its span, counted; after a registry race,
+    /// repairs what it lists and tries again.
+    pub(crate) async fn push_manifest(
+        &self,
+        p: &Pushing<'_>,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<(), CopyError> {
+        let span = tracing::info_span!(
+            "copy.manifest",
+            digest = %manifest.digest,
+            reference,
+            media_type = manifest.media_type.as_str(),
+        );
+        let mut races = 0;
+        loop {
+            let pushed = self
+                .client
+                .put_manifest(p.target, reference, manifest)
+                .instrument(span.clone())
+                .await;
+            match pushed {
+                Ok(()) => {
+                    Counters::add(&p.counters.manifests_pushed, 1);
+                    return Ok(());
+                }
+                Err(e) if is_registry_race(&e) && races < RACE_RETRIES => {
+                    races += 1;
+                    tracing::debug!(manifest = %manifest.digest, error = %e, "the registry lost track of what the manifest lists; checking it again");
+                    Box::pin(self.repair(p, manifest)).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Makes sure the target holds everything `manifest` lists: blobs of an image manifest,
+    /// child manifests of an index; whatever is missing is sent again.
+    async fn repair(&self, p: &Pushing<'_>, manifest: &Manifest) -> Result<(), CopyError> {
+        match manifest.kind() {
+            ManifestKind::Image => {
+                let blobs = manifest.blobs().map_err(CopyError::Invalid)?;
+                for blob in &blobs {
+                    if !self.client.blob_exists(p.target, &blob.digest).await? {
+                        self.copy_blob(p.source, p.target, blob, false, p.counters, p.progress)
+                            .await?;
+                    }
+                }
+            }
+            ManifestKind::Index => {
+                let children = p
+                    .tree
+                    .children
+                    .get(&manifest.digest)
+                    .cloned()
+                    .unwrap_or_default();
+                for digest in children {
+                    let held = self
+                        .client
+                        .manifest_digest(p.target, digest.as_str())
+                        .await?;
+                    if held.as_ref() == Some(&digest) {
+                        continue;
+                    }
+                    let child = p.tree.manifest(&digest).ok_or_else(|| {
+                        CopyError::Invalid(format!(
+                            "child manifest {digest} vanished from the target"
+                        ))
+                    })?;
+                    self.push_manifest(p, digest.as_str(), child).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A push refused because the registry did not see a blob or manifest that was stored: the
+/// answer of a registry that raced with another writer.
+fn is_registry_race(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Status {
+            status: 400,
+            detail,
+            ..
+        } => [
+            "MANIFEST_BLOB_UNKNOWN",
+            "DIGEST_INVALID",
+            "MANIFEST_UNKNOWN",
+        ]
+        .iter()
+        .any(|code| detail.contains(code)),
+        _ => false,
+    }
+}

@@ -1,0 +1,163 @@
+//! Reading a source blob from an offset: a broken or stalled download is resumed with a
+//! `Range` request from the byte it stopped at, within the retry policy's bound. A body
+//! longer than the blob's descriptor is always an error: the last bytes are handed out only
+//! once the body has ended where the descriptor says.
+
+use bytes::Bytes;
+use image_mirror_common::registry::{BlobDownload, Descriptor, NetworkFailure, RegistryError};
+use image_mirror_common::Repository;
+
+use crate::copy::error::CopyError;
+use crate::copy::report::Counters;
+use crate::copy::upload::backoff;
+use crate::copy::CopyEngine;
+
+/// Reads a source blob from an offset, resuming broken downloads with `Range`.
+pub(crate) struct SourceReader<'a> {
+    engine: &'a CopyEngine,
+    repo: &'a Repository,
+    blob: &'a Descriptor,
+    counters: &'a Counters,
+    download: Option<BlobDownload>,
+    pending: Bytes,
+    /// The next byte [`next`](Self::next) hands out.
+    pub(crate) position: u64,
+    failures: usize,
+}
+
+impl<'a> SourceReader<'a> {
+    pub(crate) fn new(
+        engine: &'a CopyEngine,
+        repo: &'a Repository,
+        blob: &'a Descriptor,
+        position: u64,
+        counters: &'a Counters,
+    ) -> Self {
+        Self {
+            engine,
+            repo,
+            blob,
+            counters,
+            download: None,
+            pending: Bytes::new(),
+            position,
+            failures: 0,
+        }
+    }
+
+    /// Reads on from a download already under way at `position`.
+    pub(crate) fn with_download(mut self, download: Option<BlobDownload>) -> Self {
+        if download.as_ref().is_some_and(|d| d.offset == self.position) {
+            self.download = download;
+        }
+        self
+    }
+
+    /// Ends the download in progress (and frees its request slot); the next read resumes
+    /// from the same position.
+    pub(crate) fn release(&mut self) {
+        self.download = None;
+        self.pending = Bytes::new();
+    }
+
+    /// Up to `max` more bytes (at least one, while the blob has bytes left).
+    pub(crate) async fn next(&mut self, max: usize) -> Result<Bytes, CopyError> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = max.min(self.pending.len());
+                let piece = self.pending.split_to(n);
+                self.position += n as u64;
+                return Ok(piece);
+            }
+            if self.position >= self.blob.size {
+                return Err(CopyError::Invalid(format!(
+                    "read past the end of blob {}",
+                    self.blob.digest
+                )));
+            }
+            let download = match &mut self.download {
+                Some(d) => d,
+                None => {
+                    let d = self
+                        .engine
+                        .client
+                        .get_blob(self.repo, &self.blob.digest, self.position, self.blob.size)
+                        .await?;
+                    self.download.insert(d)
+                }
+            };
+            let failure = match download.chunk().await {
+                Ok(Some(bytes)) => {
+                    let left = self.blob.size - self.position;
+                    if bytes.len() as u64 > left {
+                        return Err(self.too_long());
+                    }
+                    if bytes.len() as u64 == left {
+                        // The whole blob is in: the body must end here.
+                        self.expect_end().await?;
+                    }
+                    self.failures = 0;
+                    self.pending = bytes;
+                    continue;
+                }
+                Ok(None) => "the body ended early".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            self.resume_after(&failure).await?;
+        }
+    }
+
+    /// After the last byte the descriptor allows, the body must end.
+    async fn expect_end(&mut self) -> Result<(), CopyError> {
+        let Some(download) = &mut self.download else {
+            return Ok(());
+        };
+        match download.chunk().await {
+            Ok(None) => {
+                self.download = None;
+                Ok(())
+            }
+            Ok(Some(extra)) if extra.is_empty() => Ok(()),
+            Ok(Some(_)) => Err(self.too_long()),
+            // Everything the blob needs has arrived; a broken tail changes nothing.
+            Err(_) => {
+                self.download = None;
+                Ok(())
+            }
+        }
+    }
+
+    fn too_long(&self) -> CopyError {
+        RegistryError::Protocol {
+            registry: self.repo.registry().to_owned(),
+            operation: format!("GET blob {}", self.blob.digest),
+            message: format!(
+                "the blob is longer than its descriptor's {} bytes",
+                self.blob.size
+            ),
+        }
+        .into()
+    }
+
+    /// The download broke: resume from here after a pause, or give up when it keeps breaking.
+    async fn resume_after(&mut self, failure: &str) -> Result<(), CopyError> {
+        self.download = None;
+        self.failures += 1;
+        if self.failures > self.engine.client.retry_policy().max_retries {
+            return Err(RegistryError::Network {
+                registry: self.repo.registry().to_owned(),
+                operation: format!("GET blob {}", self.blob.digest),
+                message: format!(
+                    "download kept breaking at byte {} ({failure})",
+                    self.position
+                ),
+                failure: NetworkFailure::Broken,
+            }
+            .into());
+        }
+        tracing::debug!(blob = %self.blob.digest, offset = self.position, %failure, "download broke; resuming with Range");
+        Counters::add(&self.counters.resumes, 1);
+        tokio::time::sleep(backoff(self.failures)).await;
+        Ok(())
+    }
+}
