@@ -103,6 +103,41 @@ pub struct GlobalArgs {
     )]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Deadline, in seconds, of every registry request that carries no blob body (manifests,
+    /// tokens, tag pages, upload sessions, mounts), from sending it to the end of its answer.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_REQUEST_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub request_timeout: u64,
+
+    /// A blob body (up or down) that moves less than 64 KiB in this many seconds is stalled:
+    /// the transfer is cut and resumed.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_STALL_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub stall_timeout: u64,
+
+    /// Seconds to wait for a registry connection to open.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_CONNECT_TIMEOUT",
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub connect_timeout: u64,
+
     /// Log line format.
     #[arg(
         long,

@@ -39,7 +39,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let telemetry = telemetry::init(cli.global.log_format, cli.command.role());
+    let prints_job_lines = matches!(cli.command, Command::Run(_) | Command::AddTag(_));
+    let telemetry = telemetry::init(cli.global.log_format, cli.command.role(), prints_job_lines);
     let result = match &cli.command {
         Command::Sort(args) => commands::sort::run(&cli.global, args),
         Command::Validate => commands::validate::run(&cli.global),

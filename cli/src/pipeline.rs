@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use image_mirror_committer::{collect_events, record_in_file};
+use image_mirror_committer::{collect_events, record_in_file, RunSummary};
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::{Broker, Message};
 use image_mirror_common::{JobEvent, MirrorJob, Outcome};
@@ -164,36 +164,34 @@ pub fn time_spent(mirrored: &Mirrored) {
     );
 }
 
-/// Prints the summary line and each failure; the exit status.
+/// Prints each failure, one line per host that could not be reached, and the summary line;
+/// the exit status.
 pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
-    let count = |o: Outcome| events.iter().filter(|e| e.outcome == o).count();
-    let bytes: u64 = events.iter().map(|e| e.bytes_copied).sum();
-    println!(
-        "summary: {} copied, {} already present, {} failed, {} bytes sent, {:.1}s",
-        count(Outcome::Copied),
-        count(Outcome::AlreadyPresent),
-        count(Outcome::Failed),
-        bytes,
-        elapsed.as_secs_f64()
-    );
-    let failed: Vec<&JobEvent> = events
-        .iter()
-        .filter(|e| e.outcome == Outcome::Failed)
-        .collect();
-    for e in &failed {
+    let s = RunSummary::of(events);
+    for e in events.iter().filter(|e| e.outcome == Outcome::Failed) {
         let (class, message) = e
             .error
             .as_ref()
             .map_or(("unknown", ""), |f| (f.class.as_str(), f.message.as_str()));
-        eprintln!(
-            "failed: {}:{} -> {}:{}: {class}: {message}",
-            e.source.short(),
-            e.tag,
-            e.target.short(),
-            e.tag
-        );
+        eprintln!("failed: {}: {class}: {message}", e.describe());
     }
-    if failed.is_empty() {
+    for host in &s.unreachable {
+        eprintln!("unreachable: {} ({} jobs)", host.message, host.jobs);
+    }
+    let causes = if s.failed == 0 {
+        String::new()
+    } else {
+        format!(" ({})", s.causes())
+    };
+    println!(
+        "summary: {} copied, {} already present, {} failed{causes}, {} bytes sent, {:.1}s",
+        s.copied,
+        s.already_present,
+        s.failed,
+        s.bytes_sent,
+        elapsed.as_secs_f64()
+    );
+    if s.failed == 0 {
         crate::exit::OK
     } else {
         crate::exit::FAILED

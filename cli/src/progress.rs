@@ -34,13 +34,7 @@ impl Progress {
 
     /// Job `n` of the total ended with `event`.
     pub fn finished(&self, event: &JobEvent, n: usize) {
-        let what = format!(
-            "{}:{} -> {}:{}",
-            event.source.short(),
-            event.tag,
-            event.target.short(),
-            event.tag
-        );
+        let what = event.describe();
         let outcome = match &event.error {
             Some(err) => format!("failed ({})", err.class),
             None => event.outcome.as_str().replace('_', " "),

@@ -1,7 +1,9 @@
 //! Building the registry client and copy engine from the global flags.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
-use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
+use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient, StallRule};
 use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
@@ -14,6 +16,12 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
     let options = ClientOptions {
         insecure_hosts: global.insecure_registries.clone(),
         docker_config,
+        request_timeout: Duration::from_secs(global.request_timeout),
+        connect_timeout: Duration::from_secs(global.connect_timeout),
+        stall: StallRule {
+            window: Duration::from_secs(global.stall_timeout),
+            ..StallRule::default()
+        },
         ..ClientOptions::default()
     };
     Ok(RegistryClient::new(options)?)

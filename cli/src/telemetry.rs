@@ -1,5 +1,5 @@
 //! Logs and traces. `tracing` events go to stderr as text or JSON lines, filtered by
-//! `RUST_LOG` (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `RUST_LOG` (default `info`), in colour only on a terminal and without `NO_COLOR`. When `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also exported over OTLP/HTTP
 //! (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `http/json`) with the
 //! resource the standard `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` describe, through a
@@ -33,6 +33,12 @@ impl Telemetry {
     }
 }
 
+/// Colour codes only on a terminal, and never with `NO_COLOR` set (<https://no-color.org>).
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn endpoint_set() -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -43,11 +49,21 @@ fn endpoint_set() -> bool {
 }
 
 /// Sets up logging, and tracing when an OTLP endpoint is configured. `role` names the service
-/// when `OTEL_SERVICE_NAME` does not.
-pub fn init(format: LogFormat, role: &str) -> Telemetry {
+/// when `OTEL_SERVICE_NAME` does not; `prints_job_lines` when the command shows each finished
+/// job itself (`run`, `add-tag`).
+pub fn init(format: LogFormat, role: &str, prints_job_lines: bool) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // `run` and `add-tag` print a line per finished job themselves: the worker's own line
+    // per job would say it twice.
+    let default = if prints_job_lines {
+        "info,image_mirror_worker::job_runner=error"
+    } else {
+        "info"
+    };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_wanted());
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),

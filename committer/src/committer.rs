@@ -189,12 +189,7 @@ async fn settle(
     let mut lines: Vec<Recorded> = Vec::new();
     let mut rejected = Vec::new();
     for (event, verdict) in verdicts {
-        let what = format!(
-            "{}:{} -> {}",
-            event.source.short(),
-            event.tag,
-            event.target.at_tag(event.tag.clone()).short()
-        );
+        let what = event.describe();
         match verdict {
             Ok(Verdict::Holds(digest)) => {
                 let r = Recorded {

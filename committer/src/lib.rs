@@ -5,13 +5,14 @@
 //! ties them and acknowledges events only once their change is durable is [`committer`].
 //!
 //! It also owns reading events until every job of a run has ended ([`collect`]), the event
-//! sink of the monolithic `run`.
+//! sink of the monolithic `run`, and what a run came to ([`summary`]).
 
 pub mod batch;
 pub mod collect;
 pub mod committer;
 pub mod local;
 pub mod pull_request;
+pub mod summary;
 pub mod verify;
 
 pub use batch::BatchOptions;
@@ -19,4 +20,5 @@ pub use collect::collect_events;
 pub use committer::{run_committer, BatchOutcome, BatchResult, CommitterError, Destination};
 pub use local::record_in_file;
 pub use pull_request::{Proposal, PullRequestSettings, Recorded};
+pub use summary::RunSummary;
 pub use verify::{verify, Verdict};

@@ -107,6 +107,12 @@ pub struct MirrorJob {
     pub requested_at: DateTime<Utc>,
 }
 
+/// `source:tag -> target:tag` in the short forms images-list uses: how a job is named in
+/// output and logs.
+pub fn describe(source: &Repository, target: &Repository, tag: &Tag) -> String {
+    format!("{}:{tag} -> {}:{tag}", source.short(), target.short())
+}
+
 /// The images-list line of a job: its listed target when overrides sent the copy elsewhere.
 fn listed_entry(
     source: &Repository,
@@ -135,6 +141,11 @@ pub fn job_id(source: &Repository, target: &Repository, tag: &Tag) -> String {
 }
 
 impl MirrorJob {
+    /// `source:tag -> target:tag`, short forms.
+    pub fn describe(&self) -> String {
+        describe(&self.source, &self.target, &self.tag)
+    }
+
     /// A job for `source:tag -> target:tag`, requested now.
     pub fn new(
         source: Repository,
@@ -286,6 +297,11 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    /// `source:tag -> target:tag` of the event's job, short forms.
+    pub fn describe(&self) -> String {
+        describe(&self.source, &self.target, &self.tag)
+    }
+
     /// The images-list line the event's job stands for.
     pub fn entry(&self) -> Entry {
         listed_entry(

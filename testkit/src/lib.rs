@@ -9,6 +9,8 @@
 
 pub mod fault_proxy;
 pub mod github;
+pub mod hostile;
+pub mod http;
 pub mod images;
 pub mod ports;
 pub mod process;
@@ -20,5 +22,6 @@ pub mod tls;
 
 pub use fault_proxy::{FaultProxy, Faults};
 pub use github::FakeGithub;
+pub use hostile::{HostileRegistry, Hostility};
 pub use images::{Blob, Image, Manifest, Platform};
 pub use registry::Registry;

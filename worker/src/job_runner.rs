@@ -277,7 +277,7 @@ impl JobRun<'_> {
         } else {
             e.class()
         };
-        tracing::error!(job = %job.id, source = %job.source_ref(), target = %job.target_ref(), attempt = self.attempt, class, error = %e, "job failed");
+        tracing::warn!(job = %job.id, source = %job.source_ref(), target = %job.target_ref(), attempt = self.attempt, class, error = %e, "job failed");
         let reason = format!("{class}: {e}");
         event.error = Some(JobFailure {
             class,

@@ -67,11 +67,7 @@ async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {
     let results: Vec<_> = stream::iter(checks).buffered(16).collect().await;
     let (mut missing, mut differs, mut current, mut errors) = (0, 0, 0, 0);
     for (job, result) in results {
-        let what = format!(
-            "{} -> {}",
-            job.source_ref().short(),
-            job.target_ref().short()
-        );
+        let what = job.describe();
         match result {
             Ok(Comparison::UpToDate { .. }) => current += 1,
             Ok(Comparison::Missing { source }) => {

@@ -93,47 +93,85 @@ impl GithubClient {
     pub(crate) fn octocrab(&self) -> &octocrab::Octocrab {
         &self.octocrab
     }
+}
 
+/// `route?k=v&…`, encoded.
+fn with_query(route: &str, params: &[(&str, &str)]) -> String {
+    if params.is_empty() {
+        return route.to_owned();
+    }
+    match reqwest::Url::parse(&format!("http://api.invalid{route}")) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(params);
+            format!("{}?{}", url.path(), url.query().unwrap_or_default())
+        }
+        Err(_) => route.to_owned(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, GithubError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        GithubError::permanent(
+            operation,
+            format!("the answer is not the expected JSON: {e}"),
+        )
+    })
+}
+
+impl GithubClient {
     /// `GET route` with query `params`, retried, the answer read as `T`.
-    pub(crate) async fn get_json<T, P>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         operation: &str,
         route: &str,
-        params: Option<&P>,
-    ) -> Result<T, GithubError>
-    where
-        T: octocrab::FromResponse,
-        P: serde::Serialize + ?Sized,
-    {
-        self.with_retries(|| async {
-            self.octocrab
-                .get(route, params)
-                .await
-                .map_err(|e| GithubError::from_octocrab(operation, &e))
-        })
-        .await
+        params: &[(&str, &str)],
+    ) -> Result<T, GithubError> {
+        let route = with_query(route, params);
+        let answer = self
+            .with_retries(|| self.call(None, operation, &route, None))
+            .await?;
+        parse(operation, &answer.body)
+    }
+
+    /// Every item of a paged list at `route`, following the `next` links on the API's own
+    /// origin, at most `max_pages` pages.
+    pub(crate) async fn get_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &str,
+        route: &str,
+        params: &[(&str, &str)],
+        max_pages: usize,
+    ) -> Result<Vec<T>, GithubError> {
+        let mut next = Some(with_query(route, params));
+        let mut seen = std::collections::HashSet::new();
+        let mut items = Vec::new();
+        while let Some(page) = next.take() {
+            if !seen.insert(page.clone()) || seen.len() > max_pages {
+                break;
+            }
+            let answer = self
+                .with_retries(|| self.call(None, operation, &page, None))
+                .await?;
+            let mut found: Vec<T> = parse(operation, &answer.body)?;
+            items.append(&mut found);
+            next = answer.next_page(&self.base, operation)?;
+        }
+        Ok(items)
     }
 
     /// `method route` with a JSON `body`, retried, the answer read as `T`.
-    pub(crate) async fn send_json<T>(
+    pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         operation: &str,
         route: &str,
         body: &serde_json::Value,
-    ) -> Result<T, GithubError>
-    where
-        T: octocrab::FromResponse,
-    {
-        self.with_retries(|| async {
-            let answer = match method {
-                Method::Post => self.octocrab.post(route, Some(body)).await,
-                Method::Put => self.octocrab.put(route, Some(body)).await,
-                Method::Patch => self.octocrab.patch(route, Some(body)).await,
-            };
-            answer.map_err(|e| GithubError::from_octocrab(operation, &e))
-        })
-        .await
+    ) -> Result<T, GithubError> {
+        let answer = self
+            .with_retries(|| self.call(Some(method), operation, route, Some(body)))
+            .await?;
+        parse(operation, &answer.body)
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries run out. A rate limit

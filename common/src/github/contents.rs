@@ -56,7 +56,7 @@ impl GithubClient {
         let operation = format!("read {path} of {repo} at {git_ref}");
         let route = route(repo, &format!("contents/{}", path.trim_start_matches('/')));
         let file: FileContent = self
-            .get_json(&operation, &route, Some(&[("ref", git_ref)]))
+            .get_json(&operation, &route, &[("ref", git_ref)])
             .await?;
         let text = decode_content(&file).map_err(|m| GithubError::permanent(&operation, m))?;
         Ok(FileAtRef {
@@ -83,8 +83,7 @@ impl GithubClient {
     ) -> Result<Option<String>, GithubError> {
         let operation = format!("read branch {branch} of {repo}");
         let route = route(repo, &format!("git/ref/heads/{branch}"));
-        let found: Result<GitRef, GithubError> =
-            self.get_json(&operation, &route, None::<&()>).await;
+        let found: Result<GitRef, GithubError> = self.get_json(&operation, &route, &[]).await;
         match found {
             Ok(r) => Ok(Some(r.object.sha)),
             Err(e) if e.is_not_found() => Ok(None),

@@ -44,7 +44,7 @@ impl GithubClient {
             .get_json(
                 &operation,
                 &route,
-                Some(&[("head", head.as_str()), ("state", "open")]),
+                &[("head", head.as_str()), ("state", "open")],
             )
             .await?;
         Ok(pulls.into_iter().next())

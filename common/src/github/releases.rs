@@ -1,6 +1,5 @@
 //! Releases of a GitHub repository (every page) and the latest one.
 
-use octocrab::Page;
 use serde::Deserialize;
 
 use crate::config::GithubRepo;
@@ -28,39 +27,14 @@ impl GithubClient {
     pub async fn releases(&self, repo: &GithubRepo) -> Result<Vec<Release>, GithubError> {
         let operation = format!("list releases of {repo}");
         let route = format!("/repos/{}/{}/releases", repo.owner, repo.name);
-        let mut page: Page<Release> = self
-            .get_json(&operation, &route, Some(&[("per_page", "100")]))
-            .await?;
-        let mut releases = page.take_items();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..MAX_PAGES {
-            let Some(next) = page.next.clone() else {
-                break;
-            };
-            if !seen.insert(next.to_string()) {
-                break;
-            }
-            let found: Option<Page<Release>> = self
-                .with_retries(|| async {
-                    self.octocrab()
-                        .get_page(&Some(next.clone()))
-                        .await
-                        .map_err(|e| GithubError::from_octocrab(&operation, &e))
-                })
-                .await?;
-            let Some(mut next_page) = found else {
-                break;
-            };
-            releases.append(&mut next_page.take_items());
-            page = next_page;
-        }
-        Ok(releases)
+        self.get_pages(&operation, &route, &[("per_page", "100")], MAX_PAGES)
+            .await
     }
 
     /// The tag of the release GitHub marks as latest.
     pub async fn latest_release(&self, repo: &GithubRepo) -> Result<Release, GithubError> {
         let operation = format!("get the latest release of {repo}");
         let route = format!("/repos/{}/{}/releases/latest", repo.owner, repo.name);
-        self.get_json(&operation, &route, None::<&()>).await
+        self.get_json(&operation, &route, &[]).await
     }
 }

@@ -179,3 +179,85 @@ fn bearer_header(token: &str) -> HeaderValue {
     v.set_sensitive(true);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A Docker config whose `credHelpers` name a helper per registry, each a shell script.
+    fn helpers(dir: &Path, scripts: &[(&str, &str, &str)]) -> DockerConfig {
+        let mut map = Vec::new();
+        for (registry, name, body) in scripts {
+            let path = dir.join(format!("docker-credential-{name}"));
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .unwrap();
+            map.push(format!(r#""{registry}": "{name}""#));
+        }
+        let config = dir.join("config.json");
+        std::fs::write(
+            &config,
+            format!(r#"{{"credHelpers": {{{}}}}}"#, map.join(",")),
+        )
+        .unwrap();
+        let search = format!("{}:/usr/bin:/bin", dir.display());
+        DockerConfig::load(&config)
+            .unwrap()
+            .with_helper_path(std::ffi::OsStr::new(&search))
+    }
+
+    const ANSWER: &str = r#"echo '{"Username":"u","Secret":"s"}'"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_helper_holds_up_only_its_own_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = format!("sleep 5; {ANSWER}");
+        let auth = Arc::new(Auth::new(helpers(
+            dir.path(),
+            &[("slow.test", "slow", &slow), ("fast.test", "fast", ANSWER)],
+        )));
+        let waiting = tokio::spawn({
+            let auth = Arc::clone(&auth);
+            async move { auth.credential("slow.test").await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let fast = auth.credential("fast.test").await.unwrap();
+        assert!(fast.is_some());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "waited on the slow helper"
+        );
+        assert!(!waiting.is_finished());
+        assert!(waiting.await.unwrap().unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_helper_that_never_answers_is_an_error_after_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(helpers(dir.path(), &[("hung.test", "hung", "sleep 3600")]));
+        let err = auth.credential("hung.test").await.unwrap_err().to_string();
+        assert!(err.contains("did not answer within 30s"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_helper_answer_over_its_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(helpers(
+            dir.path(),
+            &[("chatty.test", "chatty", "head -c 2000000 /dev/zero")],
+        ));
+        let err = auth
+            .credential("chatty.test")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("answered more than 1024 KiB"), "{err}");
+    }
+}

@@ -177,6 +177,13 @@ impl DockerConfig {
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
+
+    /// The same config finding its helpers on `path` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_helper_path(mut self, path: &std::ffi::OsStr) -> Self {
+        self.helper_path = Some(path.to_owned());
+        self
+    }
 }
 
 /// Runs `docker-credential-<helper> get` with the server on stdin.
@@ -208,29 +215,35 @@ async fn ask_helper(
         .spawn()
         .map_err(|e| err(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        match stdin.write_all(server.as_bytes()).await {
+            // A helper that does not read what it is asked is answered all the same.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(err(e.to_string())),
+            _ => {}
+        }
     }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
     let (Some(out), Some(errs)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(err("no output pipes".into()));
     };
     let cap = u64::try_from(MAX_HELPER_OUTPUT).unwrap_or(u64::MAX) + 1;
-    let (mut out, mut errs) = (out.take(cap), errs.take(cap));
-    let (read_out, read_err) =
-        tokio::join!(out.read_to_end(&mut stdout), errs.read_to_end(&mut stderr));
-    read_out.map_err(|e| err(e.to_string()))?;
-    read_err.map_err(|e| err(e.to_string()))?;
+    let errors = tokio::spawn(async move {
+        let mut stderr = Vec::new();
+        let _ = errs.take(cap).read_to_end(&mut stderr).await;
+        stderr
+    });
+    let mut stdout = Vec::new();
+    out.take(cap)
+        .read_to_end(&mut stdout)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     if stdout.len() > MAX_HELPER_OUTPUT {
+        let _ = child.kill().await;
         return Err(err(format!(
             "answered more than {} KiB",
             MAX_HELPER_OUTPUT / 1024
         )));
     }
     let status = child.wait().await.map_err(|e| err(e.to_string()))?;
+    let stderr = errors.await.unwrap_or_default();
     if !status.success() {
         let text = String::from_utf8_lossy(&stdout).to_string() + &String::from_utf8_lossy(&stderr);
         if text.contains("credentials not found") {

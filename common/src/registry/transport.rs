@@ -227,8 +227,11 @@ impl RegistryClient {
             .await?;
         let status = response.status();
         let url = call.url.clone();
-        if status == StatusCode::UNAUTHORIZED && destination == Destination::Registry {
+        if status == StatusCode::UNAUTHORIZED {
             let reply = whole(response, &call, url, MAX_ERROR_BODY).await?;
+            if destination == Destination::Elsewhere {
+                return Err(credentials_stay_home(&call, &reply.url));
+            }
             return Err(self.renew_after_401(&call, auth, reply).await);
         }
         whole(response, &call, url, body::MAX_EMPTY_BODY).await
@@ -388,16 +391,7 @@ impl RegistryClient {
                 if destination == Destination::Registry {
                     return Ok(Round::Unauthorized(reply));
                 }
-                return Err(RegistryError::Auth {
-                    registry: call.registry.to_owned(),
-                    operation: call.operation.to_owned(),
-                    status: 401,
-                    message: format!(
-                        "{} (sent there by the registry) asks for credentials, which go only \
-                         to the registry itself",
-                        Origins::authority(&reply.url)
-                    ),
-                });
+                return Err(credentials_stay_home(call, &reply.url));
             }
             return match read {
                 Read::Stream if status.is_success() => Ok(Round::Streaming(response)),
@@ -476,6 +470,20 @@ impl RegistryClient {
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             self.count_429(registry);
         }
+    }
+}
+
+/// Another host, where the registry sent a request, asks for credentials: it gets none.
+fn credentials_stay_home(call: &Call<'_>, url: &Url) -> RegistryError {
+    RegistryError::Auth {
+        registry: call.registry.to_owned(),
+        operation: call.operation.to_owned(),
+        status: 401,
+        message: format!(
+            "{} (where the registry sent this request) asks for credentials, which go only to \
+             the registry itself",
+            Origins::authority(url)
+        ),
     }
 }
 
