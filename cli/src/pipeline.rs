@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use image_mirror_committer::{collect_events, record_in_file, RunSummary};
+use image_mirror_committer::{collect_events_while, record_in_file, RunSummary};
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::{Broker, Message};
 use image_mirror_common::{JobEvent, MirrorJob, Outcome};
@@ -77,24 +77,27 @@ pub async fn mirror(
     ));
     let expected: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let progress = Progress::new(expected.len());
-    let collected = tokio::select! {
-        r = collect_events(&mut events, &expected, |e, n| progress.finished(e, n)) => Some(r),
-        () = stop::signal() => None,
-        ended = &mut worker => {
-            progress.finish();
-            return Err(match ended {
-                Ok(Ok(_)) => anyhow::anyhow!("the workers stopped before every job had ended"),
-                Ok(Err(e)) => anyhow::Error::new(e).context("the workers stopped"),
-                Err(e) => anyhow::anyhow!("the workers' task died: {e}"),
-            });
+    let workers_ended = async {
+        match (&mut worker).await {
+            Ok(Ok(_)) => "they ended without an error".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("their task died: {e}"),
         }
+    };
+    let collected = tokio::select! {
+        r = collect_events_while(&mut events, &expected, workers_ended, |e, n| progress.finished(e, n)) => Some(r),
+        () = stop::signal() => None,
     };
     progress.finish();
     let _ = stop_tx.send(());
-    match worker.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the workers ended with an error after the run"),
-        Err(e) => tracing::warn!(error = %e, "the workers' task died after the run"),
+    if !worker.is_finished() {
+        match worker.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the workers ended with an error after the run")
+            }
+            Err(e) => tracing::warn!(error = %e, "the workers' task died after the run"),
+        }
     }
     let Some(collected) = collected else {
         return Ok(None);

@@ -3,8 +3,35 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::future::Future;
+
 use image_mirror_common::queue::{Consumer, QueueError};
 use image_mirror_common::{JobEvent, MessageError};
+
+/// Why collecting a run's events stopped before every job had ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The workers that would have produced the missing events ended.
+    #[error("the workers stopped before every job had ended: {0}")]
+    WorkersStopped(String),
+}
+
+/// Like [`collect_events`], while `workers_ended` (which completes, with why, when the
+/// workers stop) has not completed: events that will never come are not waited for.
+pub async fn collect_events_while(
+    consumer: &mut Consumer,
+    expected: &HashSet<String>,
+    workers_ended: impl Future<Output = String>,
+    on_event: impl FnMut(&JobEvent, usize),
+) -> Result<HashMap<String, JobEvent>, CollectError> {
+    tokio::select! {
+        collected = collect_events(consumer, expected, on_event) => Ok(collected?),
+        why = workers_ended => Err(CollectError::WorkersStopped(why)),
+    }
+}
 
 /// Consumes events from `consumer` until each id in `expected` has one, acknowledging every
 /// event. Events of other jobs are acknowledged and left out; a job's last event wins. Each
@@ -35,4 +62,34 @@ pub async fn collect_events(
         delivery.ack().await?;
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use image_mirror_common::queue::memory::MemoryBroker;
+    use image_mirror_common::queue::Broker;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn workers_that_stop_end_the_wait_with_why() {
+        let broker = Broker::Memory(MemoryBroker::default());
+        let mut events = broker
+            .consume(&broker.topology().committer(), 8)
+            .await
+            .unwrap();
+        let expected = HashSet::from(["job-1".to_owned()]);
+        let err = collect_events_while(
+            &mut events,
+            &expected,
+            async { "the broker connection is gone".to_owned() },
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the workers stopped before every job had ended: the broker connection is gone"
+        );
+    }
 }

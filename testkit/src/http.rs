@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -272,6 +272,14 @@ async fn serve(stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Logged>>>
             headers: request.headers.clone(),
             body_len: request.body.len(),
         });
+        if request.method == "TLS" {
+            let _ = write
+                .write_all(
+                    b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\nplain HTTP only\n",
+                )
+                .await;
+            return;
+        }
         let head_only = request.method == "HEAD";
         match handler(request).await {
             Reply::Send(response) => {
@@ -306,6 +314,16 @@ async fn read_line<R: AsyncRead + Unpin>(read: &mut BufReader<R>) -> Option<Stri
 }
 
 async fn read_request<R: AsyncRead + Unpin>(read: &mut BufReader<R>) -> Option<Request> {
+    // A TLS handshake (a client trying HTTPS first, as skopeo does) gets a plain refusal at
+    // once, so that it falls back to HTTP.
+    if read.fill_buf().await.ok()?.first() == Some(&0x16) {
+        return Some(Request {
+            method: "TLS".into(),
+            target: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+    }
     let first = read_line(read).await?;
     let mut parts = first.split(' ');
     let method = parts.next()?.to_owned();

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fault_proxy;
+pub mod front;
 pub mod github;
 pub mod hostile;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod skopeo;
 pub mod tls;
 
 pub use fault_proxy::{FaultProxy, Faults};
+pub use front::{Front, FrontOptions, Quota};
 pub use github::FakeGithub;
 pub use hostile::{HostileRegistry, Hostility};
 pub use images::{Blob, Image, Manifest, Platform};

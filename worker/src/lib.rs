@@ -10,4 +10,4 @@ pub mod copy;
 pub mod job_runner;
 
 pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport, Phases};
-pub use job_runner::{handle, run_worker, Handled, WorkerOptions};
+pub use job_runner::{handle, run_worker, Handled, Mirror, WorkerOptions};
