@@ -417,3 +417,105 @@ async fn sigterm_in_the_middle_of_a_batch_settles_it_and_stops() {
         b.delete_topology().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_an_open_pull_request_proposes_is_never_proposed_again() {
+    let w = world("once").await;
+    let github = FakeGithub::start("acme", "mirrors", "main", "images-list", &w.base).await;
+    let broker = w.broker().await;
+    let events = w.good_events();
+    let (child, mut out) = w.committer(Some(&github));
+
+    // An open pull request proposes A, B and C.
+    w.publish(&broker, &events[0..3]).await;
+    let line = line_starting(&mut out, "batch of 3 events:");
+    assert!(line.contains("opened pull request #1"), "{line}");
+
+    // A and B again: nothing new, no branch, no pull request.
+    w.publish(&broker, &events[0..2]).await;
+    let line = line_starting(&mut out, "batch of 2 events:");
+    assert!(
+        line.contains("pull request #1 already proposes these lines"),
+        "{line}"
+    );
+    assert_eq!(github.state().created_branches.len(), 1);
+    assert_eq!(github.state().pulls.len(), 1);
+
+    // B and D: D alone, in a pull request of its own.
+    w.publish(&broker, &[events[1].clone(), events[3].clone()])
+        .await;
+    let line = line_starting(&mut out, "batch of 2 events:");
+    assert!(line.contains("opened pull request #2"), "{line}");
+    assert!(line.contains("adding 1 line(s)"), "{line}");
+    stop(child);
+    {
+        let s = github.state();
+        assert_eq!(s.pulls.len(), 2);
+        assert_eq!(s.commits.len(), 2);
+        assert_eq!(
+            s.commits[1].content,
+            w.expected(&w.base, &events[3..4]),
+            "the second pull request adds D alone"
+        );
+        assert!(s.pulls[1].title.contains("v1.3.0"), "{}", s.pulls[1].title);
+        assert!(!s.pulls[1].title.contains("v1.1.0"), "{}", s.pulls[1].title);
+    }
+    // Once #1 is closed, its lines may be proposed again.
+    github.state().pulls[0].closed = true;
+    let (child, mut out) = w.committer(Some(&github));
+    w.publish(&broker, &events[0..1]).await;
+    let line = line_starting(&mut out, "batch of 1 events:");
+    assert!(line.contains("opened pull request #3"), "{line}");
+    stop(child);
+    assert_eq!(ready_events(&broker).await, 0);
+    if let Broker::Amqp(b) = &broker {
+        b.delete_topology().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_cannot_be_read_goes_to_the_dead_letter_queue_with_why() {
+    let w = world("unreadable").await;
+    let broker = w.broker().await;
+    let good = w.event(0, w.images[0].digest());
+    w.publish(&broker, std::slice::from_ref(&good)).await;
+    broker
+        .publish_event(
+            "job.copied",
+            &Message {
+                id: "garbage-1".into(),
+                body: b"{not json".to_vec(),
+                headers: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let (child, mut out) = w.committer(None);
+    let line = line_starting(&mut out, "batch of 2 events:");
+    assert!(line.contains("recorded 1 new line(s)"), "{line}");
+    let stderr = stop(child);
+    assert!(stderr.contains("unreadable event"), "{stderr}");
+    let mut dead = broker
+        .consume(&broker.topology().events_dead(), 1)
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(std::time::Duration::from_secs(10), dead.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.body, b"{not json");
+    let reason = d
+        .headers
+        .get(image_mirror_common::queue::topology::REASON_HEADER)
+        .unwrap();
+    assert!(
+        reason.starts_with("unreadable event: malformed"),
+        "{reason}"
+    );
+    d.ack().await.unwrap();
+    assert_eq!(ready_events(&broker).await, 0);
+    if let Broker::Amqp(b) = &broker {
+        b.delete_topology().await.unwrap();
+    }
+}

@@ -609,3 +609,42 @@ fn a_stalled_blob_download_is_resumed_from_where_it_stopped() {
     assert_eq!(ranged, image.blobs.len(), "{t}");
     assert!(started.elapsed() < Duration::from_secs(20), "{t}");
 }
+
+#[test]
+fn a_token_realm_with_an_untrusted_certificate_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = image_mirror_testkit::tls::TestCa::new(dir.path());
+    let realm_host = Registry::start_with(
+        &image_mirror_testkit::registry::RegistryOptions::with_tls(&ca),
+    );
+    let hostile = HostileRegistry::start(Hostility {
+        auth: bearer(),
+        realm: Some(format!("{}/token", realm_host.url())),
+        ..Hostility::default()
+    });
+    hostile.push("app", "v1", &images::oci_manifest(709));
+    docker_config(dir.path(), &hostile.host());
+    let dst = Registry::start();
+    let started = Instant::now();
+    // The realm's CA is not trusted: the handshake fails, which no retry can change.
+    let (out, _) = image_mirror(
+        &[
+            "copy",
+            &format!("{}/app:v1", hostile.host()),
+            &format!("{}/mirror/app:v1", dst.host()),
+        ],
+        dir.path(),
+        &[hostile.host(), dst.host().to_owned()],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("TLS: invalid peer certificate"), "{t}");
+    assert!(t.contains("failed (tls)"), "{t}");
+    let handshakes = realm_host
+        .log()
+        .iter()
+        .filter(|l| l.contains("TLS handshake error"))
+        .count();
+    assert_eq!(handshakes, 1, "{t}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{t}");
+}

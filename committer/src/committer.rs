@@ -1,7 +1,11 @@
 //! The committer loop: batches of events become images-list lines, verified, then written in
 //! place (local mode) or proposed as a pull request (GitHub mode). A batch's events are
 //! acknowledged only after its change is durable; when it cannot be made, they go back to the
-//! queue, so nothing is lost.
+//! queue, so nothing is lost. An event that cannot be read goes to the events' dead-letter
+//! queue with why, not into the void.
+//!
+//! Settling a batch reads as its steps: [`read`](read_events) the events, [`verify`] their
+//! targets, then record the lines that hold.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,8 +14,8 @@ use std::time::Duration;
 use futures_util::future::FusedFuture;
 use futures_util::{stream, FutureExt, StreamExt};
 use image_mirror_common::github::{GithubClient, GithubError};
-use image_mirror_common::queue::{Consumer, Delivery, QueueError};
-use image_mirror_common::registry::RegistryClient;
+use image_mirror_common::queue::{Broker, Consumer, Delivery, Headers, QueueError};
+use image_mirror_common::registry::{RegistryClient, RegistryError};
 use image_mirror_common::{metrics, trace_context, Entry, ImagesListError, JobEvent, Outcome};
 use tracing::Instrument;
 
@@ -39,7 +43,8 @@ pub enum Destination {
 pub struct BatchOutcome {
     /// Events in the batch.
     pub events: usize,
-    /// Events whose line could not be verified at the target, with why.
+    /// Events whose line could not be verified at the target, or that could not be read,
+    /// with why.
     pub rejected: Vec<String>,
     /// What was done with the verified lines.
     pub result: BatchResult,
@@ -73,12 +78,22 @@ pub enum CommitterError {
 /// How long to wait before trying a batch again after a transient failure.
 const TRY_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
+/// What the committer works with.
+pub struct Committer<'a> {
+    /// Where unreadable events go (the events' dead-letter queue).
+    pub broker: &'a Broker,
+    /// Asks target registries whether a line holds.
+    pub registry: &'a RegistryClient,
+    /// Where lines go.
+    pub destination: &'a Destination,
+    /// How batches are cut.
+    pub batch: BatchOptions,
+}
+
 /// Runs until `stop` completes or a permanent failure, calling `on_batch` after each batch.
 pub async fn run_committer(
+    committer: &Committer<'_>,
     consumer: &mut Consumer,
-    registry: &RegistryClient,
-    destination: &Destination,
-    batch: BatchOptions,
     stop: impl Future<Output = ()>,
     mut on_batch: impl FnMut(&BatchOutcome),
 ) -> Result<(), CommitterError> {
@@ -89,7 +104,7 @@ pub async fn run_committer(
         if stop.is_terminated() {
             return Ok(());
         }
-        let Some(deliveries) = next_batch(consumer, batch, &mut stop).await? else {
+        let Some(deliveries) = next_batch(consumer, committer.batch, &mut stop).await? else {
             return Ok(());
         };
         let span = tracing::info_span!(
@@ -100,19 +115,10 @@ pub async fn run_committer(
         if let Some(first) = deliveries.first() {
             trace_context::adopt(&span, &first.headers);
         }
-        let settled = settle(registry, destination, &deliveries)
-            .instrument(span.clone())
-            .await;
-        if let Ok(outcome) = &settled {
-            let recorded = match &outcome.result {
-                BatchResult::Written(added) => added.len(),
-                BatchResult::Proposed(Proposal::Opened { lines, .. }) => *lines,
-                _ => 0,
-            };
-            span.record("recorded", recorded);
-        }
+        let settled = committer.settle(&deliveries).instrument(span.clone()).await;
         match settled {
             Ok(outcome) => {
+                span.record("recorded", outcome.recorded());
                 for d in deliveries {
                     d.ack().await?;
                 }
@@ -140,57 +146,122 @@ pub async fn run_committer(
     }
 }
 
+impl BatchOutcome {
+    /// Lines this batch added.
+    pub fn recorded(&self) -> usize {
+        match &self.result {
+            BatchResult::Written(added) => added.len(),
+            BatchResult::Proposed(Proposal::Opened { lines, .. }) => *lines,
+            _ => 0,
+        }
+    }
+}
+
 enum Failure {
     Transient(String),
     Permanent(CommitterError),
 }
 
-async fn settle(
-    registry: &RegistryClient,
-    destination: &Destination,
-    deliveries: &[Delivery],
-) -> Result<BatchOutcome, Failure> {
-    let mut to_check = Vec::new();
+/// An event to record and the headers it came with (its trace).
+struct ToRecord<'a> {
+    event: JobEvent,
+    headers: &'a Headers,
+}
+
+impl Committer<'_> {
+    async fn settle(&self, deliveries: &[Delivery]) -> Result<BatchOutcome, Failure> {
+        let (to_record, mut rejected) = read_events(self.broker, deliveries).await?;
+        let verdicts = verify_all(self.registry, &to_record).await;
+        let lines = holding(verdicts, &mut rejected)?;
+        let result = if lines.is_empty() {
+            BatchResult::NothingToRecord
+        } else {
+            record(self.destination, lines).await?
+        };
+        Ok(BatchOutcome {
+            events: deliveries.len(),
+            rejected,
+            result,
+        })
+    }
+}
+
+/// The events of a batch that ask for a line. One that cannot be read goes to the events'
+/// dead-letter queue with why (and is acknowledged with the batch); when even that fails, the
+/// batch goes back to the queue.
+async fn read_events<'a>(
+    broker: &Broker,
+    deliveries: &'a [Delivery],
+) -> Result<(Vec<ToRecord<'a>>, Vec<String>), Failure> {
+    let mut to_record = Vec::new();
+    let mut rejected = Vec::new();
     for d in deliveries {
         match JobEvent::from_json(&d.body) {
-            Ok(e) if e.record && matches!(e.outcome, Outcome::Copied | Outcome::AlreadyPresent) => {
-                to_check.push((e, &d.headers));
+            Ok(event)
+                if event.record
+                    && matches!(event.outcome, Outcome::Copied | Outcome::AlreadyPresent) =>
+            {
+                to_record.push(ToRecord {
+                    event,
+                    headers: &d.headers,
+                });
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
+            Err(e) => {
+                let reason = format!("unreadable event: {e}");
+                tracing::warn!(id = %d.id, %reason, "dead-lettering an event");
+                broker
+                    .publish_dead_event(&d.to_message(), &reason)
+                    .await
+                    .map_err(|e| Failure::Transient(format!("dead-lettering an event: {e}")))?;
+                rejected.push(format!("message {}: {reason}", d.id));
+            }
         }
     }
-    let verdicts: Vec<_> = stream::iter(to_check.iter())
-        .map(|(e, headers)| {
+    Ok((to_record, rejected))
+}
+
+/// Asks each event's target, a few at a time, each in its span.
+async fn verify_all<'a>(
+    registry: &RegistryClient,
+    events: &'a [ToRecord<'a>],
+) -> Vec<(&'a JobEvent, Result<Verdict, RegistryError>)> {
+    stream::iter(events.iter())
+        .map(|r| {
             let span = tracing::info_span!(
                 "committer.record",
-                job.id = %e.job_id,
+                job.id = %r.event.job_id,
                 verdict = tracing::field::Empty,
             );
-            trace_context::adopt(&span, headers);
+            trace_context::adopt(&span, r.headers);
             let recorded = span.clone();
             async move {
-                let v = verify(registry, e).await;
-                recorded.record(
-                    "verdict",
-                    match &v {
-                        Ok(Verdict::Holds(_)) => "holds",
-                        Ok(Verdict::Differs { .. }) => "differs",
-                        Err(_) => "error",
-                    },
-                );
-                (e, v)
+                let v = verify(registry, &r.event).await;
+                let verdict = match &v {
+                    Ok(Verdict::Holds(_)) => "holds",
+                    Ok(Verdict::Differs { .. }) => "differs",
+                    Err(_) => "error",
+                };
+                recorded.record("verdict", verdict);
+                (&r.event, v)
             }
             .instrument(span)
         })
         .buffered(8)
         .collect()
-        .await;
+        .await
+}
+
+/// The lines whose target holds the event's digest, each once; the others are rejected with
+/// why. A verification that may pass later sends the batch back.
+fn holding(
+    verdicts: Vec<(&JobEvent, Result<Verdict, RegistryError>)>,
+    rejected: &mut Vec<String>,
+) -> Result<Vec<Recorded>, Failure> {
     let mut lines: Vec<Recorded> = Vec::new();
-    let mut rejected = Vec::new();
     for (event, verdict) in verdicts {
         let what = event.describe();
-        match verdict {
+        let why = match verdict {
             Ok(Verdict::Holds(digest)) => {
                 let r = Recorded {
                     entry: event.entry(),
@@ -199,70 +270,67 @@ async fn settle(
                 if !lines.contains(&r) {
                     lines.push(r);
                 }
+                continue;
             }
-            Ok(Verdict::Differs { claimed, found }) => {
-                let why = format!(
-                    "{what}: the event says {}, the target holds {}; not recorded",
-                    claimed.map_or("no digest".to_owned(), |d| d.to_string()),
-                    found.map_or("nothing".to_owned(), |d| d.to_string())
-                );
-                tracing::warn!(job = %event.job_id, "{why}");
-                rejected.push(why);
-            }
+            Ok(Verdict::Differs { claimed, found }) => format!(
+                "{what}: the event says {}, the target holds {}; not recorded",
+                claimed.map_or("no digest".to_owned(), |d| d.to_string()),
+                found.map_or("nothing".to_owned(), |d| d.to_string())
+            ),
             Err(e) if e.is_transient() => {
                 return Err(Failure::Transient(format!("verifying {what}: {e}")));
             }
-            Err(e) => {
-                let why = format!("{what}: cannot be verified ({e}); not recorded");
-                tracing::warn!(job = %event.job_id, "{why}");
-                rejected.push(why);
+            Err(e) => format!("{what}: cannot be verified ({e}); not recorded"),
+        };
+        tracing::warn!(job = %event.job_id, "{why}");
+        rejected.push(why);
+    }
+    Ok(lines)
+}
+
+/// Writes the lines in place, or proposes them as a pull request.
+async fn record(destination: &Destination, lines: Vec<Recorded>) -> Result<BatchResult, Failure> {
+    match destination {
+        Destination::Local(path) => {
+            let entries: Vec<Entry> = lines.into_iter().map(|r| r.entry).collect();
+            let path = path.clone();
+            // Reading, writing and syncing the file block: off the async workers.
+            let added = tokio::task::spawn_blocking(move || record_in_file(&path, &entries))
+                .await
+                .map_err(|e| Failure::Transient(format!("the file writer died: {e}")))?
+                .map_err(|e| Failure::Permanent(CommitterError::File(e)))?;
+            metrics::LINES_RECORDED.add(&["local"], added.len() as f64);
+            Ok(BatchResult::Written(added))
+        }
+        Destination::Github { client, settings } => {
+            let span = tracing::info_span!(
+                "committer.pull_request",
+                repo = %settings.repo,
+                lines = lines.len(),
+                number = tracing::field::Empty,
+            );
+            let proposed = propose(client, settings, &lines)
+                .instrument(span.clone())
+                .await;
+            match proposed {
+                Ok(p) => {
+                    match &p {
+                        Proposal::Opened { number, lines, .. } => {
+                            span.record("number", number);
+                            metrics::LINES_RECORDED.add(&["pull_request"], *lines as f64);
+                        }
+                        Proposal::AlreadyProposed { numbers } => {
+                            if let Some(n) = numbers.first() {
+                                span.record("number", n);
+                            }
+                        }
+                        Proposal::NothingNew => {}
+                    }
+                    Ok(BatchResult::Proposed(p))
+                }
+                Err(e) if e.transient => Err(Failure::Transient(e.to_string())),
+                Err(e) => Err(Failure::Permanent(CommitterError::Github(e))),
             }
         }
     }
-    let result = if lines.is_empty() {
-        BatchResult::NothingToRecord
-    } else {
-        match destination {
-            Destination::Local(path) => {
-                let entries: Vec<Entry> = lines.iter().map(|r| r.entry.clone()).collect();
-                let added = record_in_file(path, &entries)
-                    .map_err(|e| Failure::Permanent(CommitterError::File(e)))?;
-                metrics::LINES_RECORDED.add(&["local"], added.len() as f64);
-                BatchResult::Written(added)
-            }
-            Destination::Github { client, settings } => {
-                let span = tracing::info_span!(
-                    "committer.pull_request",
-                    repo = %settings.repo,
-                    lines = lines.len(),
-                    number = tracing::field::Empty,
-                );
-                let proposed = propose(client, settings, &lines)
-                    .instrument(span.clone())
-                    .await;
-                match proposed {
-                    Ok(p) => {
-                        match &p {
-                            Proposal::Opened { number, lines, .. } => {
-                                span.record("number", number);
-                                metrics::LINES_RECORDED.add(&["pull_request"], *lines as f64);
-                            }
-                            Proposal::Existing { number, .. } => {
-                                span.record("number", number);
-                            }
-                            Proposal::NothingNew => {}
-                        }
-                        BatchResult::Proposed(p)
-                    }
-                    Err(e) if e.transient => return Err(Failure::Transient(e.to_string())),
-                    Err(e) => return Err(Failure::Permanent(CommitterError::Github(e))),
-                }
-            }
-        }
-    };
-    Ok(BatchOutcome {
-        events: deliveries.len(),
-        rejected,
-        result,
-    })
 }

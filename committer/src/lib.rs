@@ -17,7 +17,9 @@ pub mod verify;
 
 pub use batch::BatchOptions;
 pub use collect::{collect_events, collect_events_while, CollectError};
-pub use committer::{run_committer, BatchOutcome, BatchResult, CommitterError, Destination};
+pub use committer::{
+    run_committer, BatchOutcome, BatchResult, Committer, CommitterError, Destination,
+};
 pub use local::record_in_file;
 pub use pull_request::{Proposal, PullRequestSettings, Recorded};
 pub use summary::RunSummary;

@@ -1,13 +1,18 @@
 //! GitHub mode: a batch of lines becomes one pull request that adds them to images-list.
 //!
-//! The branch is named from a hash of the sorted lines, so the same lines always make the same
-//! branch: when an open pull request from it exists, nothing new is made. Otherwise the branch
-//! is (re)built from the current base, the file read there gets the lines in `sort -V` order and
-//! is committed through the contents API (read again and rebuilt if it changed meanwhile), and
-//! the pull request is opened and labelled.
+//! A line is proposed once: the committer's open pull requests (branches `image-mirror/add-…`)
+//! are read first, and a line one of them already adds is left out; a batch whose new lines
+//! are all proposed makes nothing, and one with some lines not proposed yet opens a pull
+//! request for those alone. (An open pull request is never changed: what a reviewer has read
+//! stays what it proposes.) The branch is named from a hash of the sorted lines, (re)built from
+//! the current base; the file read there gets the lines in `sort -V` order and is committed
+//! through the contents API (read again and rebuilt if it changed meanwhile), and the pull
+//! request is opened and labelled.
 
 use image_mirror_common::config::GithubRepo;
-use image_mirror_common::github::{GithubClient, GithubError, NewPullRequest};
+use image_mirror_common::github::{
+    FileWrite, GithubClient, GithubError, NewPullRequest, PullCreated,
+};
 use image_mirror_common::{Digest, Entry, ImagesList};
 use sha2::{Digest as _, Sha256};
 
@@ -38,14 +43,12 @@ pub struct Recorded {
 pub enum Proposal {
     /// The base already has every line.
     NothingNew,
-    /// An open pull request for the same lines exists.
-    Existing {
-        /// Its number.
-        number: u64,
-        /// The branch.
-        branch: String,
+    /// Open pull requests of the committer's already propose every line that is new.
+    AlreadyProposed {
+        /// Their numbers.
+        numbers: Vec<u64>,
     },
-    /// A pull request was opened.
+    /// A pull request was opened for the lines no open one proposes.
     Opened {
         /// Its number.
         number: u64,
@@ -58,6 +61,9 @@ pub enum Proposal {
     },
 }
 
+/// The prefix of every branch the committer makes.
+pub const BRANCH_PREFIX: &str = "image-mirror/add-";
+
 /// Attempts at committing when the file keeps changing under us.
 const COMMIT_ATTEMPTS: usize = 5;
 
@@ -67,11 +73,10 @@ pub async fn propose(
     settings: &PullRequestSettings,
     lines: &[Recorded],
 ) -> Result<Proposal, GithubError> {
-    let repo = &settings.repo;
     let base_file = github
-        .file_with_sha(repo, &settings.path, &settings.base_branch)
+        .file_with_sha(&settings.repo, &settings.path, &settings.base_branch)
         .await?;
-    let base_list = parse(&base_file.text, settings)?;
+    let base_list = parse(&base_file.text, settings, &settings.base_branch)?;
     let mut new: Vec<&Recorded> = lines
         .iter()
         .filter(|r| !base_list.contains(&r.entry))
@@ -81,103 +86,163 @@ pub async fn propose(
     if new.is_empty() {
         return Ok(Proposal::NothingNew);
     }
-    let branch = branch_name(&new);
-    if let Some(pr) = github.open_pull_for(repo, &branch).await? {
+    let proposing = proposed_elsewhere(github, settings, &base_list, &new).await?;
+    new.retain(|r| !proposing.iter().any(|p| p.entries.contains(&r.entry)));
+    if new.is_empty() {
+        let mut numbers: Vec<u64> = proposing.iter().map(|p| p.number).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
         // Labelling may be what an earlier attempt did not finish.
         if let Some(label) = &settings.label {
-            github.add_labels(repo, pr.number, &[label]).await?;
+            for n in &numbers {
+                github.add_labels(&settings.repo, *n, &[label]).await?;
+            }
         }
-        return Ok(Proposal::Existing {
-            number: pr.number,
-            branch,
-        });
+        return Ok(Proposal::AlreadyProposed { numbers });
     }
+    let branch = branch_name(&new);
+    commit_on_branch(github, settings, &branch, &new).await?;
+    open_pull(github, settings, &branch, &new).await
+}
+
+/// An open pull request of the committer's and the lines it adds to the base.
+struct Proposing {
+    number: u64,
+    entries: Vec<Entry>,
+}
+
+/// The committer's open pull requests that propose any of `new`, with what they add.
+async fn proposed_elsewhere(
+    github: &GithubClient,
+    settings: &PullRequestSettings,
+    base: &ImagesList,
+    new: &[&Recorded],
+) -> Result<Vec<Proposing>, GithubError> {
+    let mut found = Vec::new();
+    for pull in github
+        .open_pulls_from(&settings.repo, BRANCH_PREFIX)
+        .await?
+    {
+        let file = github
+            .file_with_sha(&settings.repo, &settings.path, &pull.branch)
+            .await?;
+        let proposed = parse(&file.text, settings, &pull.branch)?;
+        let entries: Vec<Entry> = new
+            .iter()
+            .filter(|r| proposed.contains(&r.entry) && !base.contains(&r.entry))
+            .map(|r| r.entry.clone())
+            .collect();
+        if !entries.is_empty() {
+            found.push(Proposing {
+                number: pull.number,
+                entries,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// (Re)builds `branch` from the base as it is now, with the lines added in `sort -V` order,
+/// read again and rebuilt when the file changed under us.
+async fn commit_on_branch(
+    github: &GithubClient,
+    settings: &PullRequestSettings,
+    branch: &str,
+    new: &[&Recorded],
+) -> Result<(), GithubError> {
+    let repo = &settings.repo;
     let base_head = github
         .branch_head(repo, &settings.base_branch)
         .await?
-        .ok_or_else(|| GithubError {
-            operation: format!("read branch {} of {repo}", settings.base_branch),
-            status: Some(404),
-            message: "the base branch does not exist".into(),
-            transient: false,
-            retry_after: None,
+        .ok_or_else(|| {
+            GithubError::unusable(
+                &format!("read branch {} of {repo}", settings.base_branch),
+                "the base branch does not exist",
+            )
         })?;
     // Left over from an attempt that did not open its pull request: rebuilt on the base.
-    if github.branch_head(repo, &branch).await?.is_some() {
-        github.reset_branch(repo, &branch, &base_head).await?;
+    if github.branch_head(repo, branch).await?.is_some() {
+        github.reset_branch(repo, branch, &base_head).await?;
     } else {
-        github.create_branch(repo, &branch, &base_head).await?;
+        github.create_branch(repo, branch, &base_head).await?;
     }
-    let (title, body) = (title(&new), body(&new));
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        // The file as the branch has it: the base as it is now, whatever it was above.
-        let file = github.file_with_sha(repo, &settings.path, &branch).await?;
-        let mut list = parse(&file.text, settings)?;
+    let title = title(new);
+    for attempt in 1..=COMMIT_ATTEMPTS {
+        // The file as the branch has it: the base as it is now, whatever it was before.
+        let file = github.file_with_sha(repo, &settings.path, branch).await?;
+        let mut list = parse(&file.text, settings, branch)?;
         let added = new.iter().filter(|r| list.insert(r.entry.clone())).count();
         if added == 0 {
-            break;
+            return Ok(());
         }
         let text = String::from_utf8_lossy(&list.to_bytes()).into_owned();
         match github
-            .put_file(repo, &settings.path, &branch, &title, &text, &file.sha)
-            .await
+            .put_file(repo, &settings.path, branch, &title, &text, &file.sha)
+            .await?
         {
-            Ok(()) => break,
-            Err(e) if matches!(e.status, Some(409 | 422)) && attempt < COMMIT_ATTEMPTS => {
-                tracing::info!(error = %e, "images-list changed on the branch; rebuilding");
+            FileWrite::Written => return Ok(()),
+            FileWrite::Changed if attempt < COMMIT_ATTEMPTS => {
+                tracing::info!("images-list changed on the branch; rebuilding");
             }
-            Err(e) => return Err(e),
+            FileWrite::Changed => break,
         }
     }
+    Err(GithubError::unusable(
+        &format!("commit {} on {branch} of {repo}", settings.path),
+        format!("the file kept changing under us ({COMMIT_ATTEMPTS} attempts)"),
+    ))
+}
+
+/// Opens the pull request from `branch` (or finds the one an earlier attempt opened) and
+/// labels it.
+async fn open_pull(
+    github: &GithubClient,
+    settings: &PullRequestSettings,
+    branch: &str,
+    new: &[&Recorded],
+) -> Result<Proposal, GithubError> {
+    let repo = &settings.repo;
+    let (title, body) = (title(new), body(new));
     let pull = NewPullRequest {
         title: &title,
-        head: &branch,
+        head: branch,
         base: &settings.base_branch,
         body: &body,
     };
-    let pr = match github.create_pull(repo, &pull).await {
-        Ok(pr) => pr,
+    let (number, url) = match github.create_pull(repo, &pull).await? {
+        PullCreated::Opened(pr) => (pr.number, pr.html_url),
         // Opened by an earlier attempt whose answer was lost.
-        Err(e) if e.status == Some(422) => match github.open_pull_for(repo, &branch).await? {
-            Some(pr) => {
-                return Ok(Proposal::Existing {
-                    number: pr.number,
-                    branch,
-                })
+        PullCreated::AlreadyOpen => match github.open_pull_for(repo, branch).await? {
+            Some(pr) => (pr.number, pr.html_url),
+            None => {
+                return Err(GithubError::unusable(
+                    &format!("open a pull request from {branch} of {repo}"),
+                    "GitHub says one is open, and none is",
+                ))
             }
-            None => return Err(e),
         },
-        Err(e) => return Err(e),
     };
     if let Some(label) = &settings.label {
-        github.add_labels(repo, pr.number, &[label]).await?;
+        github.add_labels(repo, number, &[label]).await?;
     }
     Ok(Proposal::Opened {
-        number: pr.number,
-        url: pr.html_url,
-        branch,
+        number,
+        url,
+        branch: branch.to_owned(),
         lines: new.len(),
     })
 }
 
-fn parse(text: &str, settings: &PullRequestSettings) -> Result<ImagesList, GithubError> {
+fn parse(text: &str, settings: &PullRequestSettings, at: &str) -> Result<ImagesList, GithubError> {
     ImagesList::parse(text.as_bytes()).map_err(|problems| {
         let first = problems
             .first()
             .map(|(line, p)| format!("line {line}: {p}"))
             .unwrap_or_default();
-        GithubError {
-            operation: format!(
-                "read {} of {} at {}",
-                settings.path, settings.repo, settings.base_branch
-            ),
-            status: None,
-            message: format!("not a valid images-list: {first}"),
-            transient: false,
-            retry_after: None,
-        }
+        GithubError::unusable(
+            &format!("read {} of {} at {at}", settings.path, settings.repo),
+            format!("not a valid images-list: {first}"),
+        )
     })
 }
 
@@ -196,7 +261,7 @@ pub fn branch_name(lines: &[&Recorded]) -> String {
         .take(6)
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("image-mirror/add-{hex}")
+    format!("{BRANCH_PREFIX}{hex}")
 }
 
 /// "Added tag(s) T for image(s) I", as the original tool titled its pull requests, cut to 256

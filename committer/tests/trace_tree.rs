@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Destination};
+use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Committer, Destination};
 use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::queue::{Broker, Message};
@@ -98,14 +98,18 @@ async fn a_job_is_one_trace_from_producer_to_committer() {
     let mut batch_done = Some(batch_done);
     let registry = client(&[dst.host()]);
     let destination = Destination::Local(list.clone());
-    let committer = run_committer(
-        &mut consumer,
-        &registry,
-        &destination,
-        BatchOptions {
+    let setup = Committer {
+        broker: &committer_broker,
+        registry: &registry,
+        destination: &destination,
+        batch: BatchOptions {
             window: Duration::from_millis(200),
             max: 10,
         },
+    };
+    let committer = run_committer(
+        &setup,
+        &mut consumer,
         async {
             let _ = batch_seen.await;
         },

@@ -1,5 +1,6 @@
 //! Replacing a file atomically: write a temporary file beside it, flush it to disk, rename it
-//! over the original. Readers see the old content or the new, never half of either.
+//! over the original, then flush the folder (so that the rename itself survives a crash).
+//! Readers see the old content or the new, never half of either.
 
 use std::io::Write;
 use std::path::Path;
@@ -19,6 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         tmp.as_file().set_permissions(meta.permissions())?;
     }
     tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub struct Pull {
     pub body: String,
     /// Labels added.
     pub labels: Vec<String>,
+    /// Closed (merged or not): no longer listed as open.
+    pub closed: bool,
 }
 
 /// What the fake holds.
@@ -260,12 +262,23 @@ impl Respond for Api {
                 ResponseTemplate::new(200).set_body_json(json!({"object": {"sha": sha}}))
             }
             ("GET", "pulls") => {
-                let head = query.get("head").cloned().unwrap_or_default();
+                let head = query.get("head").cloned();
+                let full_name = format!("{}/{}", self.owner, self.repo);
                 let open: Vec<Value> = state
                     .pulls
                     .iter()
-                    .filter(|p| format!("{}:{}", self.owner, p.head) == head)
-                    .map(|p| json!({"number": p.number, "html_url": format!("https://github.example/pull/{}", p.number)}))
+                    .filter(|p| !p.closed)
+                    .filter(|p| {
+                        head.as_ref()
+                            .is_none_or(|h| *h == format!("{}:{}", self.owner, p.head))
+                    })
+                    .map(|p| {
+                        json!({
+                            "number": p.number,
+                            "html_url": format!("https://github.example/pull/{}", p.number),
+                            "head": {"ref": p.head, "repo": {"full_name": full_name}},
+                        })
+                    })
                     .collect();
                 ResponseTemplate::new(200).set_body_json(open)
             }
@@ -274,7 +287,7 @@ impl Respond for Api {
                 if !state.heads.contains_key(&head) {
                     return unprocessable("head does not exist");
                 }
-                if state.pulls.iter().any(|p| p.head == head) {
+                if state.pulls.iter().any(|p| p.head == head && !p.closed) {
                     return unprocessable("A pull request already exists");
                 }
                 let number = state.pulls.len() as u64 + 1;
@@ -285,6 +298,7 @@ impl Respond for Api {
                     base: body["base"].as_str().unwrap_or_default().to_owned(),
                     body: body["body"].as_str().unwrap_or_default().to_owned(),
                     labels: Vec::new(),
+                    closed: false,
                 });
                 ResponseTemplate::new(201).set_body_json(json!({
                     "number": number,

@@ -84,6 +84,8 @@ pub struct Hostility {
     /// The first `GET` of each blob trickles one byte at a time, this far apart (the next
     /// ones, with or without `Range`, are answered at once).
     pub trickle_first_blob_get: Option<Duration>,
+    /// The token realm Bearer challenges name, instead of `/token` on this server.
+    pub realm: Option<String>,
     /// Blob bodies are sent without a `Content-Length`.
     pub blobs_unannounced: bool,
     /// No request is ever answered.
@@ -268,7 +270,11 @@ fn answer(state: &Mutex<State>, port: u16, hostility: &Hostility, request: &Requ
     if !authorized(state, &hostility.auth, request) {
         let challenge = match &hostility.auth {
             Auth::Bearer { .. } => {
-                format!("Bearer realm=\"{here}/token\",service=\"hostile\"")
+                let realm = hostility
+                    .realm
+                    .clone()
+                    .unwrap_or_else(|| format!("{here}/token"));
+                format!("Bearer realm=\"{realm}\",service=\"hostile\"")
             }
             _ => "Basic realm=\"hostile\"".to_owned(),
         };

@@ -669,3 +669,37 @@ async fn a_cut_download_resumes_with_range() {
         image.digest()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_keeps_failing_is_transient_as_a_download_is() {
+    use image_mirror_testkit::front::Hook;
+    use image_mirror_testkit::http::{Reply, Response};
+    use image_mirror_testkit::{Front, FrontOptions};
+    let src = Registry::start();
+    let dst = Registry::start();
+    let image = images::oci_manifest(91);
+    push_image(&src.url(), "up/app", "1", &image).await;
+    // Every request that sends blob bytes gets a 503.
+    let hook: Hook = std::sync::Arc::new(|request| {
+        let sends = request.path().contains("/blobs/uploads/")
+            && matches!(request.method.as_str(), "PUT" | "PATCH");
+        sends.then(|| Reply::from(Response::new(503)))
+    });
+    let front = Front::start(
+        dst.host(),
+        FrontOptions {
+            hook: Some(hook),
+            ..FrontOptions::default()
+        },
+    );
+    let engine = engine(&[src.host().to_owned(), front.host()]);
+    let err = engine
+        .copy(
+            &reference(&format!("{}/up/app:1", src.host())),
+            &reference(&format!("{}/mirror/app:1", front.host())),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("kept failing"), "{err}");
+}

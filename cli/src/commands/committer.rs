@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use image_mirror_committer::{
-    run_committer, BatchOptions, BatchOutcome, BatchResult, Destination, Proposal,
+    run_committer, BatchOptions, BatchOutcome, BatchResult, Committer, Destination, Proposal,
     PullRequestSettings,
 };
 use image_mirror_common::config::GithubRepo;
@@ -53,18 +53,16 @@ pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
     }
     let stop = stop::signal();
     tracing::info!(queue = %broker.topology().committer(), "committer started");
-    run_committer(
-        &mut consumer,
-        &registry,
-        &destination,
-        BatchOptions {
+    let committer = Committer {
+        broker: &broker,
+        registry: &registry,
+        destination: &destination,
+        batch: BatchOptions {
             window: args.batch_window,
             max: usize::from(max),
         },
-        stop,
-        print_outcome,
-    )
-    .await?;
+    };
+    run_committer(&committer, &mut consumer, stop, print_outcome).await?;
     Ok(OK)
 }
 
@@ -84,8 +82,13 @@ fn print_outcome(outcome: &BatchOutcome) {
         BatchResult::Proposed(Proposal::NothingNew) => {
             println!("batch of {n} events: the base branch already has every line");
         }
-        BatchResult::Proposed(Proposal::Existing { number, branch }) => println!(
-            "batch of {n} events: pull request #{number} from {branch} already proposes these lines"
+        BatchResult::Proposed(Proposal::AlreadyProposed { numbers }) => println!(
+            "batch of {n} events: pull request {} already proposes these lines",
+            numbers
+                .iter()
+                .map(|n| format!("#{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         BatchResult::Proposed(Proposal::Opened {
             number,

@@ -18,6 +18,15 @@ pub struct FileAtRef {
     pub sha: String,
 }
 
+/// What a commit through the contents API did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileWrite {
+    /// Committed.
+    Written,
+    /// The file changed since it was read: read it again and rebuild the change.
+    Changed,
+}
+
 #[derive(Deserialize)]
 struct FileContent {
     #[serde(default)]
@@ -123,8 +132,8 @@ impl GithubClient {
         Ok(())
     }
 
-    /// Commits `text` as `path` on `branch`, replacing the blob `sha` (GitHub refuses with
-    /// 409 when the file changed since that sha was read).
+    /// Commits `text` as `path` on `branch`, replacing the blob `sha`: [`FileWrite::Changed`]
+    /// when the file changed since that sha was read (GitHub's 409, or 422).
     pub async fn put_file(
         &self,
         repo: &GithubRepo,
@@ -133,7 +142,7 @@ impl GithubClient {
         message: &str,
         text: &str,
         sha: &str,
-    ) -> Result<(), GithubError> {
+    ) -> Result<FileWrite, GithubError> {
         let operation = format!("commit {path} on {branch} of {repo}");
         let route = route(repo, &format!("contents/{}", path.trim_start_matches('/')));
         let body = json!({
@@ -142,10 +151,13 @@ impl GithubClient {
             "sha": sha,
             "branch": branch,
         });
-        let _: Ignored = self
-            .send_json(Method::Put, &operation, &route, &body)
-            .await?;
-        Ok(())
+        let written: Result<Ignored, GithubError> =
+            self.send_json(Method::Put, &operation, &route, &body).await;
+        match written {
+            Ok(_) => Ok(FileWrite::Written),
+            Err(e) if matches!(e.status, Some(409 | 422)) => Ok(FileWrite::Changed),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -139,6 +139,12 @@ impl GithubError {
         }
     }
 
+    /// A refusal that retrying will not change, for what GitHub answered but cannot be used
+    /// (a file that does not parse, a branch that is missing).
+    pub fn unusable(operation: &str, message: impl Into<String>) -> Self {
+        Self::permanent(operation, message.into())
+    }
+
     pub(crate) fn permanent(operation: &str, message: String) -> Self {
         Self {
             operation: operation.to_owned(),

@@ -14,8 +14,8 @@ pub mod releases;
 mod transport;
 
 pub use client::GithubClient;
-pub use contents::FileAtRef;
+pub use contents::{FileAtRef, FileWrite};
 pub use error::GithubError;
-pub use pulls::{NewPullRequest, PullRequest};
+pub use pulls::{NewPullRequest, OpenPull, PullCreated, PullRequest};
 pub use releases::Release;
 pub use transport::{GITHUB_DEADLINE, MAX_GITHUB_BODY};

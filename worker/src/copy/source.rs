@@ -157,7 +157,7 @@ impl<'a> SourceReader<'a> {
         }
         tracing::debug!(blob = %self.blob.digest, offset = self.position, %failure, "download broke; resuming with Range");
         Counters::add(&self.counters.resumes, 1);
-        tokio::time::sleep(backoff(self.failures)).await;
+        tokio::time::sleep(backoff(self.engine.client.retry_policy(), self.failures)).await;
         Ok(())
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use image_mirror_common::registry::{
-    BlobDownload, Descriptor, NetworkFailure, RegistryError, StallRule, Stalled, Upload,
-    UploadSlot, Watchdog,
+    BlobDownload, Descriptor, NetworkFailure, RegistryError, RetryPolicy, StallRule, Stalled,
+    Upload, UploadSlot, Watchdog,
 };
 use image_mirror_common::{Digest, Repository};
 use sha2::{Digest as _, Sha256};
@@ -119,7 +119,7 @@ impl CopyEngine {
             }
             tracing::debug!(blob = %t.blob.digest, %reason, "upload broke; sending the blob again");
             Counters::add(&t.counters.resumes, 1);
-            tokio::time::sleep(backoff(failures)).await;
+            tokio::time::sleep(backoff(client.retry_policy(), failures)).await;
             upload = client.start_upload(t.target).await?;
         }
     }
@@ -188,7 +188,7 @@ impl CopyEngine {
             }
             tracing::debug!(blob = %t.blob.digest, offset = start, %reason, "upload broke; resuming");
             Counters::add(&t.counters.resumes, 1);
-            tokio::time::sleep(backoff(failures)).await;
+            tokio::time::sleep(backoff(client.retry_policy(), failures)).await;
             reader.release();
             saved = self.resume(t, &mut upload, saved, start).await?;
             hasher = saved.hasher.clone();
@@ -368,10 +368,13 @@ async fn transfer(
     }
 }
 
-/// The pause before trying a broken transfer again.
-pub(crate) fn backoff(failures: usize) -> Duration {
-    let exp = u32::try_from(failures.min(6)).unwrap_or(6);
-    Duration::from_millis(200 * 2_u64.pow(exp)).min(Duration::from_secs(10))
+/// The pause before trying a broken transfer again: the retry policy's first delay, doubled
+/// with each failure, at most its longest delay (and never more than 10 s).
+pub(crate) fn backoff(policy: RetryPolicy, failures: usize) -> Duration {
+    let exp = u32::try_from(failures.saturating_sub(1).min(8)).unwrap_or(8);
+    (policy.min_delay * 2_u32.pow(exp))
+        .min(policy.max_delay)
+        .min(Duration::from_secs(10))
 }
 
 pub(crate) fn check_digest(
