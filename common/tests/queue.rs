@@ -209,3 +209,48 @@ async fn a_broker_url_password_never_appears_in_errors() {
     assert!(!err.contains(password), "{err}");
     assert!(err.contains("guest:***@127.0.0.1"), "{err}");
 }
+
+/// An event no queue is bound for is refused, as is one for a queue that is gone: both
+/// adapters, the same way.
+async fn what_cannot_be_routed_is_refused(
+    broker: &Broker,
+    delete_committer: impl std::future::Future<Output = ()>,
+) {
+    let unbound = broker.publish_event("job.copied.twice", &message(1)).await;
+    assert!(
+        matches!(unbound, Err(QueueError::Refused(_))),
+        "{unbound:?}"
+    );
+    broker
+        .publish_event("job.copied", &message(2))
+        .await
+        .unwrap();
+    delete_committer.await;
+    let gone = broker.publish_event("job.copied", &message(3)).await;
+    assert!(matches!(gone, Err(QueueError::Refused(_))), "{gone:?}");
+}
+
+#[tokio::test]
+async fn memory_refuses_what_cannot_be_routed() {
+    let broker = memory();
+    let Broker::Memory(m) = &broker else {
+        unreachable!()
+    };
+    let committer = broker.topology().committer();
+    what_cannot_be_routed_is_refused(&broker, async { m.delete_queue(&committer) }).await;
+}
+
+#[tokio::test]
+async fn amqp_refuses_what_cannot_be_routed() {
+    let broker = amqp("unroutable").await;
+    let committer = broker.topology().committer();
+    let url = rabbitmq::amqp_url();
+    let topology = broker.topology().clone();
+    what_cannot_be_routed_is_refused(&broker, async move {
+        let other = AmqpBroker::connect(&url, topology).await.unwrap();
+        other.delete_queue(&committer).await.unwrap();
+        other.close().await;
+    })
+    .await;
+    tear_down(broker).await;
+}

@@ -321,6 +321,17 @@ impl AmqpBroker {
         Ok(out)
     }
 
+    /// Deletes one queue and its messages.
+    pub async fn delete_queue(&self, name: &str) -> Result<(), QueueError> {
+        let channel = self.channel().await?;
+        channel
+            .queue_delete(name.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .map_err(|e| broker_error(&self.url, &e))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
+    }
+
     /// Deletes every queue and the exchange of the topology (messages included): for tearing
     /// down a test or a retired installation.
     pub async fn delete_topology(&self) -> Result<(), QueueError> {
