@@ -127,6 +127,28 @@ pub struct GlobalArgs {
     )]
     pub stall_timeout: u64,
 
+    /// Pulls (manifest GETs) left untouched in every registry's quota, as its
+    /// `ratelimit-remaining` reports it: at the reserve, pulls pause.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_RATE_LIMIT_RESERVE",
+        default_value_t = 2,
+        value_name = "PULLS"
+    )]
+    pub rate_limit_reserve: u64,
+
+    /// The longest pause for a registry's rate limit that is waited out; a longer one defers
+    /// the job (a worker: to a delay queue timed to the reset; `run`: reported, exit 1).
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_RATE_LIMIT_MAX_WAIT",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub rate_limit_max_wait: u64,
+
     /// Seconds to wait for a registry connection to open.
     #[arg(
         long,

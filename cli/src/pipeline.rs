@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use image_mirror_committer::{collect_events_while, record_in_file, RunSummary};
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::{Broker, Message};
+use image_mirror_common::registry::QuotaView;
 use image_mirror_common::{JobEvent, MirrorJob, Outcome};
-use image_mirror_worker::{run_worker, CopyEngine, WorkerOptions};
+use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
 
 use crate::args::GlobalArgs;
 use crate::progress::Progress;
@@ -37,6 +38,8 @@ pub struct Mirrored {
     pub retry_wait: Duration,
     /// Registry requests tried again.
     pub retries: u64,
+    /// What each registry's quota came to: pulls, HEADs, refusals.
+    pub quotas: Vec<(String, QuotaView)>,
 }
 
 /// Mirrors `jobs` with `workers` jobs in progress at once. `None` when a stop signal came
@@ -68,14 +71,16 @@ pub async fn mirror(
         WorkerOptions {
             concurrency: workers.max(1),
             grace: Duration::from_secs(5),
-            // One run: a host that cannot be reached fails its jobs now, with the reason.
+            // One run: a host that cannot be reached fails its jobs now, with the reason,
+            // and a spent rate limit ends its jobs as deferred, naming the limit.
             retry_unreachable: false,
+            deferral: Deferral::Report,
         },
         async {
             let _ = stop_rx.await;
         },
     ));
-    let expected: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let expected: HashSet<String> = jobs.iter().flat_map(MirrorJob::event_ids).collect();
     let progress = Progress::new(expected.len());
     let workers_ended = async {
         match (&mut worker).await {
@@ -105,7 +110,8 @@ pub async fn mirror(
     let mut collected = collected?;
     let events = jobs
         .iter()
-        .filter_map(|j| collected.remove(&j.id))
+        .flat_map(MirrorJob::event_ids)
+        .filter_map(|id| collected.remove(&id))
         .collect();
     let stats = client.stats();
     Ok(Some(Mirrored {
@@ -113,6 +119,7 @@ pub async fn mirror(
         elapsed: started.elapsed(),
         retry_wait: Duration::from_millis(stats.retry_wait_ms.load(Ordering::Relaxed)),
         retries: stats.retries.load(Ordering::Relaxed),
+        quotas: client.quotas(),
     }))
 }
 
@@ -167,6 +174,27 @@ pub fn time_spent(mirrored: &Mirrored) {
     );
 }
 
+/// Prints the pulls (manifest GETs, as Docker Hub counts them) each registry cost.
+pub fn pulls(mirrored: &Mirrored) {
+    let spent: Vec<String> = mirrored
+        .quotas
+        .iter()
+        .map(|(registry, q)| {
+            let mut s = format!("{registry} {} pulls, {} HEADs", q.pulls, q.heads);
+            if q.refused > 0 {
+                s.push_str(&format!(", {} refused", q.refused));
+            }
+            if let Some(left) = q.remaining {
+                s.push_str(&format!(", {left} left"));
+            }
+            s
+        })
+        .collect();
+    if !spent.is_empty() {
+        println!("registry quotas: {}", spent.join("; "));
+    }
+}
+
 /// Prints each failure, one line per host that could not be reached, and the summary line;
 /// the exit status.
 pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
@@ -178,6 +206,10 @@ pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
             .map_or(("unknown", ""), |f| (f.class.as_str(), f.message.as_str()));
         eprintln!("failed: {}: {class}: {message}", e.describe());
     }
+    for e in events.iter().filter(|e| e.outcome == Outcome::Deferred) {
+        let why = e.error.as_ref().map_or("", |f| f.message.as_str());
+        eprintln!("deferred: {}: {why}", e.describe());
+    }
     for host in &s.unreachable {
         eprintln!("unreachable: {} ({} jobs)", host.message, host.jobs);
     }
@@ -186,15 +218,20 @@ pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
     } else {
         format!(" ({})", s.causes())
     };
+    let deferred = if s.deferred == 0 {
+        String::new()
+    } else {
+        format!(", {} deferred (rate limit)", s.deferred)
+    };
     println!(
-        "summary: {} copied, {} already present, {} failed{causes}, {} bytes sent, {:.1}s",
+        "summary: {} copied, {} already present, {} failed{causes}{deferred}, {} bytes sent, {:.1}s",
         s.copied,
         s.already_present,
         s.failed,
         s.bytes_sent,
         elapsed.as_secs_f64()
     );
-    if s.failed == 0 {
+    if s.failed == 0 && s.deferred == 0 {
         crate::exit::OK
     } else {
         crate::exit::FAILED

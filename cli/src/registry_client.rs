@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient, StallRule};
+use image_mirror_common::registry::{
+    ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
+};
 use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
@@ -21,6 +23,10 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
         stall: StallRule {
             window: Duration::from_secs(global.stall_timeout),
             ..StallRule::default()
+        },
+        rate_limits: RateLimitPolicy {
+            reserve: global.rate_limit_reserve,
+            max_wait: Duration::from_secs(global.rate_limit_max_wait),
         },
         ..ClientOptions::default()
     };

@@ -56,7 +56,7 @@ pub fn init(format: LogFormat, role: &str, prints_job_lines: bool) -> Telemetry 
     // `run` and `add-tag` print a line per finished job themselves: the worker's own line
     // per job would say it twice.
     let default = if prints_job_lines {
-        "info,image_mirror_worker::job_runner=error"
+        "info,image_mirror_worker::job_runner=error,image_mirror_worker::job_outcome=error"
     } else {
         "info"
     };

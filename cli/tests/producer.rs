@@ -38,7 +38,7 @@ async fn sync_publishes_one_job_per_entry_and_target() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("published 4344 jobs for 2172 entries"),
+        text.contains("published 2172 jobs for 2172 entries (4344 targets)"),
         "{text}"
     );
 
@@ -46,23 +46,28 @@ async fn sync_publishes_one_job_per_entry_and_target() {
         .await
         .unwrap();
     let depths = broker.depths().await.unwrap();
-    assert_eq!(depths[0].ready, 4344);
+    assert_eq!(depths[0].ready, 2172);
     let mut consumer = broker
         .consume(&Topology::new(&prefix).jobs(), 500)
         .await
         .unwrap();
     let mut ids = HashSet::new();
-    for _ in 0..4344 {
+    for _ in 0..2172 {
         let d = consumer.next().await.unwrap().unwrap();
         let job = MirrorJob::from_json(&d.body).unwrap();
         assert_eq!(d.id, job.id);
         assert!(!job.record);
-        let target = job.target.to_string();
+        // One job per entry, to both registries: the source is read once for them.
+        let targets: Vec<String> = job.targets().iter().map(ToString::to_string).collect();
+        assert_eq!(targets.len(), 2, "{targets:?}");
         assert!(
-            target.starts_with("a.example:5000/acme/") || target.starts_with("b.example/acme/"),
-            "{target}"
+            targets[0].starts_with("a.example:5000/acme/"),
+            "{targets:?}"
         );
-        assert!(ids.insert(job.id));
+        assert!(targets[1].starts_with("b.example/acme/"), "{targets:?}");
+        for id in job.event_ids() {
+            assert!(ids.insert(id));
+        }
         d.ack().await.unwrap();
     }
     drop(consumer);

@@ -17,6 +17,8 @@ pub struct RunSummary {
     pub already_present: usize,
     /// Jobs that failed.
     pub failed: usize,
+    /// Jobs deferred because a registry's rate limit was spent (not failures).
+    pub deferred: usize,
     /// Blob bytes sent to targets.
     pub bytes_sent: u64,
     /// Failed jobs by failure class (`not_found`, `auth`, `unreachable`, …).
@@ -45,6 +47,7 @@ impl RunSummary {
             match e.outcome {
                 Outcome::Copied => s.copied += 1,
                 Outcome::AlreadyPresent => s.already_present += 1,
+                Outcome::Deferred => s.deferred += 1,
                 Outcome::Failed => {
                     s.failed += 1;
                     let (class, message) = e

@@ -101,6 +101,11 @@ pub struct MirrorJob {
     /// elsewhere: the line to record keeps the listed target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_target: Option<Repository>,
+    /// More targets of the same copy (several `--dest-registry` values): the source is read
+    /// once for all of them. Each target's outcome is its own event, under the id of
+    /// `source`, that target and `tag`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_to: Vec<Repository>,
     /// Who asked.
     pub origin: Origin,
     /// When it was asked.
@@ -162,9 +167,47 @@ impl MirrorJob {
             tag,
             record,
             listed_target: None,
+            also_to: Vec::new(),
             origin,
             requested_at: Utc::now(),
         }
+    }
+
+    /// Every target, the first one first.
+    pub fn targets(&self) -> Vec<Repository> {
+        std::iter::once(self.target.clone())
+            .chain(self.also_to.iter().cloned())
+            .collect()
+    }
+
+    /// The same copy to `targets` (the first is the job's target, and names its id); `None`
+    /// without any.
+    pub fn with_targets(&self, targets: &[Repository]) -> Option<Self> {
+        let (first, rest) = targets.split_first()?;
+        Some(Self {
+            id: job_id(&self.source, first, &self.tag),
+            target: first.clone(),
+            also_to: rest.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// The job of one target alone, as its event names it.
+    pub fn for_target(&self, target: &Repository) -> Self {
+        Self {
+            id: job_id(&self.source, target, &self.tag),
+            target: target.clone(),
+            also_to: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The ids of the events this job ends with, one per target.
+    pub fn event_ids(&self) -> Vec<String> {
+        self.targets()
+            .iter()
+            .map(|t| job_id(&self.source, t, &self.tag))
+            .collect()
     }
 
     /// The same job, noting that images-list names `listed` as its target (kept only when it
@@ -218,6 +261,9 @@ pub enum Outcome {
     AlreadyPresent,
     /// The job failed for good.
     Failed,
+    /// A registry's rate limit was spent: the job waits for the quota (a worker keeps it in a
+    /// delay queue; a one-off run reports it and ends).
+    Deferred,
 }
 
 impl Outcome {
@@ -227,6 +273,7 @@ impl Outcome {
             Self::Copied => "copied",
             Self::AlreadyPresent => "already_present",
             Self::Failed => "failed",
+            Self::Deferred => "deferred",
         }
     }
 }

@@ -189,6 +189,41 @@ pub static TOO_MANY_REQUESTS: Family = Family::new(
     "counter",
     &["registry"],
 );
+/// Manifest GETs sent, by registry (pulls, as Docker Hub counts them).
+pub static PULLS: Family = Family::new(
+    "image_mirror_registry_pulls_total",
+    "Manifest GETs sent (pulls, as Docker Hub counts them), by registry.",
+    "counter",
+    &["registry"],
+);
+/// Manifest HEADs sent, by registry (free where GETs are counted).
+pub static MANIFEST_HEADS: Family = Family::new(
+    "image_mirror_registry_manifest_heads_total",
+    "Manifest HEADs sent (free where GETs count as pulls), by registry.",
+    "counter",
+    &["registry"],
+);
+/// The pull quota a registry said was left, at its last answer that said.
+pub static QUOTA_REMAINING: Family = Family::new(
+    "image_mirror_registry_quota_remaining",
+    "Pulls left in the registry's quota, as its last answer said (ratelimit-remaining).",
+    "gauge",
+    &["registry"],
+);
+/// Times a registry's requests were paused for its rate limit.
+pub static PAUSES: Family = Family::new(
+    "image_mirror_registry_pauses_total",
+    "Times requests to a registry were paused for its rate limit.",
+    "counter",
+    &["registry"],
+);
+/// Jobs deferred because a registry's quota was spent beyond the longest wait.
+pub static DEFERRED: Family = Family::new(
+    "image_mirror_jobs_deferred_total",
+    "Jobs deferred to a delay queue because a registry's rate limit was spent, by registry.",
+    "counter",
+    &["registry"],
+);
 /// Jobs being worked on now.
 pub static JOBS_IN_FLIGHT: Family = Family::new(
     "image_mirror_jobs_in_flight",
@@ -220,12 +255,17 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 8] = [
+pub static FAMILIES: [&Family; 13] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
     &RETRIES,
     &TOO_MANY_REQUESTS,
+    &PULLS,
+    &MANIFEST_HEADS,
+    &QUOTA_REMAINING,
+    &PAUSES,
+    &DEFERRED,
     &JOBS_IN_FLIGHT,
     &QUEUE_READY,
     &LINES_RECORDED,

@@ -3,12 +3,13 @@
 
 use image_mirror_common::config::GithubRepo;
 use image_mirror_common::github::{GithubClient, GithubError, Release};
+use image_mirror_common::reference::ReferenceError;
 use image_mirror_common::registry::{RegistryClient, RegistryError};
 use image_mirror_common::{
     Entry, ImageRef, ImagesList, MirrorJob, Origin, Repository, Rule, Tag, VersionSource,
 };
 
-use crate::sync::TargetOverrides;
+use crate::jobs::TargetOverrides;
 use crate::targets::target_for;
 use crate::versions::{is_semver_tag, Selection};
 
@@ -43,26 +44,8 @@ pub struct KeyReport {
 
 impl KeyReport {
     /// One job per new tag, with the target overrides applied and `record: true`.
-    pub fn jobs(&self, overrides: &TargetOverrides) -> Vec<MirrorJob> {
-        let mut jobs = Vec::new();
-        for entry in &self.new {
-            let Ok(targets) = overrides.apply(&entry.target) else {
-                continue;
-            };
-            for target in targets {
-                jobs.push(
-                    MirrorJob::new(
-                        entry.source.clone(),
-                        target,
-                        entry.tag.clone(),
-                        true,
-                        Origin::Discover(self.key.clone()),
-                    )
-                    .listed_as(&entry.target),
-                );
-            }
-        }
-        jobs
+    pub fn jobs(&self, overrides: &TargetOverrides) -> Result<Vec<MirrorJob>, ReferenceError> {
+        overrides.jobs_for(&self.new, true, &Origin::Discover(self.key.clone()))
     }
 }
 

@@ -1,17 +1,20 @@
 //! The producer role: turns `images-list` lines, `config.json` rules and manual requests into
 //! [`MirrorJob`](image_mirror_common::MirrorJob)s.
 //!
-//! It owns the planning of one job per image, target and tag ([`sync`]), tag discovery
+//! It owns the planning of one job per image and tag, to every target ([`jobs`] applies the
+//! target overrides, [`sync`] plans a whole images-list), tag discovery
 //! ([`discover`]: the tag sources and the [`versions`] filters applied to what they find),
 //! where a new tag goes ([`targets`]), and the checks of a manual request ([`add_tag`]). It
 //! speaks to the queue only through the port in `common`.
 
 pub mod add_tag;
 pub mod discover;
+pub mod jobs;
 pub mod sync;
 pub mod targets;
 pub mod versions;
 
 pub use discover::{discover, KeyReport, Sources};
-pub use sync::{plan_sync, TargetOverrides};
+pub use jobs::TargetOverrides;
+pub use sync::plan_sync;
 pub use targets::{target_for, TargetError};

@@ -1,37 +1,14 @@
-//! `producer sync`: one job per images-list entry and target, for lines already listed
-//! (`record: false`), with the target overrides of the command line applied.
+//! `producer sync`: one job per images-list entry, for lines already listed (`record:
+//! false`), with the target overrides of the command line applied: several target registries
+//! are the targets of one job, so that the source is read once for all of them.
 
 use std::collections::HashSet;
 
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::{ImagesList, MirrorJob, Origin, Repository};
+use image_mirror_common::{ImagesList, MirrorJob, Origin};
 use regex::Regex;
 
-/// Where targets go instead of where images-list says.
-#[derive(Debug, Clone, Default)]
-pub struct TargetOverrides {
-    /// Replace the target registry; several mirror every entry to each of them.
-    pub registries: Vec<String>,
-    /// Replace the target organisation (first path component).
-    pub org: Option<String>,
-}
-
-impl TargetOverrides {
-    /// The targets `target` stands for under these overrides.
-    pub fn apply(&self, target: &Repository) -> Result<Vec<Repository>, ReferenceError> {
-        let base = match &self.org {
-            Some(org) => target.with_org(org)?,
-            None => target.clone(),
-        };
-        if self.registries.is_empty() {
-            return Ok(vec![base]);
-        }
-        self.registries
-            .iter()
-            .map(|r| base.with_registry(r))
-            .collect()
-    }
-}
+use crate::jobs::TargetOverrides;
 
 /// The jobs that mirror every entry of `list` whose line matches `filter` (a regex searched
 /// in `source target tag`), to each overridden target. Ids are deterministic and each job
@@ -47,18 +24,11 @@ pub fn plan_sync(
         if filter.is_some_and(|f| !f.is_match(&entry.line())) {
             continue;
         }
-        for target in overrides.apply(&entry.target)? {
-            let job = MirrorJob::new(
-                entry.source.clone(),
-                target,
-                entry.tag.clone(),
-                false,
-                Origin::Sync,
-            )
-            .listed_as(&entry.target);
-            if seen.insert(job.id.clone()) {
-                jobs.push(job);
-            }
+        let Some(job) = overrides.job_for(entry, false, Origin::Sync)? else {
+            continue;
+        };
+        if seen.insert(job.id.clone()) {
+            jobs.push(job);
         }
     }
     Ok(jobs)
@@ -97,7 +67,8 @@ mod tests {
         };
         let filter = Regex::new("flannel.*v0\\.26\\.7").unwrap();
         let jobs = plan_sync(&list, Some(&filter), &overrides).unwrap();
-        let targets: Vec<String> = jobs.iter().map(|j| j.target.to_string()).collect();
+        assert_eq!(jobs.len(), 1, "one job for both targets");
+        let targets: Vec<String> = jobs[0].targets().iter().map(ToString::to_string).collect();
         assert_eq!(
             targets,
             [
@@ -105,6 +76,8 @@ mod tests {
                 "b.example/acme/mirrored-flannel-flannel"
             ]
         );
-        assert_ne!(jobs[0].id, jobs[1].id);
+        let ids = jobs[0].event_ids();
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(ids[0], jobs[0].id);
     }
 }

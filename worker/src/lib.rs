@@ -7,7 +7,8 @@
 //! edits images-list.
 
 pub mod copy;
+mod job_outcome;
 pub mod job_runner;
 
 pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport, Phases};
-pub use job_runner::{handle, run_worker, Handled, Mirror, WorkerOptions};
+pub use job_runner::{handle, run_worker, Deferral, Handled, Mirror, WorkerOptions};

@@ -27,12 +27,12 @@ impl Mirror for Stub {
     fn mirror(
         &self,
         _job: &MirrorJob,
-    ) -> impl std::future::Future<Output = Result<CopyReport, CopyError>> + Send {
+    ) -> impl std::future::Future<Output = Vec<Result<CopyReport, CopyError>>> + Send {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let panics = self.panic_on.contains(&call);
         async move {
             assert!(!panics, "copy number {call} blew up");
-            Ok(CopyReport {
+            vec![Ok(CopyReport {
                 outcome: CopyOutcome::AlreadyPresent,
                 digest: Digest::sha256_of(b"image"),
                 media_type: String::new(),
@@ -45,7 +45,7 @@ impl Mirror for Stub {
                 resumes: 0,
                 duration: Duration::ZERO,
                 phases: Phases::default(),
-            })
+            })]
         }
     }
 }
@@ -77,6 +77,7 @@ async fn worker_on(
             concurrency: 2,
             grace: Duration::from_secs(1),
             retry_unreachable: true,
+            deferral: image_mirror_worker::Deferral::DelayQueue,
         },
         async {
             let _ = stopped.await;

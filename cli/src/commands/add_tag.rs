@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use image_mirror_common::queue::Message;
-use image_mirror_common::{ImagesList, MirrorJob, Origin, Repository, Tag};
+use image_mirror_common::{ImagesList, Origin, Repository, Tag};
 use image_mirror_producer::add_tag::plan_add_tag;
 
 use crate::args::{AddTagArgs, GlobalArgs};
@@ -29,24 +29,9 @@ pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {
             return Ok(FAILED);
         }
     };
-    let mut jobs = Vec::new();
-    for entry in &entries {
-        for target in overrides(global)
-            .apply(&entry.target)
-            .map_err(|e| BadInput(format!("target override: {e}")))?
-        {
-            jobs.push(
-                MirrorJob::new(
-                    entry.source.clone(),
-                    target,
-                    entry.tag.clone(),
-                    true,
-                    Origin::AddTag,
-                )
-                .listed_as(&entry.target),
-            );
-        }
-    }
+    let jobs = overrides(global)
+        .jobs_for(&entries, true, &Origin::AddTag)
+        .map_err(|e| BadInput(format!("target override: {e}")))?;
     if global.amqp_url.is_some() {
         let broker = broker::rabbitmq(global, "add-tag").await?;
         let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();

@@ -9,7 +9,7 @@ use image_mirror_common::MirrorJob;
 use crate::args::{DiscoverArgs, GlobalArgs};
 use crate::commands::producer::overrides;
 use crate::discovery::{discover_keys, print_key_lines};
-use crate::exit::{FAILED, OK};
+use crate::exit::{BadInput, FAILED, OK};
 use crate::{broker, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
@@ -47,7 +47,11 @@ async fn once(
     let jobs: Vec<MirrorJob> = found
         .reports
         .iter()
-        .flat_map(|r| r.jobs(&overrides(global)))
+        .map(|r| r.jobs(&overrides(global)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BadInput(format!("target override: {e}")))?
+        .into_iter()
+        .flatten()
         .collect();
     let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
     broker.publish_jobs(&messages).await?;

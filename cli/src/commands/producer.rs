@@ -38,8 +38,14 @@ pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
     let started = std::time::Instant::now();
     broker.publish_jobs(&messages).await?;
     let took = started.elapsed().as_secs_f64();
+    let targets: usize = jobs.iter().map(|j| j.targets().len()).sum();
+    let each = if targets == jobs.len() {
+        String::new()
+    } else {
+        format!(" ({targets} targets)")
+    };
     println!(
-        "published {} jobs for {} entries to {} in {took:.2}s ({:.0} jobs/s, confirmed)",
+        "published {} jobs for {} entries{each} to {} in {took:.2}s ({:.0} jobs/s, confirmed)",
         messages.len(),
         list.len(),
         broker.topology().jobs(),

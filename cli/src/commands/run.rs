@@ -27,7 +27,11 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         let jobs: Vec<MirrorJob> = found
             .reports
             .iter()
-            .flat_map(|r| r.jobs(&overrides(global)))
+            .map(|r| r.jobs(&overrides(global)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BadInput(format!("target override: {e}")))?
+            .into_iter()
+            .flatten()
             .collect();
         (found.list.len(), jobs, found.failed())
     } else {
@@ -38,7 +42,15 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
     if args.dry_run {
         return dry_run(&engine, &jobs).await;
     }
-    println!("{} jobs for {} entries", jobs.len(), entries);
+    let copies: usize = jobs.iter().map(|j| j.targets().len()).sum();
+    if copies == jobs.len() {
+        println!("{} jobs for {} entries", jobs.len(), entries);
+    } else {
+        println!(
+            "{} jobs for {entries} entries ({copies} targets; each source read once for all)",
+            jobs.len()
+        );
+    }
     let Some(mirrored) = pipeline::mirror(global, engine, &jobs, args.workers).await? else {
         eprintln!("interrupted: jobs not finished will not be reported");
         return Ok(FAILED);
@@ -50,12 +62,17 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
     }
     pipeline::record(global, &mirrored.events)?;
     pipeline::time_spent(&mirrored);
+    pipeline::pulls(&mirrored);
     let code = pipeline::summary(&mirrored.events, mirrored.elapsed);
     Ok(if discovery_failed { FAILED } else { code })
 }
 
 async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {
-    let checks: Vec<_> = jobs
+    let each_target: Vec<MirrorJob> = jobs
+        .iter()
+        .flat_map(|j| j.targets().into_iter().map(|t| j.for_target(&t)))
+        .collect();
+    let checks: Vec<_> = each_target
         .iter()
         .map(|job| async move {
             (

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use image_mirror_worker::{run_worker, WorkerOptions};
+use image_mirror_worker::{run_worker, Deferral, WorkerOptions};
 
 use crate::args::{GlobalArgs, WorkerArgs};
 use crate::exit::OK;
@@ -20,6 +20,7 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
         concurrency: args.concurrency.max(1),
         grace: Duration::from_secs(args.grace_seconds),
         retry_unreachable: true,
+        deferral: Deferral::DelayQueue,
     };
     let stop = stop::signal();
     tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), "worker started");

@@ -154,6 +154,27 @@ impl MemoryBroker {
         Ok(())
     }
 
+    /// Puts `message` back on the jobs queue after `delay`.
+    pub fn publish_after(&self, message: Message, delay: Duration) -> Result<(), QueueError> {
+        let inner = Arc::clone(&self.inner);
+        let jobs = self.topology.jobs();
+        if !inner
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&jobs)
+        {
+            return Err(QueueError::Refused(format!("no queue is bound for {jobs}")));
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if !inner.push(&jobs, message, false, false) {
+                tracing::warn!(queue = %jobs, "a deferred job's queue is gone; the job is dropped");
+            }
+        });
+        Ok(())
+    }
+
     /// A consumer of `queue` with at most `prefetch` unacknowledged deliveries.
     pub fn consume(&self, queue: &str, prefetch: u16) -> MemoryConsumer {
         {

@@ -199,6 +199,38 @@ impl Broker {
         }
     }
 
+    /// Puts `message` aside until a registry's quota is expected back, `wait` from now: in the
+    /// delay queue timed closest below it (RabbitMQ), or exactly (in memory). Its attempt
+    /// number stays; its deferral count goes up. Returns the delay it got.
+    pub async fn publish_deferred(
+        &self,
+        message: &Message,
+        wait: Duration,
+    ) -> Result<Duration, QueueError> {
+        let mut message = message.clone();
+        let times: u32 = message
+            .headers
+            .get(topology::DEFERRED_HEADER)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        message.headers.insert(
+            topology::DEFERRED_HEADER.to_owned(),
+            (times + 1).to_string(),
+        );
+        match self {
+            Self::Amqp(b) => {
+                let n = topology::deferral_queue(wait);
+                let queue = b.topology().retry(n);
+                b.publish("", &queue, &message).await?;
+                Ok(topology::RETRY_DELAYS[n - 1])
+            }
+            Self::Memory(b) => {
+                b.publish_after(message, wait)?;
+                Ok(wait)
+            }
+        }
+    }
+
     /// Sends `message` to the dead-letter queue with `reason`.
     pub async fn publish_dead(&self, message: &Message, reason: &str) -> Result<(), QueueError> {
         let dead = self.topology().dead();

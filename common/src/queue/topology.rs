@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// Header carrying the delivery attempt of a job (1 for the first).
 pub const ATTEMPT_HEADER: &str = "x-image-mirror-attempt";
+/// Header counting how many times a job was deferred for a registry's rate limit.
+pub const DEFERRED_HEADER: &str = "x-image-mirror-deferred";
 /// Header carrying why a job was dead-lettered.
 pub const REASON_HEADER: &str = "x-image-mirror-reason";
 
@@ -20,6 +22,15 @@ pub const RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(600),
     Duration::from_secs(1800),
 ];
+
+/// The delay queue a job deferred for `wait` goes to: the longest delay not over `wait`
+/// (the shortest when `wait` is shorter), 1-based. A job back early is deferred again.
+pub fn deferral_queue(wait: Duration) -> usize {
+    RETRY_DELAYS
+        .iter()
+        .rposition(|d| *d <= wait)
+        .map_or(1, |i| i + 1)
+}
 
 /// The attempts a job gets: the first and one per retry delay.
 pub const MAX_ATTEMPTS: u32 = RETRY_DELAYS.len() as u32 + 1;

@@ -18,6 +18,7 @@ use crate::registry::credentials::DockerConfig;
 use crate::registry::error::{network_message, RegistryError};
 use crate::registry::limits::HostLimits;
 use crate::registry::origin::Origins;
+use crate::registry::ratelimit::{QuotaView, RateLimitPolicy, RateLimits};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::transport::UnreachableHosts;
 
@@ -41,6 +42,8 @@ pub struct ClientOptions {
     pub stall: StallRule,
     /// How long a host that could not be reached stays known as unreachable.
     pub unreachable_cooldown: Duration,
+    /// How registry quotas are spent.
+    pub rate_limits: RateLimitPolicy,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +57,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             stall: StallRule::default(),
             unreachable_cooldown: Duration::from_secs(30),
+            rate_limits: RateLimitPolicy::default(),
         }
     }
 }
@@ -76,6 +80,7 @@ struct Inner {
     auth: Auth,
     limits: HostLimits,
     unreachable: UnreachableHosts,
+    rate_limits: RateLimits,
     stats: ClientStats,
 }
 
@@ -115,6 +120,7 @@ impl RegistryClient {
                 auth: Auth::new(options.docker_config.clone()),
                 limits: HostLimits::default(),
                 unreachable: UnreachableHosts::default(),
+                rate_limits: RateLimits::new(options.rate_limits),
                 stats: ClientStats::default(),
                 options,
             }),
@@ -164,6 +170,16 @@ impl RegistryClient {
 
     pub(crate) fn limits(&self) -> &HostLimits {
         &self.inner.limits
+    }
+
+    /// What this process knows of each registry's quota, and what it spent: pulls, HEADs,
+    /// refusals, pauses.
+    pub fn quotas(&self) -> Vec<(String, QuotaView)> {
+        self.inner.rate_limits.views()
+    }
+
+    pub(crate) fn rate_limits(&self) -> &RateLimits {
+        &self.inner.rate_limits
     }
 
     pub(crate) fn unreachable_hosts(&self) -> &UnreachableHosts {

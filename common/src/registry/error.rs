@@ -13,6 +13,9 @@ pub enum ErrorClass {
     /// refused or never completes): tried again briefly, then reported; a fleet worker tries
     /// the job again later, a one-off run does not.
     Unreachable,
+    /// The registry's rate limit is spent for longer than the process waits: the job is
+    /// deferred until the quota is expected back (neither a failure nor a retry).
+    Deferred,
     /// Everything else: retrying gives the same answer.
     Permanent,
 }
@@ -41,7 +44,7 @@ pub enum Unreachable {
 
 /// An error from a registry operation. Messages name the registry and the operation, never a
 /// credential.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The registry answered with an unexpected HTTP status.
     #[error("{registry}: {operation}: HTTP {status}{}", detail_suffix(.detail))]
@@ -141,6 +144,16 @@ pub enum RegistryError {
         registry: String,
         /// What was being done.
         operation: String,
+    },
+    /// The registry's rate limit is spent, and will not be back within the longest wait.
+    #[error("{registry}: {message}")]
+    RateLimited {
+        /// Registry host.
+        registry: String,
+        /// The limit and when it is expected back.
+        message: String,
+        /// How long until the quota is expected back.
+        reset_in: Duration,
     },
     /// The Docker config or a credential helper could not be read.
     #[error("credentials for {registry}: {message}")]
@@ -248,6 +261,7 @@ impl RegistryError {
             Self::Status { status, .. } if is_transient_status(*status) => ErrorClass::Transient,
             Self::Network { .. } | Self::TokenRenewed { .. } => ErrorClass::Transient,
             Self::Unreachable { .. } => ErrorClass::Unreachable,
+            Self::RateLimited { .. } => ErrorClass::Deferred,
             _ => ErrorClass::Permanent,
         }
     }
@@ -265,6 +279,7 @@ impl RegistryError {
             Self::Status { status, .. } => format!("http_{status}"),
             Self::Network { .. } | Self::TokenRenewed { .. } => "transient".into(),
             Self::Unreachable { .. } => "unreachable".into(),
+            Self::RateLimited { .. } => "rate_limited".into(),
             Self::Tls { .. } => "tls".into(),
             Self::Auth { .. } => "auth".into(),
             Self::NotFound { .. } => "not_found".into(),
@@ -300,6 +315,14 @@ impl RegistryError {
         }
     }
 
+    /// How long until a spent rate limit is expected back, for a deferred request.
+    pub fn deferred_for(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { reset_in, .. } => Some(*reset_in),
+            _ => None,
+        }
+    }
+
     /// The registry host the error is about.
     pub fn registry(&self) -> &str {
         match self {
@@ -307,6 +330,7 @@ impl RegistryError {
             | Self::Network { registry, .. }
             | Self::Unreachable { registry, .. }
             | Self::TokenRenewed { registry, .. }
+            | Self::RateLimited { registry, .. }
             | Self::Tls { registry, .. }
             | Self::Auth { registry, .. }
             | Self::NotFound { registry, .. }

@@ -194,8 +194,9 @@ impl RegistryClient {
         let operation = format!("GET manifest {}:{reference}", repo.path());
         let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
         let scope = Scope::pull(repo.path());
-        let call =
-            Call::new(registry, &scope, &operation, Method::GET, url).header(ACCEPT, ACCEPTED);
+        let call = Call::new(registry, &scope, &operation, Method::GET, url)
+            .header(ACCEPT, ACCEPTED)
+            .pull();
         let reply = self.fetch(call, MAX_MANIFEST_BYTES).await?;
         if reply.status != StatusCode::OK {
             return Err(reply.into_error(registry, &operation));

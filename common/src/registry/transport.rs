@@ -27,6 +27,7 @@ use crate::registry::client::RegistryClient;
 use crate::registry::error::{RegistryError, Unreachable};
 use crate::registry::limits::UploadSlot;
 use crate::registry::origin::{Destination, Origins};
+use crate::registry::ratelimit::{Gate, PullTicket};
 use crate::registry::retry::parse_retry_after;
 use crate::registry::token::Scope;
 use crate::secret::Secret;
@@ -45,6 +46,8 @@ pub(crate) struct Call<'a> {
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
+    /// A manifest GET: a pull, as Docker Hub counts them, within the registry's budget.
+    pub(crate) pull: bool,
 }
 
 impl<'a> Call<'a> {
@@ -63,7 +66,14 @@ impl<'a> Call<'a> {
             url,
             headers: HeaderMap::new(),
             body: None,
+            pull: false,
         }
+    }
+
+    /// Marks the call as a pull (a manifest GET).
+    pub(crate) fn pull(mut self) -> Self {
+        self.pull = true;
+        self
     }
 
     pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
@@ -321,8 +331,38 @@ impl RegistryClient {
         }
     }
 
+    /// Waits until the registry's rate limit lets `call` go (probing the quota with a free
+    /// HEAD when it is this request's turn); fails when the wait would be too long.
+    async fn pass_gate(&self, call: &Call<'_>) -> Result<Option<PullTicket>, RegistryError> {
+        let limits = self.rate_limits();
+        loop {
+            match limits.gate(call.registry, call.pull)? {
+                Gate::Go(ticket) => return Ok(ticket),
+                Gate::Wait(until) => limits.wait(call.registry, until).await,
+                Gate::Probe => {
+                    let probe = Call {
+                        method: Method::HEAD,
+                        pull: false,
+                        body: None,
+                        url: call.url.clone(),
+                        headers: call.headers.clone(),
+                        ..*call
+                    };
+                    let auth = self.authorization(call.registry, call.scope, None).await;
+                    let deadline = self.options().request_timeout;
+                    if let Ok(auth) = auth {
+                        let head = self.hop(&probe, &probe.url, auth.as_ref(), None);
+                        let _ = tokio::time::timeout(deadline, head).await;
+                    }
+                    limits.probed(call.registry);
+                }
+            }
+        }
+    }
+
     /// Sends `call`, answering one 401 challenge of the registry's.
     async fn request(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
+        let _ticket = self.pass_gate(call).await?;
         let mut rejected: Option<Secret> = None;
         for round in 0..2 {
             let auth = self
@@ -440,7 +480,9 @@ impl RegistryClient {
             match request.send().await {
                 Ok(response) => {
                     self.unreachable_hosts().forget(&host);
-                    self.observe(call.registry, &response);
+                    if destination == Destination::Registry {
+                        self.observe(call, url, &response);
+                    }
                     return Ok((response, destination));
                 }
                 Err(e) => {
@@ -465,11 +507,19 @@ impl RegistryClient {
         }
     }
 
-    /// Learns from every answer: counts 429s.
-    fn observe(&self, registry: &str, response: &Response) {
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            self.count_429(registry);
+    /// Learns from every answer of the registry: its quota, a 429.
+    fn observe(&self, call: &Call<'_>, url: &Url, response: &Response) {
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.count_429(call.registry);
         }
+        let manifest_head = call.method == Method::HEAD && url.path().contains("/manifests/");
+        self.rate_limits().observe(
+            call.registry,
+            status.as_u16(),
+            response.headers(),
+            manifest_head,
+        );
     }
 }
 

@@ -5,6 +5,8 @@
 //! Within a process, one copy at a time moves a given blob into a given registry
 //! ([`flights`](super::flights)): the others wait for it, then skip or mount.
 
+use std::sync::Arc;
+
 use image_mirror_common::registry::{Descriptor, Mount};
 use image_mirror_common::Repository;
 
@@ -12,8 +14,21 @@ use crate::copy::error::CopyError;
 use crate::copy::flights::{Flights, Landed, Turn};
 use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
+use crate::copy::tee::Supply;
 use crate::copy::upload::{Started, Transfer};
 use crate::copy::CopyEngine;
+
+/// A target's answer to the shared download of a blob: given once, when it knows whether it
+/// needs the bytes; a blob it did not need (or failed on) passes when dropped.
+pub(crate) struct Answer(Option<Arc<Supply>>);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(supply) = self.0.take() {
+            supply.pass();
+        }
+    }
+}
 
 /// How one blob reached the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +39,9 @@ pub(crate) enum BlobOutcome {
 }
 
 impl CopyEngine {
-    /// Brings `blob` into `target`: after another copy's flight of it when one is under way.
+    /// Brings `blob` into `target`: after another copy's flight of it when one is under way;
+    /// with the download shared with the copy's other targets when `supply` is given.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn copy_blob(
         &self,
         source: &Repository,
@@ -33,7 +50,9 @@ impl CopyEngine {
         target_is_new: bool,
         counters: &Counters,
         progress: &Progress,
+        supply: Option<Arc<Supply>>,
     ) -> Result<BlobOutcome, CopyError> {
+        let mut answer = Answer(supply);
         loop {
             match self.flights.take(target, &blob.digest) {
                 Turn::Lead(lead) => {
@@ -44,7 +63,7 @@ impl CopyEngine {
                         counters,
                         progress,
                     };
-                    let outcome = self.lead_blob(&t, target_is_new).await;
+                    let outcome = self.lead_blob(&t, target_is_new, &mut answer).await;
                     lead.land(outcome.is_ok().then_some(target));
                     return outcome;
                 }
@@ -67,6 +86,7 @@ impl CopyEngine {
         &self,
         t: &Transfer<'_>,
         target_is_new: bool,
+        answer: &mut Answer,
     ) -> Result<BlobOutcome, CopyError> {
         let (client, target, blob) = (&self.client, t.target, t.blob);
         let mount_from = self.mounts.source_for(target, &blob.digest);
@@ -89,7 +109,11 @@ impl CopyEngine {
                 Err(e) => tracing::debug!(error = %e, "mount refused; sending the bytes"),
             }
         }
-        let started = self.start(t, upload).await?;
+        let tee = match answer.0.take() {
+            Some(supply) => supply.join(self, t.source, t.blob).await,
+            None => None,
+        };
+        let started = self.start(t, upload, tee).await?;
         if blob.size <= self.options.single_request_max {
             self.upload_whole(t, started).await?;
         } else {
@@ -107,11 +131,13 @@ impl CopyEngine {
         &self,
         t: &Transfer<'_>,
         upload: Option<image_mirror_common::registry::Upload>,
+        tee: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
     ) -> Result<Started, CopyError> {
         let client = &self.client;
         let slot = client.upload_slot(t.target.registry()).await?;
         let (upload, download) = match upload {
             Some(u) => (u, None),
+            None if tee.is_some() => (client.start_upload(t.target).await?, None),
             None if t.source.registry() != t.target.registry() => {
                 let (upload, download) = tokio::join!(
                     client.start_upload(t.target),
@@ -132,6 +158,7 @@ impl CopyEngine {
             upload,
             slot,
             download,
+            tee,
         })
     }
 

@@ -3,7 +3,7 @@
 use image_mirror_common::registry::{ErrorClass, RegistryError};
 
 /// A failed copy.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CopyError {
     /// A registry operation failed (after its retries).
     #[error(transparent)]
@@ -36,6 +36,22 @@ impl CopyError {
     /// Whether a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
         self.error_class() == ErrorClass::Transient
+    }
+
+    /// How long until a spent rate limit is expected back, for a deferred copy.
+    pub fn deferred_for(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Registry(e) => e.deferred_for(),
+            _ => None,
+        }
+    }
+
+    /// The registry the failure is about, when it is one registry's.
+    pub fn registry(&self) -> &str {
+        match self {
+            Self::Registry(e) => e.registry(),
+            _ => "",
+        }
     }
 
     /// A short stable name of the failure class, for events, reports and metrics.

@@ -20,6 +20,7 @@ mod push;
 mod report;
 mod resolve;
 mod source;
+mod tee;
 mod upload;
 mod walk;
 
@@ -29,7 +30,7 @@ use std::time::Instant;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use image_mirror_common::registry::{Descriptor, Manifest, RegistryClient};
 use image_mirror_common::{metrics, Digest, ImageRef, Repository};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 pub use error::CopyError;
@@ -43,8 +44,9 @@ use crate::copy::flights::Flights;
 use crate::copy::progress::Progress;
 use crate::copy::push::Pushing;
 use crate::copy::report::Counters;
-use crate::copy::resolve::{platforms_of, Plan};
-use crate::copy::walk::{Tree, Walk};
+use crate::copy::resolve::{platforms_of, Plan, Resolution};
+use crate::copy::tee::{Supplies, Supply};
+use crate::copy::walk::{Tree, Walk, WalkTarget};
 
 /// How a target stands against its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,18 @@ struct Copying<'a> {
     started: Instant,
 }
 
+impl<'a> Copying<'a> {
+    fn new(source: &'a Repository, target: &'a Repository, started: Instant) -> Self {
+        Self {
+            source,
+            target,
+            counters: Counters::default(),
+            progress: Progress::new(),
+            started,
+        }
+    }
+}
+
 impl CopyEngine {
     /// An engine over `client` that remembers blob locations for this process only.
     pub fn new(client: RegistryClient, options: CopyOptions) -> Self {
@@ -140,50 +154,91 @@ impl CopyEngine {
         source: &ImageRef,
         target: &ImageRef,
     ) -> Result<CopyReport, CopyError> {
+        let mut results = self.copy_many(source, std::slice::from_ref(target)).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(CopyError::Invalid("no target".into())))
+    }
+
+    /// Copies `source` to every target at once, reading the source once for all of them: its
+    /// manifests, and each blob more than one target lacks (downloaded once, its pieces handed
+    /// to each; see `tee.rs`). One result per target, in their order; a target's failure is
+    /// its own.
+    pub async fn copy_many(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+    ) -> Vec<Result<CopyReport, CopyError>> {
         let span = tracing::info_span!(
             "copy.resolve",
             source = %source,
             digest = tracing::field::Empty,
             media_type = tracing::field::Empty,
         );
-        let c = Copying {
-            source: source.repository(),
-            target: target.repository(),
-            counters: Counters::default(),
-            progress: Progress::new(),
-            started: Instant::now(),
+        let started = Instant::now();
+        let (head, plans) = match self.resolve(source, targets).instrument(span.clone()).await {
+            Ok(resolved) => resolved,
+            Err(e) => return targets.iter().map(|_| Err(e.clone())).collect(),
         };
-        let resolution = self
-            .resolve(source, target)
-            .instrument(span.clone())
-            .await?;
-        let reference = resolution.reference;
-        match resolution.plan {
-            Plan::UpToDate { digest, media_type } => {
-                span.record("digest", tracing::field::display(&digest));
-                Ok(c.counters.report(
-                    CopyOutcome::AlreadyPresent,
-                    digest,
-                    media_type.unwrap_or_default(),
-                    Vec::new(),
-                    c.started,
-                    Phases {
-                        resolve: c.started.elapsed(),
-                        ..Phases::default()
-                    },
-                ))
-            }
-            Plan::Retag { manifest } => {
-                record_top(&span, &manifest);
-                drop(span);
-                self.retag(&c, &reference, manifest).await
-            }
-            Plan::Copy { top, target_is_new } => {
-                record_top(&span, &top);
-                self.copy_tree(&c, &reference, top, target_is_new, span)
-                    .await
+        span.record("digest", tracing::field::display(&head.digest));
+        let mut results: Vec<Option<Result<CopyReport, CopyError>>> = Vec::new();
+        let mut to_copy = Vec::new();
+        let mut finishing = Vec::new();
+        for (i, (plan, target)) in plans.into_iter().zip(targets).enumerate() {
+            results.push(None);
+            let c = Copying::new(source.repository(), target.repository(), started);
+            match plan {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(Resolution {
+                    plan: Plan::UpToDate { media_type },
+                    ..
+                }) => {
+                    results[i] = Some(Ok(c.counters.report(
+                        CopyOutcome::AlreadyPresent,
+                        head.digest.clone(),
+                        media_type.unwrap_or_default(),
+                        Vec::new(),
+                        started,
+                        Phases {
+                            resolve: started.elapsed(),
+                            ..Phases::default()
+                        },
+                    )));
+                }
+                Ok(Resolution {
+                    plan: Plan::Retag { manifest },
+                    reference,
+                }) => finishing.push((i, c, reference, manifest)),
+                Ok(Resolution {
+                    plan: Plan::Copy { target_is_new },
+                    reference,
+                }) => to_copy.push((i, c, reference, target_is_new)),
             }
         }
+        let retags = finishing
+            .iter()
+            .map(|(i, c, reference, manifest)| async move {
+                (*i, self.retag(c, reference, manifest.clone()).await)
+            });
+        let copies = async {
+            if to_copy.is_empty() {
+                return Vec::new();
+            }
+            let top = match self.source_top(source, head).instrument(span.clone()).await {
+                Ok(top) => top,
+                Err(e) => return to_copy.iter().map(|(i, ..)| (*i, Err(e.clone()))).collect(),
+            };
+            record_top(&span, &top);
+            self.copy_tree(&to_copy, top, span.clone()).await
+        };
+        let (retagged, copied) = tokio::join!(futures_util::future::join_all(retags), copies);
+        for (i, result) in retagged.into_iter().chain(copied) {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into()))))
+            .collect()
     }
 
     /// The target holds the manifest by digest: push it under the tag, verify.
@@ -213,38 +268,84 @@ impl CopyEngine {
         ))
     }
 
-    /// Transfer, push, verify: the tree is read while its blobs are copied (each image
-    /// manifest hands its blobs over as soon as it is read), and child manifests go up while
-    /// the other platforms' blobs are still on their way.
+    /// Transfer, push, verify, for each target: the tree is read once, while its blobs are
+    /// copied (each image manifest hands its blobs over as soon as it is read), and each
+    /// target's child manifests go up while its other blobs are still on their way.
     async fn copy_tree(
+        &self,
+        targets: &[(usize, Copying<'_>, String, bool)],
+        top: Manifest,
+        resolve_span: tracing::Span,
+    ) -> Vec<(usize, Result<CopyReport, CopyError>)> {
+        let Some((_, first, _, _)) = targets.first() else {
+            return Vec::new();
+        };
+        let supplies = Supplies::new(targets.len());
+        let mut walk_targets = Vec::new();
+        let mut listed = Vec::new();
+        for (_, c, _, is_new) in targets {
+            let (found, rx) = mpsc::unbounded_channel::<Descriptor>();
+            walk_targets.push(WalkTarget {
+                repo: c.target,
+                is_new: *is_new,
+                found,
+                progress: &c.progress,
+            });
+            listed.push(rx);
+        }
+        let (tree_tx, tree_rx) = watch::channel::<Option<Result<Arc<Tree>, CopyError>>>(None);
+        let walk = async {
+            let tree = Walk {
+                engine: self,
+                source: first.source,
+                targets: walk_targets,
+            }
+            .run(top)
+            .instrument(resolve_span.clone())
+            .await;
+            drop(resolve_span);
+            tree_tx.send_replace(Some(tree.map(Arc::new)));
+        };
+        let pipelines = targets
+            .iter()
+            .zip(listed)
+            .map(|((i, c, reference, is_new), rx)| {
+                let tree = tree_rx.clone();
+                let supplies = &supplies;
+                async move {
+                    let result = self
+                        .target_pipeline(c, reference, rx, *is_new, tree, supplies)
+                        .await;
+                    (*i, result)
+                }
+            });
+        let ((), done) = tokio::join!(walk, futures_util::future::join_all(pipelines));
+        done
+    }
+
+    /// One target's part of a copy: its blobs, its manifests, the check.
+    async fn target_pipeline(
         &self,
         c: &Copying<'_>,
         reference: &str,
-        top: Manifest,
+        listed: mpsc::UnboundedReceiver<Descriptor>,
         target_is_new: bool,
-        resolve_span: tracing::Span,
+        mut tree: watch::Receiver<Option<Result<Arc<Tree>, CopyError>>>,
+        supplies: &Supplies,
     ) -> Result<CopyReport, CopyError> {
-        let (found, listed) = mpsc::unbounded_channel::<Descriptor>();
-        let walk = Walk {
-            engine: self,
-            source: c.source,
-            target: c.target,
-            target_is_new,
-            found,
-            progress: &c.progress,
-        }
-        .run(top)
-        .instrument(resolve_span.clone());
         let (tree, ()) = tokio::try_join!(
             async {
-                let tree = walk.await;
-                drop(resolve_span);
-                let tree = tree?;
+                let walked = tree
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| CopyError::Invalid("the walk ended without a tree".into()))?
+                    .clone();
+                let tree = walked.unwrap_or_else(|| Err(CopyError::Invalid("no tree".into())))?;
                 c.progress.walked();
                 self.push_children(&self.pushing(c, &tree)).await?;
                 Ok(tree)
             },
-            self.transfer_blobs(c, listed, target_is_new)
+            self.transfer_blobs(c, listed, target_is_new, supplies)
         )?;
         let resolved = tree.resolved.saturating_duration_since(c.started);
         let transferred = c.started.elapsed();
@@ -274,13 +375,17 @@ impl CopyEngine {
         c: &Copying<'_>,
         listed: mpsc::UnboundedReceiver<Descriptor>,
         target_is_new: bool,
+        supplies: &Supplies,
     ) -> Result<(), CopyError> {
         let listed = stream::unfold(
             listed,
             |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
         );
         listed
-            .map(|blob| self.blob_task(c, blob, target_is_new))
+            .map(|blob| {
+                let supply = supplies.of(&blob.digest);
+                self.blob_task(c, blob, target_is_new, supply)
+            })
             .buffer_unordered(self.options.blob_concurrency.max(1))
             .try_for_each(|_| async { Ok(()) })
             .await
@@ -358,6 +463,7 @@ impl CopyEngine {
         c: &'a Copying<'a>,
         blob: Descriptor,
         target_is_new: bool,
+        supply: Option<Arc<Supply>>,
     ) -> BlobTask<'a> {
         let span = tracing::info_span!(
             "copy.blob",
@@ -377,6 +483,7 @@ impl CopyEngine {
                         target_is_new,
                         &c.counters,
                         &c.progress,
+                        supply,
                     )
                     .await?;
                 let (action, sent) = match outcome {

@@ -122,8 +122,10 @@ impl CopyEngine {
                 let blobs = manifest.blobs().map_err(CopyError::Invalid)?;
                 for blob in &blobs {
                     if !self.client.blob_exists(p.target, &blob.digest).await? {
-                        self.copy_blob(p.source, p.target, blob, false, p.counters, p.progress)
-                            .await?;
+                        self.copy_blob(
+                            p.source, p.target, blob, false, p.counters, p.progress, None,
+                        )
+                        .await?;
                     }
                 }
             }

@@ -1,120 +1,165 @@
 //! The first step of a copy: what is there to do? Both ends are asked with HEADs (free where a
-//! registry counts manifest GETs as pulls), and the source is read only for what the target
+//! registry counts manifest GETs as pulls), and the source is read only for what a target
 //! lacks:
 //!
 //! - the target tag has the source digest: nothing at all is read;
 //! - the target holds that digest under another tag (a new tag of an image it has): the
 //!   manifest is read from the target and only the tag is pushed;
-//! - else the top manifest is read from the source, by digest, and the tree is copied.
+//! - else the tree is copied, its top manifest read from the source by digest, once for all
+//!   the targets of the copy.
 
+use futures_util::future::join_all;
 use image_mirror_common::registry::{Manifest, ManifestHead, ManifestKind, RegistryError};
 use image_mirror_common::{Digest, ImageRef};
 
 use crate::copy::error::CopyError;
 use crate::copy::CopyEngine;
 
-/// What a copy has to do.
+/// What one target needs.
 pub(crate) enum Plan {
     /// The target tag already holds the source digest.
-    UpToDate {
-        digest: Digest,
-        media_type: Option<String>,
-    },
+    UpToDate { media_type: Option<String> },
     /// The target holds the manifest by digest; only the tag is missing.
     Retag { manifest: Manifest },
     /// The tree is to be copied from the source.
     Copy {
-        top: Manifest,
         /// The target repository did not exist (its tag list answered 404).
         target_is_new: bool,
     },
 }
 
-/// A plan and the reference the target is written under (its tag, or the digest).
+/// A target's plan and the reference it is written under (its tag, or the digest).
 pub(crate) struct Resolution {
     pub(crate) plan: Plan,
     pub(crate) reference: String,
 }
 
+/// What the source HEAD found.
+pub(crate) struct SourceHead {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: Option<String>,
+    /// The manifest itself, when the HEAD carried no digest and it had to be read.
+    pub(crate) read: Option<Manifest>,
+}
+
 impl CopyEngine {
-    /// Asks both ends and decides what `source -> target` needs.
+    /// Asks the source once and every target, at the same time, and decides what each target
+    /// needs. An error of the source is every target's; a target's own error is its alone.
     pub(crate) async fn resolve(
         &self,
         source: &ImageRef,
-        target: &ImageRef,
-    ) -> Result<Resolution, CopyError> {
+        targets: &[ImageRef],
+    ) -> Result<(SourceHead, Vec<Result<Resolution, CopyError>>), CopyError> {
         let client = &self.client;
-        let (src_repo, dst_repo) = (source.repository(), target.repository());
-        let named = target.tag().or(source.tag()).map(ToString::to_string);
+        let named: Vec<Option<String>> = targets
+            .iter()
+            .map(|t| t.tag().or(source.tag()).map(ToString::to_string))
+            .collect();
         let source_reference = source.reference();
-        let (src, dst) = tokio::join!(client.head_manifest(src_repo, &source_reference), async {
-            match &named {
-                Some(tag) => client.manifest_digest(dst_repo, tag).await,
+        let dst_heads = targets.iter().zip(&named).map(|(t, tag)| async move {
+            match tag {
+                Some(tag) => client.manifest_digest(t.repository(), tag).await,
                 None => Ok(None),
             }
         });
-        let (src_digest, media_type, read) = match src? {
+        let (src, dsts) = tokio::join!(
+            client.head_manifest(source.repository(), &source_reference),
+            join_all(dst_heads)
+        );
+        let head = match src? {
             ManifestHead::Missing => {
                 return Err(RegistryError::NotFound {
-                    registry: src_repo.registry().to_owned(),
-                    operation: format!("HEAD manifest {}:{source_reference}", src_repo.path()),
+                    registry: source.repository().registry().to_owned(),
+                    operation: format!(
+                        "HEAD manifest {}:{source_reference}",
+                        source.repository().path()
+                    ),
                 }
                 .into())
             }
-            ManifestHead::Found { digest, media_type } => (digest, media_type, None),
-            ManifestHead::Read(m) => (m.digest.clone(), Some(m.media_type.clone()), Some(m)),
+            ManifestHead::Found { digest, media_type } => SourceHead {
+                digest,
+                media_type,
+                read: None,
+            },
+            ManifestHead::Read(m) => SourceHead {
+                digest: m.digest.clone(),
+                media_type: Some(m.media_type.clone()),
+                read: Some(m),
+            },
         };
+        let plans = targets
+            .iter()
+            .zip(named)
+            .zip(dsts)
+            .map(|((target, tag), dst)| self.plan_target(&head, target, tag, dst));
+        let plans = join_all(plans).await;
+        Ok((head, plans))
+    }
+
+    /// What `target` needs, knowing the source digest and what its tag holds.
+    async fn plan_target(
+        &self,
+        head: &SourceHead,
+        target: &ImageRef,
+        tag: Option<String>,
+        dst: Result<Option<Digest>, RegistryError>,
+    ) -> Result<Resolution, CopyError> {
+        let client = &self.client;
+        let dst_repo = target.repository();
         if let Some(d) = target.digest() {
-            if *d != src_digest {
+            if *d != head.digest {
                 return Err(CopyError::Invalid(format!(
-                    "target {target} names digest {d}, but the source is {src_digest}"
+                    "target {target} names digest {d}, but the source is {}",
+                    head.digest
                 )));
             }
         }
-        let reference = named.unwrap_or_else(|| src_digest.to_string());
+        let reference = tag.unwrap_or_else(|| head.digest.to_string());
         let dst = dst?;
-        if dst.as_ref() == Some(&src_digest) {
+        let up_to_date = Plan::UpToDate {
+            media_type: head.media_type.clone(),
+        };
+        if dst.as_ref() == Some(&head.digest) {
             return Ok(Resolution {
-                plan: Plan::UpToDate {
-                    digest: src_digest,
-                    media_type,
-                },
+                plan: up_to_date,
                 reference,
             });
         }
         // A new tag of an image the target already has, or a target named by digest.
         let held = client
-            .manifest_digest(dst_repo, src_digest.as_str())
+            .manifest_digest(dst_repo, head.digest.as_str())
             .await?;
-        if held.as_ref() == Some(&src_digest) {
-            let plan = if reference == src_digest.as_str() {
-                Plan::UpToDate {
-                    digest: src_digest,
-                    media_type,
-                }
+        if held.as_ref() == Some(&head.digest) {
+            let plan = if reference == head.digest.as_str() {
+                up_to_date
             } else {
                 Plan::Retag {
-                    manifest: client.get_manifest(dst_repo, src_digest.as_str()).await?,
+                    manifest: client.get_manifest(dst_repo, head.digest.as_str()).await?,
                 }
             };
             return Ok(Resolution { plan, reference });
         }
-        let (top, target_is_new) = tokio::join!(
-            async {
-                match read {
-                    Some(m) => Ok(m),
-                    None => client.get_manifest(src_repo, src_digest.as_str()).await,
-                }
-            },
-            async { dst.is_none() && client.repository_is_new(dst_repo).await }
-        );
+        let target_is_new = dst.is_none() && client.repository_is_new(dst_repo).await;
         Ok(Resolution {
-            plan: Plan::Copy {
-                top: top?,
-                target_is_new,
-            },
+            plan: Plan::Copy { target_is_new },
             reference,
         })
+    }
+
+    /// The top manifest from the source, read once (unless the HEAD already had to read it).
+    pub(crate) async fn source_top(
+        &self,
+        source: &ImageRef,
+        head: SourceHead,
+    ) -> Result<Manifest, CopyError> {
+        match head.read {
+            Some(m) => Ok(m),
+            None => Ok(self
+                .client
+                .get_manifest(source.repository(), head.digest.as_str())
+                .await?),
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct SourceReader<'a> {
     blob: &'a Descriptor,
     counters: &'a Counters,
     download: Option<BlobDownload>,
+    /// Pieces of a download shared with other targets, while it lasts.
+    tee: Option<tokio::sync::mpsc::Receiver<Bytes>>,
     pending: Bytes,
     /// The next byte [`next`](Self::next) hands out.
     pub(crate) position: u64,
@@ -39,6 +41,7 @@ impl<'a> SourceReader<'a> {
             blob,
             counters,
             download: None,
+            tee: None,
             pending: Bytes::new(),
             position,
             failures: 0,
@@ -53,10 +56,20 @@ impl<'a> SourceReader<'a> {
         self
     }
 
+    /// Reads from a download shared with other targets (from byte 0); when it ends early,
+    /// reads on by itself.
+    pub(crate) fn with_tee(mut self, tee: Option<tokio::sync::mpsc::Receiver<Bytes>>) -> Self {
+        if self.position == 0 {
+            self.tee = tee;
+        }
+        self
+    }
+
     /// Ends the download in progress (and frees its request slot); the next read resumes
     /// from the same position.
     pub(crate) fn release(&mut self) {
         self.download = None;
+        self.tee = None;
         self.pending = Bytes::new();
     }
 
@@ -74,6 +87,16 @@ impl<'a> SourceReader<'a> {
                     "read past the end of blob {}",
                     self.blob.digest
                 )));
+            }
+            if let Some(tee) = &mut self.tee {
+                match tee.recv().await {
+                    Some(piece) if piece.len() as u64 <= self.blob.size - self.position => {
+                        self.pending = piece;
+                        continue;
+                    }
+                    // Cut off, or the shared download failed: read on by itself.
+                    _ => self.tee = None,
+                }
             }
             let download = match &mut self.download {
                 Some(d) => d,

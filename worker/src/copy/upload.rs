@@ -38,6 +38,8 @@ pub(crate) struct Started {
     pub(crate) upload: Upload,
     pub(crate) slot: UploadSlot,
     pub(crate) download: Option<BlobDownload>,
+    /// The pieces of a download shared with other targets.
+    pub(crate) tee: Option<mpsc::Receiver<Bytes>>,
 }
 
 /// The hash of the blob's first `offset` bytes: where a broken upload resumes from.
@@ -78,12 +80,14 @@ impl CopyEngine {
             mut upload,
             slot,
             mut download,
+            mut tee,
         } = started;
         let mut failures = 0_usize;
         loop {
             let (tx, body) = pipe();
             let mut reader = SourceReader::new(self, t.source, t.blob, 0, t.counters)
-                .with_download(download.take());
+                .with_download(download.take())
+                .with_tee(tee.take());
             let mut hasher = Sha256::new();
             let send =
                 client.put_blob_stream(t.target, &upload, &t.blob.digest, body, t.blob.size, &slot);
@@ -135,6 +139,7 @@ impl CopyEngine {
             mut upload,
             slot,
             download,
+            tee,
         } = started;
         let chunk = self
             .options
@@ -147,7 +152,8 @@ impl CopyEngine {
             hasher: hasher.clone(),
         };
         let mut reader = SourceReader::new(self, t.source, t.blob, upload.offset, t.counters)
-            .with_download(download);
+            .with_download(download)
+            .with_tee(tee);
         let mut failures = 0_usize;
         while upload.offset < t.blob.size {
             let start = upload.offset;

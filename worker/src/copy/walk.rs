@@ -92,15 +92,20 @@ impl Budget {
     }
 }
 
-/// A walk of one copy.
+/// One target of a walk: where it is, and where its blobs go.
+pub(crate) struct WalkTarget<'a> {
+    pub(crate) repo: &'a Repository,
+    /// The target repository did not exist when the copy began: it holds no child.
+    pub(crate) is_new: bool,
+    pub(crate) found: mpsc::UnboundedSender<Descriptor>,
+    pub(crate) progress: &'a Progress,
+}
+
+/// A walk of one copy, for all its targets at once: a child is read when any target lacks it.
 pub(crate) struct Walk<'a> {
     pub(crate) engine: &'a CopyEngine,
     pub(crate) source: &'a Repository,
-    pub(crate) target: &'a Repository,
-    /// The target repository did not exist when the copy began: it holds no child.
-    pub(crate) target_is_new: bool,
-    pub(crate) found: mpsc::UnboundedSender<Descriptor>,
-    pub(crate) progress: &'a Progress,
+    pub(crate) targets: Vec<WalkTarget<'a>>,
 }
 
 impl Walk<'_> {
@@ -169,21 +174,27 @@ impl Walk<'_> {
         Ok(tree)
     }
 
-    /// The children the target does not hold by digest (all of them in a new repository).
+    /// The children some target does not hold by digest (all of them when a target's
+    /// repository is new).
     async fn missing_at_target(
         &self,
         children: Vec<Descriptor>,
     ) -> Result<Vec<Descriptor>, CopyError> {
-        if self.target_is_new {
+        if self.targets.iter().any(|t| t.is_new) {
             return Ok(children);
         }
         let client = &self.engine.client;
         let checks = children.into_iter().map(|child| -> BoxFuture<'_, _> {
             Box::pin(async move {
-                let held = client
-                    .manifest_digest(self.target, child.digest.as_str())
-                    .await?;
-                Ok::<_, CopyError>((held.as_ref() != Some(&child.digest)).then_some(child))
+                for t in &self.targets {
+                    let held = client
+                        .manifest_digest(t.repo, child.digest.as_str())
+                        .await?;
+                    if held.as_ref() != Some(&child.digest) {
+                        return Ok::<_, CopyError>(Some(child));
+                    }
+                }
+                Ok(None)
             })
         });
         let found: Vec<Option<Descriptor>> = stream::iter(checks)
@@ -248,9 +259,12 @@ impl Walk<'_> {
         tree.blobs.insert(manifest.digest.clone(), blobs);
         new.sort_by_key(|b| std::cmp::Reverse(b.size));
         for blob in new {
-            self.progress.listed(&blob.digest);
-            // A closed channel means the transfers failed; their error is the one reported.
-            let _ = self.found.send(blob);
+            for t in &self.targets {
+                t.progress.listed(&blob.digest);
+                // A closed channel means that target's transfers failed; their error is the
+                // one reported for it.
+                let _ = t.found.send(blob.clone());
+            }
         }
         Ok(())
     }
