@@ -49,6 +49,7 @@ struct Meter {
     heads: AtomicU64,
     refused: AtomicU64,
     bytes_up: AtomicU64,
+    bytes_down: Arc<AtomicU64>,
     window: Mutex<Option<(Instant, u64)>>,
 }
 
@@ -139,6 +140,25 @@ impl Front {
         self.meter.bytes_up.load(Ordering::SeqCst)
     }
 
+    /// Spends `n` pulls of the quota, as another client would: `n` GETs of `repo:tag`.
+    pub async fn spend(&self, repo: &str, tag: &str, n: usize) {
+        let http = reqwest::Client::new();
+        for _ in 0..n {
+            let r = http
+                .get(format!("{}/v2/{repo}/manifests/{tag}", self.server.url()))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .expect("GET through the front");
+            assert_eq!(r.status(), 200, "spending the quota");
+        }
+    }
+
+    /// Response body bytes sent back to clients.
+    pub fn bytes_down(&self) -> u64 {
+        self.meter.bytes_down.load(Ordering::SeqCst)
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Logged> {
         self.server.requests()
@@ -196,7 +216,7 @@ async fn front(
     meter
         .bytes_up
         .fetch_add(request.body.len() as u64, Ordering::SeqCst);
-    let mut response = match forward(http, upstream, request).await {
+    let mut response = match forward(http, upstream, request, Arc::clone(&meter.bytes_down)).await {
         Ok(r) => r,
         Err(e) => return Response::new(502).body(Body::Bytes(e.into_bytes())).into(),
     };
@@ -217,6 +237,7 @@ async fn forward(
     http: &reqwest::Client,
     upstream: &str,
     request: Request,
+    bytes_down: Arc<AtomicU64>,
 ) -> Result<Response, String> {
     let method =
         reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
@@ -249,6 +270,7 @@ async fn forward(
     let mut body = upstream_response;
     tokio::spawn(async move {
         while let Ok(Some(chunk)) = body.chunk().await {
+            bytes_down.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             if tx.send(chunk.to_vec()).await.is_err() {
                 break;
             }
