@@ -8,10 +8,14 @@
 //! - `big-blob`: one image with a 1 GiB layer;
 //! - `noop-run`: `image-mirror run` over a list the size of the real one, every entry already
 //!   mirrored, against a loop of `skopeo inspect --raw` of source and target per entry;
-//! - `publish`: `image-mirror producer sync` of 10,000 jobs to RabbitMQ with confirms.
+//! - `publish`: `image-mirror producer sync` of 10,000 jobs to RabbitMQ with confirms;
+//! - `pulls`: the manifest GETs (Docker Hub's pulls) each tool spends: first mirror, no-op,
+//!   a new tag, three targets, at a metering front;
+//! - `latency`: copies and a no-op run through fronts adding 25 ms to every request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
+mod economy;
 mod measure;
 mod pipeline;
 
@@ -19,7 +23,9 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 4] = ["corpus", "big-blob", "noop-run", "publish"];
+const SCENARIOS: [&str; 6] = [
+    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency",
+];
 
 #[tokio::main]
 async fn main() {
@@ -45,6 +51,8 @@ async fn main() {
             "corpus" => copy::corpus_scenario(&binary).await,
             "big-blob" => copy::big_blob_scenario(&binary).await,
             "noop-run" => pipeline::noop_run_scenario(&binary).await,
+            "pulls" => economy::pulls_scenario(&binary).await,
+            "latency" => economy::latency_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

@@ -113,7 +113,7 @@ impl Groups {
 }
 
 /// The original tool's check, per entry: read both manifests raw and compare.
-const SKOPEO_LOOP: &str = r#"
+pub const SKOPEO_LOOP: &str = r#"
 while read -r src dst tag; do
   a=$(skopeo inspect --raw --tls-verify=false "docker://$src:$tag")
   b=$(skopeo inspect --raw --tls-verify=false "docker://$dst:$tag")
