@@ -33,9 +33,7 @@ fn write_list(dir: &Path, front: &str, entries: &[(String, String, Image)]) -> S
         .iter()
         .map(|(repo, tag, _)| format!("{front}/{repo} mirror.invalid/{repo} {tag}"))
         .collect();
-    lines.sort_by(|a, b| {
-        image_mirror_common::version_sort::sort_v(a.as_bytes(), b.as_bytes())
-    });
+    lines.sort_by(|a, b| image_mirror_common::version_sort::sort_v(a.as_bytes(), b.as_bytes()));
     let path = dir.join("images-list");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path.display().to_string()
@@ -71,7 +69,11 @@ fn skopeo_copies(entries: &[(String, String, Image)], front: &str, targets: &[&s
                 .arg(format!("docker://{target}/{repo}:{tag}"))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -82,13 +84,25 @@ fn skopeo_syncs(entries: &[(String, String, Image)], front: &str, targets: &[&st
         for target in targets {
             let prefix = repo.rsplit_once('/').map_or("", |(p, _)| p);
             let out = Command::new(SKOPEO)
-                .args(["sync", "--all", "--preserve-digests", "--src", "docker", "--dest", "docker"])
+                .args([
+                    "sync",
+                    "--all",
+                    "--preserve-digests",
+                    "--src",
+                    "docker",
+                    "--dest",
+                    "docker",
+                ])
                 .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
                 .arg(format!("{front}/{repo}"))
                 .arg(format!("{target}/{prefix}"))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -126,7 +140,10 @@ pub async fn pulls_scenario(binary: &Path) {
     };
     let one = |i: usize| vec![dsts[i].host()];
     rows.push((
-        format!("first mirror ({} entries, {manifests} manifests)", entries.len()),
+        format!(
+            "first mirror ({} entries, {manifests} manifests)",
+            entries.len()
+        ),
         run_all(&entries, &list, [one(0), one(1), one(2)]),
     ));
     rows.push((
@@ -153,7 +170,11 @@ pub async fn pulls_scenario(binary: &Path) {
     let list3 = write_list(dir.path(), &fh, &first_three);
     rows.push((
         "first mirror to three targets".to_owned(),
-        run_all(&first_three, &list3, [hosts(&three[0]), hosts(&three[1]), hosts(&three[2])]),
+        run_all(
+            &first_three,
+            &list3,
+            [hosts(&three[0]), hosts(&three[1]), hosts(&three[2])],
+        ),
     ));
     for (repo, tag, image) in &first_three {
         for set in &three {
@@ -217,7 +238,11 @@ pub async fn latency_scenario(binary: &Path) {
             .arg(format!("docker://{}/{repo}:v1", theirs_front.host()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         theirs += started.elapsed().as_secs_f64();
         for dst in [&ours_dst, &theirs_dst] {
             let got = skopeo::manifest_digest(&format!("{}/{repo}:v1", dst.host()));
@@ -243,13 +268,20 @@ async fn noop_through_fronts(binary: &Path) {
     };
     let (src, dst) = (Registry::start(), Registry::start());
     let mut lines = Vec::new();
-    let (src_front, dst_front) = (Front::start(src.host(), slow()), Front::start(dst.host(), slow()));
+    let (src_front, dst_front) = (
+        Front::start(src.host(), slow()),
+        Front::start(dst.host(), slow()),
+    );
     for i in 0..100_u64 {
         let image = images::oci_manifest(9600 + i);
         let repo = format!("noop/app{i:03}");
         push_image(&src.url(), &repo, "v1", &image).await;
         push_image(&dst.url(), &repo, "v1", &image).await;
-        lines.push(format!("{}/{repo} {}/{repo} v1", src_front.host(), dst_front.host()));
+        lines.push(format!(
+            "{}/{repo} {}/{repo} v1",
+            src_front.host(),
+            dst_front.host()
+        ));
     }
     lines.sort_by(|a, b| image_mirror_common::version_sort::sort_v(a.as_bytes(), b.as_bytes()));
     let dir = tempfile::tempdir().unwrap();

@@ -227,3 +227,48 @@ async fn tls_registries_are_verified_against_the_trusted_authorities() {
     assert!(t.contains(&format!("copied: {from} -> {to}")), "{t}");
     assert_eq!(&skopeo::manifest_digest(&to), image.digest());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_token_server_does_not_grant_exits_1_naming_the_repository() {
+    use image_mirror_testkit::{Policy, TokenServer};
+    let src = Registry::start();
+    let tokens = TokenServer::start(Policy {
+        no_push: std::collections::HashSet::from(["mirror/locked".to_owned()]),
+        ..Policy::user("mirror", "token-pw-31")
+    });
+    let dst = Registry::start_with(&RegistryOptions::with_token(&tokens));
+    let image = images::oci_manifest(131);
+    push_image(&src.url(), "app/web", "v1", &image).await;
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("mirror:token-pw-31");
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, dst.host()),
+    )
+    .unwrap();
+    let token_host = tokens.host();
+    let hosts = [src.host(), dst.host(), token_host.as_str()];
+    let out = copy(
+        &[
+            &format!("{}/app/web:v1", src.host()),
+            &format!("{}/mirror/locked:v1", dst.host()),
+        ],
+        config.path(),
+        &hosts,
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("mirror/locked"), "{t}");
+    assert!(t.contains("authentication failed (HTTP 401)"), "{t}");
+    assert!(!t.contains("token-pw-31"), "{t}");
+    // The same credentials push elsewhere in that registry.
+    let out = copy(
+        &[
+            &format!("{}/app/web:v1", src.host()),
+            &format!("{}/mirror/open:v1", dst.host()),
+        ],
+        config.path(),
+        &hosts,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

@@ -20,6 +20,7 @@ pub mod rabbitmq;
 pub mod registry;
 pub mod skopeo;
 pub mod tls;
+pub mod token;
 
 pub use fault_proxy::{FaultProxy, Faults};
 pub use front::{Front, FrontOptions, Quota};
@@ -27,3 +28,4 @@ pub use github::FakeGithub;
 pub use hostile::{HostileRegistry, Hostility};
 pub use images::{Blob, Image, Manifest, Platform};
 pub use registry::Registry;
+pub use token::{Policy, TokenServer};

@@ -67,6 +67,15 @@ impl Registry {
                 key.display()
             ));
         }
+        if let Some((realm, cert)) = &options.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                cert.display()
+            ));
+        }
         if let Some(htpasswd) = &options.htpasswd_file {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
@@ -258,6 +267,8 @@ pub struct RegistryOptions {
     pub htpasswd_file: Option<PathBuf>,
     /// A certificate and its key to serve TLS with (see [`crate::tls::TestCa`]).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Token auth: the realm, and the certificate tokens are signed with.
+    pub token: Option<(String, PathBuf)>,
 }
 
 impl RegistryOptions {
@@ -268,6 +279,14 @@ impl RegistryOptions {
         std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
         Self {
             htpasswd_file: Some(path),
+            ..Self::default()
+        }
+    }
+
+    /// Token auth through `server` (see [`crate::token::TokenServer`]).
+    pub fn with_token(server: &crate::token::TokenServer) -> Self {
+        Self {
+            token: Some((server.realm(), server.cert().to_owned())),
             ..Self::default()
         }
     }

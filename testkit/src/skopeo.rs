@@ -7,10 +7,18 @@ use image_mirror_common::Digest;
 /// The digest skopeo computes for the manifest it reads at `image` (`HOST/REPO:TAG`, plain
 /// HTTP), using `skopeo inspect --raw` and `skopeo manifest-digest`.
 pub fn manifest_digest(image: &str) -> Digest {
-    let raw = raw_manifest(image);
+    digest_of(&raw_manifest(image))
+}
+
+/// Like [`manifest_digest`], with `user:password` for a registry that wants them.
+pub fn manifest_digest_as(image: &str, creds: &str) -> Digest {
+    digest_of(&raw_manifest_as(image, Some(creds)))
+}
+
+fn digest_of(raw: &[u8]) -> Digest {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("manifest.json");
-    std::fs::write(&file, &raw).expect("write manifest");
+    std::fs::write(&file, raw).expect("write manifest");
     let out = Command::new("skopeo")
         .arg("manifest-digest")
         .arg(&file)
@@ -30,8 +38,16 @@ pub fn manifest_digest(image: &str) -> Digest {
 
 /// The manifest bytes skopeo reads at `image`.
 pub fn raw_manifest(image: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
+    raw_manifest_as(image, None)
+}
+
+fn raw_manifest_as(image: &str, creds: Option<&str>) -> Vec<u8> {
+    let mut command = Command::new("skopeo");
+    command.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(c) = creds {
+        command.arg("--creds").arg(c);
+    }
+    let out = command
         .arg(format!("docker://{image}"))
         .output()
         .expect("skopeo runs (install the skopeo package)");

@@ -129,7 +129,9 @@ impl TokenCache {
             .await?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         // Renew a little early so that a token never expires in the middle of a request.
-        let margin = (lifetime / 10).max(Duration::from_secs(5));
+        let margin = (lifetime / 10)
+            .max(Duration::from_secs(5))
+            .min(lifetime / 2);
         *cached = Some(Cached {
             token: token.clone(),
             renew_at: Instant::now() + lifetime.saturating_sub(margin),

@@ -126,6 +126,15 @@ impl CopyEngine {
                 reference,
             });
         }
+        // A repository that does not exist yet holds nothing: no need to ask for the digest.
+        if dst.is_none() && client.repository_is_new(dst_repo).await {
+            return Ok(Resolution {
+                plan: Plan::Copy {
+                    target_is_new: true,
+                },
+                reference,
+            });
+        }
         // A new tag of an image the target already has, or a target named by digest.
         let held = client
             .manifest_digest(dst_repo, head.digest.as_str())
@@ -140,9 +149,10 @@ impl CopyEngine {
             };
             return Ok(Resolution { plan, reference });
         }
-        let target_is_new = dst.is_none() && client.repository_is_new(dst_repo).await;
         Ok(Resolution {
-            plan: Plan::Copy { target_is_new },
+            plan: Plan::Copy {
+                target_is_new: false,
+            },
             reference,
         })
     }

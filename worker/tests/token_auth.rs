@@ -1,0 +1,393 @@
+//! The copy engine against a real `docker-registry` with token auth, as Docker Hub, GHCR and
+//! Quay speak it (the testkit's token server signs the tokens), checked with skopeo.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient, RetryPolicy};
+use image_mirror_common::ImageRef;
+use image_mirror_testkit::front::Hook;
+use image_mirror_testkit::http::{Reply, Response};
+use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
+use image_mirror_testkit::push::push_image;
+use image_mirror_testkit::registry::RegistryOptions;
+use image_mirror_testkit::{
+    skopeo, FaultProxy, Faults, Front, FrontOptions, Policy, Registry, TokenServer,
+};
+use image_mirror_worker::{CopyEngine, CopyOptions, CopyOutcome};
+
+const USER: &str = "mirror";
+const PASSWORD: &str = "token-push-6a0f";
+const CREDS: &str = "mirror:token-push-6a0f";
+const MIB: usize = 1024 * 1024;
+
+/// A token server and a registry that trusts it.
+struct World {
+    tokens: TokenServer,
+    registry: Registry,
+    src: Registry,
+    config: tempfile::TempDir,
+}
+
+impl World {
+    fn new(policy: Policy) -> Self {
+        let tokens = TokenServer::start(policy);
+        let registry = Registry::start_with(&RegistryOptions::with_token(&tokens));
+        Self {
+            tokens,
+            registry,
+            src: Registry::start(),
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// An engine with credentials for `hosts` (the registry's, or a front's).
+    fn engine(&self, hosts: &[String], options: CopyOptions) -> CopyEngine {
+        let auth = base64::engine::general_purpose::STANDARD.encode(CREDS);
+        let auths: Vec<String> = hosts
+            .iter()
+            .map(|h| format!(r#""{h}": {{"auth": "{auth}"}}"#))
+            .collect();
+        let path = self.config.path().join("config.json");
+        std::fs::write(&path, format!(r#"{{"auths": {{{}}}}}"#, auths.join(","))).unwrap();
+        let mut insecure = vec![self.src.host().to_owned(), self.tokens.host()];
+        insecure.extend(hosts.iter().cloned());
+        let client = RegistryClient::new(ClientOptions {
+            insecure_hosts: insecure,
+            docker_config: DockerConfig::load(&path).unwrap(),
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(500),
+                max_retries: 5,
+            },
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        CopyEngine::new(client, options)
+    }
+
+    fn host(&self) -> String {
+        self.registry.host().to_owned()
+    }
+
+    /// The distinct scope sets asked so far, and how many requests asked.
+    fn scope_sets(&self) -> (usize, usize) {
+        let asked = self.tokens.asked();
+        let sets: HashSet<Vec<String>> = asked.iter().map(|a| a.scopes.clone()).collect();
+        (sets.len(), asked.len())
+    }
+}
+
+fn reference(s: &str) -> ImageRef {
+    s.parse().unwrap()
+}
+
+fn policy() -> Policy {
+    Policy::user(USER, PASSWORD)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_copies_into_a_token_registry_byte_for_byte() {
+    let w = World::new(policy());
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    let kinds: [(&str, Image); 5] = [
+        ("oci-manifest", images::oci_manifest(1101)),
+        ("docker-manifest", images::docker_manifest(1102)),
+        ("oci-index", images::oci_index(1103)),
+        ("docker-list", images::docker_manifest_list(1104)),
+        ("attested", images::oci_index_with_attestations(1105)),
+    ];
+    for (name, image) in &kinds {
+        push_image(&w.src.url(), &format!("up/{name}"), "v1", image).await;
+        let to = format!("{}/mirror/{name}:v1", w.host());
+        let report = engine
+            .copy(
+                &reference(&format!("{}/up/{name}:v1", w.src.host())),
+                &reference(&to),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, CopyOutcome::Copied, "{name}");
+        // And back out, with a pull token.
+        let back = format!("{}/back/{name}:v1", w.src.host());
+        engine
+            .copy(&reference(&to), &reference(&back))
+            .await
+            .unwrap();
+        assert_eq!(&skopeo::manifest_digest(&back), image.digest(), "{name}");
+    }
+    // Every token request asked for a scope set not asked before (skopeo comes after).
+    let (sets, asked) = w.scope_sets();
+    assert_eq!(sets, asked, "{:?}", w.tokens.asked());
+    for (name, image) in &kinds {
+        let to = format!("{}/mirror/{name}:v1", w.host());
+        assert_eq!(
+            &skopeo::manifest_digest_as(&to, CREDS),
+            image.digest(),
+            "{name}"
+        );
+        for child in &image.manifests {
+            let at = format!("{}/mirror/{name}@{}", w.host(), child.digest);
+            assert_eq!(
+                skopeo::manifest_digest_as(&at, CREDS),
+                child.digest,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_asks_one_token_for_both_repositories_and_falls_back_when_refused() {
+    let w = World::new(policy());
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    let image = images::oci_index(1201);
+    push_image(&w.src.url(), "up/app", "v1", &image).await;
+    let from = reference(&format!("{}/up/app:v1", w.src.host()));
+    engine
+        .copy(&from, &reference(&format!("{}/team-a/app:v1", w.host())))
+        .await
+        .unwrap();
+    let second = engine
+        .copy(&from, &reference(&format!("{}/team-b/app:v1", w.host())))
+        .await
+        .unwrap();
+    assert_eq!(second.blobs_mounted as usize, image.blobs.len());
+    let both = vec![
+        "repository:team-b/app:pull,push".to_owned(),
+        "repository:team-a/app:pull".to_owned(),
+    ];
+    assert!(
+        w.tokens.asked().iter().any(|a| a.scopes == both),
+        "{:?}",
+        w.tokens.asked()
+    );
+    // Pull on the mount's sources refused: the bytes are sent instead.
+    w.tokens.policy(|p| {
+        p.no_pull.insert("team-a/app".into());
+        p.no_pull.insert("team-b/app".into());
+    });
+    let third = engine
+        .copy(&from, &reference(&format!("{}/team-c/app:v1", w.host())))
+        .await
+        .unwrap();
+    assert_eq!(third.blobs_mounted, 0);
+    assert_eq!(third.blobs_copied as usize, image.blobs.len());
+    let at = format!("{}/team-c/app:v1", w.host());
+    assert_eq!(&skopeo::manifest_digest_as(&at, CREDS), image.digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_copies_fetch_one_token_per_scope_set() {
+    let w = World::new(policy());
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    let mut images = Vec::new();
+    for i in 0..10_u64 {
+        let image = images::oci_manifest(1300 + i);
+        push_image(&w.src.url(), "up/app", &format!("v1.{i}"), &image).await;
+        images.push(image);
+    }
+    let copies = (0..10).map(|i| {
+        let engine = engine.clone();
+        let (src, dst) = (w.src.host().to_owned(), w.host());
+        tokio::spawn(async move {
+            engine
+                .copy(
+                    &reference(&format!("{src}/up/app:v1.{i}")),
+                    &reference(&format!("{dst}/mirror/app:v1.{i}")),
+                )
+                .await
+        })
+    });
+    for copy in futures_util::future::join_all(copies).await {
+        copy.unwrap().unwrap();
+    }
+    let (sets, asked) = w.scope_sets();
+    assert_eq!(asked, sets, "{:?}", w.tokens.asked());
+    assert!(asked <= 2, "{:?}", w.tokens.asked());
+    for (i, image) in images.iter().enumerate() {
+        let at = format!("{}/mirror/app:v1.{i}", w.host());
+        assert_eq!(&skopeo::manifest_digest_as(&at, CREDS), image.digest());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_in_the_middle_of_a_chunked_upload_renews_the_token_and_goes_on() {
+    let w = World::new(policy());
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(1401, 3 * MIB));
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    push_image(&w.src.url(), "up/big", "v1", &image).await;
+    // The second chunk is answered with a fresh challenge, as when a token expires.
+    let patches = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&patches);
+    let realm = w.tokens.realm();
+    let hook: Hook = Arc::new(move |request| {
+        if request.method != "PATCH" || seen.fetch_add(1, Ordering::SeqCst) != 1 {
+            return None;
+        }
+        Some(Reply::from(
+            Response::new(401)
+                .header(
+                    "WWW-Authenticate",
+                    format!(
+                        "Bearer realm=\"{realm}\",service=\"{}\"",
+                        image_mirror_testkit::token::SERVICE
+                    ),
+                )
+                .json(&serde_json::json!({"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]})),
+        ))
+    });
+    let front = Front::start(
+        w.registry.host(),
+        FrontOptions {
+            hook: Some(hook),
+            ..FrontOptions::default()
+        },
+    );
+    let options = CopyOptions {
+        chunk_size: MIB as u64,
+        single_request_max: MIB as u64,
+        ..CopyOptions::default()
+    };
+    let engine = w.engine(&[front.host()], options);
+    let to = format!("{}/mirror/big:v1", front.host());
+    let issued = w.tokens.issued();
+    let report = engine
+        .copy(
+            &reference(&format!("{}/up/big:v1", w.src.host())),
+            &reference(&to),
+        )
+        .await
+        .unwrap();
+    assert!(report.resumes >= 1);
+    assert!(w.tokens.issued() > issued + 1, "no new token after the 401");
+    // One upload session for the big layer (not restarted), and every byte of it reached the
+    // registry once: the refused chunk never got there, the next one went on from its offset.
+    let sessions = front
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.target.ends_with("/blobs/uploads/"))
+        .count();
+    assert_eq!(sessions, image.blobs.len());
+    let manifest_bytes = image.top().bytes.len() as u64;
+    assert_eq!(
+        front.bytes_up(),
+        image.blob_bytes() as u64 + manifest_bytes,
+        "bytes went up more than once"
+    );
+    assert_eq!(
+        &skopeo::manifest_digest_as(&format!("{}/mirror/big:v1", w.host()), CREDS),
+        image.digest()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_upload_and_429s_at_a_token_registry_are_ridden_out() {
+    let w = World::new(policy());
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(1501, 40 * MIB));
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    push_image(&w.src.url(), "up/big", "v1", &image).await;
+    let cut = FaultProxy::start(
+        w.registry.host(),
+        Faults {
+            cut_upstream_after: Some(20 * MIB as u64),
+            buffer_requests: true,
+            ..Faults::default()
+        },
+    );
+    let engine = w.engine(&[cut.host()], CopyOptions::default());
+    let report = engine
+        .copy(
+            &reference(&format!("{}/up/big:v1", w.src.host())),
+            &reference(&format!("{}/mirror/big:v1", cut.host())),
+        )
+        .await
+        .unwrap();
+    assert!(cut.cut_up_done() && report.resumes >= 1);
+    let at = format!("{}/mirror/big:v1", w.host());
+    assert_eq!(&skopeo::manifest_digest_as(&at, CREDS), image.digest());
+
+    let busy = FaultProxy::start(w.registry.host(), Faults::too_many_requests(2, 1));
+    let small = images::oci_manifest(1502);
+    push_image(&w.src.url(), "up/small", "v1", &small).await;
+    let engine = w.engine(&[busy.host()], CopyOptions::default());
+    engine
+        .copy(
+            &reference(&format!("{}/up/small:v1", w.src.host())),
+            &reference(&format!("{}/mirror/small:v1", busy.host())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(busy.canned_served(), 2);
+    let at = format!("{}/mirror/small:v1", w.host());
+    assert_eq!(&skopeo::manifest_digest_as(&at, CREDS), small.digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_realm_is_retried_and_a_push_without_rights_names_the_repository() {
+    let w = World::new(policy());
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    let image = images::oci_manifest(1601);
+    push_image(&w.src.url(), "up/app", "v1", &image).await;
+    w.tokens.fail_next(2);
+    engine
+        .copy(
+            &reference(&format!("{}/up/app:v1", w.src.host())),
+            &reference(&format!("{}/mirror/app:v1", w.host())),
+        )
+        .await
+        .unwrap();
+    w.tokens.policy(|p| {
+        p.no_push.insert("mirror/denied".into());
+    });
+    let err = engine
+        .copy(
+            &reference(&format!("{}/up/app:v1", w.src.host())),
+            &reference(&format!("{}/mirror/denied:v1", w.host())),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!err.is_transient(), "{text}");
+    assert!(text.contains("mirror/denied"), "{text}");
+    assert!(text.contains("401"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_renewed_before_it_expires() {
+    let w = World::new(Policy {
+        expires_in: 4,
+        ..policy()
+    });
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    for (i, seed) in [1701_u64, 1702].into_iter().enumerate() {
+        let image = images::oci_manifest(seed);
+        push_image(&w.src.url(), "up/app", &format!("v{i}"), &image).await;
+        engine
+            .copy(
+                &reference(&format!("{}/up/app:v{i}", w.src.host())),
+                &reference(&format!("{}/mirror/app:v{i}", w.host())),
+            )
+            .await
+            .unwrap();
+        if i == 0 {
+            // Let the first tokens run out (what is under test is their lifetime).
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+    // The second copy fetched fresh tokens instead of having the expired ones refused: the
+    // registry challenged only the very first request.
+    let refused = w
+        .registry
+        .log()
+        .iter()
+        .filter(|l| l.contains("\" 401 "))
+        .count();
+    assert_eq!(refused, 1, "{:#?}", w.registry.log());
+    assert!(w.tokens.issued() >= 4, "{:?}", w.tokens.asked());
+}
