@@ -648,3 +648,37 @@ fn a_token_realm_with_an_untrusted_certificate_fails_at_once() {
     assert_eq!(handshakes, 1, "{t}");
     assert!(started.elapsed() < Duration::from_secs(10), "{t}");
 }
+
+#[test]
+fn credentials_go_to_a_plain_http_realm_only_on_a_host_listed_as_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let port_holder = HostileRegistry::start(Hostility::default());
+    // The realm is the other host's name for the hostile registry itself.
+    let hostile = HostileRegistry::start(Hostility {
+        auth: bearer(),
+        realm: Some(format!("http://{}/token", port_holder.other_host())),
+        ..Hostility::default()
+    });
+    hostile.push("app", "v1", &images::oci_manifest(710));
+    docker_config(dir.path(), &hostile.host());
+    let dst = Registry::start();
+    let (out, _) = image_mirror(
+        &[
+            "copy",
+            &format!("{}/app:v1", hostile.host()),
+            &format!("{}/mirror/app:v1", dst.host()),
+        ],
+        dir.path(),
+        &[hostile.host(), dst.host().to_owned()],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "refusing plain HTTP to {}",
+            port_holder.other_host()
+        )),
+        "{t}"
+    );
+    assert!(port_holder.requests().is_empty(), "the realm was asked");
+}
