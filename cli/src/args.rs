@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use image_mirror_common::secret::Secret;
 
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
 /// date.
@@ -46,9 +47,10 @@ pub struct GlobalArgs {
         global = true,
         env = "AMQP_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, String>(Secret::new(s))
     )]
-    pub amqp_url: Option<String>,
+    pub amqp_url: Option<Secret>,
 
     /// A registry host that may be reached over plain HTTP (repeatable).
     #[arg(

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::queue::Broker;
-use image_mirror_common::secret::redact_url;
+use image_mirror_common::secret::{redact_url, Secret};
 
 use crate::args::GlobalArgs;
 use crate::exit::BadInput;
@@ -13,7 +13,8 @@ use crate::exit::BadInput;
 pub async fn rabbitmq(global: &GlobalArgs, command: &str) -> Result<Broker> {
     let url = global
         .amqp_url
-        .as_deref()
+        .as_ref()
+        .map(Secret::expose)
         .ok_or_else(|| BadInput(format!("{command} needs --amqp-url (or AMQP_URL)")))?;
     let broker = AmqpBroker::connect(url, Topology::new(&global.queue_prefix))
         .await

@@ -2,7 +2,7 @@
 //! sources (GitHub from the environment, registries from the global flags), every key run
 //! concurrently, and how the results are shown.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures_util::{stream, StreamExt};
 use image_mirror_common::github::GithubClient;
 use image_mirror_common::{Config, ImagesList};
@@ -34,7 +34,7 @@ impl Found {
 /// The tag sources the environment and the global flags describe.
 pub fn sources(global: &GlobalArgs) -> Result<Sources> {
     Ok(Sources {
-        github: GithubClient::from_env().context("GitHub client")?,
+        github: GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?,
         registry: registry_client::client(global)?,
     })
 }

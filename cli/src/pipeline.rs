@@ -127,7 +127,7 @@ pub async fn mirror(
 pub fn record(global: &GlobalArgs, events: &[JobEvent]) -> Result<()> {
     let entries: Vec<_> = events
         .iter()
-        .filter(|e| to_record(e))
+        .filter(|e| e.is_to_record())
         .map(JobEvent::entry)
         .collect();
     if entries.is_empty() {
@@ -144,12 +144,6 @@ pub fn record(global: &GlobalArgs, events: &[JobEvent]) -> Result<()> {
         println!("  + {}", e.line());
     }
     Ok(())
-}
-
-/// Whether the event's line belongs in images-list: a job to record that ended with the
-/// target holding the source digest.
-pub fn to_record(event: &JobEvent) -> bool {
-    event.record && matches!(event.outcome, Outcome::Copied | Outcome::AlreadyPresent)
 }
 
 /// Prints where the time of the jobs went, summed over jobs (several run at once).

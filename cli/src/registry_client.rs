@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use image_mirror_common::registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
@@ -10,11 +10,12 @@ use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
 use crate::args::GlobalArgs;
+use crate::exit::BadInput;
 
 /// The registry client the global flags describe: credentials from the Docker config, plain
 /// HTTP only for `--insecure-registry` hosts.
 pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
-    let docker_config = DockerConfig::load_default().context("reading the Docker config")?;
+    let docker_config = DockerConfig::load_default().map_err(|e| BadInput(e.to_string()))?;
     let options = ClientOptions {
         insecure_hosts: global.insecure_registries.clone(),
         docker_config,

@@ -16,7 +16,7 @@ use futures_util::{stream, FutureExt, StreamExt};
 use image_mirror_common::github::{GithubClient, GithubError};
 use image_mirror_common::queue::{Broker, Consumer, Delivery, Headers, QueueError};
 use image_mirror_common::registry::{RegistryClient, RegistryError};
-use image_mirror_common::{metrics, trace_context, Entry, ImagesListError, JobEvent, Outcome};
+use image_mirror_common::{metrics, trace_context, Entry, ImagesListError, JobEvent};
 use tracing::Instrument;
 
 use crate::batch::{next_batch, BatchOptions};
@@ -197,10 +197,7 @@ async fn read_events<'a>(
     let mut rejected = Vec::new();
     for d in deliveries {
         match JobEvent::from_json(&d.body) {
-            Ok(event)
-                if event.record
-                    && matches!(event.outcome, Outcome::Copied | Outcome::AlreadyPresent) =>
-            {
+            Ok(event) if event.is_to_record() => {
                 to_record.push(ToRecord {
                     event,
                     headers: &d.headers,

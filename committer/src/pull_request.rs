@@ -234,14 +234,11 @@ async fn open_pull(
 }
 
 fn parse(text: &str, settings: &PullRequestSettings, at: &str) -> Result<ImagesList, GithubError> {
-    ImagesList::parse(text.as_bytes()).map_err(|problems| {
-        let first = problems
-            .first()
-            .map(|(line, p)| format!("line {line}: {p}"))
-            .unwrap_or_default();
+    let name = format!("{} of {} at {at}", settings.path, settings.repo);
+    ImagesList::parse_named(text.as_bytes(), &name).map_err(|problem| {
         GithubError::unusable(
-            &format!("read {} of {} at {at}", settings.path, settings.repo),
-            format!("not a valid images-list: {first}"),
+            &format!("read {name}"),
+            format!("not a valid images-list: {problem}"),
         )
     })
 }

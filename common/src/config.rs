@@ -31,6 +31,26 @@ impl fmt::Display for GithubRepo {
     }
 }
 
+impl std::str::FromStr for GithubRepo {
+    type Err = String;
+
+    /// `OWNER/REPO`: letters, digits, `-`, `_` and `.` on each side.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        match s.split_once('/') {
+            Some((owner, name)) if valid(owner) && valid(name) => Ok(Self {
+                owner: owner.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("{s:?}: expected OWNER/REPO")),
+        }
+    }
+}
+
 /// Where a rule's versions come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionSource {
@@ -321,19 +341,8 @@ fn parse_source(spec: &str) -> Result<VersionSource, String> {
         None => (spec, None),
     };
     let github = |arg: Option<&str>| -> Result<GithubRepo, String> {
-        let arg = arg.ok_or_else(|| format!("{spec:?}: expected {kind}:OWNER/REPO"))?;
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        match arg.split_once('/') {
-            Some((owner, name)) if valid(owner) && valid(name) => Ok(GithubRepo {
-                owner: owner.to_owned(),
-                name: name.to_owned(),
-            }),
-            _ => Err(format!("{spec:?}: expected {kind}:OWNER/REPO")),
-        }
+        arg.and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("{spec:?}: expected {kind}:OWNER/REPO"))
     };
     match kind {
         "github-releases" => Ok(VersionSource::GithubReleases(github(arg)?)),

@@ -167,6 +167,22 @@ impl ImagesList {
     }
 
     /// Parses the bytes of an images-list; on failure, every bad line with its number.
+    /// Parses `bytes` read from somewhere named `name` (a file at a git revision, at a branch):
+    /// the error names its first problem, `name:LINE: problem`, and how many more there are.
+    pub fn parse_named(bytes: &[u8], name: &str) -> Result<Self, String> {
+        Self::parse(bytes).map_err(|problems| {
+            let more = match problems.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            problems
+                .first()
+                .map(|(line, p)| format!("{name}:{line}: {p}{more}"))
+                .unwrap_or_else(|| format!("{name}: not a valid images-list"))
+        })
+    }
+
+    /// Parses images-list bytes: the list, or every problem with its line number.
     pub fn parse(bytes: &[u8]) -> Result<Self, Vec<(usize, LineProblem)>> {
         let mut list = Self::default();
         let mut problems = Vec::new();

@@ -344,6 +344,12 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    /// Whether the event's line belongs in images-list: a job to record that ended with its
+    /// target holding the source digest.
+    pub fn is_to_record(&self) -> bool {
+        self.record && matches!(self.outcome, Outcome::Copied | Outcome::AlreadyPresent)
+    }
+
     /// `source:tag -> target:tag` of the event's job, short forms.
     pub fn describe(&self) -> String {
         describe(&self.source, &self.target, &self.tag)

@@ -3,10 +3,10 @@
 //! several), every tag must be new for it (exact match: `v1.2` is not `v1.2.3`), and every
 //! tag must exist at the source.
 
-use futures_util::{stream, StreamExt};
 use image_mirror_common::registry::RegistryClient;
 use image_mirror_common::{Entry, ImagesList, Repository, Tag};
 
+use crate::check::{source_tags, SourceTag};
 use crate::targets::target_for;
 
 /// The lines `images` x `tags` would add to `list`, or every reason they cannot be added.
@@ -38,17 +38,13 @@ pub async fn plan_add_tag(
             });
         }
     }
-    let checks: Vec<_> = stream::iter(candidates.iter())
-        .map(|e| async move { (e, registry.manifest_digest(&e.source, e.tag.as_str()).await) })
-        .buffered(8)
-        .collect()
-        .await;
-    for (entry, found) in checks {
+    let refs: Vec<&Entry> = candidates.iter().collect();
+    for (entry, found) in refs.iter().zip(source_tags(registry, &refs).await) {
         let what = format!("{}:{}", entry.source.short(), entry.tag);
         match found {
-            Ok(Some(_)) => {}
-            Ok(None) => problems.push(format!("{what} does not exist at the source")),
-            Err(e) => problems.push(format!("{what} could not be checked: {e}")),
+            SourceTag::Exists(_) => {}
+            SourceTag::Missing => problems.push(format!("{what} does not exist at the source")),
+            SourceTag::Unknown(e) => problems.push(format!("{what} could not be checked: {e}")),
         }
     }
     if problems.is_empty() {

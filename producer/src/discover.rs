@@ -67,70 +67,82 @@ pub async fn discover(rule: &Rule, list: &ImagesList, sources: &Sources) -> KeyR
         images: rule.images.clone(),
         ..KeyReport::default()
     };
+    if let VersionSource::Unsupported { kind, .. } = &rule.source {
+        report.unsupported = Some(kind.clone());
+        return report;
+    }
+    match found_tags(rule, sources, &mut report).await {
+        Ok(pairs) => {
+            note_found(rule, &pairs, &mut report);
+            note_new(list, pairs, &mut report);
+        }
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    report
+}
+
+/// The (image, tag) pairs `rule`'s source finds, after its filters.
+async fn found_tags(
+    rule: &Rule,
+    sources: &Sources,
+    report: &mut KeyReport,
+) -> Result<Vec<(Repository, String)>, SourceError> {
     let selection = Selection {
         filter: rule.filter.as_ref(),
         constraint: rule.constraint.as_ref(),
         latest: rule.latest,
     };
-    let pairs: Result<Vec<(Repository, String)>, SourceError> = match &rule.source {
-        VersionSource::Unsupported { kind, .. } => {
-            report.unsupported = Some(kind.clone());
-            return report;
+    match &rule.source {
+        VersionSource::Unsupported { .. } => Ok(Vec::new()),
+        VersionSource::GithubReleases(repo) => {
+            let releases = sources.github.releases(repo).await?;
+            let tags = selection.apply(&published_semver(releases));
+            Ok(for_each_image(&rule.images, &tags))
         }
-        VersionSource::GithubReleases(repo) => sources
-            .github
-            .releases(repo)
-            .await
-            .map(|r| selection.apply(&published_semver(r)))
-            .map(|tags| for_each_image(&rule.images, &tags))
-            .map_err(SourceError::from),
-        VersionSource::GithubLatestRelease(repo) => sources
-            .github
-            .latest_release(repo)
-            .await
-            .map(|r| selection.apply(&[r.tag_name]))
-            .map(|tags| for_each_image(&rule.images, &tags))
-            .map_err(SourceError::from),
+        VersionSource::GithubLatestRelease(repo) => {
+            let release = sources.github.latest_release(repo).await?;
+            let tags = selection.apply(&[release.tag_name]);
+            Ok(for_each_image(&rule.images, &tags))
+        }
         VersionSource::Registry => match rule.images.first() {
-            Some(first) => sources
-                .registry
-                .list_tags(first)
-                .await
-                .map(|tags| selection.apply(&tags))
-                .map(|tags| for_each_image(&rule.images, &tags))
-                .map_err(SourceError::from),
+            Some(first) => {
+                let tags = sources.registry.list_tags(first).await?;
+                Ok(for_each_image(&rule.images, &selection.apply(&tags)))
+            }
             None => Ok(Vec::new()),
         },
         VersionSource::GithubTaggedImagesFile(repo) => {
-            images_files(rule, repo, &selection, sources, &mut report).await
+            images_files(rule, repo, &selection, sources, report).await
         }
-    };
-    let pairs = match pairs {
-        Ok(p) => p,
-        Err(e) => {
-            report.errors.push(e.to_string());
-            return report;
-        }
-    };
+    }
+}
+
+/// What the report says was found: tags, or for an images file the full references (and the
+/// images the file named).
+fn note_found(rule: &Rule, pairs: &[(Repository, String)], report: &mut KeyReport) {
     if matches!(rule.source, VersionSource::GithubTaggedImagesFile(_)) {
         report.found = pairs
             .iter()
             .map(|(i, t)| format!("{}:{t}", i.short()))
             .collect();
-        for (image, _) in &pairs {
+        for (image, _) in pairs {
             if !report.images.contains(image) {
                 report.images.push(image.clone());
             }
         }
     } else {
         let mut found: Vec<String> = Vec::new();
-        for (_, t) in &pairs {
+        for (_, t) in pairs {
             if !found.contains(t) {
                 found.push(t.clone());
             }
         }
         report.found = found;
     }
+}
+
+/// The found tags images-list does not have yet, each with its target.
+fn note_new(list: &ImagesList, pairs: Vec<(Repository, String)>, report: &mut KeyReport) {
     for (image, tag) in pairs {
         let Ok(tag) = tag.parse::<Tag>() else {
             report
@@ -155,7 +167,6 @@ pub async fn discover(rule: &Rule, list: &ImagesList, sources: &Sources) -> KeyR
             }
         }
     }
-    report
 }
 
 /// Tags of releases that are published, not pre-releases, and semver once a `v` is dropped.

@@ -8,12 +8,14 @@
 //! speaks to the queue only through the port in `common`.
 
 pub mod add_tag;
+pub mod check;
 pub mod discover;
 pub mod jobs;
 pub mod sync;
 pub mod targets;
 pub mod versions;
 
+pub use check::{added_since, source_tags, SourceTag};
 pub use discover::{discover, KeyReport, Sources};
 pub use jobs::TargetOverrides;
 pub use sync::plan_sync;

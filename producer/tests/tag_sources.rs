@@ -1,4 +1,5 @@
-//! Tag sources and filters against a GitHub API fake (wiremock) and real registries.
+//! Tag sources and filters against a GitHub API fake (wiremock), a real registry, and the
+//! testkit's hostile registry for tag lists no real one here sends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -6,9 +7,10 @@ use image_mirror_common::github::GithubClient;
 use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_common::{Config, ImagesList, Repository};
 use image_mirror_producer::{discover, Sources};
+use image_mirror_testkit::hostile::TagPaging;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::{push_image, push_manifest};
-use image_mirror_testkit::Registry;
+use image_mirror_testkit::{HostileRegistry, Hostility, Registry};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -150,80 +152,55 @@ async fn latest_release_is_the_one_github_marks() {
     assert_eq!(found, vec!["v0.26.7"]);
 }
 
+/// Tag lists no real registry here sends (the testkit's hostile registry sends them).
+fn hostile_with_tags(
+    paging: TagPaging,
+    tags: &[String],
+) -> (HostileRegistry, RegistryClient, Repository) {
+    let hostile = HostileRegistry::start(Hostility {
+        tag_paging: Some(paging),
+        ..Hostility::default()
+    });
+    let refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    hostile.set_tags("team/app", &refs);
+    let host = hostile.host();
+    let client = registry_client(&[&host]);
+    let repo: Repository = format!("{host}/team/app").parse().unwrap();
+    (hostile, client, repo)
+}
+
+fn tag_pages_asked(hostile: &HostileRegistry) -> usize {
+    hostile
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/v2/team/app/tags/list"))
+        .count()
+}
+
 /// A registry that ignores `n` and `last`: every request gets all 300 tags, and a `Link` to a
 /// "next" page that is the same list again.
 #[tokio::test]
 async fn a_registry_ignoring_n_and_last_is_listed_once() {
-    let fake = MockServer::start().await;
     let tags: Vec<String> = (0..300).map(|i| format!("1.{i}.0")).collect();
-    Mock::given(method("GET"))
-        .and(path("/v2/team/app/tags/list"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header(
-                    "link",
-                    "</v2/team/app/tags/list?n=100&last=1.99.0>; rel=\"next\"",
-                )
-                .set_body_json(json!({"name": "team/app", "tags": tags})),
-        )
-        .mount(&fake)
-        .await;
-    let host = fake.address().to_string();
-    let client = registry_client(&[&host]);
-    let repo: Repository = format!("{host}/team/app").parse().unwrap();
-    let listed = client.list_tags(&repo).await.unwrap();
-    assert_eq!(listed, tags);
+    let (hostile, client, repo) = hostile_with_tags(TagPaging::WholeListWithNext, &tags);
+    assert_eq!(client.list_tags(&repo).await.unwrap(), tags);
     // The first page, then the "next" one that brought nothing new: then it stopped.
-    assert_eq!(fake.received_requests().await.unwrap().len(), 2);
+    assert_eq!(tag_pages_asked(&hostile), 2);
 
     // A Link back to the page just read ends the listing as well.
-    let looping = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/team/app/tags/list"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("link", "</v2/team/app/tags/list?n=1000>; rel=\"next\"")
-                .set_body_json(json!({"name": "team/app", "tags": ["a", "b"]})),
-        )
-        .mount(&looping)
-        .await;
-    let host = looping.address().to_string();
-    let client = registry_client(&[&host]);
-    let repo: Repository = format!("{host}/team/app").parse().unwrap();
-    assert_eq!(client.list_tags(&repo).await.unwrap(), vec!["a", "b"]);
-    assert_eq!(looping.received_requests().await.unwrap().len(), 1);
+    let two = vec!["a".to_owned(), "b".to_owned()];
+    let (hostile, client, repo) = hostile_with_tags(TagPaging::LinkToItself, &two);
+    assert_eq!(client.list_tags(&repo).await.unwrap(), two);
+    assert_eq!(tag_pages_asked(&hostile), 1);
 }
 
 /// A registry that pages properly: three pages of 100 linked by `Link`, all followed.
 #[tokio::test]
 async fn linked_pages_are_followed() {
-    let fake = MockServer::start().await;
     let tags: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
-    for (page, chunk) in tags.chunks(100).enumerate() {
-        let mut answer =
-            ResponseTemplate::new(200).set_body_json(json!({"name": "team/app", "tags": chunk}));
-        if page < 2 {
-            answer = answer.insert_header(
-                "link",
-                format!(
-                    "</v2/team/app/tags/list?last={}&n=100>; rel=\"next\"",
-                    chunk[99]
-                )
-                .as_str(),
-            );
-        }
-        let matcher = Mock::given(method("GET")).and(path("/v2/team/app/tags/list"));
-        let matcher = if page == 0 {
-            matcher.and(query_param_is_missing("last"))
-        } else {
-            matcher.and(query_param("last", tags[page * 100 - 1].as_str()))
-        };
-        matcher.respond_with(answer).expect(1).mount(&fake).await;
-    }
-    let host = fake.address().to_string();
-    let client = registry_client(&[&host]);
-    let repo: Repository = format!("{host}/team/app").parse().unwrap();
+    let (hostile, client, repo) = hostile_with_tags(TagPaging::Proper(100), &tags);
     assert_eq!(client.list_tags(&repo).await.unwrap(), tags);
+    assert_eq!(tag_pages_asked(&hostile), 3);
 }
 
 /// A real registry with 300 tags.

@@ -62,6 +62,17 @@ impl BadBody {
     }
 }
 
+/// How tag lists are paged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagPaging {
+    /// `n` tags a page after `last`, linked by `Link` (as the distribution spec says).
+    Proper(usize),
+    /// `n` and `last` ignored: the whole list each time, with a `Link` to a "next" page.
+    WholeListWithNext,
+    /// The whole list, with a `Link` back to the very page just read.
+    LinkToItself,
+}
+
 /// What to do wrong.
 #[derive(Debug, Clone, Default)]
 pub struct Hostility {
@@ -71,6 +82,8 @@ pub struct Hostility {
     pub upload_elsewhere: bool,
     /// Tag lists answer with a `Link` to a next page on the other host.
     pub tags_link_elsewhere: bool,
+    /// How tag lists are paged (all of them on one page without a `Link` by default).
+    pub tag_paging: Option<TagPaging>,
     /// Blob `GET`s answer `307` to the other host, which serves the bytes without auth.
     pub blob_redirect_elsewhere: bool,
     /// The token endpoint answers this body.
@@ -325,7 +338,7 @@ fn answer(state: &Mutex<State>, port: u16, hostility: &Hostility, request: &Requ
                 .into()
         }
         (method, "blobs/uploads") => upload(state, method, &name, &tail, request, base),
-        ("GET", "tags/list") => tags(state, hostility, &name, &elsewhere),
+        ("GET", "tags/list") => tags(state, hostility, &name, &elsewhere, request),
         _ => error(404, "UNSUPPORTED", hostility),
     }
 }
@@ -452,7 +465,13 @@ fn upload(
     }
 }
 
-fn tags(state: &Mutex<State>, hostility: &Hostility, name: &str, elsewhere: &str) -> Reply {
+fn tags(
+    state: &Mutex<State>,
+    hostility: &Hostility,
+    name: &str,
+    elsewhere: &str,
+    request: &Request,
+) -> Reply {
     if let Some(bad) = hostility.tags_body {
         return Response::new(200)
             .header("Content-Type", "application/json")
@@ -464,6 +483,29 @@ fn tags(state: &Mutex<State>, hostility: &Hostility, name: &str, elsewhere: &str
         return error(404, "NAME_UNKNOWN", hostility);
     };
     let mut r = Response::new(200);
+    let here = format!("/v2/{name}/tags/list");
+    match hostility.tag_paging {
+        Some(TagPaging::Proper(n)) => {
+            let after = request.query("last");
+            let from = after
+                .and_then(|l| tags.iter().position(|t| *t == l).map(|i| i + 1))
+                .unwrap_or(0);
+            let page: Vec<&String> = tags.iter().skip(from).take(n).collect();
+            if from + n < tags.len() {
+                if let Some(last) = page.last() {
+                    r = r.header("Link", format!("<{here}?last={last}&n={n}>; rel=\"next\""));
+                }
+            }
+            return r.json(&json!({"name": name, "tags": page})).into();
+        }
+        Some(TagPaging::WholeListWithNext) => {
+            r = r.header("Link", format!("<{here}?n=100&last=x>; rel=\"next\""));
+        }
+        Some(TagPaging::LinkToItself) => {
+            r = r.header("Link", format!("<{}>; rel=\"next\"", request.target));
+        }
+        None => {}
+    }
     if hostility.tags_link_elsewhere {
         r = r.header(
             "Link",

@@ -1,13 +1,14 @@
 //! `image-mirror check [--base REV]`: the original check-new-images-exist, for pull requests.
 //! The entries images-list has now and did not have at REV (git) must name source tags that
-//! exist; each failure is named; exit 1 if any.
+//! exist; each failure is named; exit 1 if any. The rules are the producer's; this reads git
+//! and prints.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result};
-use futures_util::{stream, StreamExt};
-use image_mirror_common::{Entry, ImagesList};
+use image_mirror_common::ImagesList;
+use image_mirror_producer::{added_since, source_tags, SourceTag};
+use tokio::process::Command;
 
 use crate::args::{CheckArgs, GlobalArgs};
 use crate::exit::{BadInput, FAILED, OK};
@@ -16,34 +17,23 @@ use crate::registry_client;
 pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     let path = &global.images_list;
     let current = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
-    let base = list_at(path, &args.base)?;
-    let added: Vec<&Entry> = current
-        .entries()
-        .filter(|e| base.as_ref().is_none_or(|b| !b.contains(e)))
-        .collect();
+    let base = list_at(path, &args.base).await?;
+    let added = added_since(base.as_ref(), &current);
     if added.is_empty() {
         println!("check: no entries added since {}", args.base);
         return Ok(OK);
     }
     let registry = registry_client::client(global)?;
-    let results: Vec<_> = stream::iter(added.iter())
-        .map(|e| {
-            let registry = &registry;
-            async move { (e, registry.manifest_digest(&e.source, e.tag.as_str()).await) }
-        })
-        .buffered(8)
-        .collect()
-        .await;
     let mut failures = 0;
-    for (entry, found) in results {
+    for (entry, found) in added.iter().zip(source_tags(&registry, &added).await) {
         let what = format!("{}:{}", entry.source.short(), entry.tag);
         match found {
-            Ok(Some(digest)) => println!("ok       {what} ({digest})"),
-            Ok(None) => {
+            SourceTag::Exists(digest) => println!("ok       {what} ({digest})"),
+            SourceTag::Missing => {
                 failures += 1;
                 println!("missing  {what}: the tag does not exist at the source");
             }
-            Err(e) => {
+            SourceTag::Unknown(e) => {
                 failures += 1;
                 println!("error    {what}: {e}");
             }
@@ -58,7 +48,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
 }
 
 /// images-list as it was at `rev`, or `None` when the file did not exist there.
-fn list_at(path: &Path, rev: &str) -> Result<Option<ImagesList>> {
+async fn list_at(path: &Path, rev: &str) -> Result<Option<ImagesList>> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -72,6 +62,7 @@ fn list_at(path: &Path, rev: &str) -> Result<Option<ImagesList>> {
         .args(["rev-parse", "--verify", "--quiet"])
         .arg(format!("{rev}^{{commit}}"))
         .output()
+        .await
         .context("running git")?;
     if !verify.status.success() {
         return Err(BadInput(format!("--base {rev}: not a git revision here")).into());
@@ -81,16 +72,12 @@ fn list_at(path: &Path, rev: &str) -> Result<Option<ImagesList>> {
         .arg("show")
         .arg(format!("{rev}:./{name}"))
         .output()
+        .await
         .context("running git")?;
     if !show.status.success() {
         return Ok(None);
     }
-    let list = ImagesList::parse(&show.stdout).map_err(|problems| {
-        let first = problems
-            .first()
-            .map(|(line, p)| format!("line {line}: {p}"))
-            .unwrap_or_default();
-        BadInput(format!("{name} at {rev}: {first}"))
-    })?;
+    let list =
+        ImagesList::parse_named(&show.stdout, &format!("{name} at {rev}")).map_err(BadInput)?;
     Ok(Some(list))
 }

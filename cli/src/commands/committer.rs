@@ -18,17 +18,13 @@ use crate::{broker, registry_client, serve, stop};
 pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
     let destination = match args.github_repo.as_deref().filter(|r| !r.trim().is_empty()) {
         Some(repo) => {
-            let (owner, name) = repo
-                .split_once('/')
-                .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
-                .ok_or_else(|| BadInput(format!("--github-repo {repo:?}: expected OWNER/REPO")))?;
+            let repo: GithubRepo = repo
+                .parse()
+                .map_err(|e| BadInput(format!("--github-repo {e}")))?;
             Destination::Github {
-                client: Box::new(GithubClient::from_env()?),
+                client: Box::new(GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?),
                 settings: PullRequestSettings {
-                    repo: GithubRepo {
-                        owner: owner.to_owned(),
-                        name: name.to_owned(),
-                    },
+                    repo,
                     base_branch: args.base_branch.clone(),
                     path: args.github_path.clone(),
                     label: Some(args.label.clone()).filter(|l| !l.is_empty()),

@@ -2,15 +2,17 @@
 //! repository is mounted into the next instead of sent again.
 //!
 //! The index lives in memory and, when given a file, also on disk (one `registry digest
-//! repository` line per blob, appended as blobs are seen), so that separate runs (one `copy`
-//! after another, workers restarted) mount too. A stale line costs one refused mount, after
-//! which the bytes are sent as usual.
+//! repository` line per blob, appended as blobs are seen, by a thread of its own so that no
+//! copy waits on the disk), so that separate runs (one `copy` after another, workers
+//! restarted) mount too. A stale line costs one refused mount, after which the bytes are sent
+//! as usual.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
 
 use image_mirror_common::atomic_file::write_atomic;
 use image_mirror_common::{Digest, Repository};
@@ -24,7 +26,47 @@ type Key = (String, Digest);
 #[derive(Debug, Default)]
 pub struct MountIndex {
     known: Mutex<HashMap<Key, String>>,
-    file: Option<Mutex<File>>,
+    file: Option<Appender>,
+}
+
+/// Appends lines to the cache file on a thread of its own; dropped, it writes what is left.
+#[derive(Debug)]
+struct Appender {
+    lines: Mutex<Option<mpsc::Sender<String>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Appender {
+    fn new(mut file: File) -> Self {
+        let (tx, rx) = mpsc::channel::<String>();
+        let thread = std::thread::spawn(move || {
+            for line in rx {
+                if let Err(e) = file.write_all(line.as_bytes()) {
+                    tracing::debug!(error = %e, "could not write the blob location cache");
+                }
+            }
+        });
+        Self {
+            lines: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    fn append(&self, line: String) {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = lines.as_ref() {
+            let _ = tx.send(line);
+        }
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        drop(self.lines.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl MountIndex {
@@ -65,7 +107,7 @@ impl MountIndex {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
         let file = match file {
-            Ok(f) => Some(Mutex::new(f)),
+            Ok(f) => Some(Appender::new(f)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "blob location cache unavailable; mounts use this run's knowledge only");
                 None
@@ -99,11 +141,7 @@ impl MountIndex {
             known.insert(key, repo.path().to_owned()).as_deref() != Some(repo.path())
         };
         if let (true, Some(file)) = (changed, &self.file) {
-            let line = format!("{} {digest} {}\n", repo.registry(), repo.path());
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = f.write_all(line.as_bytes()) {
-                tracing::debug!(error = %e, "could not write the blob location cache");
-            }
+            file.append(format!("{} {digest} {}\n", repo.registry(), repo.path()));
         }
     }
 

@@ -158,13 +158,11 @@ impl CopyEngine {
         while upload.offset < t.blob.size {
             let start = upload.offset;
             let len = chunk.min(t.blob.size - start);
-            let (tx, body) = pipe();
-            let send = client.upload_chunk(t.target, &mut upload, body, len, &slot);
-            let feeding = feed(&mut reader, &mut hasher, tx, len, None, client.stall_rule());
-            let (sent, fed) = transfer(send, feeding, client.request_timeout(), t.target).await;
-            let reason = match (sent, fed) {
-                (Ok(()), Fed::Done) if upload.offset == start + len => {
-                    Counters::add(&t.counters.bytes_sent, len);
+            let reason = match self
+                .send_chunk(t, &mut upload, &slot, &mut reader, &mut hasher, len)
+                .await
+            {
+                Ok(None) => {
                     saved = Checkpoint {
                         offset: upload.offset,
                         hasher: hasher.clone(),
@@ -172,20 +170,11 @@ impl CopyEngine {
                     failures = 0;
                     continue;
                 }
-                (_, Fed::Source(e)) => {
+                Ok(Some(reason)) => reason,
+                Err(e) => {
                     client.cancel_upload(t.target, &upload).await;
                     return Err(e);
                 }
-                (Err(e), _) if !e.is_transient() => {
-                    client.cancel_upload(t.target, &upload).await;
-                    return Err(e.into());
-                }
-                (Ok(()), Fed::Done) => format!(
-                    "registry reports offset {} after a chunk to {}",
-                    upload.offset,
-                    start + len
-                ),
-                (result, fed) => failure_reason(result, &fed),
             };
             failures += 1;
             if failures > client.retry_policy().max_retries {
@@ -210,6 +199,40 @@ impl CopyEngine {
             .finish_upload(t.target, &upload, &t.blob.digest)
             .await?;
         Ok(())
+    }
+
+    /// Sends the next `len` bytes as one chunk: `Ok(None)` when the registry confirmed all of
+    /// them, `Ok(Some(why))` when the chunk broke in a way a resume can mend, `Err` when the
+    /// blob cannot go on (the source failed, or the registry refused for good).
+    async fn send_chunk(
+        &self,
+        t: &Transfer<'_>,
+        upload: &mut Upload,
+        slot: &UploadSlot,
+        reader: &mut SourceReader<'_>,
+        hasher: &mut Sha256,
+        len: u64,
+    ) -> Result<Option<String>, CopyError> {
+        let client = &self.client;
+        let start = upload.offset;
+        let (tx, body) = pipe();
+        let send = client.upload_chunk(t.target, upload, body, len, slot);
+        let feeding = feed(reader, hasher, tx, len, None, client.stall_rule());
+        let (sent, fed) = transfer(send, feeding, client.request_timeout(), t.target).await;
+        match (sent, fed) {
+            (Ok(()), Fed::Done) if upload.offset == start + len => {
+                Counters::add(&t.counters.bytes_sent, len);
+                Ok(None)
+            }
+            (_, Fed::Source(e)) => Err(e),
+            (Err(e), _) if !e.is_transient() => Err(e.into()),
+            (Ok(()), Fed::Done) => Ok(Some(format!(
+                "registry reports offset {} after a chunk to {}",
+                upload.offset,
+                start + len
+            ))),
+            (result, fed) => Ok(Some(failure_reason(result, &fed))),
+        }
     }
 
     /// After a broken chunk: asks the registry where the upload stands (a new session when it
