@@ -217,6 +217,11 @@ async fn tls_registries_are_verified_against_the_trusted_authorities() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("TLS: invalid peer certificate"), "{t}");
     assert!(t.contains(dst.host()), "{t}");
+    assert_eq!(
+        dst.wait_for_log_lines("TLS handshake error", 1, std::time::Duration::from_secs(10)),
+        1,
+        "{t}"
+    );
     assert_eq!(handshake_failures(), 1, "{t}");
     assert!(dst.requests().is_empty(), "{:?}", dst.requests());
 

@@ -210,6 +210,21 @@ impl Registry {
         }
     }
 
+    /// Waits until the log holds `count` lines that contain `needle` (the registry writes its
+    /// log on its own time); the count found when `timeout` passes first.
+    pub fn wait_for_log_lines(&self, needle: &str, count: usize, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().expect("log lock");
+        loop {
+            let found = lines.iter().filter(|l| l.contains(needle)).count();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if found >= count || left.is_zero() {
+                return found;
+            }
+            lines = self.log.grew.wait_timeout(lines, left).expect("log lock").0;
+        }
+    }
+
     /// The requests of the access log so far, as `METHOD PATH` (query left out).
     pub fn requests(&self) -> Vec<String> {
         self.log().iter().filter_map(|l| request_of(l)).collect()

@@ -95,7 +95,8 @@ impl TestCa {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs the `openssl` command line in `dir`; panics, with what it said, when it fails.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::http::{Reply, Request, Response, Server};
+use crate::tls::openssl;
 
 /// The `service` the registry and the tokens name.
 pub const SERVICE: &str = "image-mirror-test-registry";
@@ -301,17 +302,4 @@ fn sign(state: &State, claims: &serde_json::Value) -> String {
         })
         .expect("openssl signs");
     format!("{input}.{}", b64url(&out.stdout))
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (install the openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -24,45 +24,10 @@ impl GithubError {
         self.status == Some(404)
     }
 
-    /// Maps an octocrab error.
+    /// Maps an octocrab error: a request that got no answer (answers with an error status
+    /// are read by the transport, see [`from_answer`](Self::from_answer)).
     pub(crate) fn from_octocrab(operation: &str, err: &octocrab::Error) -> Self {
         match err {
-            octocrab::Error::GitHub { source, .. } => {
-                let status = source.status_code.as_u16();
-                let header = |name: &str| {
-                    source
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(name))
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
-                let rate_limited = status == 429
-                    || (status == 403
-                        && (header("x-ratelimit-remaining").as_deref() == Some("0")
-                            || source.message.to_ascii_lowercase().contains("rate limit")));
-                let retry_after = header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
-                    .or_else(|| {
-                        let reset = source.rate_limit_reset?;
-                        let now = chrono::Utc::now().timestamp();
-                        let wait = i64::try_from(reset).ok()?.saturating_sub(now).max(1);
-                        Some(Duration::from_secs(u64::try_from(wait).ok()?))
-                    })
-                    .filter(|_| rate_limited || status == 503);
-                let mut message = format!("{status} {}", source.message);
-                if rate_limited {
-                    message.push_str(" (rate limited; set GITHUB_TOKEN for a higher limit)");
-                }
-                Self {
-                    operation: operation.to_owned(),
-                    status: Some(status),
-                    message,
-                    transient: rate_limited || status >= 500 || status == 408,
-                    retry_after,
-                }
-            }
             octocrab::Error::Hyper { .. }
             | octocrab::Error::Service { .. }
             | octocrab::Error::Http { .. } => Self {

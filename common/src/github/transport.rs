@@ -10,6 +10,7 @@ use reqwest::Url;
 
 use crate::github::client::{GithubClient, Method};
 use crate::github::error::GithubError;
+use crate::registry::tags::next_link;
 
 /// The largest answer read from GitHub.
 pub const MAX_GITHUB_BODY: usize = 16 * 1024 * 1024;
@@ -55,18 +56,6 @@ impl Answer {
             )),
         }
     }
-}
-
-/// The target of the `rel="next"` link in a `Link` header value.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params
-            .split(';')
-            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| target.to_owned())
-    })
 }
 
 impl GithubClient {
@@ -152,21 +141,4 @@ where
         }
     }
     Ok(out.freeze())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_link;
-
-    #[test]
-    fn next_links() {
-        assert_eq!(
-            next_link("<https://api.github.com/x?page=2>; rel=\"next\", <https://api.github.com/x?page=9>; rel=\"last\"").as_deref(),
-            Some("https://api.github.com/x?page=2")
-        );
-        assert_eq!(
-            next_link("<https://api.github.com/x?page=1>; rel=\"prev\""),
-            None
-        );
-    }
 }

@@ -111,8 +111,9 @@ impl RegistryClient {
     }
 }
 
-/// The target of the `rel="next"` link in a `Link` header value.
-fn next_link(header: &str) -> Option<String> {
+/// The target of the `rel="next"` link in a `Link` header value (RFC 8288), for tag lists
+/// and GitHub's pages alike.
+pub(crate) fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         let is_next = params
