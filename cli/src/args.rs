@@ -162,6 +162,16 @@ pub struct GlobalArgs {
     )]
     pub connect_timeout: u64,
 
+    /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_DOCKER_HUB_API",
+        default_value = image_mirror_common::dockerhub::DEFAULT_HUB_API,
+        value_name = "URL"
+    )]
+    pub docker_hub_api: String,
+
     /// Log line format.
     #[arg(
         long,
@@ -209,8 +219,12 @@ pub enum Command {
     /// Add tags of images already in images-list: checked, then mirrored and recorded here
     /// (no --amqp-url) or published as jobs for the committer to record.
     AddTag(AddTagArgs),
+    /// Add new images (SOURCE:TAG), each to `<org>/mirrored-<source path>`: checked (not
+    /// listed, the tag exists, the target repository exists or is created on push), then
+    /// mirrored and recorded here or published for the committer.
+    AddImage(AddImageArgs),
     /// The entries added to images-list since a git revision must name source tags that
-    /// exist.
+    /// exist, and target repositories that exist.
     Check(CheckArgs),
 }
 
@@ -241,6 +255,25 @@ pub struct AddTagArgs {
         value_name = "TAG,..."
     )]
     pub tags: Vec<String>,
+    /// Jobs in progress at once when mirroring here.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct AddImageArgs {
+    /// Full references of the images to add, `SOURCE:TAG` (comma list).
+    #[arg(
+        long,
+        env = "FULL_IMAGES",
+        value_delimiter = ',',
+        required = true,
+        value_name = "SOURCE:TAG,..."
+    )]
+    pub images: Vec<String>,
+    /// The organisation new images go to (default: the one most images-list targets use).
+    #[arg(long, env = "IMAGE_MIRROR_TARGET_ORG", value_name = "ORG")]
+    pub target_org: Option<String>,
     /// Jobs in progress at once when mirroring here.
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
@@ -348,6 +381,8 @@ pub enum ProducerCommand {
     Discover(DiscoverArgs),
     /// The same as `image-mirror add-tag` with --amqp-url.
     AddTag(AddTagArgs),
+    /// The same as `image-mirror add-image` with --amqp-url.
+    AddImage(AddImageArgs),
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use anyhow::Result;
 use futures_util::{stream, StreamExt};
 use image_mirror_common::github::GithubClient;
 use image_mirror_common::{Config, ImagesList};
-use image_mirror_producer::{discover, KeyReport, Sources};
+use image_mirror_producer::{discover, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
 use crate::args::GlobalArgs;
@@ -31,11 +31,14 @@ impl Found {
     }
 }
 
-/// The tag sources the environment and the global flags describe.
-pub fn sources(global: &GlobalArgs) -> Result<Sources> {
+/// The tag sources the environment and the global flags describe; new images a rule names go
+/// where most of `list`'s targets are.
+pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
     Ok(Sources {
         github: GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?,
         registry: registry_client::client(global)?,
+        hub: registry_client::hub(global)?,
+        new_images: NewImages::for_list(list, None),
     })
 }
 
@@ -46,7 +49,7 @@ pub async fn discover_keys(global: &GlobalArgs, keys: &[String]) -> Result<Found
     if let Some(unknown) = keys.iter().find(|k| config.rule(k).is_none()) {
         return Err(BadInput(format!("{}: no key {unknown:?}", global.config.display())).into());
     }
-    let sources = sources(global)?;
+    let sources = sources(global, &list)?;
     let rules: Vec<_> = config
         .rules()
         .iter()

@@ -39,7 +39,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let prints_job_lines = matches!(cli.command, Command::Run(_) | Command::AddTag(_));
+    let prints_job_lines = matches!(
+        cli.command,
+        Command::Run(_) | Command::AddTag(_) | Command::AddImage(_)
+    );
     let telemetry = telemetry::init(cli.global.log_format, cli.command.role(), prints_job_lines);
     let result = match &cli.command {
         Command::Sort(args) => commands::sort::run(&cli.global, args),
@@ -60,6 +63,17 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Tags(args) => commands::tags::run(&cli.global, args).await,
         Command::AddTag(args) => commands::add_tag::run(&cli.global, args).await,
+        Command::AddImage(args) => commands::add_tag::run_add_image(&cli.global, args).await,
+        Command::Producer(ProducerCommand::AddImage(args)) => {
+            if cli.global.amqp_url.is_none() {
+                Err(
+                    exit::BadInput("producer add-image needs --amqp-url (or AMQP_URL)".into())
+                        .into(),
+                )
+            } else {
+                commands::add_tag::run_add_image(&cli.global, args).await
+            }
+        }
         Command::Check(args) => commands::check::run(&cli.global, args).await,
         Command::Committer(args) => commands::committer::run(&cli.global, args).await,
         Command::Worker(args) => commands::worker::run(&cli.global, args).await,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use image_mirror_common::dockerhub::DockerHub;
 use image_mirror_common::registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
@@ -32,6 +33,13 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
         ..ClientOptions::default()
     };
     Ok(RegistryClient::new(options)?)
+}
+
+/// Docker Hub's web API, with the Docker config's Docker Hub credentials.
+pub fn hub(global: &GlobalArgs) -> Result<DockerHub> {
+    let docker_config = DockerConfig::load_default().map_err(|e| BadInput(e.to_string()))?;
+    Ok(DockerHub::new(&global.docker_hub_api, docker_config)
+        .map_err(|e| BadInput(format!("--docker-hub-api: {e}")))?)
 }
 
 /// A copy engine over [`client`], remembering blob locations in the cache folder.

@@ -208,14 +208,13 @@ async fn five_events_make_one_pull_request_and_again_nothing_new() {
         assert_eq!(commit.branch, s.created_branches[0]);
         assert_eq!(pull.head, s.created_branches[0]);
         assert_eq!(pull.base, "main");
+        // app1, app3 and app4 are new images (their targets are not in the base list).
         assert_eq!(
             pull.title,
             format!(
-                "Added tag(s) v1.0.0, v1.1.0, v1.2.0, v1.3.0, v1.4.0 for image(s) {}",
-                (0..5)
-                    .map(|i| format!("{UPSTREAM}/team/app{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "Added image(s) {u}/team/app1:v1.1.0, {u}/team/app3:v1.3.0, {u}/team/app4:v1.4.0; \
+                 added tag(s) v1.0.0, v1.2.0 for image(s) {u}/team/app0, {u}/team/app2",
+                u = UPSTREAM
             )
         );
         for (i, e) in events.iter().enumerate() {

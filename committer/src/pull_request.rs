@@ -101,8 +101,9 @@ pub async fn propose(
         return Ok(Proposal::AlreadyProposed { numbers });
     }
     let branch = branch_name(&new);
-    commit_on_branch(github, settings, &branch, &new).await?;
-    open_pull(github, settings, &branch, &new).await
+    let title = title(&new, &base_list);
+    commit_on_branch(github, settings, &branch, &new, &title).await?;
+    open_pull(github, settings, &branch, &new, &title).await
 }
 
 /// An open pull request of the committer's and the lines it adds to the base.
@@ -149,6 +150,7 @@ async fn commit_on_branch(
     settings: &PullRequestSettings,
     branch: &str,
     new: &[&Recorded],
+    title: &str,
 ) -> Result<(), GithubError> {
     let repo = &settings.repo;
     let base_head = github
@@ -166,7 +168,6 @@ async fn commit_on_branch(
     } else {
         github.create_branch(repo, branch, &base_head).await?;
     }
-    let title = title(new);
     for attempt in 1..=COMMIT_ATTEMPTS {
         // The file as the branch has it: the base as it is now, whatever it was before.
         let file = github.file_with_sha(repo, &settings.path, branch).await?;
@@ -177,7 +178,7 @@ async fn commit_on_branch(
         }
         let text = String::from_utf8_lossy(&list.to_bytes()).into_owned();
         match github
-            .put_file(repo, &settings.path, branch, &title, &text, &file.sha)
+            .put_file(repo, &settings.path, branch, title, &text, &file.sha)
             .await?
         {
             FileWrite::Written => return Ok(()),
@@ -200,11 +201,12 @@ async fn open_pull(
     settings: &PullRequestSettings,
     branch: &str,
     new: &[&Recorded],
+    title: &str,
 ) -> Result<Proposal, GithubError> {
     let repo = &settings.repo;
-    let (title, body) = (title(new), body(new));
+    let body = body(new);
     let pull = NewPullRequest {
-        title: &title,
+        title,
         head: branch,
         base: &settings.base_branch,
         body: &body,
@@ -261,25 +263,41 @@ pub fn branch_name(lines: &[&Recorded]) -> String {
     format!("{BRANCH_PREFIX}{hex}")
 }
 
-/// "Added tag(s) T for image(s) I", as the original tool titled its pull requests, cut to 256
-/// characters.
-pub fn title(lines: &[&Recorded]) -> String {
-    let mut tags: Vec<&str> = Vec::new();
-    let mut images: Vec<String> = Vec::new();
-    for r in lines {
-        if !tags.contains(&r.entry.tag.as_str()) {
-            tags.push(r.entry.tag.as_str());
-        }
-        let image = r.entry.source.short();
-        if !images.contains(&image) {
-            images.push(image);
-        }
+/// The title the original workflows gave: "Added image(s) S:T, …" for images new to the base
+/// list (their target repository is not in it), "Added tag(s) T for image(s) I" for new tags
+/// of listed images; both, joined, for a batch of both; cut to 256 characters.
+pub fn title(lines: &[&Recorded], base: &ImagesList) -> String {
+    let known: std::collections::HashSet<&image_mirror_common::Repository> =
+        base.entries().map(|e| &e.target).collect();
+    let (images, tags): (Vec<&&Recorded>, Vec<&&Recorded>) =
+        lines.iter().partition(|r| !known.contains(&r.entry.target));
+    let mut parts = Vec::new();
+    if !images.is_empty() {
+        let named: Vec<String> = images
+            .iter()
+            .map(|r| format!("{}:{}", r.entry.source.short(), r.entry.tag))
+            .collect();
+        parts.push(format!("Added image(s) {}", named.join(", ")));
     }
-    let full = format!(
-        "Added tag(s) {} for image(s) {}",
-        tags.join(", "),
-        images.join(", ")
-    );
+    if !tags.is_empty() {
+        let (mut tag_names, mut image_names): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
+        for r in &tags {
+            if !tag_names.contains(&r.entry.tag.as_str()) {
+                tag_names.push(r.entry.tag.as_str());
+            }
+            let image = r.entry.source.short();
+            if !image_names.contains(&image) {
+                image_names.push(image);
+            }
+        }
+        let verb = if parts.is_empty() { "Added" } else { "added" };
+        parts.push(format!(
+            "{verb} tag(s) {} for image(s) {}",
+            tag_names.join(", "),
+            image_names.join(", ")
+        ));
+    }
+    let full = parts.join("; ");
     if full.chars().count() <= 256 {
         return full;
     }
@@ -323,9 +341,18 @@ mod tests {
         assert_eq!(branch_name(&[&a, &b]), branch_name(&[&b, &a]));
         assert_ne!(branch_name(&[&a]), branch_name(&[&a, &b]));
         assert!(branch_name(&[&a]).starts_with("image-mirror/add-"));
+        let base = ImagesList::parse(
+            b"flannel/flannel rancher/mirrored-flannel-flannel v0.26.6\nquay.io/coreos/etcd rancher/mirrored-coreos-etcd v3.5.21\n",
+        )
+        .unwrap();
         assert_eq!(
-            title(&[&a, &b]),
+            title(&[&a, &b], &base),
             "Added tag(s) v0.26.7, v3.5.22 for image(s) flannel/flannel, quay.io/coreos/etcd"
+        );
+        let new_image = recorded("ghcr.io/x/y rancher/mirrored-x-y 1.0");
+        assert_eq!(
+            title(&[&new_image, &a], &base),
+            "Added image(s) ghcr.io/x/y:1.0; added tag(s) v0.26.7 for image(s) flannel/flannel"
         );
         assert!(body(&[&a]).contains(&format!(
             "- `flannel/flannel:v0.26.7 -> rancher/mirrored-flannel-flannel@{}`",
@@ -335,7 +362,7 @@ mod tests {
             .map(|i| recorded(&format!("team/app{i} mirror/app{i} v1.{i}.0")))
             .collect();
         let refs: Vec<&Recorded> = many.iter().collect();
-        let t = title(&refs);
+        let t = title(&refs, &ImagesList::default());
         assert_eq!(t.chars().count(), 256);
         assert!(t.ends_with("..."));
     }

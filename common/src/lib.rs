@@ -9,6 +9,7 @@
 pub mod atomic_file;
 pub mod config;
 pub mod digest;
+pub mod dockerhub;
 pub mod github;
 pub mod images_list;
 pub mod message;

@@ -1,10 +1,12 @@
 //! `check`, the pull-request check of the original tool: which lines images-list has now and
-//! did not have at a base revision, and whether each names a source tag that exists. The
-//! "source tag exists" rule of `add-tag` is this one too.
+//! did not have at a base revision, whether each names a source tag that exists, and whether
+//! each target repository new to images-list exists (or is created on push). `add-tag`,
+//! `add-image` and discovery ask the same questions through the same functions.
 
 use futures_util::{stream, StreamExt};
-use image_mirror_common::registry::RegistryClient;
-use image_mirror_common::{Digest, Entry, ImagesList};
+use image_mirror_common::dockerhub::DockerHub;
+use image_mirror_common::registry::{RegistryClient, RepositoryStatus};
+use image_mirror_common::{Digest, Entry, ImagesList, Repository};
 
 /// What the source says about an entry's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,4 +40,71 @@ pub async fn source_tags(registry: &RegistryClient, entries: &[&Entry]) -> Vec<S
         .buffered(8)
         .collect()
         .await
+}
+
+/// What a target repository is ready for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRepo {
+    /// It exists, or the registry creates it on the first push.
+    Ready,
+    /// It cannot take the image: what to do about it.
+    Missing(String),
+    /// It could not be asked (why).
+    Unknown(String),
+}
+
+/// Asks whether target repositories can take images: Docker Hub through its repositories
+/// API (new Docker Hub repositories must be created first), other registries through the
+/// registry protocol.
+pub struct TargetRepos<'a> {
+    /// Registries.
+    pub registry: &'a RegistryClient,
+    /// Docker Hub's web API.
+    pub hub: &'a DockerHub,
+}
+
+impl TargetRepos<'_> {
+    /// Whether `repo` can take an image.
+    pub async fn check(&self, repo: &Repository) -> TargetRepo {
+        if repo.is_docker_hub() {
+            return match self.hub.repository_exists(repo).await {
+                Ok(true) => TargetRepo::Ready,
+                Ok(false) => TargetRepo::Missing(format!(
+                    "the Docker Hub repository does not exist: create {repo} first"
+                )),
+                Err(e) => TargetRepo::Unknown(e.to_string()),
+            };
+        }
+        match self.registry.repository_status(repo).await {
+            Ok(RepositoryStatus::Exists | RepositoryStatus::Creatable) => TargetRepo::Ready,
+            Ok(RepositoryStatus::Refused(why)) => TargetRepo::Missing(format!(
+                "{repo} does not exist or refuses pushes ({why}): create it, or grant push, first"
+            )),
+            Err(e) => TargetRepo::Unknown(e.to_string()),
+        }
+    }
+
+    /// The problems of the target repositories of `entries` that `list` does not name yet
+    /// (each asked once), as lines for people.
+    pub async fn problems_of_new(&self, list: &ImagesList, entries: &[&Entry]) -> Vec<String> {
+        let known: std::collections::HashSet<&Repository> =
+            list.entries().map(|e| &e.target).collect();
+        let mut new: Vec<&Repository> = Vec::new();
+        for e in entries {
+            if !known.contains(&e.target) && !new.contains(&&e.target) {
+                new.push(&e.target);
+            }
+        }
+        let mut problems = Vec::new();
+        for repo in new {
+            match self.check(repo).await {
+                TargetRepo::Ready => {}
+                TargetRepo::Missing(why) => problems.push(why),
+                TargetRepo::Unknown(why) => {
+                    problems.push(format!("{repo}: could not be checked: {why}"))
+                }
+            }
+        }
+        problems
+    }
 }

@@ -2,6 +2,7 @@
 //! keep, and which of them images-list does not have yet, each with its target.
 
 use image_mirror_common::config::GithubRepo;
+use image_mirror_common::dockerhub::DockerHub;
 use image_mirror_common::github::{GithubClient, GithubError, Release};
 use image_mirror_common::reference::ReferenceError;
 use image_mirror_common::registry::{RegistryClient, RegistryError};
@@ -9,8 +10,9 @@ use image_mirror_common::{
     Entry, ImageRef, ImagesList, MirrorJob, Origin, Repository, Rule, Tag, VersionSource,
 };
 
+use crate::check::{TargetRepo, TargetRepos};
 use crate::jobs::TargetOverrides;
-use crate::targets::target_for;
+use crate::targets::{target_for, NewImages};
 use crate::versions::{is_semver_tag, Selection};
 
 /// What the tag sources are read through.
@@ -18,8 +20,13 @@ use crate::versions::{is_semver_tag, Selection};
 pub struct Sources {
     /// GitHub, for the `github-*` kinds.
     pub github: GithubClient,
-    /// Registries, for the `registry` kind.
+    /// Registries, for the `registry` kind (and to check new target repositories).
     pub registry: RegistryClient,
+    /// Docker Hub's web API, to check new Docker Hub target repositories.
+    pub hub: DockerHub,
+    /// Where images a `github-tagged-images-file` rule names, and images-list does not have,
+    /// go (`None`: they are reported, not proposed).
+    pub new_images: Option<NewImages>,
 }
 
 /// What discovery found for one rule.
@@ -74,11 +81,42 @@ pub async fn discover(rule: &Rule, list: &ImagesList, sources: &Sources) -> KeyR
     match found_tags(rule, sources, &mut report).await {
         Ok(pairs) => {
             note_found(rule, &pairs, &mut report);
-            note_new(list, pairs, &mut report);
+            let derive = match rule.source {
+                VersionSource::GithubTaggedImagesFile(_) => sources.new_images.as_ref(),
+                _ => None,
+            };
+            note_new(list, pairs, derive, &mut report);
+            check_new_targets(list, sources, &mut report).await;
         }
         Err(e) => report.errors.push(e.to_string()),
     }
     report
+}
+
+/// New images are proposed only when their target repository can take them; the others are
+/// reported, saying what to do.
+async fn check_new_targets(list: &ImagesList, sources: &Sources, report: &mut KeyReport) {
+    let repos = TargetRepos {
+        registry: &sources.registry,
+        hub: &sources.hub,
+    };
+    let known: std::collections::HashSet<&Repository> = list.entries().map(|e| &e.target).collect();
+    let mut refused = Vec::new();
+    for entry in report.new.iter().filter(|e| !known.contains(&e.target)) {
+        if refused.contains(&entry.target) {
+            continue;
+        }
+        match repos.check(&entry.target).await {
+            TargetRepo::Ready => {}
+            TargetRepo::Missing(why) | TargetRepo::Unknown(why) => {
+                report
+                    .errors
+                    .push(format!("{}: {why}", entry.source.short()));
+                refused.push(entry.target.clone());
+            }
+        }
+    }
+    report.new.retain(|e| !refused.contains(&e.target));
 }
 
 /// The (image, tag) pairs `rule`'s source finds, after its filters.
@@ -141,8 +179,14 @@ fn note_found(rule: &Rule, pairs: &[(Repository, String)], report: &mut KeyRepor
     }
 }
 
-/// The found tags images-list does not have yet, each with its target.
-fn note_new(list: &ImagesList, pairs: Vec<(Repository, String)>, report: &mut KeyReport) {
+/// The found tags images-list does not have yet, each with its target: the one images-list
+/// maps the image to, or (with `derive`) the derived target of a new image.
+fn note_new(
+    list: &ImagesList,
+    pairs: Vec<(Repository, String)>,
+    derive: Option<&NewImages>,
+    report: &mut KeyReport,
+) {
     for (image, tag) in pairs {
         let Ok(tag) = tag.parse::<Tag>() else {
             report
@@ -153,7 +197,11 @@ fn note_new(list: &ImagesList, pairs: Vec<(Repository, String)>, report: &mut Ke
         if list.has_source_tag(&image, &tag) {
             continue;
         }
-        match target_for(list, &image) {
+        let target = match derive {
+            Some(rule) => rule.target_of(list, &image).map(|(t, _)| t),
+            None => target_for(list, &image),
+        };
+        match target {
             Ok(target) => report.new.push(Entry {
                 source: image,
                 target,

@@ -76,6 +76,12 @@ async fn found_for(github: &MockServer, rule: serde_json::Value) -> Vec<String> 
     let sources = Sources {
         github: GithubClient::new(&github.uri(), None).unwrap(),
         registry: registry_client(&[]),
+        hub: image_mirror_common::dockerhub::DockerHub::new(
+            "http://127.0.0.1:9",
+            DockerConfig::default(),
+        )
+        .unwrap(),
+        new_images: None,
     };
     let report = discover(&config.rules()[0], &list, &sources).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);

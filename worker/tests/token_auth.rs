@@ -355,7 +355,8 @@ async fn a_failing_realm_is_retried_and_a_push_without_rights_names_the_reposito
     let text = err.to_string();
     assert!(!err.is_transient(), "{text}");
     assert!(text.contains("mirror/denied"), "{text}");
-    assert!(text.contains("401"), "{text}");
+    assert!(text.contains("refuses pushes"), "{text}");
+    assert_eq!(err.class(), "target_refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,16 @@
-//! `image-mirror add-tag --images A,B --tags T1,T2` (or IMAGES and TAGS): every image x tag
-//! is checked (the image is in images-list with one target, the tag is not listed for it,
-//! exact match, and exists at the source); any failure is named and nothing changes, exit 1.
-//! Then, with --amqp-url, jobs to be recorded are published for the workers and the
-//! committer; without, they are mirrored here and recorded in the local images-list.
+//! `image-mirror add-tag --images A,B --tags T1,T2` (or IMAGES and TAGS) and `image-mirror
+//! add-image SOURCE:TAG,…` (or FULL_IMAGES): every line is checked (the producer's rules);
+//! any failure is named and nothing changes, exit 1. Then, with --amqp-url, jobs to be
+//! recorded are published for the workers and the committer; without, they are mirrored here
+//! and recorded in the local images-list.
 
 use anyhow::Result;
 use image_mirror_common::queue::Message;
-use image_mirror_common::{ImagesList, Origin, Repository, Tag};
-use image_mirror_producer::add_tag::plan_add_tag;
+use image_mirror_common::{Entry, ImageRef, ImagesList, Origin, Repository, Tag};
+use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
+use image_mirror_producer::{NewImages, TargetRepos};
 
-use crate::args::{AddTagArgs, GlobalArgs};
+use crate::args::{AddImageArgs, AddTagArgs, GlobalArgs};
 use crate::commands::producer::overrides;
 use crate::exit::{BadInput, FAILED};
 use crate::{broker, pipeline, registry_client};
@@ -19,13 +20,46 @@ pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {
     let images = parse_all::<Repository>("IMAGES", &args.images)?;
     let tags = parse_all::<Tag>("TAGS", &args.tags)?;
     let registry = registry_client::client(global)?;
-    let entries = match plan_add_tag(&list, &images, &tags, &registry).await {
+    let planned = plan_add_tag(&list, &images, &tags, &registry).await;
+    add(global, "add-tag", planned, args.workers).await
+}
+
+/// `image-mirror add-image SOURCE:TAG,…` (or FULL_IMAGES): new images, each to its derived
+/// `mirrored-` target (or the mapping images-list already has for its source), checked, then
+/// mirrored and recorded, or published.
+pub async fn run_add_image(global: &GlobalArgs, args: &AddImageArgs) -> Result<u8> {
+    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+    let images = parse_all::<ImageRef>("FULL_IMAGES", &args.images)?;
+    let rule = NewImages::for_list(&list, args.target_org.as_deref()).ok_or_else(|| {
+        BadInput(
+            "images-list names no target yet: say where new images go with --target-org".into(),
+        )
+    })?;
+    let registry = registry_client::client(global)?;
+    let hub = registry_client::hub(global)?;
+    let repos = TargetRepos {
+        registry: &registry,
+        hub: &hub,
+    };
+    let planned = plan_add_image(&list, &images, &rule, &repos).await;
+    add(global, "add-image", planned, args.workers).await
+}
+
+/// Mirrors and records the planned lines, or publishes their jobs for the committer; with
+/// problems, names each and changes nothing.
+async fn add(
+    global: &GlobalArgs,
+    command: &str,
+    planned: Result<Vec<Entry>, Vec<String>>,
+    workers: u16,
+) -> Result<u8> {
+    let entries = match planned {
         Ok(e) => e,
         Err(problems) => {
             for p in &problems {
-                eprintln!("add-tag: {p}");
+                eprintln!("{command}: {p}");
             }
-            eprintln!("add-tag: nothing was added");
+            eprintln!("{command}: nothing was added");
             return Ok(FAILED);
         }
     };
@@ -40,14 +74,14 @@ pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {
             println!("queued {}", e.line());
         }
         println!(
-            "add-tag: {} jobs published to {}; the committer records them once mirrored",
+            "{command}: {} jobs published to {}; the committer records them once mirrored",
             messages.len(),
             broker.topology().jobs()
         );
         return Ok(crate::exit::OK);
     }
     let engine = registry_client::engine(global)?;
-    let Some(mirrored) = pipeline::mirror(global, engine, &jobs, args.workers).await? else {
+    let Some(mirrored) = pipeline::mirror(global, engine, &jobs, workers).await? else {
         eprintln!("interrupted: nothing recorded");
         return Ok(FAILED);
     };

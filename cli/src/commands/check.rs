@@ -1,13 +1,14 @@
 //! `image-mirror check [--base REV]`: the original check-new-images-exist, for pull requests.
 //! The entries images-list has now and did not have at REV (git) must name source tags that
-//! exist; each failure is named; exit 1 if any. The rules are the producer's; this reads git
+//! exist, and target repositories new to images-list that exist (Docker Hub's repositories
+//! API) or are created on push (other registries); each failure is named; exit 1 if any. The rules are the producer's; this reads git
 //! and prints.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use image_mirror_common::ImagesList;
-use image_mirror_producer::{added_since, source_tags, SourceTag};
+use image_mirror_producer::{added_since, source_tags, SourceTag, TargetRepos};
 use tokio::process::Command;
 
 use crate::args::{CheckArgs, GlobalArgs};
@@ -38,6 +39,15 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
                 println!("error    {what}: {e}");
             }
         }
+    }
+    let repos = TargetRepos {
+        registry: &registry,
+        hub: &registry_client::hub(global)?,
+    };
+    let known = base.unwrap_or_default();
+    for problem in repos.problems_of_new(&known, &added).await {
+        failures += 1;
+        println!("missing  {problem}");
     }
     println!(
         "check: {} entries added since {}, {failures} failed",

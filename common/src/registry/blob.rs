@@ -203,6 +203,16 @@ impl RegistryClient {
         .await
     }
 
+    /// The upload session an answer opened.
+    pub(crate) fn upload_from_reply(
+        &self,
+        repo: &Repository,
+        operation: &str,
+        reply: &Reply,
+    ) -> Result<Upload, RegistryError> {
+        self.upload_from(repo, operation, reply)
+    }
+
     fn upload_from(
         &self,
         repo: &Repository,

@@ -11,6 +11,14 @@ pub enum CopyError {
     /// The request itself cannot be carried out (bad reference pair, unsupported content).
     #[error("{0}")]
     Invalid(String),
+    /// The target repository does not exist, or refuses this client's pushes.
+    #[error("{target}: the target repository does not exist or refuses pushes ({detail}); create it, or grant push, and try again")]
+    TargetRefused {
+        /// The target repository.
+        target: String,
+        /// What the registry said.
+        detail: String,
+    },
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -28,7 +36,7 @@ impl CopyError {
     pub fn error_class(&self) -> ErrorClass {
         match self {
             Self::Registry(e) => e.class(),
-            Self::Invalid(_) => ErrorClass::Permanent,
+            Self::Invalid(_) | Self::TargetRefused { .. } => ErrorClass::Permanent,
             Self::Verify { .. } => ErrorClass::Transient,
         }
     }
@@ -59,7 +67,44 @@ impl CopyError {
         match self {
             Self::Registry(e) => e.kind(),
             Self::Invalid(_) => "invalid".into(),
+            Self::TargetRefused { .. } => "target_refused".into(),
             Self::Verify { .. } => "verify".into(),
+        }
+    }
+}
+
+impl CopyError {
+    /// This error as the target's refusal, when it is one: the target registry refused
+    /// credentials or access (401/403, `DENIED`), or does not know the repository
+    /// (`NAME_UNKNOWN`).
+    pub(crate) fn as_target_refusal(self, target: &image_mirror_common::Repository) -> Self {
+        let Self::Registry(e) = &self else {
+            return self;
+        };
+        if e.registry() != target.registry() {
+            return self;
+        }
+        let detail = match e {
+            RegistryError::Auth { message, .. } => message.clone(),
+            RegistryError::NotFound { operation, .. }
+                if ["start upload", "mount", "PUT manifest"]
+                    .iter()
+                    .any(|w| operation.starts_with(w)) =>
+            {
+                "NAME_UNKNOWN the registry does not know the repository".to_owned()
+            }
+            RegistryError::Status { status, detail, .. }
+                if *status == 404
+                    || detail.contains("NAME_UNKNOWN")
+                    || detail.contains("DENIED") =>
+            {
+                detail.clone()
+            }
+            _ => return self,
+        };
+        Self::TargetRefused {
+            target: target.to_string(),
+            detail,
         }
     }
 }

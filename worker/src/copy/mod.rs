@@ -237,7 +237,11 @@ impl CopyEngine {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into()))))
+            .zip(targets)
+            .map(|(r, target)| {
+                r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
+                    .map_err(|e| e.as_target_refusal(target.repository()))
+            })
             .collect()
     }
 
