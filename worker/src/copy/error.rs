@@ -77,7 +77,7 @@ impl CopyError {
     /// This error as the target's refusal, when it is one: the target registry refused
     /// credentials or access (401/403, `DENIED`), or does not know the repository
     /// (`NAME_UNKNOWN`).
-    pub(crate) fn as_target_refusal(self, target: &image_mirror_common::Repository) -> Self {
+    pub(crate) fn into_target_refusal(self, target: &image_mirror_common::Repository) -> Self {
         let Self::Registry(e) = &self else {
             return self;
         };

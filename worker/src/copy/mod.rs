@@ -240,7 +240,7 @@ impl CopyEngine {
             .zip(targets)
             .map(|(r, target)| {
                 r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
-                    .map_err(|e| e.as_target_refusal(target.repository()))
+                    .map_err(|e| e.into_target_refusal(target.repository()))
             })
             .collect()
     }
