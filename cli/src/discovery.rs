@@ -39,6 +39,7 @@ pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
         registry: registry_client::client(global)?,
         hub: registry_client::hub(global)?,
         new_images: NewImages::for_list(list, None),
+        overrides: crate::commands::producer::overrides(global),
     })
 }
 

@@ -57,6 +57,7 @@ fn shows_failure(output: &[String]) -> bool {
     output.iter().any(|l| {
         l.contains("out of order")
             || l.starts_with("add-tag: nothing was added")
+            || l.starts_with("add-image: nothing was added")
             || l.split(", ")
                 .last()
                 .and_then(|t| t.strip_suffix(" failed"))

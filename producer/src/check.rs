@@ -8,6 +8,8 @@ use image_mirror_common::dockerhub::DockerHub;
 use image_mirror_common::registry::{RegistryClient, RepositoryStatus};
 use image_mirror_common::{Digest, Entry, ImagesList, Repository};
 
+use crate::jobs::TargetOverrides;
+
 /// What the source says about an entry's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceTag {
@@ -55,17 +57,36 @@ pub enum TargetRepo {
 
 /// Asks whether target repositories can take images: Docker Hub through its repositories
 /// API (new Docker Hub repositories must be created first), other registries through the
-/// registry protocol.
+/// registry protocol. The repositories asked are those pushed to: the target overrides of
+/// the command line (`--dest-registry`, `--dest-org`) applied.
 pub struct TargetRepos<'a> {
     /// Registries.
     pub registry: &'a RegistryClient,
     /// Docker Hub's web API.
     pub hub: &'a DockerHub,
+    /// Where targets go instead of where images-list says.
+    pub overrides: &'a TargetOverrides,
 }
 
 impl TargetRepos<'_> {
-    /// Whether `repo` can take an image.
+    /// Whether the listed target `repo` can take an image: every repository it is pushed to
+    /// under the overrides.
     pub async fn check(&self, repo: &Repository) -> TargetRepo {
+        let pushed = match self.overrides.apply(repo) {
+            Ok(pushed) => pushed,
+            Err(e) => return TargetRepo::Missing(format!("{repo}: target override: {e}")),
+        };
+        for target in &pushed {
+            let found = self.check_pushed(target).await;
+            if found != TargetRepo::Ready {
+                return found;
+            }
+        }
+        TargetRepo::Ready
+    }
+
+    /// Whether `repo`, a repository pushed to, can take an image.
+    async fn check_pushed(&self, repo: &Repository) -> TargetRepo {
         if repo.is_docker_hub() {
             return match self.hub.repository_exists(repo).await {
                 Ok(true) => TargetRepo::Ready,

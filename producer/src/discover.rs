@@ -27,6 +27,9 @@ pub struct Sources {
     /// Where images a `github-tagged-images-file` rule names, and images-list does not have,
     /// go (`None`: they are reported, not proposed).
     pub new_images: Option<NewImages>,
+    /// Where targets go instead of where images-list says (new target repositories are
+    /// checked where they are pushed to).
+    pub overrides: TargetOverrides,
 }
 
 /// What discovery found for one rule.
@@ -99,6 +102,7 @@ async fn check_new_targets(list: &ImagesList, sources: &Sources, report: &mut Ke
     let repos = TargetRepos {
         registry: &sources.registry,
         hub: &sources.hub,
+        overrides: &sources.overrides,
     };
     let known: std::collections::HashSet<&Repository> = list.entries().map(|e| &e.target).collect();
     let mut refused = Vec::new();

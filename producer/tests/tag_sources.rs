@@ -82,6 +82,7 @@ async fn found_for(github: &MockServer, rule: serde_json::Value) -> Vec<String> 
         )
         .unwrap(),
         new_images: None,
+        overrides: Default::default(),
     };
     let report = discover(&config.rules()[0], &list, &sources).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);

@@ -40,6 +40,7 @@ pub async fn run_add_image(global: &GlobalArgs, args: &AddImageArgs) -> Result<u
     let repos = TargetRepos {
         registry: &registry,
         hub: &hub,
+        overrides: &overrides(global),
     };
     let planned = plan_add_image(&list, &images, &rule, &repos).await;
     add(global, "add-image", planned, args.workers).await
