@@ -49,6 +49,7 @@ async fn refresh_depths(broker: Arc<Broker>) {
         if let Ok(depths) = broker.depths().await {
             for d in depths {
                 metrics::QUEUE_READY.set(&[&d.name], d.ready as f64);
+                metrics::QUEUE_CONSUMERS.set(&[&d.name], d.consumers as f64);
             }
         }
         tokio::time::sleep(DEPTH_EVERY).await;
@@ -71,15 +72,19 @@ async fn answer(mut stream: TcpStream, broker: Option<&Broker>) -> std::io::Resu
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
+    let ready = broker.is_none_or(Broker::is_connected);
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(),
-        ),
+        ("GET", "/metrics") => {
+            metrics::READY.set(&[], if ready { 1.0 } else { 0.0 });
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(),
+            )
+        }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
         ("GET", "/readyz") => {
-            if broker.is_none_or(Broker::is_connected) {
+            if ready {
                 ("200 OK", "text/plain", "ready\n".to_owned())
             } else {
                 (

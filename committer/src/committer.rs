@@ -97,6 +97,7 @@ pub async fn run_committer(
     stop: impl Future<Output = ()>,
     mut on_batch: impl FnMut(&BatchOutcome),
 ) -> Result<(), CommitterError> {
+    metrics::touch_committer();
     // Fused: the stop may fire in the middle of a batch, and is not polled again after.
     let stop = stop.fuse();
     tokio::pin!(stop);
@@ -118,6 +119,7 @@ pub async fn run_committer(
         let settled = committer.settle(&deliveries).instrument(span.clone()).await;
         match settled {
             Ok(outcome) => {
+                metrics::COMMITTER_BATCHES.inc(&["recorded"]);
                 span.record("recorded", outcome.recorded());
                 for d in deliveries {
                     d.ack().await?;
@@ -125,6 +127,7 @@ pub async fn run_committer(
                 on_batch(&outcome);
             }
             Err(Failure::Transient(why)) => {
+                metrics::COMMITTER_BATCHES.inc(&["failed"]);
                 tracing::warn!(error = %why, "batch not recorded; its events go back to the queue");
                 for d in deliveries {
                     d.requeue().await?;
@@ -137,6 +140,7 @@ pub async fn run_committer(
                 }
             }
             Err(Failure::Permanent(e)) => {
+                metrics::COMMITTER_BATCHES.inc(&["failed"]);
                 for d in deliveries {
                     d.requeue().await?;
                 }

@@ -39,6 +39,13 @@ impl Family {
         }
     }
 
+    /// Makes the value for `labels` exist (at zero unless it already has one), so that a
+    /// counter's first increase is seen as one: Prometheus's `increase()` needs a sample
+    /// before it.
+    pub fn touch(&self, labels: &[&str]) {
+        self.add(labels, 0.0);
+    }
+
     /// Adds one.
     pub fn inc(&self, labels: &[&str]) {
         self.add(labels, 1.0);
@@ -210,6 +217,20 @@ pub static QUOTA_REMAINING: Family = Family::new(
     "gauge",
     &["registry"],
 );
+/// The pull quota a registry says it grants per window (ratelimit-limit).
+pub static QUOTA_LIMIT: Family = Family::new(
+    "image_mirror_registry_quota_limit",
+    "Pulls the registry's quota grants per window, as its last answer said (ratelimit-limit).",
+    "gauge",
+    &["registry"],
+);
+/// The pulls this process leaves unspent in a registry's quota.
+pub static QUOTA_RESERVE: Family = Family::new(
+    "image_mirror_registry_quota_reserve",
+    "Pulls left unspent in the registry's quota: at this many, pulls wait or jobs are deferred.",
+    "gauge",
+    &["registry"],
+);
 /// Times a registry's requests were paused for its rate limit.
 pub static PAUSES: Family = Family::new(
     "image_mirror_registry_pauses_total",
@@ -238,6 +259,28 @@ pub static QUEUE_READY: Family = Family::new(
     "gauge",
     &["queue"],
 );
+/// Queue consumers per queue, as last read from the broker.
+pub static QUEUE_CONSUMERS: Family = Family::new(
+    "image_mirror_queue_consumers",
+    "Consumers per queue, as last read from the broker (0 on the jobs queue: no worker).",
+    "gauge",
+    &["queue"],
+);
+/// Whether this process is ready (its broker connection is up).
+pub static READY: Family = Family::new(
+    "image_mirror_ready",
+    "1 when this process is ready (its broker connection is up), 0 when not.",
+    "gauge",
+    &[],
+);
+/// Committer batches, by result (`recorded`: written or proposed, `failed`: back to the
+/// queue).
+pub static COMMITTER_BATCHES: Family = Family::new(
+    "image_mirror_committer_batches_total",
+    "Committer batches, by result: recorded (written or proposed) or failed (events back to the queue).",
+    "counter",
+    &["result"],
+);
 /// Lines recorded by the committer (written locally or proposed).
 pub static LINES_RECORDED: Family = Family::new(
     "image_mirror_lines_recorded_total",
@@ -255,7 +298,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 13] = [
+pub static FAMILIES: [&Family; 18] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -264,12 +307,50 @@ pub static FAMILIES: [&Family; 13] = [
     &PULLS,
     &MANIFEST_HEADS,
     &QUOTA_REMAINING,
+    &QUOTA_LIMIT,
+    &QUOTA_RESERVE,
     &PAUSES,
     &DEFERRED,
     &JOBS_IN_FLIGHT,
     &QUEUE_READY,
+    &QUEUE_CONSUMERS,
+    &READY,
+    &COMMITTER_BATCHES,
     &LINES_RECORDED,
 ];
+
+/// Makes a registry's counters exist at zero from the first request to it on.
+pub fn touch_registry(registry: &str) {
+    for f in [
+        &TOO_MANY_REQUESTS,
+        &PULLS,
+        &MANIFEST_HEADS,
+        &PAUSES,
+        &DEFERRED,
+    ] {
+        f.touch(&[registry]);
+    }
+}
+
+/// Makes a worker's counters exist at zero from the start.
+pub fn touch_worker() {
+    for outcome in ["copied", "already_present", "failed", "deferred"] {
+        JOBS.touch(&[outcome]);
+    }
+    for action in ["copied", "mounted", "skipped"] {
+        BLOBS.touch(&[action]);
+    }
+}
+
+/// Makes the committer's counters exist at zero from the start.
+pub fn touch_committer() {
+    for result in ["recorded", "failed"] {
+        COMMITTER_BATCHES.touch(&[result]);
+    }
+    for destination in ["local", "pull_request"] {
+        LINES_RECORDED.touch(&[destination]);
+    }
+}
 
 /// Everything, in the Prometheus text exposition format.
 pub fn render() -> String {
@@ -284,6 +365,18 @@ pub fn render() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn touch_makes_a_series_exist_at_zero_and_keeps_a_value() {
+        static F: Family = Family::new("touched_total", "Help.", "counter", &["a"]);
+        F.touch(&["x"]);
+        F.inc(&["y"]);
+        F.touch(&["y"]);
+        let mut out = String::new();
+        F.render(&mut out);
+        assert!(out.contains("touched_total{a=\"x\"} 0\n"), "{out}");
+        assert!(out.contains("touched_total{a=\"y\"} 1\n"), "{out}");
+    }
 
     #[test]
     fn renders_the_text_format() {

@@ -1,8 +1,15 @@
 //! Real services for image-mirror's tests, so that every test talks to the same software users
-//! run: a CNCF `docker-registry` per test on a free loopback port, RabbitMQ (the machine's, or a
-//! private node when none runs), skopeo as an independent client, and synthetic images with
-//! deterministic bytes pushed straight through the registry API. GitHub, which cannot run
-//! here, is the one stand-in ([`github`]).
+//! run: a CNCF `docker-registry` per test on a free loopback port (plain, TLS, or behind a
+//! Bearer token server as Docker Hub, GHCR and Quay use: [`token`]), RabbitMQ (the machine's,
+//! or a private node when none runs), a real Prometheus ([`prometheus`]), skopeo as an
+//! independent client, and synthetic images with deterministic bytes pushed straight through
+//! the registry API.
+//!
+//! Stand-ins only for what no real part shows here: GitHub ([`github`]); a hostile registry
+//! ([`hostile`]: redirects to other hosts, endless and trickling bodies, duplicate
+//! manifests); fronts before real registries ([`front`]: request buffering, latency, Docker
+//! Hub-style metering with 429 at a quota; [`fault_proxy`]: cut connections and canned
+//! errors).
 //!
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +22,7 @@ pub mod http;
 pub mod images;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod push;
 pub mod rabbitmq;
 pub mod registry;
@@ -27,5 +35,6 @@ pub use front::{Front, FrontOptions, Quota};
 pub use github::FakeGithub;
 pub use hostile::{HostileRegistry, Hostility};
 pub use images::{Blob, Image, Manifest, Platform};
+pub use prometheus::Prometheus;
 pub use registry::Registry;
 pub use token::{Policy, TokenServer};

@@ -102,6 +102,7 @@ pub async fn run_worker<M: Mirror>(
     options: WorkerOptions,
     stop: impl Future<Output = ()>,
 ) -> Result<u64, QueueError> {
+    metrics::touch_worker();
     let jobs = broker.topology().jobs();
     let mut consumer = broker.consume(&jobs, options.concurrency).await?;
     let mut running = JoinSet::new();

@@ -132,7 +132,10 @@ impl RateLimits {
 
     fn budget(&self, registry: &str) -> Arc<Budget> {
         let mut b = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(b.entry(registry.to_owned()).or_default())
+        Arc::clone(b.entry(registry.to_owned()).or_insert_with(|| {
+            crate::metrics::touch_registry(registry);
+            Arc::default()
+        }))
     }
 
     /// What the process knows of `registry`'s quota.
@@ -267,11 +270,14 @@ impl RateLimits {
         if let Some(limit) = header("ratelimit-limit").and_then(parse_quota) {
             s.view.limit = Some(limit.count);
             s.view.window = limit.window.or(s.view.window);
+            crate::metrics::QUOTA_LIMIT.set(&[registry], limit.count as f64);
+            crate::metrics::QUOTA_RESERVE.set(&[registry], self.policy.reserve as f64);
         }
         if let Some(r) = remaining {
             s.view.remaining = Some(r.count);
             s.view.window = r.window.or(s.view.window);
             crate::metrics::QUOTA_REMAINING.set(&[registry], r.count as f64);
+            crate::metrics::QUOTA_RESERVE.set(&[registry], self.policy.reserve as f64);
         }
         let now = Instant::now();
         if status == 429 {
