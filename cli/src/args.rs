@@ -299,6 +299,11 @@ pub struct WorkerArgs {
     /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
     pub grace_seconds: u64,
+    /// Act as one with the other workers of the broker: each large blob sent to a registry
+    /// once, mounted by the others, an unfinished upload taken over where it stopped (`off`:
+    /// each worker on its own).
+    #[arg(long, env = "IMAGE_MIRROR_FLEET", default_value = "on", value_parser = ["on", "off"])]
+    pub fleet: String,
 }
 
 impl Command {

@@ -2,12 +2,25 @@
 
 use anyhow::{Context, Result};
 use image_mirror_common::queue::amqp::AmqpBroker;
+use image_mirror_common::queue::coordination::Coordinator;
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::queue::Broker;
 use image_mirror_common::secret::{redact_url, Secret};
 
 use crate::args::GlobalArgs;
 use crate::exit::BadInput;
+
+/// The fleet's coordination through RabbitMQ at `--amqp-url` (a connection of its own).
+pub async fn coordinator(global: &GlobalArgs) -> Result<Coordinator> {
+    let url = global
+        .amqp_url
+        .as_ref()
+        .map(Secret::expose)
+        .ok_or_else(|| BadInput("the fleet needs --amqp-url (or AMQP_URL)".into()))?;
+    Coordinator::connect(url, Topology::new(&global.queue_prefix))
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(url)))
+}
 
 /// RabbitMQ at `--amqp-url`, with the topology declared; bad usage when no URL is given.
 pub async fn rabbitmq(global: &GlobalArgs, command: &str) -> Result<Broker> {

@@ -245,6 +245,20 @@ pub static DEFERRED: Family = Family::new(
     "counter",
     &["registry"],
 );
+/// Times a worker waited for another worker's upload of a blob (fleet mode).
+pub static LEASE_WAITS: Family = Family::new(
+    "image_mirror_fleet_lease_waits_total",
+    "Times a worker waited for another worker sending the same blob to the same registry.",
+    "counter",
+    &[],
+);
+/// Uploads taken over from where another worker left them (fleet mode).
+pub static UPLOAD_TAKEOVERS: Family = Family::new(
+    "image_mirror_fleet_upload_takeovers_total",
+    "Uploads resumed from the checkpoint another (stopped) worker left, instead of from byte zero.",
+    "counter",
+    &[],
+);
 /// Jobs being worked on now.
 pub static JOBS_IN_FLIGHT: Family = Family::new(
     "image_mirror_jobs_in_flight",
@@ -298,7 +312,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 18] = [
+pub static FAMILIES: [&Family; 20] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -311,6 +325,8 @@ pub static FAMILIES: [&Family; 18] = [
     &QUOTA_RESERVE,
     &PAUSES,
     &DEFERRED,
+    &LEASE_WAITS,
+    &UPLOAD_TAKEOVERS,
     &JOBS_IN_FLIGHT,
     &QUEUE_READY,
     &QUEUE_CONSUMERS,

@@ -20,6 +20,27 @@ pub async fn push_image(base_url: &str, repo: &str, tag: &str, image: &Image) {
     push_manifest(&http, base_url, repo, tag, &top[0]).await;
 }
 
+/// Pushes `image` to `repo:tag`, sending only the blobs the repository lacks (so that images
+/// sharing a large base push it once).
+pub async fn push_image_lacking(base_url: &str, repo: &str, tag: &str, image: &Image) {
+    let http = Client::new();
+    for blob in &image.blobs {
+        let head = http
+            .head(format!("{base_url}/v2/{repo}/blobs/{}", blob.digest))
+            .send()
+            .await
+            .expect("HEAD blob");
+        if head.status() != StatusCode::OK {
+            push_blob(&http, base_url, repo, &blob.digest, blob.bytes.clone()).await;
+        }
+    }
+    let (children, top) = image.manifests.split_at(image.manifests.len() - 1);
+    for m in children {
+        push_manifest(&http, base_url, repo, m.digest.as_str(), m).await;
+    }
+    push_manifest(&http, base_url, repo, tag, &top[0]).await;
+}
+
 /// Uploads one blob in a single request.
 pub async fn push_blob(http: &Client, base_url: &str, repo: &str, digest: &Digest, bytes: Vec<u8>) {
     let start = http

@@ -3,8 +3,9 @@
 //! [`JobEvent`](image_mirror_common::JobEvent).
 //!
 //! It owns the copy engine (resolve, skip what the target has, stream blobs with resumption,
-//! push manifests children first, verify the digest) and the loop that consumes jobs. It never
-//! edits images-list.
+//! push manifests children first, verify the digest), the rules by which a fleet of workers
+//! acts as one (one upload per blob, shared locations, taking over a stopped worker's upload),
+//! and the loop that consumes jobs. It never edits images-list.
 
 pub mod copy;
 mod job_outcome;

@@ -15,7 +15,11 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
     if let Some(addr) = global.metrics_addr {
         serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
-    let engine = registry_client::engine(global)?;
+    let mut engine = registry_client::engine(global)?;
+    if args.fleet == "on" {
+        let coordinator = broker::coordinator(global).await?;
+        engine = engine.join_fleet(coordinator).await?;
+    }
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),
         grace: Duration::from_secs(args.grace_seconds),
@@ -23,7 +27,7 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
         deferral: Deferral::DelayQueue,
     };
     let stop = stop::signal();
-    tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), "worker started");
+    tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), fleet = %args.fleet, "worker started");
     let handled = run_worker(broker, engine, options, stop).await?;
     tracing::info!(handled, "worker stopped");
     Ok(OK)

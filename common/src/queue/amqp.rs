@@ -353,6 +353,13 @@ impl AmqpBroker {
             )
             .await
             .map_err(err)?;
+        // The fleet's exchange exists only where workers ran.
+        let _ = channel
+            .exchange_delete(
+                self.topology.blob_locations().as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
         let _ = channel.close(200, "done".into()).await;
         Ok(())
     }

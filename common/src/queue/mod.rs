@@ -7,8 +7,12 @@
 //! deliveries; a delivery is acknowledged explicitly, and one never acknowledged comes again;
 //! a transient failure goes back after a growing delay with its attempt count; a permanent one
 //! goes to the dead-letter queue with its reason.
+//!
+//! Apart from the port, [`coordination`] gives a fleet of workers RabbitMQ's means to act as
+//! one: blob leases, blob states, shared blob locations.
 
 pub mod amqp;
+pub mod coordination;
 pub mod memory;
 pub mod topology;
 

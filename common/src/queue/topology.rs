@@ -90,6 +90,28 @@ impl Topology {
         format!("{}.events.dead", self.prefix)
     }
 
+    /// Fanout exchange on which workers say where blobs are: `<prefix>.blob-locations`.
+    pub fn blob_locations(&self) -> String {
+        format!("{}.blob-locations", self.prefix)
+    }
+
+    /// The lease of one blob in one registry (an exclusive queue: one connection holds it at
+    /// a time, and the broker frees it when that connection dies):
+    /// `<prefix>.lease.<registry hash>.<digest>`.
+    pub fn blob_lease(&self, registry: &str, digest: &crate::Digest) -> String {
+        format!("{}.lease.{}.{digest}", self.prefix, registry_hash(registry))
+    }
+
+    /// The last-value queue of one blob's upload checkpoint:
+    /// `<prefix>.checkpoint.<registry hash>.<digest>`.
+    pub fn blob_checkpoint(&self, registry: &str, digest: &crate::Digest) -> String {
+        format!(
+            "{}.checkpoint.{}.{digest}",
+            self.prefix,
+            registry_hash(registry)
+        )
+    }
+
     /// Every queue, jobs first.
     pub fn queues(&self) -> Vec<String> {
         let mut v = vec![self.jobs()];
@@ -107,4 +129,10 @@ impl Topology {
             .strip_prefix("job.")
             .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
     }
+}
+
+/// A short, name-safe stand-in for a registry host in queue names.
+fn registry_hash(registry: &str) -> String {
+    let digest = crate::Digest::sha256_of(registry.as_bytes());
+    digest.encoded().chars().take(16).collect()
 }

@@ -174,6 +174,29 @@ impl RegistryClient {
         .await
     }
 
+    /// The upload session at `location` in `repo`, as another worker left it. Only a
+    /// location on the registry's own origin is taken (it came through the broker, not from
+    /// the registry); ask [`upload_status`](Self::upload_status) where it stands before
+    /// sending.
+    pub fn resumed_upload(
+        &self,
+        repo: &Repository,
+        location: &str,
+    ) -> Result<Upload, RegistryError> {
+        let operation = format!("resume upload to {}", repo.path());
+        let bad = |why: String| protocol(repo.registry(), &operation, why);
+        let url = Url::parse(location).map_err(|e| bad(format!("bad upload location: {e}")))?;
+        let what = format!("{operation}: the upload location");
+        if self.origins().check(repo.registry(), &url, &what)? != Destination::Registry {
+            return Err(bad("the upload location is not on the registry".into()));
+        }
+        Ok(Upload {
+            location: url,
+            offset: 0,
+            min_chunk: None,
+        })
+    }
+
     /// Asks the registry to mount `digest` into `repo` from `from` (same registry).
     pub async fn mount_blob(
         &self,

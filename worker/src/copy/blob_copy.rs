@@ -7,10 +7,13 @@
 
 use std::sync::Arc;
 
-use image_mirror_common::registry::{Descriptor, Mount};
+use image_mirror_common::metrics;
+use image_mirror_common::queue::coordination::BlobState;
+use image_mirror_common::registry::{Descriptor, Mount, Upload};
 use image_mirror_common::Repository;
 
 use crate::copy::error::CopyError;
+use crate::copy::fleet::{Claim, Fleet, Holding, LEASE_MIN};
 use crate::copy::flights::{Flights, Landed, Turn};
 use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
@@ -28,6 +31,35 @@ impl Drop for Answer {
             supply.pass();
         }
     }
+}
+
+/// Claims of a blob's lease one copy makes at most, each after the fleet said where the
+/// blob landed and mounting it from there did not work.
+const CLAIM_ROUNDS: usize = 3;
+
+/// Where the upload of a blob stood when its last holder stopped.
+struct LeftOff {
+    location: String,
+    offset: u64,
+}
+
+/// Whether a blob still has to be sent.
+enum Placed {
+    /// Skipped or mounted.
+    Done(BlobOutcome),
+    /// To be sent, in the upload a refused mount opened, if any.
+    Send(Option<Upload>),
+}
+
+/// What claiming a blob in the fleet came to.
+enum Claimed {
+    /// Skipped or mounted after all.
+    Done(BlobOutcome),
+    /// To be sent; with the lease, and what its previous holder left, when held.
+    Send {
+        upload: Option<Upload>,
+        held: Option<Box<Holding>>,
+    },
 }
 
 /// How one blob reached the target.
@@ -62,6 +94,7 @@ impl CopyEngine {
                         blob,
                         counters,
                         progress,
+                        lease: None,
                     };
                     let outcome = self.lead_blob(&t, target_is_new, &mut answer).await;
                     lead.land(outcome.is_ok().then_some(target));
@@ -81,13 +114,57 @@ impl CopyEngine {
         }
     }
 
-    /// Skips, mounts or sends the blob, as this process's one flight of it.
+    /// Skips, mounts or sends the blob, as this process's one flight of it; in a fleet, as
+    /// the fleet's one sender of it (see `fleet.rs`).
     async fn lead_blob(
         &self,
         t: &Transfer<'_>,
         target_is_new: bool,
         answer: &mut Answer,
     ) -> Result<BlobOutcome, CopyError> {
+        let upload = match self.place(t, target_is_new).await? {
+            Placed::Done(how) => return Ok(how),
+            Placed::Send(upload) => upload,
+        };
+        let fleet = self.fleet.as_ref().filter(|_| t.blob.size >= LEASE_MIN);
+        let Some(fleet) = fleet else {
+            return self.send_blob(t, upload, answer, None).await;
+        };
+        let (upload, held) = match self.claim(fleet, t, upload).await? {
+            Claimed::Done(how) => return Ok(how),
+            Claimed::Send { upload, held } => (upload, held),
+        };
+        let Some(held) = held else {
+            return self.send_blob(t, upload, answer, None).await;
+        };
+        let Holding { lease, state } = *held;
+        let left_off = match state {
+            Some(BlobState::Uploading {
+                repository,
+                location,
+                offset,
+            }) if repository == t.target.path() => Some(LeftOff { location, offset }),
+            _ => None,
+        };
+        let leased = Transfer {
+            lease: Some(&lease),
+            ..*t
+        };
+        let sent = self.send_blob(&leased, upload, answer, left_off).await;
+        let said = match &sent {
+            Ok(_) => lease.landed(t.target.path()).await,
+            Err(_) => lease.abandon().await,
+        };
+        if let Err(e) = said {
+            tracing::debug!(error = %e, "could not tell the fleet how the blob ended");
+        }
+        sent
+    }
+
+    /// Skips the blob when the target has it, mounts it when another repository of the
+    /// registry is known to; else says it must be sent (with the upload a refused mount
+    /// opened, if any).
+    async fn place(&self, t: &Transfer<'_>, target_is_new: bool) -> Result<Placed, CopyError> {
         let (client, target, blob) = (&self.client, t.target, t.blob);
         let mount_from = self.mounts.source_for(target, &blob.digest);
         // With a mount candidate, the mount itself tells whether the blob is there. A
@@ -96,31 +173,153 @@ impl CopyEngine {
         let may_be_there = !target_is_new || self.mounts.holds(target, &blob.digest);
         if mount_from.is_none() && may_be_there && client.blob_exists(target, &blob.digest).await? {
             self.stored(t, BlobOutcome::Skipped);
-            return Ok(BlobOutcome::Skipped);
+            return Ok(Placed::Done(BlobOutcome::Skipped));
         }
-        let mut upload = None;
-        if let Some(from) = mount_from {
-            match client.mount_blob(target, &blob.digest, &from).await {
-                Ok(Mount::Mounted) => {
-                    self.stored(t, BlobOutcome::Mounted);
-                    return Ok(BlobOutcome::Mounted);
-                }
-                Ok(Mount::Upload(u)) => upload = Some(u),
-                Err(e) => tracing::debug!(error = %e, "mount refused; sending the bytes"),
+        let Some(from) = mount_from else {
+            return Ok(Placed::Send(None));
+        };
+        match client.mount_blob(target, &blob.digest, &from).await {
+            Ok(Mount::Mounted) => {
+                self.stored(t, BlobOutcome::Mounted);
+                Ok(Placed::Done(BlobOutcome::Mounted))
+            }
+            Ok(Mount::Upload(u)) => Ok(Placed::Send(Some(u))),
+            Err(e) => {
+                tracing::debug!(error = %e, "mount refused; sending the bytes");
+                Ok(Placed::Send(None))
             }
         }
-        let tee = match answer.0.take() {
-            Some(supply) => supply.join(self, t.source, t.blob).await,
+    }
+
+    /// Claims the blob in the fleet: mounts it when the fleet says where it landed, else
+    /// holds its lease (with what the previous holder left) or goes on alone.
+    async fn claim(
+        &self,
+        fleet: &Fleet,
+        t: &Transfer<'_>,
+        mut upload: Option<Upload>,
+    ) -> Result<Claimed, CopyError> {
+        for _ in 0..CLAIM_ROUNDS {
+            let (lease, state) = match fleet.claim(t.target, &t.blob.digest, &self.mounts).await {
+                Claim::Alone => break,
+                Claim::Learned => (None, None),
+                Claim::Held(held) => (Some(held.lease), held.state),
+            };
+            let landed = match &state {
+                Some(BlobState::Landed { repository }) => Some(repository.clone()),
+                _ => None,
+            };
+            if landed.is_none() {
+                if let Some(lease) = lease {
+                    let held = Some(Box::new(Holding { lease, state }));
+                    return Ok(Claimed::Send { upload, held });
+                }
+            }
+            if let Some(repository) = landed {
+                self.learn(t.target, &repository, &t.blob.digest);
+            }
+            // It landed somewhere: skip or mount it with what is known now.
+            if let Some(u) = upload.take() {
+                self.client.cancel_upload(t.target, &u).await;
+            }
+            match self.place(t, false).await? {
+                Placed::Done(how) => {
+                    if let Some(l) = lease {
+                        let _ = l.landed(t.target.path()).await;
+                    }
+                    return Ok(Claimed::Done(how));
+                }
+                Placed::Send(u) => upload = u,
+            }
+            if let Some(lease) = lease {
+                let held = Some(Box::new(Holding { lease, state: None }));
+                return Ok(Claimed::Send { upload, held });
+            }
+        }
+        Ok(Claimed::Send { upload, held: None })
+    }
+
+    /// Remembers that `repository` of `target`'s registry holds `digest`.
+    fn learn(&self, target: &Repository, repository: &str, digest: &image_mirror_common::Digest) {
+        let repo = format!("{}/{repository}", target.registry());
+        if let Ok(repo) = repo.parse::<Repository>() {
+            self.mounts.record(&repo, digest);
+        }
+    }
+
+    /// Sends the blob's bytes: from where another worker left the upload when it can be
+    /// taken over, else from the start (with the download shared with the copy's other
+    /// targets when there are).
+    async fn send_blob(
+        &self,
+        t: &Transfer<'_>,
+        upload: Option<Upload>,
+        answer: &mut Answer,
+        left_off: Option<LeftOff>,
+    ) -> Result<BlobOutcome, CopyError> {
+        let taken_over = match left_off {
+            Some(left) => self.take_over(t, left).await?,
             None => None,
         };
-        let started = self.start(t, upload, tee).await?;
-        if blob.size <= self.options.single_request_max {
+        let started = match taken_over {
+            Some(started) => {
+                if let Some(u) = upload {
+                    self.client.cancel_upload(t.target, &u).await;
+                }
+                started
+            }
+            None => {
+                let tee = match answer.0.take() {
+                    Some(supply) => supply.join(self, t.source, t.blob).await,
+                    None => None,
+                };
+                self.start(t, upload, tee).await?
+            }
+        };
+        if t.blob.size <= self.options.single_request_max {
             self.upload_whole(t, started).await?;
         } else {
             self.upload_chunked(t, started).await?;
         }
         self.stored(t, BlobOutcome::Copied);
         Ok(BlobOutcome::Copied)
+    }
+
+    /// The upload another worker left at `left`, when the registry still has it where the
+    /// checkpoint says: ready to go on from there. `None`: start over.
+    async fn take_over(
+        &self,
+        t: &Transfer<'_>,
+        left: LeftOff,
+    ) -> Result<Option<Started>, CopyError> {
+        if t.blob.size <= self.options.single_request_max || left.offset >= t.blob.size {
+            return Ok(None);
+        }
+        let client = &self.client;
+        let mut upload = match client.resumed_upload(t.target, &left.location) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "the checkpoint's upload cannot be taken over");
+                return Ok(None);
+            }
+        };
+        match client.upload_status(t.target, &mut upload).await {
+            Ok(()) if upload.offset > 0 && upload.offset < t.blob.size => {}
+            Ok(()) | Err(_) => {
+                tracing::info!(blob = %t.blob.digest, "the registry no longer has the upload another worker left; starting the blob over");
+                return Ok(None);
+            }
+        }
+        tracing::info!(blob = %t.blob.digest, offset = upload.offset, "taking over the upload another worker left");
+        metrics::UPLOAD_TAKEOVERS.inc(&[]);
+        Counters::add(&t.counters.resumes, 1);
+        let slot = client.upload_slot(t.target.registry()).await?;
+        Ok(Some(Started {
+            upload,
+            slot,
+            download: None,
+            tee: None,
+        }))
     }
 
     /// Takes an upload slot, then opens the upload (unless a refused mount opened one) and,
@@ -162,9 +361,13 @@ impl CopyEngine {
         })
     }
 
-    /// The blob is in the target repository: remembered for mounts, counted.
+    /// The blob is in the target repository: remembered for mounts (and told to the fleet),
+    /// counted.
     fn stored(&self, t: &Transfer<'_>, how: BlobOutcome) {
         self.mounts.record(t.target, &t.blob.digest);
+        if let Some(fleet) = &self.fleet {
+            fleet.announce(t.target, &t.blob.digest);
+        }
         t.progress.stored(&t.blob.digest);
         let counter = match how {
             BlobOutcome::Skipped => &t.counters.blobs_skipped,

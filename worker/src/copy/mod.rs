@@ -13,6 +13,7 @@
 
 mod blob_copy;
 mod error;
+mod fleet;
 mod flights;
 mod mounts;
 mod progress;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
+use image_mirror_common::queue::coordination::Coordinator;
+use image_mirror_common::queue::QueueError;
 use image_mirror_common::registry::{Descriptor, Manifest, RegistryClient};
 use image_mirror_common::{metrics, Digest, ImageRef, Repository};
 use tokio::sync::{mpsc, watch};
@@ -40,6 +43,7 @@ pub use report::{CopyOutcome, CopyReport, Phases};
 pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};
 
 use crate::copy::blob_copy::BlobOutcome;
+use crate::copy::fleet::Fleet;
 use crate::copy::flights::Flights;
 use crate::copy::progress::Progress;
 use crate::copy::push::Pushing;
@@ -98,6 +102,8 @@ pub struct CopyEngine {
     client: RegistryClient,
     mounts: Arc<MountIndex>,
     flights: Arc<Flights>,
+    /// In a fleet of workers: leases, shared locations, checkpoints across processes.
+    fleet: Option<Arc<Fleet>>,
     options: CopyOptions,
 }
 
@@ -139,8 +145,17 @@ impl CopyEngine {
             client,
             mounts: Arc::new(mounts),
             flights: Arc::default(),
+            fleet: None,
             options,
         }
+    }
+
+    /// This engine as a member of the fleet `coordinator` speaks for: each large blob goes to
+    /// a registry once across workers, the others mount it, and an upload a worker left
+    /// unfinished is taken over where it stopped (see `fleet.rs`).
+    pub async fn join_fleet(mut self, coordinator: Coordinator) -> Result<Self, QueueError> {
+        self.fleet = Some(Fleet::join(coordinator, Arc::clone(&self.mounts)).await?);
+        Ok(self)
     }
 
     /// The registry client the engine uses.

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use image_mirror_common::queue::coordination::Lease;
 use image_mirror_common::registry::{
     BlobDownload, Descriptor, NetworkFailure, RegistryError, RetryPolicy, StallRule, Stalled,
     Upload, UploadSlot, Watchdog,
@@ -59,12 +60,16 @@ impl Checkpoint {
 }
 
 /// The blob and where its bytes come from and go.
+#[derive(Clone, Copy)]
 pub(crate) struct Transfer<'a> {
     pub(crate) source: &'a Repository,
     pub(crate) target: &'a Repository,
     pub(crate) blob: &'a Descriptor,
     pub(crate) counters: &'a Counters,
     pub(crate) progress: &'a Progress,
+    /// The fleet's lease of the blob, when held: each chunk the registry confirms is
+    /// checkpointed there for a successor.
+    pub(crate) lease: Option<&'a Lease>,
 }
 
 impl CopyEngine {
@@ -146,11 +151,11 @@ impl CopyEngine {
             .chunk_size
             .max(upload.min_chunk.unwrap_or(0))
             .max(1);
-        let mut hasher = Sha256::new();
-        let mut saved = Checkpoint {
-            offset: upload.offset,
-            hasher: hasher.clone(),
-        };
+        // An upload taken over from another worker: its bytes so far are hashed, not sent.
+        let mut saved = self
+            .hash_up_to(t, Checkpoint::start(), upload.offset)
+            .await?;
+        let mut hasher = saved.hasher.clone();
         let mut reader = SourceReader::new(self, t.source, t.blob, upload.offset, t.counters)
             .with_download(download)
             .with_tee(tee);
@@ -168,6 +173,7 @@ impl CopyEngine {
                         hasher: hasher.clone(),
                     };
                     failures = 0;
+                    checkpoint(t, &upload).await;
                     continue;
                 }
                 Ok(Some(reason)) => reason,
@@ -260,20 +266,42 @@ impl CopyEngine {
             }
             Err(e) => return Err(e.into()),
         };
-        // Hash, without sending, from the checkpoint up to the registry's offset.
+        self.hash_up_to(t, saved, upload.offset).await
+    }
+
+    /// Hashes, without sending, the source from `saved` up to `offset`.
+    async fn hash_up_to(
+        &self,
+        t: &Transfer<'_>,
+        saved: Checkpoint,
+        offset: u64,
+    ) -> Result<Checkpoint, CopyError> {
+        if saved.offset >= offset {
+            return Ok(saved);
+        }
         let mut hasher = saved.hasher;
         let mut reader = SourceReader::new(self, t.source, t.blob, saved.offset, t.counters);
-        while reader.position < upload.offset {
-            let want = usize::try_from(upload.offset - reader.position)
+        while reader.position < offset {
+            let want = usize::try_from(offset - reader.position)
                 .unwrap_or(PIECE)
                 .min(PIECE);
             let piece = reader.next(want).await?;
             hasher.update(&piece);
         }
-        Ok(Checkpoint {
-            offset: upload.offset,
-            hasher,
-        })
+        reader.release();
+        Ok(Checkpoint { offset, hasher })
+    }
+}
+
+/// Leaves where the upload stands for a successor, when the fleet's lease is held.
+async fn checkpoint(t: &Transfer<'_>, upload: &Upload) {
+    if let Some(lease) = t.lease {
+        let saved = lease
+            .save_upload(t.target.path(), upload.location.as_str(), upload.offset)
+            .await;
+        if let Err(e) = saved {
+            tracing::debug!(error = %e, "could not checkpoint the upload");
+        }
     }
 }
 

@@ -1,0 +1,205 @@
+//! The fleet acting as one: workers of one broker send each large blob to a registry once,
+//! mount from each other's uploads, and take over each other's uploads where they stopped
+//! (the broker's side is `image_mirror_common::queue::coordination`).
+//!
+//! Before sending a blob of at least [`LEASE_MIN`] bytes, the process's leader of that blob
+//! ([`flights`](super::flights)) claims its lease in the target registry. Held by another
+//! worker, it waits, bounded: woken when the fleet says where the blob landed (then it mounts
+//! it), or trying the lease again every [`LEASE_POLL`] (a killed holder's lease is free at
+//! once). Whoever takes a lease reads what the previous holder left: where the blob landed
+//! (mount it), or where its upload stood (resume it, see `upload.rs`). When the broker cannot
+//! be asked, a worker sends alone, as outside a fleet.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use image_mirror_common::queue::coordination::{
+    BlobLocation, BlobState, Coordinator, Lease, LocationFeed,
+};
+use image_mirror_common::queue::QueueError;
+use image_mirror_common::{metrics, Digest, Repository};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::copy::mounts::MountIndex;
+
+/// Blobs smaller than this are sent without a lease: sending one twice costs less than
+/// asking the broker.
+pub(crate) const LEASE_MIN: u64 = 1024 * 1024;
+/// How often a lease held by another worker is tried again.
+pub(crate) const LEASE_POLL: Duration = Duration::from_secs(1);
+/// The longest wait for another worker's upload; then the blob is sent anyway.
+const LEASE_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// A blob in a registry, as the fleet names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BlobKey {
+    registry: String,
+    digest: Digest,
+}
+
+/// This process's membership of the fleet.
+pub(crate) struct Fleet {
+    coordinator: Arc<Coordinator>,
+    learned: broadcast::Sender<BlobKey>,
+}
+
+/// A blob's lease held by this worker, with what its previous holder left.
+pub(crate) struct Holding {
+    pub(crate) lease: Lease,
+    pub(crate) state: Option<BlobState>,
+}
+
+/// What claiming a blob's lease came to.
+pub(crate) enum Claim {
+    /// This worker holds the lease.
+    Held(Box<Holding>),
+    /// While waiting, the fleet said where the blob landed (the location index knows).
+    Learned,
+    /// No coordination: the broker could not be asked, or the wait was too long.
+    Alone,
+}
+
+impl Fleet {
+    /// Joins the fleet: hears where the other workers put blobs (into `mounts`) from now on.
+    pub(crate) async fn join(
+        coordinator: Coordinator,
+        mounts: Arc<MountIndex>,
+    ) -> Result<Arc<Self>, QueueError> {
+        let coordinator = Arc::new(coordinator);
+        let feed = coordinator.listen().await?;
+        let (learned, _) = broadcast::channel(1024);
+        let fleet = Arc::new(Self {
+            coordinator,
+            learned,
+        });
+        tokio::spawn(listen(Arc::downgrade(&fleet), feed, mounts));
+        Ok(fleet)
+    }
+
+    /// Says that `repo` holds `digest` (in the background: nobody waits for it).
+    pub(crate) fn announce(&self, repo: &Repository, digest: &Digest) {
+        let location = BlobLocation {
+            registry: repo.registry().to_owned(),
+            repository: repo.path().to_owned(),
+            digest: digest.clone(),
+        };
+        let coordinator = Arc::clone(&self.coordinator);
+        tokio::spawn(async move {
+            if let Err(e) = coordinator.announce(&location).await {
+                tracing::debug!(error = %e, "could not tell the fleet where a blob is");
+            }
+        });
+    }
+
+    /// Claims the lease of `digest` in `target`'s registry, waiting while another worker
+    /// holds it.
+    pub(crate) async fn claim(
+        &self,
+        target: &Repository,
+        digest: &Digest,
+        mounts: &MountIndex,
+    ) -> Claim {
+        let key = BlobKey {
+            registry: target.registry().to_owned(),
+            digest: digest.clone(),
+        };
+        let mut learned = self.learned.subscribe();
+        let deadline = Instant::now() + LEASE_WAIT_MAX;
+        let mut waiting = false;
+        loop {
+            match self.coordinator.try_lease(&key.registry, digest).await {
+                Ok(Some(lease)) => {
+                    let state = lease.state().await.unwrap_or_else(|e| {
+                        tracing::debug!(error = %e, "could not read the blob's state");
+                        None
+                    });
+                    return Claim::Held(Box::new(Holding { lease, state }));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, blob = %digest, "no fleet coordination; sending alone");
+                    return Claim::Alone;
+                }
+            }
+            if !waiting {
+                waiting = true;
+                metrics::LEASE_WAITS.inc(&[]);
+                tracing::debug!(blob = %digest, registry = %key.registry, "another worker is sending this blob; waiting for it");
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(blob = %digest, registry = %key.registry, "waited {} min for another worker's upload; sending it too", LEASE_WAIT_MAX.as_secs() / 60);
+                return Claim::Alone;
+            }
+            if heard(&mut learned, &key, target, mounts).await {
+                return Claim::Learned;
+            }
+        }
+    }
+}
+
+/// Waits up to [`LEASE_POLL`] for the fleet to say where `key` landed.
+async fn heard(
+    learned: &mut broadcast::Receiver<BlobKey>,
+    key: &BlobKey,
+    target: &Repository,
+    mounts: &MountIndex,
+) -> bool {
+    let tick = tokio::time::sleep(LEASE_POLL);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            () = &mut tick => return false,
+            got = learned.recv() => match got {
+                Ok(k) if &k == key => return true,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if mounts.source_for(target, &key.digest).is_some()
+                        || mounts.holds(target, &key.digest)
+                    {
+                        return true;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return false,
+            },
+        }
+    }
+}
+
+/// Records what the fleet says into `mounts`, for as long as the fleet lives; listens again
+/// after the connection broke.
+async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, mounts: Arc<MountIndex>) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        while let Some(location) = feed.next().await {
+            let Some(fleet) = fleet.upgrade() else {
+                return;
+            };
+            let repo = format!("{}/{}", location.registry, location.repository);
+            if let Ok(repo) = repo.parse::<Repository>() {
+                mounts.record(&repo, &location.digest);
+                let _ = fleet.learned.send(BlobKey {
+                    registry: location.registry,
+                    digest: location.digest,
+                });
+            }
+        }
+        loop {
+            let Some(f) = fleet.upgrade() else {
+                return;
+            };
+            tokio::time::sleep(pause).await;
+            match f.coordinator.listen().await {
+                Ok(f) => {
+                    feed = f;
+                    pause = Duration::from_millis(500);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot hear the fleet yet");
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
