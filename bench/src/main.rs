@@ -11,11 +11,14 @@
 //! - `publish`: `image-mirror producer sync` of 10,000 jobs to RabbitMQ with confirms;
 //! - `pulls`: the manifest GETs (Docker Hub's pulls) each tool spends: first mirror, no-op,
 //!   a new tag, three targets, at a metering front;
-//! - `latency`: copies and a no-op run through fronts adding 25 ms to every request.
+//! - `latency`: copies and a no-op run through fronts adding 25 ms to every request;
+//! - `fleet`: bytes sent to the target by worker processes with `--fleet on` and `off`:
+//!   images sharing a base, and a worker killed halfway through a 1 GiB blob.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
 mod economy;
+mod fleet;
 mod measure;
 mod pipeline;
 
@@ -23,8 +26,8 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 6] = [
-    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency",
+const SCENARIOS: [&str; 7] = [
+    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet",
 ];
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() {
             "noop-run" => pipeline::noop_run_scenario(&binary).await,
             "pulls" => economy::pulls_scenario(&binary).await,
             "latency" => economy::latency_scenario(&binary).await,
+            "fleet" => fleet::fleet_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

@@ -6,113 +6,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::BufReader;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
-use image_mirror_common::{JobEvent, Outcome};
-use image_mirror_testkit::front::Hook;
-use image_mirror_testkit::http::{Logged, Reply};
+use image_mirror_common::Outcome;
+use image_mirror_testkit::front::hold_chunk_from;
+use image_mirror_testkit::http::Logged;
 use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image_lacking;
-use image_mirror_testkit::{process, rabbitmq, skopeo, Front, FrontOptions, Registry};
+use image_mirror_testkit::workers::{stop, Deployment};
+use image_mirror_testkit::{skopeo, Front, FrontOptions, Registry};
 
-const MIB: usize = 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 /// The engine's chunk size for large blobs.
-const CHUNK: u64 = 16 * MIB as u64;
+const CHUNK: u64 = 16 * MIB;
+const WITHIN: Duration = Duration::from_secs(180);
 
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// The world of one test: a broker prefix, a folder, and the environment of every process.
-struct Fleet {
-    url: String,
-    prefix: String,
-    dir: tempfile::TempDir,
-    insecure: String,
-}
-
-impl Fleet {
-    fn new(test: &str, hosts: &[String]) -> Self {
-        Self {
-            url: rabbitmq::amqp_url(),
-            prefix: format!("test.fleet.{test}.{}", std::process::id()),
-            dir: tempfile::tempdir().unwrap(),
-            insecure: hosts.join(","),
-        }
-    }
-
-    fn command(&self, cache: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_image-mirror"));
-        c.current_dir(self.dir.path())
-            .env("AMQP_URL", &self.url)
-            .env("IMAGE_MIRROR_QUEUE_PREFIX", &self.prefix)
-            .env("IMAGE_MIRROR_INSECURE_REGISTRIES", &self.insecure)
-            .env("DOCKER_CONFIG", self.dir.path())
-            // Each worker its own blob location cache, as on separate machines.
-            .env("IMAGE_MIRROR_CACHE_DIR", self.dir.path().join(cache));
-        c
-    }
-
-    /// A worker process, once it consumes.
-    fn worker(&self, name: &str, extra: &[&str]) -> Child {
-        let mut child = self
-            .command(name)
-            .args(["worker", "--concurrency", "2"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut logs = BufReader::new(child.stderr.take().unwrap());
-        process::wait_for_line(&mut logs, "worker started", name);
-        process::drain(logs);
-        child
-    }
-
-    fn publish(&self, list: &str) {
-        std::fs::write(self.dir.path().join("images-list"), list).unwrap();
-        let out = self
-            .command("producer")
-            .args(["producer", "sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    }
-
-    async fn broker(&self) -> AmqpBroker {
-        AmqpBroker::connect(&self.url, Topology::new(&self.prefix))
-            .await
-            .unwrap()
-    }
-}
-
-/// Waits for `n` completion events; each must say copied.
-async fn copied(broker: &AmqpBroker, n: usize) {
-    let mut events = broker
-        .consume(&broker.topology().committer(), 16)
-        .await
-        .unwrap();
-    for _ in 0..n {
-        let d = tokio::time::timeout(Duration::from_secs(180), events.next())
-            .await
-            .expect("an event within 3 minutes")
-            .unwrap()
-            .unwrap();
-        let event = JobEvent::from_json(&d.body).unwrap();
-        assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
-        d.ack().await.unwrap();
-    }
-}
-
-fn stop(mut worker: Child) {
-    process::terminate(&worker);
-    assert!(worker.wait().unwrap().success());
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_image-mirror"))
 }
 
 /// Request body bytes of blob uploads the front received.
@@ -124,34 +36,31 @@ fn upload_bytes(requests: &[Logged]) -> u64 {
         .sum()
 }
 
+/// The start offset of an upload chunk.
+fn chunk_start(r: &Logged) -> Option<u64> {
+    r.header("content-range")?.split('-').next()?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_send_a_shared_base_to_a_fresh_registry_once() {
     let src = Registry::start();
-    let base = Blob::new(OCI_LAYER, images::random_bytes(1801, 256 * MIB));
-    let mut distinct = base.bytes.len() as u64;
-    let lines: Vec<u64> = (0..6).collect();
-    for i in &lines {
-        let i = *i;
-        let own = Blob::new(OCI_LAYER, images::random_bytes(1810 + i, 64 * 1024));
-        let image = images::single_with_layers(
-            Format::Oci,
-            &Platform::LINUX_AMD64,
-            vec![base.clone(), own],
-        );
-        distinct += image
-            .blobs
-            .iter()
-            .filter(|b| b.digest != base.digest)
-            .map(|b| b.bytes.len() as u64)
-            .sum::<u64>();
-        push_image_lacking(&src.url(), "shared/app", &format!("v{i}"), &image).await;
+    let (images, distinct) = images::sharing_base(6, 256 * MIB as usize, 1801);
+    for (i, image) in images.iter().enumerate() {
+        push_image_lacking(&src.url(), "shared/app", &format!("v{i}"), image).await;
     }
-    drop(base);
+    drop(images);
     let dst = Registry::start();
     let front = Front::start(dst.host(), FrontOptions::default());
-    let fleet = Fleet::new("base", &[src.host().to_owned(), front.host()]);
-    let list: String = lines
+    let fleet = Deployment::new(
+        binary(),
+        "fleet-base",
+        &[src.host().to_owned(), front.host()],
+    );
+    let workers: Vec<Child> = ["w1", "w2", "w3"]
         .iter()
+        .map(|w| fleet.worker(w, &[]))
+        .collect();
+    let list: String = (0..6)
         .map(|i| {
             format!(
                 "{}/shared/app {}/mirror/app{i} v{i}\n",
@@ -160,18 +69,15 @@ async fn three_workers_send_a_shared_base_to_a_fresh_registry_once() {
             )
         })
         .collect();
-    let workers: Vec<Child> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|w| fleet.worker(w, &[]))
-        .collect();
     fleet.publish(&list);
-    let broker = fleet.broker().await;
-    copied(&broker, 6).await;
+    for event in fleet.events(6, WITHIN).await {
+        assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
+    }
 
     // Every blob crossed the wire to the registry once: the base once, mounted five times.
     let sent = upload_bytes(&front.requests());
-    assert_eq!(sent, distinct, "{} MiB sent", sent / MIB as u64);
-    for i in &lines {
+    assert_eq!(sent, distinct, "{} MiB sent", sent / MIB);
+    for i in 0..6 {
         assert_eq!(
             skopeo::manifest_digest(&format!("{}/mirror/app{i}:v{i}", dst.host())),
             skopeo::manifest_digest(&format!("{}/shared/app:v{i}", src.host()))
@@ -180,52 +86,19 @@ async fn three_workers_send_a_shared_base_to_a_fresh_registry_once() {
     for w in workers {
         stop(w);
     }
-    broker.delete_topology().await.unwrap();
-}
-
-/// A front hook that holds the first chunk of `blob` starting at or past `from` (the front
-/// has taken it whole, the registry never sees it), saying so once; and logs when each
-/// request came.
-struct HoldHalfway {
-    held: mpsc::Receiver<u64>,
-    seen: Arc<Mutex<Vec<(Instant, String, String)>>>,
-}
-
-fn hold_halfway(from: u64) -> (Hook, HoldHalfway) {
-    let (tx, held) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let done = AtomicBool::new(false);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    let hook: Hook = Arc::new(move |request| {
-        log.lock().unwrap().push((
-            Instant::now(),
-            request.method.clone(),
-            request.target.clone(),
-        ));
-        let start = request
-            .header("content-range")
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| s.parse::<u64>().ok())?;
-        if request.method == "PATCH" && start >= from && !done.swap(true, Ordering::SeqCst) {
-            let _ = tx.lock().unwrap().send(start);
-            return Some(Reply::Hang);
-        }
-        None
-    });
-    (hook, HoldHalfway { held, seen })
+    fleet.tear_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another() {
     let size = 1024 * MIB;
     let src = Registry::start();
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(1820, size));
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(1820, size as usize));
     let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
     push_image_lacking(&src.url(), "big/app", "v1", &image).await;
     drop(image);
     let dst = Registry::start();
-    let (hook, halfway) = hold_halfway(size as u64 / 2);
+    let (hook, halfway) = hold_chunk_from(size / 2);
     let front = Front::start(
         dst.host(),
         FrontOptions {
@@ -233,7 +106,11 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
             ..FrontOptions::default()
         },
     );
-    let fleet = Fleet::new("kill", &[src.host().to_owned(), front.host()]);
+    let fleet = Deployment::new(
+        binary(),
+        "fleet-kill",
+        &[src.host().to_owned(), front.host()],
+    );
     let mut first = fleet.worker("first", &[]);
     fleet.publish(&format!(
         "{}/big/app {}/mirror/big v1\n",
@@ -250,8 +127,8 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
     let killed = Instant::now();
     first.wait().unwrap();
 
-    let broker = fleet.broker().await;
-    copied(&broker, 1).await;
+    let events = fleet.events(1, WITHIN).await;
+    assert_eq!(events[0].outcome, Outcome::Copied, "{events:?}");
     assert_eq!(
         skopeo::manifest_digest(&format!("{}/mirror/big:v1", dst.host())),
         skopeo::manifest_digest(&format!("{}/big/app:v1", src.host()))
@@ -275,32 +152,21 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
     // It went on from where the registry stood, the held chunk's start: that chunk is all
     // that crossed twice.
     let requests = front.requests();
-    let resumed = requests
+    let patches: Vec<&Logged> = requests.iter().filter(|r| r.method == "PATCH").collect();
+    let again = patches
         .iter()
-        .filter(|r| r.method == "PATCH")
-        .filter_map(|r| {
-            r.header("content-range")?
-                .split('-')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .filter(|start| *start == held_at)
+        .filter(|r| chunk_start(r) == Some(held_at))
         .count();
     assert_eq!(
-        resumed, 2,
+        again, 2,
         "the held chunk, then the same chunk from the second worker"
     );
-    let sent: u64 = requests
-        .iter()
-        .filter(|r| r.method == "PATCH")
-        .map(|r| r.body_len as u64)
-        .sum();
+    let sent: u64 = patches.iter().map(|r| r.body_len as u64).sum();
     assert!(
-        sent <= size as u64 + CHUNK,
+        sent <= size + CHUNK,
         "{} MiB sent for a 1024 MiB blob",
-        sent / MIB as u64
+        sent / MIB
     );
     stop(second);
-    broker.delete_topology().await.unwrap();
+    fleet.tear_down().await;
 }

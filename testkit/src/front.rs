@@ -278,3 +278,40 @@ async fn forward(
     });
     Ok(response.body(Body::Stream { pieces, len }))
 }
+
+/// What [`hold_chunk_from`] saw: the start of the chunk it held (sent once), and when each
+/// request came.
+pub struct HeldChunk {
+    /// The start offset of the held chunk, once it came.
+    pub held: std::sync::mpsc::Receiver<u64>,
+    /// Every request: when it came, its method and target.
+    pub seen: Arc<Mutex<Vec<(Instant, String, String)>>>,
+}
+
+/// A hook that holds (never forwards, never answers) the first upload chunk (`PATCH`)
+/// starting at or past `offset`: the front has taken it whole, the registry never sees it, as
+/// when a worker dies behind a request-buffering front while its chunk is in flight.
+pub fn hold_chunk_from(offset: u64) -> (Hook, HeldChunk) {
+    let (tx, held) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let hook: Hook = Arc::new(move |request| {
+        log.lock().expect("log").push((
+            Instant::now(),
+            request.method.clone(),
+            request.target.clone(),
+        ));
+        let start = request
+            .header("content-range")
+            .and_then(|r| r.split('-').next())
+            .and_then(|s| s.parse::<u64>().ok())?;
+        if request.method == "PATCH" && start >= offset && !done.swap(true, Ordering::SeqCst) {
+            let _ = tx.lock().expect("sender").send(start);
+            return Some(Reply::Hang);
+        }
+        None
+    });
+    (hook, HeldChunk { held, seen })
+}

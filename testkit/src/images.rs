@@ -327,3 +327,24 @@ pub fn oci_index_with_attestations(seed: u64) -> Image {
     manifests.push(Blob::new(OCI_INDEX, pretty(&index)));
     Image { blobs, manifests }
 }
+
+/// `n` single-platform images sharing one `base_size`-byte base layer, each with a small
+/// layer of its own; and the bytes of their distinct blobs (the base counted once).
+pub fn sharing_base(n: u64, base_size: usize, seed: u64) -> (Vec<Image>, u64) {
+    let base = Blob::new(OCI_LAYER, random_bytes(seed, base_size));
+    let mut distinct = base.bytes.len() as u64;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let own = Blob::new(OCI_LAYER, random_bytes(seed + 1 + i, 64 * 1024));
+        let image =
+            single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![base.clone(), own]);
+        distinct += image
+            .blobs
+            .iter()
+            .filter(|b| b.digest != base.digest)
+            .map(|b| b.bytes.len() as u64)
+            .sum::<u64>();
+        out.push(image);
+    }
+    (out, distinct)
+}

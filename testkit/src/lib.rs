@@ -29,6 +29,7 @@ pub mod registry;
 pub mod skopeo;
 pub mod tls;
 pub mod token;
+pub mod workers;
 
 pub use fault_proxy::{FaultProxy, Faults};
 pub use front::{Front, FrontOptions, Quota};
