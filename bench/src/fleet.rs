@@ -32,13 +32,23 @@ fn upload_bytes(front: &Front) -> u64 {
 async fn shared_base(binary: &Path, src: &Registry, fleet: &str) -> (u64, f64) {
     let dst = Registry::start();
     let front = Front::start(dst.host(), FrontOptions::default());
-    let d = Deployment::new(binary, "bench-fleet", &[src.host().to_owned(), front.host()]);
+    let d = Deployment::new(
+        binary,
+        "bench-fleet",
+        &[src.host().to_owned(), front.host()],
+    );
     let workers: Vec<_> = ["w1", "w2", "w3"]
         .iter()
         .map(|w| d.worker(w, &["--fleet", fleet]))
         .collect();
     let list: String = (0..6)
-        .map(|i| format!("{}/shared/app {}/mirror/app{i} v{i}\n", src.host(), front.host()))
+        .map(|i| {
+            format!(
+                "{}/shared/app {}/mirror/app{i} v{i}\n",
+                src.host(),
+                front.host()
+            )
+        })
         .collect();
     let started = Instant::now();
     d.publish(&list);
@@ -65,7 +75,11 @@ async fn killed_halfway(binary: &Path, src: &Registry, size: u64, fleet: &str) -
     );
     let d = Deployment::new(binary, "bench-kill", &[src.host().to_owned(), front.host()]);
     let mut first = d.worker("first", &["--fleet", fleet]);
-    d.publish(&format!("{}/big/app {}/mirror/big v1\n", src.host(), front.host()));
+    d.publish(&format!(
+        "{}/big/app {}/mirror/big v1\n",
+        src.host(),
+        front.host()
+    ));
     halfway.held.recv_timeout(WITHIN).unwrap();
     let second = d.worker("second", &["--fleet", fleet]);
     first.kill().unwrap();
