@@ -170,3 +170,71 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
     stop(second);
     fleet.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() {
+    let size = 128 * MIB;
+    let src = Registry::start();
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(1830, size as usize));
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    push_image_lacking(&src.url(), "big/app", "v1", &image).await;
+    drop(image);
+    let dst = Registry::start();
+    let (hook, halfway) = hold_chunk_from(size / 2);
+    let front = Front::start(
+        dst.host(),
+        FrontOptions {
+            hook: Some(hook),
+            ..FrontOptions::default()
+        },
+    );
+    let fleet = Deployment::new(
+        binary(),
+        "fleet-lost",
+        &[src.host().to_owned(), front.host()],
+    );
+    let mut first = fleet.worker("first", &[]);
+    fleet.publish(&format!(
+        "{}/big/app {}/mirror/big v1\n",
+        src.host(),
+        front.host()
+    ));
+    halfway
+        .held
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the upload reached halfway");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The registry loses the session before anyone takes it over.
+    let location = front
+        .requests()
+        .iter()
+        .rev()
+        .find(|r| r.method == "PATCH")
+        .map(|r| r.target.clone())
+        .unwrap();
+    let cancelled = reqwest::Client::new()
+        .delete(format!("{}{location}", dst.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+
+    let second = fleet.worker("second", &[]);
+    let events = fleet.events(1, WITHIN).await;
+    assert_eq!(events[0].outcome, Outcome::Copied, "{events:?}");
+    assert_eq!(
+        skopeo::manifest_digest(&format!("{}/mirror/big:v1", dst.host())),
+        skopeo::manifest_digest(&format!("{}/big/app:v1", src.host()))
+    );
+    // The second worker asked, heard the upload was gone, and sent the blob from byte zero,
+    // once.
+    let requests = front.requests();
+    let from_zero = requests
+        .iter()
+        .filter(|r| r.method == "PATCH" && chunk_start(r) == Some(0))
+        .count();
+    assert_eq!(from_zero, 2, "the first worker's start and the second's");
+    stop(second);
+    fleet.tear_down().await;
+}
