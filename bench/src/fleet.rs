@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use image_mirror_testkit::front::hold_chunk_from;
-use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
-use image_mirror_testkit::push::push_image_lacking;
+use image_mirror_testkit::fleet::{self, upload_bytes, HeldUpload};
 use image_mirror_testkit::workers::{stop, Deployment};
 use image_mirror_testkit::{Front, FrontOptions, Registry};
 
@@ -17,15 +15,6 @@ const WITHIN: Duration = Duration::from_secs(300);
 
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / MIB as f64)
-}
-
-fn upload_bytes(front: &Front) -> u64 {
-    front
-        .requests()
-        .iter()
-        .filter(|r| r.target.contains("/blobs/uploads/"))
-        .map(|r| r.body_len as u64)
-        .sum()
 }
 
 /// Three workers, six images sharing a 256 MiB base, into a fresh registry: bytes sent.
@@ -41,68 +30,36 @@ async fn shared_base(binary: &Path, src: &Registry, fleet: &str) -> (u64, f64) {
         .iter()
         .map(|w| d.worker(w, &["--fleet", fleet]))
         .collect();
-    let list: String = (0..6)
-        .map(|i| {
-            format!(
-                "{}/shared/app {}/mirror/app{i} v{i}\n",
-                src.host(),
-                front.host()
-            )
-        })
-        .collect();
     let started = Instant::now();
-    d.publish(&list);
+    d.publish(&fleet::sharing_base_list(src, &front.host(), 6));
     d.events(6, WITHIN).await;
     let took = started.elapsed().as_secs_f64();
     for w in workers {
         stop(w);
     }
     d.tear_down().await;
-    (upload_bytes(&front), took)
+    (upload_bytes(&front.requests()), took)
 }
 
 /// A worker killed when its upload of a 1 GiB blob is halfway (its chunk in flight held by
 /// the front), another finishing the job: bytes sent in all.
 async fn killed_halfway(binary: &Path, src: &Registry, size: u64, fleet: &str) -> u64 {
-    let dst = Registry::start();
-    let (hook, halfway) = hold_chunk_from(size / 2);
-    let front = Front::start(
-        dst.host(),
-        FrontOptions {
-            hook: Some(hook),
-            ..FrontOptions::default()
-        },
-    );
-    let d = Deployment::new(binary, "bench-kill", &[src.host().to_owned(), front.host()]);
-    let mut first = d.worker("first", &["--fleet", fleet]);
-    d.publish(&format!(
-        "{}/big/app {}/mirror/big v1\n",
-        src.host(),
-        front.host()
-    ));
-    halfway.held.recv_timeout(WITHIN).unwrap();
-    let second = d.worker("second", &["--fleet", fleet]);
-    first.kill().unwrap();
-    first.wait().unwrap();
-    d.events(1, WITHIN).await;
+    let mut up = HeldUpload::start(binary, "bench-kill", src, size, &["--fleet", fleet]);
+    let second = up.fleet.worker("second", &["--fleet", fleet]);
+    up.first.kill().unwrap();
+    up.first.wait().unwrap();
+    up.fleet.events(1, WITHIN).await;
     stop(second);
-    d.tear_down().await;
-    upload_bytes(&front)
+    up.fleet.tear_down().await;
+    upload_bytes(&up.front.requests())
 }
 
 /// The fleet scenario.
 pub async fn fleet_scenario(binary: &Path) {
     let src = Registry::start();
-    let (images, distinct) = images::sharing_base(6, 256 * MIB, 2801);
-    for (i, image) in images.iter().enumerate() {
-        push_image_lacking(&src.url(), "shared/app", &format!("v{i}"), image).await;
-    }
-    drop(images);
+    let distinct = fleet::push_sharing_base(&src, 6, 256 * MIB, 2801).await;
     let size = 1024 * MIB as u64;
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(2820, size as usize));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image_lacking(&src.url(), "big/app", "v1", &image).await;
-    drop(image);
+    fleet::push_big(&src, size, 2820).await;
 
     println!("\n### fleet: bytes sent to the target registry (MiB)\n");
     println!("| scenario | distinct blob bytes | --fleet on | --fleet off | on / off |");

@@ -2,19 +2,17 @@
 //! front before the target): three worker processes send a shared base to a fresh registry
 //! once and mount it everywhere else; a worker killed with `kill -9` halfway through a 1 GiB
 //! blob leaves its upload to another, which takes the lease within seconds and sends only what
-//! the registry did not have.
+//! the registry did not have; when the registry has lost that upload, the blob starts over,
+//! once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use image_mirror_common::Outcome;
-use image_mirror_testkit::front::hold_chunk_from;
+use image_mirror_testkit::fleet::{self, chunk_start, upload_bytes, HeldUpload, BIG};
 use image_mirror_testkit::http::Logged;
-use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
-use image_mirror_testkit::push::push_image_lacking;
 use image_mirror_testkit::workers::{stop, Deployment};
 use image_mirror_testkit::{skopeo, Front, FrontOptions, Registry};
 
@@ -27,50 +25,31 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_image-mirror"))
 }
 
-/// Request body bytes of blob uploads the front received.
-fn upload_bytes(requests: &[Logged]) -> u64 {
-    requests
-        .iter()
-        .filter(|r| r.target.contains("/blobs/uploads/"))
-        .map(|r| r.body_len as u64)
-        .sum()
-}
-
-/// The start offset of an upload chunk.
-fn chunk_start(r: &Logged) -> Option<u64> {
-    r.header("content-range")?.split('-').next()?.parse().ok()
+/// The target's `mirror/big:v1` is the source's image.
+fn big_is_digest_exact(src: &Registry, dst: &Registry) {
+    assert_eq!(
+        skopeo::manifest_digest(&format!("{}/mirror/big:v1", dst.host())),
+        skopeo::manifest_digest(&format!("{}/{BIG}:v1", src.host()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_send_a_shared_base_to_a_fresh_registry_once() {
     let src = Registry::start();
-    let (images, distinct) = images::sharing_base(6, 256 * MIB as usize, 1801);
-    for (i, image) in images.iter().enumerate() {
-        push_image_lacking(&src.url(), "shared/app", &format!("v{i}"), image).await;
-    }
-    drop(images);
+    let distinct = fleet::push_sharing_base(&src, 6, 256 * MIB as usize, 1801).await;
     let dst = Registry::start();
     let front = Front::start(dst.host(), FrontOptions::default());
-    let fleet = Deployment::new(
+    let deployment = Deployment::new(
         binary(),
         "fleet-base",
         &[src.host().to_owned(), front.host()],
     );
-    let workers: Vec<Child> = ["w1", "w2", "w3"]
+    let workers: Vec<_> = ["w1", "w2", "w3"]
         .iter()
-        .map(|w| fleet.worker(w, &[]))
+        .map(|w| deployment.worker(w, &[]))
         .collect();
-    let list: String = (0..6)
-        .map(|i| {
-            format!(
-                "{}/shared/app {}/mirror/app{i} v{i}\n",
-                src.host(),
-                front.host()
-            )
-        })
-        .collect();
-    fleet.publish(&list);
-    for event in fleet.events(6, WITHIN).await {
+    deployment.publish(&fleet::sharing_base_list(&src, &front.host(), 6));
+    for event in deployment.events(6, WITHIN).await {
         assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
     }
 
@@ -86,56 +65,28 @@ async fn three_workers_send_a_shared_base_to_a_fresh_registry_once() {
     for w in workers {
         stop(w);
     }
-    fleet.tear_down().await;
+    deployment.tear_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another() {
     let size = 1024 * MIB;
     let src = Registry::start();
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(1820, size as usize));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image_lacking(&src.url(), "big/app", "v1", &image).await;
-    drop(image);
-    let dst = Registry::start();
-    let (hook, halfway) = hold_chunk_from(size / 2);
-    let front = Front::start(
-        dst.host(),
-        FrontOptions {
-            hook: Some(hook),
-            ..FrontOptions::default()
-        },
-    );
-    let fleet = Deployment::new(
-        binary(),
-        "fleet-kill",
-        &[src.host().to_owned(), front.host()],
-    );
-    let mut first = fleet.worker("first", &[]);
-    fleet.publish(&format!(
-        "{}/big/app {}/mirror/big v1\n",
-        src.host(),
-        front.host()
-    ));
+    fleet::push_big(&src, size, 1820).await;
     // The first worker is halfway: the chunk it sent last is held by the front.
-    let held_at = halfway
-        .held
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the upload reached halfway");
-    let second = fleet.worker("second", &[]);
-    first.kill().unwrap();
+    let mut up = HeldUpload::start(binary(), "fleet-kill", &src, size, &[]);
+    let second = up.fleet.worker("second", &[]);
+    up.first.kill().unwrap();
     let killed = Instant::now();
-    first.wait().unwrap();
+    up.first.wait().unwrap();
 
-    let events = fleet.events(1, WITHIN).await;
+    let events = up.fleet.events(1, WITHIN).await;
     assert_eq!(events[0].outcome, Outcome::Copied, "{events:?}");
-    assert_eq!(
-        skopeo::manifest_digest(&format!("{}/mirror/big:v1", dst.host())),
-        skopeo::manifest_digest(&format!("{}/big/app:v1", src.host()))
-    );
+    big_is_digest_exact(&src, &up.dst);
     // The second worker took the lease and asked the registry where the upload stood, within
     // seconds of the kill.
-    let asked = halfway
+    let asked = up
+        .halfway
         .seen
         .lock()
         .unwrap()
@@ -151,11 +102,11 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
     );
     // It went on from where the registry stood, the held chunk's start: that chunk is all
     // that crossed twice.
-    let requests = front.requests();
+    let requests = up.front.requests();
     let patches: Vec<&Logged> = requests.iter().filter(|r| r.method == "PATCH").collect();
     let again = patches
         .iter()
-        .filter(|r| chunk_start(r) == Some(held_at))
+        .filter(|r| chunk_start(r) == Some(up.held_at))
         .count();
     assert_eq!(
         again, 2,
@@ -168,45 +119,20 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
         sent / MIB
     );
     stop(second);
-    fleet.tear_down().await;
+    up.fleet.tear_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() {
     let size = 128 * MIB;
     let src = Registry::start();
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(1830, size as usize));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image_lacking(&src.url(), "big/app", "v1", &image).await;
-    drop(image);
-    let dst = Registry::start();
-    let (hook, halfway) = hold_chunk_from(size / 2);
-    let front = Front::start(
-        dst.host(),
-        FrontOptions {
-            hook: Some(hook),
-            ..FrontOptions::default()
-        },
-    );
-    let fleet = Deployment::new(
-        binary(),
-        "fleet-lost",
-        &[src.host().to_owned(), front.host()],
-    );
-    let mut first = fleet.worker("first", &[]);
-    fleet.publish(&format!(
-        "{}/big/app {}/mirror/big v1\n",
-        src.host(),
-        front.host()
-    ));
-    halfway
-        .held
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the upload reached halfway");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    fleet::push_big(&src, size, 1830).await;
+    let mut up = HeldUpload::start(binary(), "fleet-lost", &src, size, &[]);
+    up.first.kill().unwrap();
+    up.first.wait().unwrap();
     // The registry loses the session before anyone takes it over.
-    let location = front
+    let location = up
+        .front
         .requests()
         .iter()
         .rev()
@@ -214,27 +140,25 @@ async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() 
         .map(|r| r.target.clone())
         .unwrap();
     let cancelled = reqwest::Client::new()
-        .delete(format!("{}{location}", dst.url()))
+        .delete(format!("{}{location}", up.dst.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(cancelled.status(), 204);
 
-    let second = fleet.worker("second", &[]);
-    let events = fleet.events(1, WITHIN).await;
+    let second = up.fleet.worker("second", &[]);
+    let events = up.fleet.events(1, WITHIN).await;
     assert_eq!(events[0].outcome, Outcome::Copied, "{events:?}");
-    assert_eq!(
-        skopeo::manifest_digest(&format!("{}/mirror/big:v1", dst.host())),
-        skopeo::manifest_digest(&format!("{}/big/app:v1", src.host()))
-    );
+    big_is_digest_exact(&src, &up.dst);
     // The second worker asked, heard the upload was gone, and sent the blob from byte zero,
     // once.
-    let requests = front.requests();
-    let from_zero = requests
+    let from_zero = up
+        .front
+        .requests()
         .iter()
         .filter(|r| r.method == "PATCH" && chunk_start(r) == Some(0))
         .count();
     assert_eq!(from_zero, 2, "the first worker's start and the second's");
     stop(second);
-    fleet.tear_down().await;
+    up.fleet.tear_down().await;
 }

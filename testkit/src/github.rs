@@ -170,175 +170,190 @@ impl Respond for Api {
         };
         let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let method = request.method.as_str();
         let mut state = self.state.lock().unwrap();
         let contents = format!("contents/{}", self.path);
-        match (method, route) {
-            ("GET", r) if r == contents => {
-                let branch = query
-                    .get("ref")
-                    .cloned()
-                    .unwrap_or_else(|| state.base.clone());
-                let answer = match state.file(&branch) {
-                    Some(text) => ResponseTemplate::new(200).set_body_json(json!({
-                        "type": "file",
-                        "encoding": "base64",
-                        "sha": blob_sha(text),
-                        "content": base64::engine::general_purpose::STANDARD.encode(text),
-                    })),
-                    None => return not_found(),
-                };
-                if branch == state.base {
-                    if let Some(changed) = state.base_changes_after_read.take() {
-                        let base = state.base.clone();
-                        state.commit_to(&base, changed);
-                    }
-                }
-                answer
-            }
-            ("PUT", r) if r == contents => {
-                let branch = body["branch"].as_str().unwrap_or_default().to_owned();
-                let Some(current) = state.file(&branch).cloned() else {
-                    return not_found();
-                };
-                if body["sha"].as_str() != Some(blob_sha(&current).as_str()) {
-                    return ResponseTemplate::new(409).set_body_json(json!({
-                        "message": format!("{} does not match {}", self.path, blob_sha(&current))
-                    }));
-                }
-                let content = body["content"].as_str().unwrap_or_default();
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(content)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .unwrap_or_default();
-                state.commits.push(Commit {
-                    branch: branch.clone(),
-                    message: body["message"].as_str().unwrap_or_default().to_owned(),
-                    content: decoded.clone(),
-                });
-                let sha = state.commit_to(&branch, decoded.clone());
-                ResponseTemplate::new(200).set_body_json(json!({
-                    "content": {"sha": blob_sha(&decoded)},
-                    "commit": {"sha": sha},
-                }))
-            }
+        match (request.method.as_str(), route) {
+            ("GET", r) if r == contents => state.read_file(query.get("ref")),
+            ("PUT", r) if r == contents => state.write_file(&self.path, &body),
             ("GET", r) if r.starts_with("git/ref/heads/") => {
-                let branch = &r["git/ref/heads/".len()..];
-                match state.heads.get(branch) {
-                    Some(sha) => ResponseTemplate::new(200).set_body_json(json!({
-                        "ref": format!("refs/heads/{branch}"),
-                        "object": {"sha": sha, "type": "commit"},
-                    })),
-                    None => not_found(),
-                }
+                state.get_ref(&r["git/ref/heads/".len()..])
             }
-            ("POST", "git/refs") => {
-                let name = body["ref"].as_str().unwrap_or_default();
-                let Some(branch) = name.strip_prefix("refs/heads/") else {
-                    return unprocessable("Reference name is invalid");
-                };
-                if state.heads.contains_key(branch) {
-                    return unprocessable("Reference already exists");
-                }
-                let sha = body["sha"].as_str().unwrap_or_default().to_owned();
-                if !state.trees.contains_key(&sha) {
-                    return unprocessable("Object does not exist");
-                }
-                state.heads.insert(branch.to_owned(), sha.clone());
-                state.created_branches.push(branch.to_owned());
-                ResponseTemplate::new(201).set_body_json(json!({
-                    "ref": name, "object": {"sha": sha, "type": "commit"}
-                }))
-            }
+            ("POST", "git/refs") => state.create_ref(&body),
             ("PATCH", r) if r.starts_with("git/refs/heads/") => {
-                let branch = r["git/refs/heads/".len()..].to_owned();
-                let sha = body["sha"].as_str().unwrap_or_default().to_owned();
-                if !state.heads.contains_key(&branch) || !state.trees.contains_key(&sha) {
-                    return unprocessable("Reference does not exist");
-                }
-                state.heads.insert(branch.clone(), sha.clone());
-                state.reset_branches.push(branch);
-                ResponseTemplate::new(200).set_body_json(json!({"object": {"sha": sha}}))
+                state.move_ref(&r["git/refs/heads/".len()..], &body)
             }
-            ("GET", "pulls") => {
-                let head = query.get("head").cloned();
-                let full_name = format!("{}/{}", self.owner, self.repo);
-                let open: Vec<Value> = state
-                    .pulls
-                    .iter()
-                    .filter(|p| !p.closed)
-                    .filter(|p| {
-                        head.as_ref()
-                            .is_none_or(|h| *h == format!("{}:{}", self.owner, p.head))
-                    })
-                    .map(|p| {
-                        json!({
-                            "number": p.number,
-                            "html_url": format!("https://github.example/pull/{}", p.number),
-                            "head": {"ref": p.head, "repo": {"full_name": full_name}},
-                        })
-                    })
-                    .collect();
-                ResponseTemplate::new(200).set_body_json(open)
-            }
-            ("POST", "pulls") => {
-                let head = body["head"].as_str().unwrap_or_default().to_owned();
-                if !state.heads.contains_key(&head) {
-                    return unprocessable("head does not exist");
-                }
-                if state.pulls.iter().any(|p| p.head == head && !p.closed) {
-                    return unprocessable("A pull request already exists");
-                }
-                let number = state.pulls.len() as u64 + 1;
-                state.pulls.push(Pull {
-                    number,
-                    title: body["title"].as_str().unwrap_or_default().to_owned(),
-                    head,
-                    base: body["base"].as_str().unwrap_or_default().to_owned(),
-                    body: body["body"].as_str().unwrap_or_default().to_owned(),
-                    labels: Vec::new(),
-                    closed: false,
-                });
-                ResponseTemplate::new(201).set_body_json(json!({
-                    "number": number,
-                    "html_url": format!("https://github.example/pull/{number}"),
-                }))
-            }
+            ("GET", "pulls") => state.list_pulls(&self.owner, &self.repo, query.get("head")),
+            ("POST", "pulls") => state.open_pull(&body),
             ("POST", r) if r.starts_with("issues/") && r.ends_with("/labels") => {
-                let number: u64 = r["issues/".len()..r.len() - "/labels".len()]
-                    .parse()
-                    .unwrap_or(0);
-                let labels: Vec<String> = body["labels"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Some(pull) = state.pulls.iter_mut().find(|p| p.number == number) {
-                    for l in &labels {
-                        if !pull.labels.contains(l) {
-                            pull.labels.push(l.clone());
-                        }
-                    }
-                }
-                let answer = ResponseTemplate::new(200).set_body_json(
-                    labels
-                        .iter()
-                        .map(|l| json!({"name": l}))
-                        .collect::<Vec<_>>(),
-                );
-                match &state.hold_labels {
-                    Some(tx) => {
-                        let _ = tx.send(number);
-                        answer.set_delay(Duration::from_secs(60))
-                    }
-                    None => answer,
-                }
+                let number = r["issues/".len()..r.len() - "/labels".len()].parse();
+                state.add_labels(number.unwrap_or(0), &body)
             }
             _ => not_found(),
+        }
+    }
+}
+
+fn text(body: &Value, key: &str) -> String {
+    body[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// The routes, one per method and path.
+impl State {
+    fn read_file(&mut self, branch: Option<&String>) -> ResponseTemplate {
+        let branch = branch.cloned().unwrap_or_else(|| self.base.clone());
+        let answer = match self.file(&branch) {
+            Some(text) => ResponseTemplate::new(200).set_body_json(json!({
+                "type": "file",
+                "encoding": "base64",
+                "sha": blob_sha(text),
+                "content": base64::engine::general_purpose::STANDARD.encode(text),
+            })),
+            None => return not_found(),
+        };
+        if branch == self.base {
+            if let Some(changed) = self.base_changes_after_read.take() {
+                let base = self.base.clone();
+                self.commit_to(&base, changed);
+            }
+        }
+        answer
+    }
+
+    fn write_file(&mut self, path: &str, body: &Value) -> ResponseTemplate {
+        let branch = text(body, "branch");
+        let Some(current) = self.file(&branch).cloned() else {
+            return not_found();
+        };
+        if body["sha"].as_str() != Some(blob_sha(&current).as_str()) {
+            return ResponseTemplate::new(409).set_body_json(json!({
+                "message": format!("{path} does not match {}", blob_sha(&current))
+            }));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(text(body, "content"))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        self.commits.push(Commit {
+            branch: branch.clone(),
+            message: text(body, "message"),
+            content: decoded.clone(),
+        });
+        let sha = self.commit_to(&branch, decoded.clone());
+        ResponseTemplate::new(200).set_body_json(json!({
+            "content": {"sha": blob_sha(&decoded)},
+            "commit": {"sha": sha},
+        }))
+    }
+
+    fn get_ref(&self, branch: &str) -> ResponseTemplate {
+        match self.heads.get(branch) {
+            Some(sha) => ResponseTemplate::new(200).set_body_json(json!({
+                "ref": format!("refs/heads/{branch}"),
+                "object": {"sha": sha, "type": "commit"},
+            })),
+            None => not_found(),
+        }
+    }
+
+    fn create_ref(&mut self, body: &Value) -> ResponseTemplate {
+        let name = text(body, "ref");
+        let Some(branch) = name.strip_prefix("refs/heads/") else {
+            return unprocessable("Reference name is invalid");
+        };
+        if self.heads.contains_key(branch) {
+            return unprocessable("Reference already exists");
+        }
+        let sha = text(body, "sha");
+        if !self.trees.contains_key(&sha) {
+            return unprocessable("Object does not exist");
+        }
+        self.heads.insert(branch.to_owned(), sha.clone());
+        self.created_branches.push(branch.to_owned());
+        ResponseTemplate::new(201).set_body_json(json!({
+            "ref": name, "object": {"sha": sha, "type": "commit"}
+        }))
+    }
+
+    fn move_ref(&mut self, branch: &str, body: &Value) -> ResponseTemplate {
+        let sha = text(body, "sha");
+        if !self.heads.contains_key(branch) || !self.trees.contains_key(&sha) {
+            return unprocessable("Reference does not exist");
+        }
+        self.heads.insert(branch.to_owned(), sha.clone());
+        self.reset_branches.push(branch.to_owned());
+        ResponseTemplate::new(200).set_body_json(json!({"object": {"sha": sha}}))
+    }
+
+    fn list_pulls(&self, owner: &str, repo: &str, head: Option<&String>) -> ResponseTemplate {
+        let open: Vec<Value> = self
+            .pulls
+            .iter()
+            .filter(|p| !p.closed)
+            .filter(|p| head.is_none_or(|h| *h == format!("{owner}:{}", p.head)))
+            .map(|p| {
+                json!({
+                    "number": p.number,
+                    "html_url": format!("https://github.example/pull/{}", p.number),
+                    "head": {"ref": p.head, "repo": {"full_name": format!("{owner}/{repo}")}},
+                })
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(open)
+    }
+
+    fn open_pull(&mut self, body: &Value) -> ResponseTemplate {
+        let head = text(body, "head");
+        if !self.heads.contains_key(&head) {
+            return unprocessable("head does not exist");
+        }
+        if self.pulls.iter().any(|p| p.head == head && !p.closed) {
+            return unprocessable("A pull request already exists");
+        }
+        let number = self.pulls.len() as u64 + 1;
+        self.pulls.push(Pull {
+            number,
+            title: text(body, "title"),
+            head,
+            base: text(body, "base"),
+            body: text(body, "body"),
+            labels: Vec::new(),
+            closed: false,
+        });
+        ResponseTemplate::new(201).set_body_json(json!({
+            "number": number,
+            "html_url": format!("https://github.example/pull/{number}"),
+        }))
+    }
+
+    fn add_labels(&mut self, number: u64, body: &Value) -> ResponseTemplate {
+        let labels: Vec<String> = body["labels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(pull) = self.pulls.iter_mut().find(|p| p.number == number) {
+            for l in &labels {
+                if !pull.labels.contains(l) {
+                    pull.labels.push(l.clone());
+                }
+            }
+        }
+        let answer = ResponseTemplate::new(200).set_body_json(
+            labels
+                .iter()
+                .map(|l| json!({"name": l}))
+                .collect::<Vec<_>>(),
+        );
+        match &self.hold_labels {
+            Some(tx) => {
+                let _ = tx.send(number);
+                answer.set_delay(Duration::from_secs(60))
+            }
+            None => answer,
         }
     }
 }

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fault_proxy;
+pub mod fleet;
 pub mod front;
 pub mod github;
 pub mod hostile;

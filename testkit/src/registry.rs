@@ -54,34 +54,7 @@ impl Registry {
         let storage = dir.path().join("storage");
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  \
-             filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \
-             {host}\n  secret: image-mirror-test\n",
-            storage.display()
-        );
-        if let Some((cert, key)) = &options.tls {
-            config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
-            ));
-        }
-        if let Some((realm, cert)) = &options.token {
-            config.push_str(&format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
-                 rootcertbundle: {}\n",
-                crate::token::SERVICE,
-                crate::token::ISSUER,
-                cert.display()
-            ));
-        }
-        if let Some(htpasswd) = &options.htpasswd_file {
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
+        let config = config(options, &storage, &host);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let mut child = Command::new(BINARY)
@@ -313,4 +286,38 @@ impl RegistryOptions {
             ..Self::default()
         }
     }
+}
+
+/// The registry's configuration: filesystem storage with deletes, the address, and the
+/// options' TLS and auth.
+fn config(options: &RegistryOptions, storage: &Path, host: &str) -> String {
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  \
+         filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \
+         {host}\n  secret: image-mirror-test\n",
+        storage.display()
+    );
+    if let Some((cert, key)) = &options.tls {
+        config.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    if let Some((realm, cert)) = &options.token {
+        config.push_str(&format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+             rootcertbundle: {}\n",
+            crate::token::SERVICE,
+            crate::token::ISSUER,
+            cert.display()
+        ));
+    }
+    if let Some(htpasswd) = &options.htpasswd_file {
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+    }
+    config
 }

@@ -20,7 +20,7 @@ use crate::registry::limits::HostLimits;
 use crate::registry::origin::Origins;
 use crate::registry::ratelimit::{QuotaView, RateLimitPolicy, RateLimits};
 use crate::registry::retry::RetryPolicy;
-use crate::registry::transport::UnreachableHosts;
+use crate::registry::unreachable::UnreachableHosts;
 
 /// Settings of a [`RegistryClient`].
 #[derive(Debug, Clone)]

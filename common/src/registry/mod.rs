@@ -23,6 +23,7 @@ pub mod tags;
 pub mod token;
 mod transport;
 mod trust;
+mod unreachable;
 
 pub use auth::HELPER_TIMEOUT;
 pub use blob::{BlobDownload, Mount, Upload};

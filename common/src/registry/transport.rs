@@ -11,8 +11,7 @@
 //!   message instead of each waiting for its own failure.
 //! - A `401` from the registry is answered once: its challenge is learned, a token fetched.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{
@@ -167,32 +166,6 @@ enum Round {
     Streaming(Response),
     /// The registry itself answered 401.
     Unauthorized(Reply),
-}
-
-/// Hosts known to be unreachable, until when.
-#[derive(Default)]
-pub(crate) struct UnreachableHosts {
-    hosts: std::sync::Mutex<HashMap<String, (Instant, Unreachable)>>,
-}
-
-impl UnreachableHosts {
-    fn get(&self, host: &str) -> Option<Unreachable> {
-        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts
-            .get(host)
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, why)| *why)
-    }
-
-    fn remember(&self, host: &str, why: Unreachable, cooldown: Duration) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts.insert(host.to_owned(), (Instant::now() + cooldown, why));
-    }
-
-    fn forget(&self, host: &str) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts.remove(host);
-    }
 }
 
 impl RegistryClient {
