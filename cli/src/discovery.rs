@@ -5,11 +5,12 @@
 use anyhow::Result;
 use futures_util::{stream, StreamExt};
 use image_mirror_common::github::GithubClient;
-use image_mirror_common::{Config, ImagesList};
+use image_mirror_common::{Config, ImagesList, MirrorJob};
 use image_mirror_producer::{discover, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
 use crate::args::GlobalArgs;
+use crate::commands::producer::overrides;
 use crate::exit::BadInput;
 use crate::registry_client;
 
@@ -28,6 +29,14 @@ impl Found {
     /// Whether some key failed.
     pub fn failed(&self) -> bool {
         self.reports.iter().any(|r| !r.errors.is_empty())
+    }
+
+    /// One job per new tag of every report, with the global flags' target overrides.
+    pub fn jobs(&self, global: &GlobalArgs) -> Result<Vec<MirrorJob>> {
+        Ok(
+            image_mirror_producer::jobs_of(&self.reports, &overrides(global))
+                .map_err(|e| BadInput(format!("target override: {e}")))?,
+        )
     }
 }
 

@@ -59,6 +59,18 @@ impl KeyReport {
     }
 }
 
+/// The jobs of every report, in their order.
+pub fn jobs_of(
+    reports: &[KeyReport],
+    overrides: &TargetOverrides,
+) -> Result<Vec<MirrorJob>, ReferenceError> {
+    let mut jobs = Vec::new();
+    for report in reports {
+        jobs.extend(report.jobs(overrides)?);
+    }
+    Ok(jobs)
+}
+
 /// Why a source could not be read.
 #[derive(Debug, thiserror::Error)]
 enum SourceError {

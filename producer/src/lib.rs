@@ -16,7 +16,7 @@ pub mod targets;
 pub mod versions;
 
 pub use check::{added_since, source_tags, SourceTag, TargetRepo, TargetRepos};
-pub use discover::{discover, KeyReport, Sources};
+pub use discover::{discover, jobs_of, KeyReport, Sources};
 pub use jobs::TargetOverrides;
 pub use sync::plan_sync;
 pub use targets::{target_for, NewImages, TargetError};

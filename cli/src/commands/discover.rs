@@ -4,12 +4,10 @@
 
 use anyhow::Result;
 use image_mirror_common::queue::Message;
-use image_mirror_common::MirrorJob;
 
 use crate::args::{DiscoverArgs, GlobalArgs};
-use crate::commands::producer::overrides;
 use crate::discovery::{discover_keys, print_key_lines};
-use crate::exit::{BadInput, FAILED, OK};
+use crate::exit::{FAILED, OK};
 use crate::{broker, serve, stop};
 
 pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
@@ -44,15 +42,7 @@ async fn once(
 ) -> Result<u8> {
     let found = discover_keys(global, &args.keys).await?;
     print_key_lines(&found.reports);
-    let jobs: Vec<MirrorJob> = found
-        .reports
-        .iter()
-        .map(|r| r.jobs(&overrides(global)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BadInput(format!("target override: {e}")))?
-        .into_iter()
-        .flatten()
-        .collect();
+    let jobs = found.jobs(global)?;
     let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
     broker.publish_jobs(&messages).await?;
     let failed = found

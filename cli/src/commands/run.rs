@@ -10,7 +10,7 @@ use image_mirror_common::MirrorJob;
 use image_mirror_worker::{Comparison, CopyEngine};
 
 use crate::args::{GlobalArgs, RunArgs};
-use crate::commands::producer::{overrides, plan};
+use crate::commands::producer::plan;
 use crate::exit::{BadInput, FAILED, OK};
 use crate::{discovery, pipeline, registry_client};
 
@@ -24,15 +24,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         }
         let found = discovery::discover_keys(global, &[]).await?;
         discovery::print_key_lines(&found.reports);
-        let jobs: Vec<MirrorJob> = found
-            .reports
-            .iter()
-            .map(|r| r.jobs(&overrides(global)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BadInput(format!("target override: {e}")))?
-            .into_iter()
-            .flatten()
-            .collect();
+        let jobs = found.jobs(global)?;
         (found.list.len(), jobs, found.failed())
     } else {
         let (list, jobs) = plan(global, args.filter.as_deref())?;
