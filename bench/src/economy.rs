@@ -11,7 +11,7 @@ use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, Front, FrontOptions, Registry};
 
-use crate::measure::{measure, report_plain};
+use crate::measure::{measure, report_plain, run_ok};
 use crate::SKOPEO;
 
 /// `(repository, tag, image)`: 10 four-platform indexes and 40 single manifests.
@@ -62,17 +62,12 @@ fn run_ours(binary: &Path, list: &str, front: &str, targets: &[&str], cache: &Pa
 fn skopeo_copies(entries: &[(String, String, Image)], front: &str, targets: &[&str]) {
     for (repo, tag, _) in entries {
         for target in targets {
-            let out = Command::new(SKOPEO)
-                .args(["copy", "--all", "--preserve-digests", "--quiet"])
-                .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
-                .arg(format!("docker://{front}/{repo}:{tag}"))
-                .arg(format!("docker://{target}/{repo}:{tag}"))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new(SKOPEO)
+                    .args(["copy", "--all", "--preserve-digests", "--quiet"])
+                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .arg(format!("docker://{front}/{repo}:{tag}"))
+                    .arg(format!("docker://{target}/{repo}:{tag}")),
             );
         }
     }
@@ -83,25 +78,20 @@ fn skopeo_syncs(entries: &[(String, String, Image)], front: &str, targets: &[&st
     for (repo, _, _) in entries {
         for target in targets {
             let prefix = repo.rsplit_once('/').map_or("", |(p, _)| p);
-            let out = Command::new(SKOPEO)
-                .args([
-                    "sync",
-                    "--all",
-                    "--preserve-digests",
-                    "--src",
-                    "docker",
-                    "--dest",
-                    "docker",
-                ])
-                .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
-                .arg(format!("{front}/{repo}"))
-                .arg(format!("{target}/{prefix}"))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new(SKOPEO)
+                    .args([
+                        "sync",
+                        "--all",
+                        "--preserve-digests",
+                        "--src",
+                        "docker",
+                        "--dest",
+                        "docker",
+                    ])
+                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .arg(format!("{front}/{repo}"))
+                    .arg(format!("{target}/{prefix}")),
             );
         }
     }
@@ -231,17 +221,12 @@ pub async fn latency_scenario(binary: &Path) {
         measure(binary, &args, cache.path());
         ours += started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let out = Command::new(SKOPEO)
-            .args(["copy", "--all", "--preserve-digests", "--quiet"])
-            .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
-            .arg(format!("docker://{from}"))
-            .arg(format!("docker://{}/{repo}:v1", theirs_front.host()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(SKOPEO)
+                .args(["copy", "--all", "--preserve-digests", "--quiet"])
+                .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                .arg(format!("docker://{from}"))
+                .arg(format!("docker://{}/{repo}:v1", theirs_front.host())),
         );
         theirs += started.elapsed().as_secs_f64();
         for dst in [&ours_dst, &theirs_dst] {

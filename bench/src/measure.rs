@@ -20,6 +20,18 @@ impl Usage {
     }
 }
 
+/// Runs `command`, which must succeed (else its output is the panic).
+pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs a command under GNU time and reads its CPU time and peak RSS.
 pub fn measure(program: &Path, args: &[String], cache: &Path) -> Usage {
     measure_with_output(program, args, cache).0

@@ -71,6 +71,16 @@ fn image_mirror(args: &[&str], dir: &Path, insecure: &[String]) -> (Output, u64)
     (out, rss)
 }
 
+/// `copy HOSTILE/app:v1 DST/mirror/app:v1` after the global flags `globals`, plain HTTP
+/// allowed to both: its output.
+fn copy_app(hostile: &HostileRegistry, dst: &Registry, dir: &Path, globals: &[&str]) -> Output {
+    let from = format!("{}/app:v1", hostile.host());
+    let to = format!("{}/mirror/app:v1", dst.host());
+    let mut args = globals.to_vec();
+    args.extend(["copy", from.as_str(), to.as_str()]);
+    image_mirror(&args, dir, &[hostile.host(), dst.host().to_owned()]).0
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -331,15 +341,7 @@ fn a_trickling_manifest_and_a_silent_server_time_out_with_the_default_settings()
         let dst = Registry::start();
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let (out, _) = image_mirror(
-            &[
-                "copy",
-                &format!("{}/app:v1", hostile.host()),
-                &format!("{}/mirror/app:v1", dst.host()),
-            ],
-            dir.path(),
-            &[hostile.host(), dst.host().to_owned()],
-        );
+        let out = copy_app(&hostile, &dst, dir.path(), &[]);
         (out, started.elapsed())
     });
     let silent = std::thread::spawn(|| {
@@ -350,15 +352,7 @@ fn a_trickling_manifest_and_a_silent_server_time_out_with_the_default_settings()
         let dst = Registry::start();
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let (out, _) = image_mirror(
-            &[
-                "copy",
-                &format!("{}/app:v1", hostile.host()),
-                &format!("{}/mirror/app:v1", dst.host()),
-            ],
-            dir.path(),
-            &[hostile.host(), dst.host().to_owned()],
-        );
+        let out = copy_app(&hostile, &dst, dir.path(), &[]);
         (out, started.elapsed())
     });
     for (what, run) in [("trickle", trickle), ("silent", silent)] {
@@ -382,17 +376,7 @@ fn the_request_timeout_is_settable() {
     let dst = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let (out, _) = image_mirror(
-        &[
-            "--request-timeout",
-            "1",
-            "copy",
-            &format!("{}/app:v1", hostile.host()),
-            &format!("{}/mirror/app:v1", dst.host()),
-        ],
-        dir.path(),
-        &[hostile.host(), dst.host().to_owned()],
-    );
+    let out = copy_app(&hostile, &dst, dir.path(), &["--request-timeout", "1"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("no whole answer within 1s"), "{t}");
@@ -542,15 +526,7 @@ fn a_blob_longer_than_its_descriptor_is_always_an_error() {
         hostile.put_blob(layer.digest.as_str(), &longer);
         let dst = Registry::start();
         let dir = tempfile::tempdir().unwrap();
-        let (out, _) = image_mirror(
-            &[
-                "copy",
-                &format!("{}/app:v1", hostile.host()),
-                &format!("{}/mirror/app:v1", dst.host()),
-            ],
-            dir.path(),
-            &[hostile.host(), dst.host().to_owned()],
-        );
+        let out = copy_app(&hostile, &dst, dir.path(), &[]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "unannounced {unannounced}: {t}");
         let expected = if unannounced {
@@ -627,15 +603,7 @@ fn a_token_realm_with_an_untrusted_certificate_fails_at_once() {
     let dst = Registry::start();
     let started = Instant::now();
     // The realm's CA is not trusted: the handshake fails, which no retry can change.
-    let (out, _) = image_mirror(
-        &[
-            "copy",
-            &format!("{}/app:v1", hostile.host()),
-            &format!("{}/mirror/app:v1", dst.host()),
-        ],
-        dir.path(),
-        &[hostile.host(), dst.host().to_owned()],
-    );
+    let out = copy_app(&hostile, &dst, dir.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("TLS: invalid peer certificate"), "{t}");
@@ -662,15 +630,7 @@ fn credentials_go_to_a_plain_http_realm_only_on_a_host_listed_as_insecure() {
     hostile.push("app", "v1", &images::oci_manifest(710));
     docker_config(dir.path(), &hostile.host());
     let dst = Registry::start();
-    let (out, _) = image_mirror(
-        &[
-            "copy",
-            &format!("{}/app:v1", hostile.host()),
-            &format!("{}/mirror/app:v1", dst.host()),
-        ],
-        dir.path(),
-        &[hostile.host(), dst.host().to_owned()],
-    );
+    let out = copy_app(&hostile, &dst, dir.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
