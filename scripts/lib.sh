@@ -74,3 +74,59 @@ YAML
   echo "the local registry did not start; see $dir/registry.log" >&2
   exit 1
 }
+
+# The folder the pinned Go tools live in (cargo clean resets it).
+TOOLS_BIN="$PWD/target/tools/bin"
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    if [ -x /usr/local/go/bin/go ]; then
+      PATH="$PATH:/usr/local/go/bin"
+    else
+      echo "go not found: the test peers need Go >= 1.26 (https://go.dev/doc/install)" >&2
+      exit 2
+    fi
+  fi
+}
+
+# go_tool_version BINARY prints "MODULE VERSION" from the binary's build information.
+go_tool_version() {
+  go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $2, $3; exit }'
+}
+
+# ensure_go_tools [NAME ...] installs the tools of scripts/go-tools.txt (all, or those named)
+# that are missing from $TOOLS_BIN or were built from another version, prints each one's
+# version once, and puts $TOOLS_BIN first on PATH.
+ensure_go_tools() {
+  need_go
+  mkdir -p "$TOOLS_BIN"
+  local name package version module have wanted=" $* " line status
+  step "Go tools in ${TOOLS_BIN#"$PWD"/}"
+  while read -r name package version; do
+    case "$name" in '' | '#'*) continue ;; esac
+    [ -z "${*}" ] || [[ "$wanted" == *" $name "* ]] || continue
+    have="$(go_tool_version "$TOOLS_BIN/$name" || true)"
+    status=found
+    if [ "${have##* }" != "$version" ]; then
+      status=installed
+      if ! GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install "$package@$version" \
+        > "$TOOLS_BIN/.$name.log" 2>&1; then
+        tail -n 20 "$TOOLS_BIN/.$name.log" >&2
+        echo "could not install $name ($package@$version); see $TOOLS_BIN/.$name.log" >&2
+        exit 1
+      fi
+      have="$(go_tool_version "$TOOLS_BIN/$name")"
+    fi
+    module="${have% *}"
+    line="$(printf '%-9s %s %s (%s)' "$name" "$module" "${have##* }" "$status")"
+    echo "$line"
+  done < scripts/go-tools.txt
+  export PATH="$TOOLS_BIN:$PATH"
+}
+
+# ensure_nextest installs cargo-nextest when cargo has no nextest subcommand.
+ensure_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then return 0; fi
+  step "installing cargo-nextest (cargo install, once)"
+  cargo install cargo-nextest --locked
+}
