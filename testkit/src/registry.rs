@@ -1,5 +1,6 @@
-//! A private `docker-registry` (CNCF distribution 2.8, Debian's package) per test: its own
-//! port on 127.0.0.1, its own storage in a temporary folder, stopped when dropped.
+//! A private registry per test: CNCF distribution 2.8 (Debian's `docker-registry`) or
+//! distribution 3 (built by `scripts/go-tools`), on its own port on 127.0.0.1, its own storage
+//! in a temporary folder, stopped when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use crate::ports::free_port;
 
-const BINARY: &str = "/usr/bin/docker-registry";
+const DISTRIBUTION_2: &str = "/usr/bin/docker-registry";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running registry.
@@ -34,6 +35,14 @@ impl Registry {
         Self::start_with(&RegistryOptions::default())
     }
 
+    /// Starts a distribution 3 registry without authentication; panics when it cannot.
+    pub fn start_v3() -> Self {
+        Self::start_with(&RegistryOptions {
+            implementation: Implementation::Distribution3,
+            ..RegistryOptions::default()
+        })
+    }
+
     /// Starts a registry with the given options; panics when it cannot.
     pub fn start_with(options: &RegistryOptions) -> Self {
         let mut last_log = Vec::new();
@@ -44,7 +53,8 @@ impl Registry {
             }
         }
         panic!(
-            "docker-registry did not start (is the docker-registry package installed?):\n{}",
+            "{} did not start:\n{}",
+            options.implementation.binary().display(),
             last_log.join("\n")
         );
     }
@@ -57,14 +67,17 @@ impl Registry {
         let config = config(options, &storage, &host);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
-        let mut child = Command::new(BINARY)
+        let binary = options.implementation.binary();
+        let mut child = Command::new(&binary)
             .arg("serve")
             .arg(&config_path)
+            // distribution 3 exports traces over OTLP unless told not to.
+            .env("OTEL_TRACES_EXPORTER", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{BINARY}: {e} (install the docker-registry package)"));
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::new(Log::default());
@@ -248,15 +261,41 @@ impl Drop for Registry {
     }
 }
 
+/// Which registry implementation a test runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    /// CNCF distribution 2.8: Debian's `docker-registry` package.
+    #[default]
+    Distribution2,
+    /// CNCF distribution 3, as `scripts/go-tools` builds it.
+    Distribution3,
+}
+
+impl Implementation {
+    /// Both implementations, for tests that run against each.
+    pub const ALL: [Implementation; 2] = [Self::Distribution2, Self::Distribution3];
+
+    fn binary(self) -> PathBuf {
+        match self {
+            Self::Distribution2 => PathBuf::from(DISTRIBUTION_2),
+            Self::Distribution3 => crate::tools::path("registry"),
+        }
+    }
+}
+
 /// How to configure a test registry.
 #[derive(Debug, Default, Clone)]
 pub struct RegistryOptions {
+    /// distribution 2.8 (the default) or 3.
+    pub implementation: Implementation,
     /// An htpasswd file (bcrypt entries) to require basic auth with.
     pub htpasswd_file: Option<PathBuf>,
     /// A certificate and its key to serve TLS with (see [`crate::tls::TestCa`]).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Token auth: the realm, and the certificate tokens are signed with.
     pub token: Option<(String, PathBuf)>,
+    /// Maintenance mode: reads are served, every write is refused with 405.
+    pub read_only: bool,
 }
 
 impl RegistryOptions {
@@ -268,6 +307,14 @@ impl RegistryOptions {
         Self {
             htpasswd_file: Some(path),
             ..Self::default()
+        }
+    }
+
+    /// The same options for another implementation.
+    pub fn on(self, implementation: Implementation) -> Self {
+        Self {
+            implementation,
+            ..self
         }
     }
 
@@ -288,12 +335,17 @@ impl RegistryOptions {
     }
 }
 
-/// The registry's configuration: filesystem storage with deletes, the address, and the
-/// options' TLS and auth.
+/// The registry's configuration: filesystem storage with deletes (read-only when asked), the
+/// address, and the options' TLS and auth. distribution 2.8 and 3 read the same keys.
 fn config(options: &RegistryOptions, storage: &Path, host: &str) -> String {
+    let read_only = if options.read_only {
+        "  maintenance:\n    readonly:\n      enabled: true\n"
+    } else {
+        ""
+    };
     let mut config = format!(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  \
-         filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \
+         filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{read_only}http:\n  addr: \
          {host}\n  secret: image-mirror-test\n",
         storage.display()
     );
