@@ -13,7 +13,9 @@
 //!   a new tag, three targets, at a metering front;
 //! - `latency`: copies and a no-op run through fronts adding 25 ms to every request;
 //! - `fleet`: bytes sent to the target by worker processes with `--fleet on` and `off`:
-//!   images sharing a base, and a worker killed halfway through a 1 GiB blob.
+//!   images sharing a base, and a worker killed halfway through a 1 GiB blob;
+//! - `ghcr`: the 1 GiB image into a front answering as GHCR does (bodies over 4 MiB refused),
+//!   by image-mirror, skopeo and regctl, and into plain registries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
@@ -21,13 +23,14 @@ mod economy;
 mod fleet;
 mod measure;
 mod pipeline;
+mod registries;
 
 use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 7] = [
-    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet",
+const SCENARIOS: [&str; 8] = [
+    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet", "ghcr",
 ];
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() {
             "pulls" => economy::pulls_scenario(&binary).await,
             "latency" => economy::latency_scenario(&binary).await,
             "fleet" => fleet::fleet_scenario(&binary).await,
+            "ghcr" => registries::ghcr_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

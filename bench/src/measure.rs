@@ -39,6 +39,18 @@ pub fn measure(program: &Path, args: &[String], cache: &Path) -> Usage {
 
 /// Like [`measure`], and returns what the command printed on stdout.
 pub fn measure_with_output(program: &Path, args: &[String], cache: &Path) -> (Usage, String) {
+    match run_measured(program, args, cache) {
+        Ok(done) => done,
+        Err(e) => panic!("{} {args:?} failed: {e}", program.display()),
+    }
+}
+
+/// Like [`measure`] for a command that may fail: what it printed when it did.
+pub fn try_measure(program: &Path, args: &[String], cache: &Path) -> Result<Usage, String> {
+    run_measured(program, args, cache).map(|(usage, _)| usage)
+}
+
+fn run_measured(program: &Path, args: &[String], cache: &Path) -> Result<(Usage, String), String> {
     let stats = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
@@ -52,13 +64,13 @@ pub fn measure_with_output(program: &Path, args: &[String], cache: &Path) -> (Us
         .output()
         .expect("GNU time (Debian package `time`)");
     let wall = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed: {}{}",
-        program.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
     let text = std::fs::read_to_string(stats.path()).unwrap();
     let fields: Vec<f64> = text
         .lines()
@@ -72,7 +84,7 @@ pub fn measure_with_output(program: &Path, args: &[String], cache: &Path) -> (Us
         cpu: fields[0] + fields[1],
         peak_rss_mib: fields[2] / 1024.0,
     };
-    (usage, String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((usage, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// The table of one copy scenario: image-mirror against `rival` (skopeo, or another build).

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use image_mirror_common::registry::upload_limits::HostSize;
 use image_mirror_common::secret::Secret;
 
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
@@ -161,6 +162,30 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub connect_timeout: u64,
+
+    /// Bytes per request of a chunked blob upload to a registry, as HOST=SIZE (`ghcr.io=4MiB`;
+    /// repeatable). Known hosts start with their known limits (ghcr.io: 4 MiB requests; ECR:
+    /// parts of at least 5 MiB), and a registry that refuses a request as too large teaches
+    /// the process a smaller size.
+    #[arg(
+        long = "blob-chunk",
+        global = true,
+        env = "IMAGE_MIRROR_BLOB_CHUNK",
+        value_delimiter = ',',
+        value_name = "HOST=SIZE"
+    )]
+    pub blob_chunk: Vec<HostSize>,
+
+    /// The largest blob sent to a registry in one request, as HOST=SIZE (repeatable); larger
+    /// blobs go in chunks. Default 16 MiB, less where the registry takes less.
+    #[arg(
+        long = "blob-max",
+        global = true,
+        env = "IMAGE_MIRROR_BLOB_MAX",
+        value_delimiter = ',',
+        value_name = "HOST=SIZE"
+    )]
+    pub blob_max: Vec<HostSize>,
 
     /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
     #[arg(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use image_mirror_common::dockerhub::DockerHub;
+use image_mirror_common::registry::upload_limits::settings_of;
 use image_mirror_common::registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
@@ -30,6 +31,7 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
             reserve: global.rate_limit_reserve,
             max_wait: Duration::from_secs(global.rate_limit_max_wait),
         },
+        upload_settings: settings_of(&global.blob_chunk, &global.blob_max),
         ..ClientOptions::default()
     };
     Ok(RegistryClient::new(options)?)

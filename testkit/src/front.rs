@@ -8,9 +8,11 @@
 //!   (`HEAD` included) carries `ratelimit-limit` and `ratelimit-remaining` (`N;w=SECONDS`), a
 //!   `GET` past the quota gets `429 TOOMANYREQUESTS` without `Retry-After`, and the quota comes
 //!   back when the window (counted from the first pull) has passed;
-//! - a hook that sees each request first, to tamper with the registry or answer by itself.
+//! - a hook that sees each request first, to tamper with the registry or answer by itself;
+//! - a registry profile ([`Quirk`]): GHCR's, ECR's, ACR's, Harbor's ways of answering uploads.
 //!
-//! It counts what it carries: pulls, HEADs, refusals, and the request body bytes sent up.
+//! It counts what it carries: pulls, HEADs, refusals, the request body bytes it took and
+//! those it sent up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::http::{Body, Logged, Reply, Request, Response, Server};
+use crate::quirks::{session_of, Quirk, Sessions};
 
 /// Docker Hub's limit: `limit` pulls per `window`.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,18 @@ pub struct FrontOptions {
     pub quota: Option<Quota>,
     /// Sees each request first.
     pub hook: Option<Hook>,
+    /// Answers uploads as this registry does.
+    pub quirk: Option<Quirk>,
+}
+
+impl FrontOptions {
+    /// A front with the profile of a registry.
+    pub fn quirk(quirk: Quirk) -> Self {
+        Self {
+            quirk: Some(quirk),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -49,7 +64,9 @@ struct Meter {
     heads: AtomicU64,
     refused: AtomicU64,
     bytes_up: AtomicU64,
+    bytes_taken: AtomicU64,
     bytes_down: Arc<AtomicU64>,
+    sessions: Sessions,
     window: Mutex<Option<(Instant, u64)>>,
 }
 
@@ -140,6 +157,18 @@ impl Front {
         self.meter.bytes_up.load(Ordering::SeqCst)
     }
 
+    /// Requests the registry profile refused by itself (too large, a part too small, a dead
+    /// session).
+    pub fn quirk_refusals(&self) -> u64 {
+        self.meter.sessions.refused.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes clients sent to the front, forwarded or not (a request the
+    /// profile refused or cut counts too).
+    pub fn bytes_taken(&self) -> u64 {
+        self.meter.bytes_taken.load(Ordering::SeqCst)
+    }
+
     /// Spends `n` pulls of the quota, as another client would: `n` GETs of `repo:tag`.
     pub async fn spend(&self, repo: &str, tag: &str, n: usize) {
         let http = reqwest::Client::new();
@@ -174,13 +203,22 @@ async fn front(
     options: &FrontOptions,
     upstream: &str,
     http: &reqwest::Client,
-    request: Request,
+    mut request: Request,
 ) -> Reply {
+    meter
+        .bytes_taken
+        .fetch_add(request.body.len() as u64, Ordering::SeqCst);
     if let Some(pause) = options.latency {
         tokio::time::sleep(pause).await;
     }
     if let Some(reply) = options.hook.as_ref().and_then(|h| h(&request)) {
         return reply;
+    }
+    let (method, session) = (request.method.clone(), session_of(&request));
+    if let Some(quirk) = options.quirk {
+        if let Some(reply) = meter.sessions.before(quirk, &mut request) {
+            return reply;
+        }
     }
     let manifest = is_manifest(&request);
     let mut rate_headers = Vec::new();
@@ -222,6 +260,11 @@ async fn front(
     };
     for (name, value) in rate_headers {
         response = response.header(name, value);
+    }
+    if let Some(quirk) = options.quirk {
+        response = meter
+            .sessions
+            .after(quirk, &method, session.as_deref(), response);
     }
     response.into()
 }

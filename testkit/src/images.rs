@@ -348,3 +348,31 @@ pub fn sharing_base(n: u64, base_size: usize, seed: u64) -> (Vec<Image>, u64) {
     }
     (out, distinct)
 }
+
+/// The OCI empty descriptor's media type and bytes (`{}`), the config of artifacts without one.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// An OCI artifact (an SBOM, say): `artifactType` set, the empty config, one layer, and, when
+/// `subject` is given, the manifest it refers to (as signatures and attestations do).
+pub fn artifact(seed: u64, artifact_type: &str, subject: Option<&Manifest>) -> Image {
+    let config = Blob::new(OCI_EMPTY, b"{}".to_vec());
+    let layer = Blob::new(
+        "application/spdx+json",
+        pretty(&json!({"spdxVersion": "SPDX-2.3", "name": format!("sbom-{seed}"), "seed": seed})),
+    );
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+        "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
+    });
+    if let Some(s) = subject {
+        manifest["subject"] = s.descriptor();
+    }
+    Image {
+        blobs: vec![config, layer],
+        manifests: vec![Blob::new(OCI_MANIFEST, pretty(&manifest))],
+    }
+}

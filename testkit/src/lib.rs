@@ -14,6 +14,7 @@
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod crane;
 pub mod fault_proxy;
 pub mod fleet;
 pub mod front;
@@ -25,11 +26,13 @@ pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod push;
+pub mod quirks;
 pub mod rabbitmq;
 pub mod registry;
 pub mod skopeo;
 pub mod tls;
 pub mod token;
+pub mod tools;
 pub mod workers;
 
 pub use fault_proxy::{FaultProxy, Faults};
@@ -38,5 +41,6 @@ pub use github::FakeGithub;
 pub use hostile::{HostileRegistry, Hostility};
 pub use images::{Blob, Image, Manifest, Platform};
 pub use prometheus::Prometheus;
-pub use registry::Registry;
+pub use quirks::Quirk;
+pub use registry::{Implementation, Registry, RegistryOptions};
 pub use token::{Policy, TokenServer};

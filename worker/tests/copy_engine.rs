@@ -9,7 +9,8 @@ use image_mirror_common::registry::{ClientOptions, RegistryClient, RegistryError
 use image_mirror_common::ImageRef;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
-use image_mirror_testkit::{skopeo, FaultProxy, Faults, Registry};
+use image_mirror_testkit::registry::RegistryOptions;
+use image_mirror_testkit::{crane, skopeo, FaultProxy, Faults, Implementation, Registry};
 use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyError, CopyOptions, CopyOutcome};
 
@@ -35,10 +36,33 @@ fn reference(s: &str) -> ImageRef {
     s.parse().unwrap()
 }
 
-#[tokio::test]
-async fn every_manifest_kind_copies_byte_for_byte() {
-    let src = Registry::start();
-    let dst = Registry::start();
+/// A registry of `implementation` without auth.
+fn registry(implementation: Implementation) -> Registry {
+    Registry::start_with(&RegistryOptions::default().on(implementation))
+}
+
+/// The test `$name(implementation)` once against each registry implementation, as
+/// `$name::distribution_2` and `$name::distribution_3`.
+macro_rules! on_both_registries {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn distribution_2() {
+                super::$name(super::Implementation::Distribution2).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn distribution_3() {
+                super::$name(super::Implementation::Distribution3).await;
+            }
+        }
+    };
+}
+
+on_both_registries!(every_manifest_kind_copies_byte_for_byte);
+async fn every_manifest_kind_copies_byte_for_byte(implementation: Implementation) {
+    let src = registry(implementation);
+    let dst = registry(implementation);
     let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
     let kinds: [(&str, Image); 5] = [
         ("oci-manifest", images::oci_manifest(11)),
@@ -77,6 +101,10 @@ async fn every_manifest_kind_copies_byte_for_byte() {
             let r = format!("{}/mirror/{name}@{}", dst.host(), child.digest);
             assert_eq!(skopeo::manifest_digest(&r), child.digest, "{name} child");
         }
+        // And crane, a client sharing no code with skopeo.
+        let at_dst = format!("{}/mirror/{name}:v1.0", dst.host());
+        assert_eq!(&crane::digest(&at_dst), image.digest(), "{name}: crane");
+        assert_eq!(crane::manifest(&at_dst), image.top().bytes, "{name}: crane");
 
         // Again: already present, and not one blob write reaches the registry.
         let writes = dst.blob_writes();
@@ -122,10 +150,12 @@ async fn windows_os_version_and_platforms_survive() {
     );
 }
 
-#[tokio::test]
-async fn copy_by_digest_and_shared_layers_mount_across_repositories() {
-    let src = Registry::start();
-    let dst = Registry::start();
+on_both_registries!(copy_by_digest_and_shared_layers_mount_across_repositories);
+async fn copy_by_digest_and_shared_layers_mount_across_repositories(
+    implementation: Implementation,
+) {
+    let src = registry(implementation);
+    let dst = registry(implementation);
     let engine = engine(&[src.host().to_owned(), dst.host().to_owned()]);
     let image = images::oci_index(31);
     push_image(&src.url(), "base/img", "1", &image).await;
@@ -561,9 +591,12 @@ fn big_image(seed: u64, size: u64) -> Image {
 }
 
 /// Copies a 256 MiB blob to `dst` through a proxy that cuts the upload once at half the blob.
-async fn copy_through_cut_upload(buffer_requests: bool) -> (Registry, FaultProxy, Image, u64) {
-    let src = Registry::start();
-    let dst = Registry::start();
+async fn copy_through_cut_upload(
+    buffer_requests: bool,
+    implementation: Implementation,
+) -> (Registry, FaultProxy, Image, u64) {
+    let src = registry(implementation);
+    let dst = registry(implementation);
     let size = 256 * MIB;
     let image = big_image(71, size);
     push_image(&src.url(), "big/layer", "1", &image).await;
@@ -593,12 +626,14 @@ async fn copy_through_cut_upload(buffer_requests: bool) -> (Registry, FaultProxy
     (dst, proxy, image, size)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_chunk() {
+on_both_registries!(a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_chunk);
+async fn a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_chunk(
+    implementation: Implementation,
+) {
     // A front proxy that buffers requests (as nginx does by default) keeps the registry's
     // upload consistent when the client's connection breaks: the upload goes on from the
     // offset the registry reports.
-    let (dst, proxy, _image, size) = copy_through_cut_upload(true).await;
+    let (dst, proxy, _image, size) = copy_through_cut_upload(true, implementation).await;
     let chunk = CopyOptions::default().chunk_size;
     let overhead = MIB; // headers, the config blob, the manifest
     assert!(
@@ -622,7 +657,8 @@ async fn a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_c
 async fn a_chunk_cut_at_a_bare_registry_starts_the_blob_over_and_completes() {
     // Distribution 2.8 keeps the part of a chunk it received before the cut, then refuses the
     // session ("upload resumed at wrong offset"): the blob can only start over.
-    let (dst, proxy, _image, size) = copy_through_cut_upload(false).await;
+    let (dst, proxy, _image, size) =
+        copy_through_cut_upload(false, Implementation::Distribution2).await;
     assert!(
         proxy.bytes_up() <= 2 * size,
         "sent {} bytes",
@@ -632,6 +668,30 @@ async fn a_chunk_cut_at_a_bare_registry_starts_the_blob_over_and_completes() {
         .log()
         .iter()
         .any(|l| l.contains("upload resumed at wrong off")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_cut_at_a_bare_distribution_3_goes_on_from_what_it_kept() {
+    // Unlike 2.8, distribution 3 keeps the part of a cut chunk it received and reports it:
+    // the upload goes on from there in the same session, without starting the blob over.
+    let (dst, proxy, _image, size) =
+        copy_through_cut_upload(false, Implementation::Distribution3).await;
+    let chunk = CopyOptions::default().chunk_size;
+    assert!(
+        proxy.bytes_up() <= size + chunk + MIB,
+        "sent {} bytes for a {size}-byte blob",
+        proxy.bytes_up()
+    );
+    assert!(dst
+        .log()
+        .iter()
+        .any(|l| l.contains("client disconnected during blob PATCH")));
+    let sessions = dst
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && r.ends_with("/blobs/uploads/"))
+        .count();
+    assert_eq!(sessions, 2, "the big blob kept its session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use crate::registry::manifest::protocol;
 use crate::registry::origin::{Destination, Origins};
 use crate::registry::token::Scope;
 use crate::registry::transport::{Call, Reply};
+use crate::registry::upload_limits::{limit_in_message, says_too_large};
 
 /// An open upload session at the target registry.
 #[derive(Debug, Clone)]
@@ -311,11 +312,25 @@ impl RegistryClient {
         let reply = self
             .send_stream(call, Body::wrap_stream(body), slot)
             .await?;
-        if reply.status != StatusCode::ACCEPTED {
-            return Err(reply.into_error(registry, &operation));
+        // 202 as the spec says; ECR answers 201. Any 2xx took the chunk.
+        if !reply.status.is_success() {
+            return Err(refusal(reply, registry, &operation, len));
         }
-        upload.location = self.location(repo, &operation, &reply)?;
-        upload.offset = range_end(&reply).unwrap_or(start + len);
+        if reply.header(LOCATION.as_str()).is_some() {
+            upload.location = self.location(repo, &operation, &reply)?;
+        }
+        let end = start + len;
+        upload.offset = match range_end(&reply) {
+            // A Range short of what an accepted chunk brought: the registry's Range is stale
+            // (ECR's stays at the end of the first chunk), so the bytes sent are counted; the
+            // closing PUT checks the digest of what the registry holds.
+            Some(reported) if reported < end => {
+                self.upload_limits().stuck_range(registry);
+                end
+            }
+            Some(reported) => reported,
+            None => end,
+        };
         Ok(())
     }
 
@@ -367,7 +382,7 @@ impl RegistryClient {
             let call = Call::new(registry, &scope, &operation, Method::PUT, url)
                 .header(CONTENT_LENGTH, "0");
             let reply = self.fetch(call, MAX_EMPTY_BODY).await?;
-            if reply.status != StatusCode::CREATED {
+            if !reply.status.is_success() {
                 return Err(reply.into_error(registry, &operation));
             }
             Ok(())
@@ -401,8 +416,8 @@ impl RegistryClient {
         let reply = self
             .send_stream(call, Body::wrap_stream(body), slot)
             .await?;
-        if reply.status != StatusCode::CREATED {
-            return Err(reply.into_error(registry, &operation));
+        if !reply.status.is_success() {
+            return Err(refusal(reply, registry, &operation, len));
         }
         Ok(())
     }
@@ -421,6 +436,25 @@ impl RegistryClient {
         if let Err(e) = self.fetch(call, MAX_EMPTY_BODY).await {
             tracing::debug!(error = %e, "cancelling an upload failed");
         }
+    }
+}
+
+/// The error of a refused upload request that carried `sent` bytes: `TooLarge` when the
+/// registry says the body was too large (413, or 416 with words to that effect, as GHCR
+/// answers), else what the status says.
+fn refusal(reply: Reply, registry: &str, operation: &str, sent: u64) -> RegistryError {
+    let detail = crate::registry::body::error_text(&reply.body);
+    let too_large = reply.status == StatusCode::PAYLOAD_TOO_LARGE
+        || (reply.status == StatusCode::RANGE_NOT_SATISFIABLE && says_too_large(&detail));
+    if !too_large {
+        return reply.into_error(registry, operation);
+    }
+    RegistryError::TooLarge {
+        registry: registry.to_owned(),
+        operation: operation.to_owned(),
+        sent,
+        limit: limit_in_message(&detail),
+        detail,
     }
 }
 

@@ -6,6 +6,7 @@
 //! Protocol operations (manifests, blobs, uploads, tags) live in their own modules and go
 //! through the transport; nothing else can send a request.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::registry::origin::Origins;
 use crate::registry::ratelimit::{QuotaView, RateLimitPolicy, RateLimits};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::unreachable::UnreachableHosts;
+use crate::registry::upload_limits::{UploadLimits, UploadSettings};
 
 /// Settings of a [`RegistryClient`].
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct ClientOptions {
     pub unreachable_cooldown: Duration,
     /// How registry quotas are spent.
     pub rate_limits: RateLimitPolicy,
+    /// Upload request sizes set per registry host (`--blob-chunk`, `--blob-max`).
+    pub upload_settings: HashMap<String, UploadSettings>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +62,7 @@ impl Default for ClientOptions {
             stall: StallRule::default(),
             unreachable_cooldown: Duration::from_secs(30),
             rate_limits: RateLimitPolicy::default(),
+            upload_settings: HashMap::new(),
         }
     }
 }
@@ -81,6 +86,7 @@ struct Inner {
     limits: HostLimits,
     unreachable: UnreachableHosts,
     rate_limits: RateLimits,
+    upload_limits: UploadLimits,
     stats: ClientStats,
 }
 
@@ -121,6 +127,7 @@ impl RegistryClient {
                 limits: HostLimits::default(),
                 unreachable: UnreachableHosts::default(),
                 rate_limits: RateLimits::new(options.rate_limits),
+                upload_limits: UploadLimits::new(options.upload_settings.clone()),
                 stats: ClientStats::default(),
                 options,
             }),
@@ -166,6 +173,11 @@ impl RegistryClient {
 
     pub(crate) fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// How large each registry's upload requests may be: known, set, and learned.
+    pub fn upload_limits(&self) -> &UploadLimits {
+        &self.inner.upload_limits
     }
 
     pub(crate) fn limits(&self) -> &HostLimits {

@@ -155,6 +155,20 @@ pub enum RegistryError {
         /// How long until the quota is expected back.
         reset_in: Duration,
     },
+    /// The registry refused an upload request as too large (413, or GHCR's 416).
+    #[error("{registry}: {operation}: the registry refused a request of {} as too large{}{}", mib(*.sent), .limit.map(|l| format!(" (its limit: {})", mib(l))).unwrap_or_default(), detail_suffix(.detail))]
+    TooLarge {
+        /// Registry host.
+        registry: String,
+        /// What was being done.
+        operation: String,
+        /// The bytes the refused request carried.
+        sent: u64,
+        /// The limit the registry stated, when it did.
+        limit: Option<u64>,
+        /// The registry's error text, shortened.
+        detail: String,
+    },
     /// The Docker config or a credential helper could not be read.
     #[error("credentials for {registry}: {message}")]
     Credentials {
@@ -173,6 +187,11 @@ fn unreachable_text(why: Unreachable, _host: &str) -> &'static str {
             "the host does not answer connection attempts (a firewall, or no route to it?)"
         }
     }
+}
+
+/// A size in MiB, as people read it.
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -272,7 +291,7 @@ impl RegistryError {
     }
 
     /// A short stable name for reports and metrics: `transient`, `not_found`, `auth`,
-    /// `digest_mismatch`, `protocol`, `credentials`, `tls`, `http_<status>`.
+    /// `digest_mismatch`, `protocol`, `credentials`, `tls`, `too_large`, `http_<status>`.
     pub fn kind(&self) -> String {
         match self {
             Self::Status { status, .. } if is_transient_status(*status) => "transient".into(),
@@ -286,6 +305,7 @@ impl RegistryError {
             Self::DigestMismatch { .. } => "digest_mismatch".into(),
             Self::Protocol { .. } => "protocol".into(),
             Self::Credentials { .. } => "credentials".into(),
+            Self::TooLarge { .. } => "too_large".into(),
         }
     }
 
@@ -336,6 +356,7 @@ impl RegistryError {
             | Self::NotFound { registry, .. }
             | Self::DigestMismatch { registry, .. }
             | Self::Protocol { registry, .. }
+            | Self::TooLarge { registry, .. }
             | Self::Credentials { registry, .. } => registry,
         }
     }

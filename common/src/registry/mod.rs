@@ -24,6 +24,7 @@ pub mod token;
 mod transport;
 mod trust;
 mod unreachable;
+pub mod upload_limits;
 
 pub use auth::HELPER_TIMEOUT;
 pub use blob::{BlobDownload, Mount, Upload};
@@ -38,3 +39,4 @@ pub use repository::RepositoryStatus;
 pub use retry::RetryPolicy;
 pub use token::Scope;
 pub use transport::MAX_REDIRECTS;
+pub use upload_limits::{UploadLimits, UploadPlan, UploadSettings};

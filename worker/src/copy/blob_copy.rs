@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use image_mirror_common::metrics;
 use image_mirror_common::queue::coordination::BlobState;
-use image_mirror_common::registry::{Descriptor, Mount, Upload};
+use image_mirror_common::registry::{
+    Descriptor, Mount, RegistryError, Upload, UploadPlan, UploadSettings,
+};
 use image_mirror_common::Repository;
 
 use crate::copy::error::CopyError;
@@ -261,7 +263,7 @@ impl CopyEngine {
             Some(left) => self.take_over(t, left).await?,
             None => None,
         };
-        let started = match taken_over {
+        let mut started = match taken_over {
             Some(started) => {
                 if let Some(u) = upload {
                     self.client.cancel_upload(t.target, &u).await;
@@ -276,13 +278,50 @@ impl CopyEngine {
                 self.start(t, upload, tee).await?
             }
         };
-        if t.blob.size <= self.options.single_request_max {
-            self.upload_whole(t, started).await?;
-        } else {
-            self.upload_chunked(t, started).await?;
+        loop {
+            let sent = match self.plan(t, &started.upload) {
+                UploadPlan::Whole => self.upload_whole(t, started).await,
+                UploadPlan::Chunked { chunk } => self.upload_chunked(t, started, chunk).await,
+            };
+            match sent {
+                Ok(()) => break,
+                // Too large for this registry: its limit is lowered (for every later blob
+                // too) and the blob goes again in smaller requests, as long as there is a
+                // smaller size to try.
+                Err(CopyError::Registry(RegistryError::TooLarge {
+                    registry,
+                    sent,
+                    limit,
+                    ..
+                })) if self
+                    .client
+                    .upload_limits()
+                    .refused(&registry, sent, limit)
+                    .is_some() =>
+                {
+                    Counters::add(&t.counters.resumes, 1);
+                    started = self.start(t, None, None).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.stored(t, BlobOutcome::Copied);
         Ok(BlobOutcome::Copied)
+    }
+
+    /// How the blob goes up to the target: whole or in chunks of what size, from the target
+    /// registry's limits and the session's advertised minimum.
+    fn plan(&self, t: &Transfer<'_>, upload: &Upload) -> UploadPlan {
+        let defaults = UploadSettings {
+            chunk: Some(self.options.chunk_size),
+            blob_max: Some(self.options.single_request_max),
+        };
+        self.client.upload_limits().plan(
+            t.target.registry(),
+            t.blob.size,
+            defaults,
+            upload.min_chunk,
+        )
     }
 
     /// The upload another worker left at `left`, when the registry still has it where the
@@ -292,7 +331,7 @@ impl CopyEngine {
         t: &Transfer<'_>,
         left: LeftOff,
     ) -> Result<Option<Started>, CopyError> {
-        if t.blob.size <= self.options.single_request_max || left.offset >= t.blob.size {
+        if left.offset >= t.blob.size {
             return Ok(None);
         }
         let client = &self.client;
@@ -303,6 +342,11 @@ impl CopyEngine {
                 return Ok(None);
             }
         };
+        if self.plan(t, &upload) == UploadPlan::Whole
+            || client.upload_limits().range_is_stuck(t.target.registry())
+        {
+            return Ok(None);
+        }
         match client.upload_status(t.target, &mut upload).await {
             Ok(()) if upload.offset > 0 && upload.offset < t.blob.size => {}
             Ok(()) | Err(_) => {

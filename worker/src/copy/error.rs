@@ -19,6 +19,15 @@ pub enum CopyError {
         /// What the registry said.
         detail: String,
     },
+    /// The target registry refuses writes (`405` to an upload or a manifest push): a registry
+    /// in read-only or maintenance mode, or a repository kept read-only.
+    #[error("{target}: the registry refuses writes (read-only?): {detail}")]
+    ReadOnly {
+        /// The target repository.
+        target: String,
+        /// What the registry said.
+        detail: String,
+    },
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -36,7 +45,9 @@ impl CopyError {
     pub fn error_class(&self) -> ErrorClass {
         match self {
             Self::Registry(e) => e.class(),
-            Self::Invalid(_) | Self::TargetRefused { .. } => ErrorClass::Permanent,
+            Self::Invalid(_) | Self::TargetRefused { .. } | Self::ReadOnly { .. } => {
+                ErrorClass::Permanent
+            }
             Self::Verify { .. } => ErrorClass::Transient,
         }
     }
@@ -67,7 +78,7 @@ impl CopyError {
         match self {
             Self::Registry(e) => e.kind(),
             Self::Invalid(_) => "invalid".into(),
-            Self::TargetRefused { .. } => "target_refused".into(),
+            Self::TargetRefused { .. } | Self::ReadOnly { .. } => "target_refused".into(),
             Self::Verify { .. } => "verify".into(),
         }
     }
@@ -75,14 +86,30 @@ impl CopyError {
 
 impl CopyError {
     /// This error as the target's refusal, when it is one: the target registry refused
-    /// credentials or access (401/403, `DENIED`), or does not know the repository
-    /// (`NAME_UNKNOWN`).
+    /// credentials or access (401/403, `DENIED`), does not know the repository
+    /// (`NAME_UNKNOWN`), or refuses writes (405).
     pub(crate) fn into_target_refusal(self, target: &image_mirror_common::Repository) -> Self {
         let Self::Registry(e) = &self else {
             return self;
         };
         if e.registry() != target.registry() {
             return self;
+        }
+        if let RegistryError::Status {
+            status: 405,
+            operation,
+            detail,
+            ..
+        } = e
+        {
+            return Self::ReadOnly {
+                target: target.to_string(),
+                detail: if detail.is_empty() {
+                    format!("{operation}: HTTP 405 Method Not Allowed")
+                } else {
+                    format!("{operation}: HTTP 405: {detail}")
+                },
+            };
         }
         let detail = match e {
             RegistryError::Auth { message, .. } => message.clone(),

@@ -133,11 +133,12 @@ impl CopyEngine {
         }
     }
 
-    /// Large blobs: chunked, streamed, resumable.
+    /// Large blobs: in chunks of `chunk` bytes, streamed, resumable.
     pub(crate) async fn upload_chunked(
         &self,
         t: &Transfer<'_>,
         started: Started,
+        chunk: u64,
     ) -> Result<(), CopyError> {
         let client = &self.client;
         let Started {
@@ -146,11 +147,7 @@ impl CopyEngine {
             download,
             tee,
         } = started;
-        let chunk = self
-            .options
-            .chunk_size
-            .max(upload.min_chunk.unwrap_or(0))
-            .max(1);
+        let chunk = chunk.max(1);
         // An upload taken over from another worker: its bytes so far are hashed, not sent.
         let mut saved = self
             .hash_up_to(t, Checkpoint::start(), upload.offset)
@@ -251,6 +248,13 @@ impl CopyEngine {
         chunk_start: u64,
     ) -> Result<Checkpoint, CopyError> {
         let client = &self.client;
+        // A registry whose Range is stale cannot say where a broken upload stands.
+        if client.upload_limits().range_is_stuck(t.target.registry()) {
+            tracing::info!(blob = %t.blob.digest, "the registry's Range cannot be trusted; starting the blob over");
+            client.cancel_upload(t.target, upload).await;
+            *upload = client.start_upload(t.target).await?;
+            return Ok(Checkpoint::start());
+        }
         let saved = match client.upload_status(t.target, upload).await {
             Ok(()) if upload.offset >= saved.offset && upload.offset <= t.blob.size => {
                 Counters::add(
