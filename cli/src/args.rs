@@ -324,6 +324,8 @@ pub struct WorkerArgs {
     /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
     pub grace_seconds: u64,
+    #[command(flatten)]
+    pub drift: DriftArgs,
     /// Act as one with the other workers of the broker: each large blob sent to a registry
     /// once, mounted by the others, an unfinished upload taken over where it stopped (`off`:
     /// each worker on its own).
@@ -399,6 +401,38 @@ pub struct RunArgs {
     /// record them in images-list.
     #[arg(long)]
     pub discover: bool,
+    /// Only targets whose tag is absent: each target repository's tags are read once, the
+    /// source is not asked about tags that are present, and those are never overwritten.
+    #[arg(long, env = "IMAGE_MIRROR_MISSING")]
+    pub missing: bool,
+    #[command(flatten)]
+    pub drift: DriftArgs,
+    /// Exit 1 when a target drifted (its tag holds another digest than the source's).
+    #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
+    pub fail_on_drift: bool,
+}
+
+/// What a drifted target gets: a target tag that holds another digest than its source's.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// `keep`: leave the target as it is and report the entry as drifted (both digests);
+    /// `overwrite`: copy the source over it.
+    #[arg(long, env = "IMAGE_MIRROR_ON_DRIFT", value_enum, default_value_t = DriftChoice::Keep)]
+    pub on_drift: DriftChoice,
+    /// Before overwriting a drifted target, tag its old manifest with this template:
+    /// `{tag}`, `{digest12}` (the old digest's first 12 hex digits), `{digest}`; say
+    /// `{tag}-{digest12}`.
+    #[arg(long, env = "IMAGE_MIRROR_BACKUP_TAG", value_name = "TEMPLATE")]
+    pub backup_tag: Option<String>,
+}
+
+/// `--on-drift` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriftChoice {
+    /// Keep the target; report the entry as drifted.
+    Keep,
+    /// Copy the source over the target.
+    Overwrite,
 }
 
 #[derive(Debug, Subcommand)]
@@ -451,6 +485,12 @@ pub struct SyncArgs {
     /// Only entries whose line (`source target tag`) matches this regex.
     #[arg(long, value_name = "REGEX")]
     pub filter: Option<String>,
+    /// Publish only the targets whose tag is absent (one tag list per target repository).
+    #[arg(long, env = "IMAGE_MIRROR_MISSING")]
+    pub missing: bool,
+    /// Run again on this interval (`15m`, `1h`, `1d`) until SIGTERM/SIGINT.
+    #[arg(long, env = "IMAGE_MIRROR_SYNC_EVERY", value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -459,6 +499,14 @@ pub struct CopyArgs {
     pub source: String,
     /// Target image; without a tag it takes the source's.
     pub target: String,
+    /// A target tag that holds another digest: `overwrite` (a one-off copy is the decision)
+    /// or `keep` (exit 1, naming both digests).
+    #[arg(long, value_enum, default_value_t = DriftChoice::Overwrite)]
+    pub on_drift: DriftChoice,
+    /// Before overwriting, tag the target's old manifest with this template (`{tag}`,
+    /// `{digest12}`, `{digest}`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub backup_tag: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -191,8 +191,19 @@ pub fn pulls(mirrored: &Mirrored) {
 
 /// Prints each failure, one line per host that could not be reached, and the summary line;
 /// the exit status.
-pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
+pub fn summary(events: &[JobEvent], elapsed: Duration, fail_on_drift: bool) -> u8 {
     let s = RunSummary::of(events);
+    for e in events.iter().filter(|e| e.outcome == Outcome::Drifted) {
+        let source = e.digest.as_ref().map_or(String::new(), ToString::to_string);
+        let target = e
+            .target_digest
+            .as_ref()
+            .map_or(String::new(), ToString::to_string);
+        eprintln!(
+            "drifted: {}: the target holds {target}, the source {source}; kept (--on-drift overwrite replaces it)",
+            e.describe()
+        );
+    }
     for e in events.iter().filter(|e| e.outcome == Outcome::Failed) {
         let (class, message) = e
             .error
@@ -217,15 +228,20 @@ pub fn summary(events: &[JobEvent], elapsed: Duration) -> u8 {
     } else {
         format!(", {} deferred (rate limit)", s.deferred)
     };
+    let drifted = if s.drifted == 0 {
+        String::new()
+    } else {
+        format!(", {} drifted", s.drifted)
+    };
     println!(
-        "summary: {} copied, {} already present, {} failed{causes}{deferred}, {} bytes sent, {:.1}s",
+        "summary: {} copied, {} already present, {} failed{causes}{deferred}{drifted}, {} bytes sent, {:.1}s",
         s.copied,
         s.already_present,
         s.failed,
         s.bytes_sent,
         elapsed.as_secs_f64()
     );
-    if s.failed == 0 && s.deferred == 0 {
+    if s.failed == 0 && s.deferred == 0 && (s.drifted == 0 || !fail_on_drift) {
         crate::exit::OK
     } else {
         crate::exit::FAILED

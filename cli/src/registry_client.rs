@@ -9,9 +9,10 @@ use image_mirror_common::registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
 use image_mirror_worker::copy::MountIndex;
+use image_mirror_worker::copy::{BackupTag, DriftPolicy, OnDrift};
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
-use crate::args::GlobalArgs;
+use crate::args::{DriftChoice, GlobalArgs};
 use crate::exit::BadInput;
 
 /// The registry client the global flags describe: credentials from the Docker config, plain
@@ -42,6 +43,24 @@ pub fn hub(global: &GlobalArgs) -> Result<DockerHub> {
     let docker_config = DockerConfig::load_default().map_err(|e| BadInput(e.to_string()))?;
     Ok(DockerHub::new(&global.docker_hub_api, docker_config)
         .map_err(|e| BadInput(format!("--docker-hub-api: {e}")))?)
+}
+
+/// The drift policy of `--on-drift` and `--backup-tag`; a bad template is bad input.
+pub fn drift_policy(on_drift: DriftChoice, backup_tag: Option<&str>) -> Result<DriftPolicy> {
+    let backup_tag = backup_tag
+        .map(|t| t.parse::<BackupTag>())
+        .transpose()
+        .map_err(|e| BadInput(format!("--backup-tag: {e}")))?;
+    if backup_tag.is_some() && on_drift == DriftChoice::Keep {
+        return Err(BadInput("--backup-tag applies only with --on-drift overwrite".into()).into());
+    }
+    Ok(DriftPolicy {
+        on_drift: match on_drift {
+            DriftChoice::Keep => OnDrift::Keep,
+            DriftChoice::Overwrite => OnDrift::Overwrite,
+        },
+        backup_tag,
+    })
 }
 
 /// A copy engine over [`client`], remembering blob locations in the cache folder.

@@ -463,7 +463,7 @@ fn compose_runs_prometheus_and_grafana_on_these_files() {
         .map(|(k, _)| k.as_str().unwrap())
         .collect();
     assert_eq!(scraped, serving);
-    assert_eq!(scraped.len(), 3);
+    assert_eq!(scraped.len(), 5);
     let addr = services["worker"]["environment"]["IMAGE_MIRROR_METRICS_ADDR"]
         .as_str()
         .unwrap();

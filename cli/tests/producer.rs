@@ -86,3 +86,89 @@ fn sync_without_a_broker_url_is_bad_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --amqp-url"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_every_publishes_the_missing_on_schedule_and_stops_on_sigterm() {
+    use image_mirror_testkit::push::push_image;
+    use image_mirror_testkit::{images, process, Registry};
+
+    let src = Registry::start();
+    let dst = Registry::start();
+    let image = images::oci_manifest(7300);
+    push_image(&src.url(), "team/a", "v1", &image).await;
+    push_image(&src.url(), "team/b", "v1", &image).await;
+    push_image(&dst.url(), "mirror/a", "v1", &image).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("images-list");
+    std::fs::write(
+        &list,
+        format!(
+            "{s}/team/a {d}/mirror/a v1\n{s}/team/b {d}/mirror/b v1\n",
+            s = src.host(),
+            d = dst.host()
+        ),
+    )
+    .unwrap();
+    let url = rabbitmq::amqp_url();
+    let prefix = format!("test.sync-every.{}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--images-list")
+        .arg(&list)
+        .arg("--insecure-registry")
+        .arg(format!("{},{}", src.host(), dst.host()))
+        .args(["--amqp-url", &url, "--queue-prefix", &prefix])
+        .args(["producer", "sync", "--missing", "--every", "1s"])
+        .env("DOCKER_CONFIG", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut rounds, mut said) = (0, Vec::new());
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line.unwrap();
+        if line.starts_with("missing:") {
+            said.push(line.clone());
+        }
+        if line.starts_with("next sync in 1s") {
+            rounds += 1;
+            if rounds == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(rounds, 2);
+    process::terminate(&child);
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM ends it cleanly"
+    );
+    assert!(
+        said.iter().all(|l| {
+            l.starts_with(
+        "missing: 1 targets lack their tag, 1 present and left alone (2 target repositories read)"
+    )
+        }),
+        "{said:?}"
+    );
+
+    let broker = AmqpBroker::connect(&url, Topology::new(&prefix))
+        .await
+        .unwrap();
+    // One job a round (two rounds, or three when the stop came late), each the missing one.
+    let published = broker.depths().await.unwrap()[0].ready;
+    assert!((2..=3).contains(&published), "{published} jobs published");
+    let mut consumer = broker
+        .consume(&Topology::new(&prefix).jobs(), 10)
+        .await
+        .unwrap();
+    for _ in 0..published {
+        let d = consumer.next().await.unwrap().unwrap();
+        let job = MirrorJob::from_json(&d.body).unwrap();
+        assert_eq!(job.target.to_string(), format!("{}/mirror/b", dst.host()));
+        d.ack().await.unwrap();
+    }
+    drop(consumer);
+    broker.delete_topology().await.unwrap();
+}

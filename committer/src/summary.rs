@@ -15,6 +15,8 @@ pub struct RunSummary {
     pub copied: usize,
     /// Jobs whose target already held the source digest.
     pub already_present: usize,
+    /// Jobs whose target tag held another digest and was kept.
+    pub drifted: usize,
     /// Jobs that failed.
     pub failed: usize,
     /// Jobs deferred because a registry's rate limit was spent (not failures).
@@ -47,6 +49,7 @@ impl RunSummary {
             match e.outcome {
                 Outcome::Copied => s.copied += 1,
                 Outcome::AlreadyPresent => s.already_present += 1,
+                Outcome::Drifted => s.drifted += 1,
                 Outcome::Deferred => s.deferred += 1,
                 Outcome::Failed => {
                     s.failed += 1;

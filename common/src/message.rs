@@ -259,6 +259,9 @@ pub enum Outcome {
     Copied,
     /// The target already had the source digest; nothing was written.
     AlreadyPresent,
+    /// The target tag holds another digest than the source's, and was kept (never overwritten
+    /// by accident); `target_digest` says what it holds.
+    Drifted,
     /// The job failed for good.
     Failed,
     /// A registry's rate limit was spent: the job waits for the quota (a worker keeps it in a
@@ -272,6 +275,7 @@ impl Outcome {
         match self {
             Self::Copied => "copied",
             Self::AlreadyPresent => "already_present",
+            Self::Drifted => "drifted",
             Self::Failed => "failed",
             Self::Deferred => "deferred",
         }
@@ -314,6 +318,10 @@ pub struct JobEvent {
     pub outcome: Outcome,
     /// The top-level digest mirrored (absent when the source could not be resolved).
     pub digest: Option<Digest>,
+    /// What the target tag held instead: kept when `drifted`, replaced when a drifted target
+    /// was overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<Digest>,
     /// Platforms of the image (`linux/amd64`, `windows/amd64:10.0.17763.1`), empty for a
     /// single-platform manifest whose config was not read.
     #[serde(default)]
@@ -379,6 +387,7 @@ impl JobEvent {
             requested_at: job.requested_at,
             outcome,
             digest: None,
+            target_digest: None,
             platforms: Vec::new(),
             bytes_copied: 0,
             blobs_copied: 0,

@@ -161,7 +161,7 @@ impl Histogram {
     }
 }
 
-/// Jobs ended, by outcome (`copied`, `already_present`, `failed`).
+/// Jobs ended, by outcome (`copied`, `already_present`, `drifted`, `failed`, `deferred`).
 pub static JOBS: Family = Family::new(
     "image_mirror_jobs_total",
     "Jobs ended, by outcome.",
@@ -350,7 +350,7 @@ pub fn touch_registry(registry: &str) {
 
 /// Makes a worker's counters exist at zero from the start.
 pub fn touch_worker() {
-    for outcome in ["copied", "already_present", "failed", "deferred"] {
+    for outcome in ["copied", "already_present", "drifted", "failed", "deferred"] {
         JOBS.touch(&[outcome]);
     }
     for action in ["copied", "mounted", "skipped"] {

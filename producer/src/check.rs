@@ -29,6 +29,48 @@ pub fn added_since<'a>(base: Option<&ImagesList>, current: &'a ImagesList) -> Ve
         .collect()
 }
 
+/// The entries of `base` that `current` no longer has: mirrored tags are never dropped from
+/// images-list (a removed line is a mistake, or a decision the check makes visible).
+pub fn removed_since<'a>(base: Option<&'a ImagesList>, current: &ImagesList) -> Vec<&'a Entry> {
+    base.map(|b| b.entries().filter(|e| !current.contains(e)).collect())
+        .unwrap_or_default()
+}
+
+/// A target tag listed from two sources: two lines that would write the same tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict<'a> {
+    /// The line listed first.
+    pub first: &'a Entry,
+    /// The other line (one of those added).
+    pub second: &'a Entry,
+}
+
+/// Target tags that an added entry shares with another entry of another source. Conflicts
+/// among lines that were all there before are not this change's doing and are left out.
+pub fn conflicts<'a>(current: &'a ImagesList, added: &[&'a Entry]) -> Vec<Conflict<'a>> {
+    let mut first: std::collections::HashMap<(&Repository, &str), &Entry> =
+        std::collections::HashMap::new();
+    let mut found = Vec::new();
+    for entry in current.entries() {
+        let key = (&entry.target, entry.tag.as_str());
+        match first.get(&key) {
+            Some(earlier) if earlier.source != entry.source => {
+                if added.contains(&entry) || added.contains(earlier) {
+                    found.push(Conflict {
+                        first: earlier,
+                        second: entry,
+                    });
+                }
+            }
+            Some(_) => {}
+            None => {
+                first.insert(key, entry);
+            }
+        }
+    }
+    found
+}
+
 /// Whether each entry's source tag exists, asked with a HEAD (no pull), a few at a time.
 pub async fn source_tags(registry: &RegistryClient, entries: &[&Entry]) -> Vec<SourceTag> {
     stream::iter(entries.iter())

@@ -4,19 +4,25 @@
 //! It owns the planning of one job per image and tag, to every target ([`jobs`] applies the
 //! target overrides, [`sync`] plans a whole images-list), tag discovery
 //! ([`discover`]: the tag sources and the [`versions`] filters applied to what they find),
-//! where a new tag goes ([`targets`]), and the checks of a manual request ([`add_tag`]). It
-//! speaks to the queue only through the port in `common`.
+//! where a new tag goes ([`targets`]), the checks of a manual request ([`add_tag`]), and which
+//! targets lack their tag ([`missing`], one tag list per target repository). It speaks to the
+//! queue only through the port in `common`.
 
 pub mod add_tag;
 pub mod check;
 pub mod discover;
 pub mod jobs;
+pub mod missing;
 pub mod sync;
 pub mod targets;
 pub mod versions;
 
-pub use check::{added_since, source_tags, SourceTag, TargetRepo, TargetRepos};
+pub use check::{
+    added_since, conflicts, removed_since, source_tags, Conflict, SourceTag, TargetRepo,
+    TargetRepos,
+};
 pub use discover::{discover, jobs_of, KeyReport, Sources};
 pub use jobs::TargetOverrides;
+pub use missing::{only_missing, Missing};
 pub use sync::plan_sync;
 pub use targets::{target_for, NewImages, TargetError};

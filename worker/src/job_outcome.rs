@@ -317,8 +317,10 @@ fn fill(event: &mut JobEvent, report: &CopyReport) {
     event.outcome = match report.outcome {
         CopyOutcome::Copied => Outcome::Copied,
         CopyOutcome::AlreadyPresent => Outcome::AlreadyPresent,
+        CopyOutcome::Drifted => Outcome::Drifted,
     };
     event.digest = Some(report.digest.clone());
+    event.target_digest = report.target_digest.clone();
     event.platforms = report.platforms.clone();
     event.bytes_copied = report.bytes_sent;
     event.blobs_copied = report.blobs_copied;

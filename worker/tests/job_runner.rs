@@ -35,6 +35,7 @@ impl Mirror for Stub {
             vec![Ok(CopyReport {
                 outcome: CopyOutcome::AlreadyPresent,
                 digest: Digest::sha256_of(b"image"),
+                target_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
                 bytes_sent: 0,

@@ -87,7 +87,7 @@ async fn add(
         return Ok(FAILED);
     };
     pipeline::record(global, &mirrored.events)?;
-    Ok(pipeline::summary(&mirrored.events, mirrored.elapsed))
+    Ok(pipeline::summary(&mirrored.events, mirrored.elapsed, false))
 }
 
 /// Parses every non-empty item, naming the variable and the item that is wrong.

@@ -1,14 +1,17 @@
-//! `image-mirror check [--base REV]`: the original check-new-images-exist, for pull requests.
-//! The entries images-list has now and did not have at REV (git) must name source tags that
+//! `image-mirror check [--base REV]`: the pull-request check. No line of images-list at REV
+//! (git) may be gone, no added line may list a target tag another source already writes, the
+//! entries must be in `sort -V` order; the entries added since REV must name source tags that
 //! exist, and target repositories new to images-list that exist (Docker Hub's repositories
-//! API) or are created on push (other registries); each failure is named; exit 1 if any. The rules are the producer's; this reads git
-//! and prints.
+//! API) or are created on push (other registries). Each failure is named; exit 1 if any. The
+//! rules are the producer's; this reads git and prints.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use image_mirror_common::ImagesList;
-use image_mirror_producer::{added_since, source_tags, SourceTag, TargetRepos};
+use image_mirror_producer::{
+    added_since, conflicts, removed_since, source_tags, SourceTag, TargetRepos,
+};
 use tokio::process::Command;
 
 use crate::args::{CheckArgs, GlobalArgs};
@@ -20,12 +23,15 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     let current = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
     let base = list_at(path, &args.base).await?;
     let added = added_since(base.as_ref(), &current);
+    let mut failures = list_problems(path, &current, base.as_ref(), &added, &args.base);
     if added.is_empty() {
-        println!("check: no entries added since {}", args.base);
-        return Ok(OK);
+        println!(
+            "check: no entries added since {}, {failures} failed",
+            args.base
+        );
+        return Ok(if failures == 0 { OK } else { FAILED });
     }
     let registry = registry_client::client(global)?;
-    let mut failures = 0;
     for (entry, found) in added.iter().zip(source_tags(&registry, &added).await) {
         let what = format!("{}:{}", entry.source.short(), entry.tag);
         match found {
@@ -56,6 +62,46 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
         args.base
     );
     Ok(if failures == 0 { OK } else { FAILED })
+}
+
+/// What is wrong with the list itself, each named: lines removed since the base, a target
+/// tag listed from two sources, an entry out of `sort -V` order. How many.
+fn list_problems(
+    path: &Path,
+    current: &ImagesList,
+    base: Option<&ImagesList>,
+    added: &[&image_mirror_common::Entry],
+    rev: &str,
+) -> usize {
+    let mut failures = 0;
+    for entry in removed_since(base, current) {
+        failures += 1;
+        println!(
+            "removed  {}: the line is gone since {rev} (mirrored tags stay listed)",
+            entry.line()
+        );
+    }
+    for c in conflicts(current, added) {
+        failures += 1;
+        println!(
+            "twice    {}:{}: listed from {} and from {}",
+            c.second.target.short(),
+            c.second.tag,
+            c.first.source.short(),
+            c.second.source.short()
+        );
+    }
+    if let Some(d) = current.first_disorder() {
+        failures += 1;
+        println!(
+            "order    {}:{}: out of order: {:?} must come before line {}",
+            path.display(),
+            d.line,
+            d.text,
+            d.after_line
+        );
+    }
+    failures
 }
 
 /// images-list as it was at `rev`, or `None` when the file did not exist there.

@@ -17,11 +17,16 @@ pub async fn run(global: &GlobalArgs, args: &CopyArgs) -> Result<u8> {
         .target
         .parse()
         .map_err(|e| BadInput(format!("target: {e}")))?;
-    let engine = registry_client::engine(global)?;
+    let drift = registry_client::drift_policy(args.on_drift, args.backup_tag.as_deref())?;
+    let engine = registry_client::engine(global)?.with_drift(drift);
     match engine.copy(&source, &target).await {
         Ok(report) => {
             print_report(&source, &target, &report);
-            Ok(OK)
+            Ok(if report.outcome == CopyOutcome::Drifted {
+                FAILED
+            } else {
+                OK
+            })
         }
         Err(e) => {
             eprintln!(
@@ -37,9 +42,15 @@ fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport) {
     let what = match r.outcome {
         CopyOutcome::Copied => "copied",
         CopyOutcome::AlreadyPresent => "already present",
+        CopyOutcome::Drifted => "drifted (kept)",
     };
     println!("{what}: {source} -> {target}");
     println!("  digest      {}", r.digest);
+    match (r.outcome, &r.target_digest) {
+        (CopyOutcome::Drifted, Some(held)) => println!("  target has  {held}"),
+        (_, Some(replaced)) => println!("  replaced    {replaced}"),
+        _ => {}
+    }
     println!("  media type  {}", r.media_type);
     if !r.platforms.is_empty() {
         println!("  platforms   {}", r.platforms.join(", "));

@@ -1,14 +1,18 @@
-//! `image-mirror producer sync`: publish one job per images-list entry and target.
+//! `image-mirror producer sync [--missing] [--every DURATION]`: publish one job per
+//! images-list entry and target (with --missing, only the targets that lack their tag); with
+//! --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_common::queue::Message;
+use image_mirror_common::queue::{Broker, Message};
+use image_mirror_common::registry::RegistryClient;
 use image_mirror_common::{ImagesList, MirrorJob};
-use image_mirror_producer::{plan_sync, TargetOverrides};
+use image_mirror_producer::{only_missing, plan_sync, TargetOverrides};
 use regex::Regex;
 
 use crate::args::{GlobalArgs, SyncArgs};
-use crate::broker;
+use crate::commands::run::print_missing;
 use crate::exit::{BadInput, OK};
+use crate::{broker, registry_client, serve, stop};
 
 /// The target overrides of the global flags.
 pub fn overrides(global: &GlobalArgs) -> TargetOverrides {
@@ -32,8 +36,53 @@ pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Ve
 }
 
 pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
+    let broker = std::sync::Arc::new(broker::rabbitmq(global, "producer sync").await?);
+    let client = if args.missing {
+        Some(registry_client::client(global)?)
+    } else {
+        None
+    };
+    let Some(every) = args.every else {
+        return sync_once(global, args, &broker, client.as_ref()).await;
+    };
+    if let Some(addr) = global.metrics_addr {
+        serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
+    }
+    let stop = stop::signal();
+    tokio::pin!(stop);
+    loop {
+        if let Err(e) = sync_once(global, args, &broker, client.as_ref()).await {
+            // A failed round (images-list unreadable, broker gone) is reported; the next may
+            // pass.
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
+        }
+        println!("next sync in {}s", every.as_secs());
+        tokio::select! {
+            () = &mut stop => return Ok(OK),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One pass: the images-list read anew, its jobs (only the missing ones with `--missing`)
+/// published with confirms.
+async fn sync_once(
+    global: &GlobalArgs,
+    args: &SyncArgs,
+    broker: &Broker,
+    client: Option<&RegistryClient>,
+) -> Result<u8> {
     let (list, jobs) = plan(global, args.filter.as_deref())?;
-    let broker = broker::rabbitmq(global, "producer sync").await?;
+    let jobs = match client {
+        Some(client) => {
+            let missing = only_missing(client, jobs).await;
+            print_missing(&missing);
+            missing.jobs
+        }
+        None => jobs,
+    };
     let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
     let started = std::time::Instant::now();
     broker.publish_jobs(&messages).await?;

@@ -7,6 +7,7 @@
 use anyhow::{Context, Result};
 use futures_util::{stream, StreamExt};
 use image_mirror_common::MirrorJob;
+use image_mirror_producer::{only_missing, Missing};
 use image_mirror_worker::{Comparison, CopyEngine};
 
 use crate::args::{GlobalArgs, RunArgs};
@@ -30,7 +31,14 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         let (list, jobs) = plan(global, args.filter.as_deref())?;
         (list.len(), jobs, false)
     };
-    let engine = registry_client::engine(global)?;
+    let drift =
+        registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
+    let engine = registry_client::engine(global)?.with_drift(drift);
+    let jobs = if args.missing {
+        missing_only(&engine, jobs).await
+    } else {
+        jobs
+    };
     if args.dry_run {
         return dry_run(&engine, &jobs).await;
     }
@@ -55,8 +63,33 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
     pipeline::record(global, &mirrored.events)?;
     pipeline::time_spent(&mirrored);
     pipeline::pulls(&mirrored);
-    let code = pipeline::summary(&mirrored.events, mirrored.elapsed);
+    let code = pipeline::summary(&mirrored.events, mirrored.elapsed, args.fail_on_drift);
     Ok(if discovery_failed { FAILED } else { code })
+}
+
+/// The jobs whose targets lack their tag, as `--missing` asks; what was left alone is said.
+async fn missing_only(engine: &CopyEngine, jobs: Vec<MirrorJob>) -> Vec<MirrorJob> {
+    let missing = only_missing(engine.client(), jobs).await;
+    print_missing(&missing);
+    missing.jobs
+}
+
+/// One line on what `--missing` found.
+pub fn print_missing(missing: &Missing) {
+    let unreadable = if missing.unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; tags unreadable, copied as missing: {}",
+            missing.unreadable.join(", ")
+        )
+    };
+    println!(
+        "missing: {} targets lack their tag, {} present and left alone ({} target repositories read){unreadable}",
+        missing.jobs.iter().map(|j| j.targets().len()).sum::<usize>(),
+        missing.present,
+        missing.repositories
+    );
 }
 
 async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {

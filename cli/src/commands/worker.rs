@@ -15,7 +15,9 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
     if let Some(addr) = global.metrics_addr {
         serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
-    let mut engine = registry_client::engine(global)?;
+    let drift =
+        registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
+    let mut engine = registry_client::engine(global)?.with_drift(drift);
     if args.fleet == "on" {
         let coordinator = broker::coordinator(global).await?;
         engine = engine.join_fleet(coordinator).await?;

@@ -12,6 +12,7 @@
 //! 4. verify: the target resolves to the source digest.
 
 mod blob_copy;
+mod drift;
 mod error;
 mod fleet;
 mod flights;
@@ -36,6 +37,7 @@ use image_mirror_common::{metrics, Digest, ImageRef, Repository};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+pub use drift::{BackupTag, DriftPolicy, OnDrift};
 pub use error::CopyError;
 pub use mounts::MountIndex;
 pub use push::RACE_RETRIES;
@@ -105,6 +107,8 @@ pub struct CopyEngine {
     /// In a fleet of workers: leases, shared locations, checkpoints across processes.
     fleet: Option<Arc<Fleet>>,
     options: CopyOptions,
+    /// What a drifted target gets: kept (the default) or overwritten.
+    drift: Arc<DriftPolicy>,
 }
 
 /// A blob's copy as the transfer stream holds it.
@@ -133,6 +137,56 @@ impl<'a> Copying<'a> {
     }
 }
 
+impl Copying<'_> {
+    /// The report of a target left as it was: up to date, or drifted and kept (`held` is
+    /// what its tag holds).
+    fn untouched(
+        &self,
+        outcome: CopyOutcome,
+        digest: &image_mirror_common::Digest,
+        media_type: Option<String>,
+        held: Option<image_mirror_common::Digest>,
+    ) -> CopyReport {
+        let mut report = self.counters.report(
+            outcome,
+            digest.clone(),
+            media_type.unwrap_or_default(),
+            Vec::new(),
+            self.started,
+            Phases {
+                resolve: self.started.elapsed(),
+                ..Phases::default()
+            },
+        );
+        report.target_digest = held;
+        report
+    }
+}
+
+/// Each target's result, in order: a refusal of the target named as such, and the digest an
+/// overwritten drifted target held.
+fn finish(
+    results: Vec<Option<Result<CopyReport, CopyError>>>,
+    targets: &[ImageRef],
+    replaced: Vec<Option<image_mirror_common::Digest>>,
+) -> Vec<Result<CopyReport, CopyError>> {
+    results
+        .into_iter()
+        .zip(targets)
+        .zip(replaced)
+        .map(|((r, target), replaced)| {
+            r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
+                .map(|mut report| {
+                    if replaced.is_some() {
+                        report.target_digest = replaced;
+                    }
+                    report
+                })
+                .map_err(|e| e.into_target_refusal(target.repository()))
+        })
+        .collect()
+}
+
 impl CopyEngine {
     /// An engine over `client` that remembers blob locations for this process only.
     pub fn new(client: RegistryClient, options: CopyOptions) -> Self {
@@ -147,7 +201,16 @@ impl CopyEngine {
             flights: Arc::default(),
             fleet: None,
             options,
+            drift: Arc::default(),
         }
+    }
+
+    /// This engine with `policy` for drifted targets (a target tag that holds another
+    /// digest than the source's).
+    #[must_use]
+    pub fn with_drift(mut self, policy: DriftPolicy) -> Self {
+        self.drift = Arc::new(policy);
+        self
     }
 
     /// This engine as a member of the fleet `coordinator` speaks for: each large blob goes to
@@ -197,36 +260,41 @@ impl CopyEngine {
         };
         span.record("digest", tracing::field::display(&head.digest));
         let mut results: Vec<Option<Result<CopyReport, CopyError>>> = Vec::new();
+        let mut replaced = Vec::new();
         let mut to_copy = Vec::new();
         let mut finishing = Vec::new();
         for (i, (plan, target)) in plans.into_iter().zip(targets).enumerate() {
             results.push(None);
+            replaced.push(plan.as_ref().ok().and_then(|r| r.replaces.clone()));
             let c = Copying::new(source.repository(), target.repository(), started);
             match plan {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok(Resolution {
+                    plan: Plan::Drifted { target },
+                    ..
+                }) => {
+                    let media_type = head.media_type.clone();
+                    let held = Some(target);
+                    let report = c.untouched(CopyOutcome::Drifted, &head.digest, media_type, held);
+                    results[i] = Some(Ok(report));
+                }
+                Ok(Resolution {
                     plan: Plan::UpToDate { media_type },
                     ..
                 }) => {
-                    results[i] = Some(Ok(c.counters.report(
-                        CopyOutcome::AlreadyPresent,
-                        head.digest.clone(),
-                        media_type.unwrap_or_default(),
-                        Vec::new(),
-                        started,
-                        Phases {
-                            resolve: started.elapsed(),
-                            ..Phases::default()
-                        },
-                    )));
+                    let report =
+                        c.untouched(CopyOutcome::AlreadyPresent, &head.digest, media_type, None);
+                    results[i] = Some(Ok(report));
                 }
                 Ok(Resolution {
                     plan: Plan::Retag { manifest },
                     reference,
+                    ..
                 }) => finishing.push((i, c, reference, manifest)),
                 Ok(Resolution {
                     plan: Plan::Copy { target_is_new },
                     reference,
+                    ..
                 }) => to_copy.push((i, c, reference, target_is_new)),
             }
         }
@@ -250,14 +318,7 @@ impl CopyEngine {
         for (i, result) in retagged.into_iter().chain(copied) {
             results[i] = Some(result);
         }
-        results
-            .into_iter()
-            .zip(targets)
-            .map(|(r, target)| {
-                r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
-                    .map_err(|e| e.into_target_refusal(target.repository()))
-            })
-            .collect()
+        finish(results, targets, replaced)
     }
 
     /// The target holds the manifest by digest: push it under the tag, verify.

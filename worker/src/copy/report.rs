@@ -12,15 +12,21 @@ pub enum CopyOutcome {
     Copied,
     /// The target tag already had the source digest; nothing was written.
     AlreadyPresent,
+    /// The target tag holds another digest and was kept (the drift policy); nothing was
+    /// written.
+    Drifted,
 }
 
 /// The result of one copy.
 #[derive(Debug, Clone)]
 pub struct CopyReport {
-    /// Copied or already present.
+    /// Copied, already present, or drifted.
     pub outcome: CopyOutcome,
-    /// The top-level digest, the same at both ends.
+    /// The source's top-level digest (the same at both ends, unless drifted).
     pub digest: Digest,
+    /// What the target tag held instead of the source digest: kept (drifted), or replaced
+    /// (overwritten by the drift policy).
+    pub target_digest: Option<Digest>,
     /// Its media type.
     pub media_type: String,
     /// Platforms of an index (`linux/amd64`, `windows/amd64:10.0.17763.1`).
@@ -87,6 +93,7 @@ impl Counters {
         CopyReport {
             outcome,
             digest,
+            target_digest: None,
             media_type,
             platforms,
             bytes_sent: Self::get(&self.bytes_sent),

@@ -10,8 +10,9 @@
 
 use futures_util::future::join_all;
 use image_mirror_common::registry::{Manifest, ManifestHead, ManifestKind, RegistryError};
-use image_mirror_common::{Digest, ImageRef};
+use image_mirror_common::{Digest, ImageRef, Repository};
 
+use crate::copy::drift::OnDrift;
 use crate::copy::error::CopyError;
 use crate::copy::CopyEngine;
 
@@ -21,6 +22,11 @@ pub(crate) enum Plan {
     UpToDate { media_type: Option<String> },
     /// The target holds the manifest by digest; only the tag is missing.
     Retag { manifest: Manifest },
+    /// The target tag holds another digest, and the drift policy keeps it.
+    Drifted {
+        /// What the target tag holds.
+        target: Digest,
+    },
     /// The tree is to be copied from the source.
     Copy {
         /// The target repository did not exist (its tag list answered 404).
@@ -32,6 +38,8 @@ pub(crate) enum Plan {
 pub(crate) struct Resolution {
     pub(crate) plan: Plan,
     pub(crate) reference: String,
+    /// The digest a drifted target held, when the policy overwrites it.
+    pub(crate) replaces: Option<Digest>,
 }
 
 /// What the source HEAD found.
@@ -105,7 +113,6 @@ impl CopyEngine {
         tag: Option<String>,
         dst: Result<Option<Digest>, RegistryError>,
     ) -> Result<Resolution, CopyError> {
-        let client = &self.client;
         let dst_repo = target.repository();
         if let Some(d) = target.digest() {
             if *d != head.digest {
@@ -124,15 +131,74 @@ impl CopyEngine {
             return Ok(Resolution {
                 plan: up_to_date,
                 reference,
+                replaces: None,
             });
         }
+        let tag_absent = dst.is_none();
+        let replaces = match dst {
+            Some(held) if reference != head.digest.as_str() => {
+                match self.drift_decision(dst_repo, &reference, &held).await? {
+                    Some(plan) => {
+                        return Ok(Resolution {
+                            plan,
+                            reference,
+                            replaces: None,
+                        })
+                    }
+                    None => Some(held),
+                }
+            }
+            _ => None,
+        };
+        let mut resolution = self
+            .plan_copy(head, dst_repo, reference, tag_absent)
+            .await?;
+        resolution.replaces = replaces;
+        Ok(resolution)
+    }
+
+    /// A drifted target (its tag holds `held`): the plan that keeps it, or `None` to overwrite
+    /// it (after its backup tag, when the policy names one).
+    async fn drift_decision(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        held: &Digest,
+    ) -> Result<Option<Plan>, CopyError> {
+        match self.drift.on_drift {
+            OnDrift::Keep => Ok(Some(Plan::Drifted {
+                target: held.clone(),
+            })),
+            OnDrift::Overwrite => {
+                if let Some(template) = &self.drift.backup_tag {
+                    self.back_up(repo, reference, held, template).await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// What a target that lacks the source digest under its tag needs: a retag when it holds
+    /// the manifest by digest, else a copy of the tree.
+    async fn plan_copy(
+        &self,
+        head: &SourceHead,
+        dst_repo: &Repository,
+        reference: String,
+        tag_absent: bool,
+    ) -> Result<Resolution, CopyError> {
+        let client = &self.client;
+        let up_to_date = Plan::UpToDate {
+            media_type: head.media_type.clone(),
+        };
         // A repository that does not exist yet holds nothing: no need to ask for the digest.
-        if dst.is_none() && client.repository_is_new(dst_repo).await {
+        if tag_absent && client.repository_is_new(dst_repo).await {
             return Ok(Resolution {
                 plan: Plan::Copy {
                     target_is_new: true,
                 },
                 reference,
+                replaces: None,
             });
         }
         // A new tag of an image the target already has, or a target named by digest.
@@ -147,13 +213,18 @@ impl CopyEngine {
                     manifest: client.get_manifest(dst_repo, head.digest.as_str()).await?,
                 }
             };
-            return Ok(Resolution { plan, reference });
+            return Ok(Resolution {
+                plan,
+                reference,
+                replaces: None,
+            });
         }
         Ok(Resolution {
             plan: Plan::Copy {
                 target_is_new: false,
             },
             reference,
+            replaces: None,
         })
     }
 
