@@ -63,6 +63,7 @@ fn known_variable(name: &str) -> bool {
         vec!["worker"],
         vec!["committer"],
         vec!["producer", "discover"],
+        vec!["producer", "sync"],
         vec!["add-tag"],
         vec!["check"],
     ]
@@ -145,7 +146,13 @@ fn compose_file_is_valid_against_the_compose_schema() {
         .unwrap()
         .contains("management"));
     assert!(services["rabbitmq"]["healthcheck"].is_object());
-    for role in ["producer", "worker", "committer"] {
+    for role in [
+        "producer",
+        "sync-missing",
+        "sync-full",
+        "worker",
+        "committer",
+    ] {
         let s = &services[role];
         assert_eq!(
             s["depends_on"]["rabbitmq"]["condition"], "service_healthy",
@@ -169,6 +176,21 @@ fn compose_file_is_valid_against_the_compose_schema() {
         .as_array()
         .unwrap()
         .contains(&Value::String("--every".into())));
+    // Both passes of the images-list run on a schedule: the frequent --missing one, and the
+    // daily full one.
+    let command = |name: &str| -> Vec<&str> {
+        services[name]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        command("sync-missing"),
+        ["producer", "sync", "--missing", "--every", "15m"]
+    );
+    assert_eq!(command("sync-full"), ["producer", "sync", "--every", "24h"]);
 }
 
 #[test]
@@ -227,6 +249,7 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
     assert!(secret_keys.contains("AMQP_URL") && secret_keys.contains("GITHUB_TOKEN"));
     assert!(secret_keys.contains(".dockerconfigjson"));
     let mut roles = BTreeSet::new();
+    let mut scheduled = BTreeSet::new();
     for (file, kind, c) in &containers {
         let args: Vec<String> = c["args"]
             .as_array()
@@ -248,6 +271,9 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
         }
         check_invocation(&format!("{file} {kind}"), &args, &env);
         roles.insert(args[0].clone());
+        if kind == "CronJob" {
+            scheduled.insert(args.join(" "));
+        }
         if kind == "Deployment" {
             assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{file}");
             assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{file}");
@@ -260,6 +286,17 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
             .into_iter()
             .collect()
     );
+    // Discovery and both passes of the images-list run as CronJobs.
+    for pass in [
+        "producer discover",
+        "producer sync --missing",
+        "producer sync",
+    ] {
+        assert!(
+            scheduled.contains(pass),
+            "no CronJob runs `{pass}`: {scheduled:?}"
+        );
+    }
     // KEDA scales the worker Deployment on the jobs queue.
     let scaling = yaml_docs(&dir.join("worker-autoscaling.yaml"));
     let scaled = scaling
@@ -275,4 +312,73 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
         scaled["spec"]["triggers"][0]["metadata"]["queueName"],
         "mirror.jobs"
     );
+}
+
+/// The `image-mirror` invocations of a shell script: each line that runs it, split into words
+/// (quotes dropped).
+fn invocations(script: &str) -> Vec<Vec<String>> {
+    script
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("image-mirror "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map(|w| w.trim_matches('"').to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn github_actions_workflows_pass_actionlint_and_run_only_what_exists() {
+    let dir = root().join("deploy/github-actions");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let lint = Command::new(image_mirror_testkit::tools::path("actionlint"))
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "actionlint: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    let mut ran = BTreeSet::new();
+    for file in &files {
+        let workflow = yaml_docs(file).remove(0);
+        for (name, job) in workflow["jobs"].as_object().unwrap() {
+            let env: BTreeSet<String> = job["env"]
+                .as_object()
+                .map(|e| e.keys().cloned().collect())
+                .unwrap_or_default();
+            for step in job["steps"].as_array().unwrap() {
+                let Some(script) = step["run"].as_str() else {
+                    continue;
+                };
+                for args in invocations(script) {
+                    let what = format!("{} job {name}", file.display());
+                    check_invocation(&what, &args, &env);
+                    ran.insert(args.join(" "));
+                }
+            }
+        }
+    }
+    for expected in [
+        "validate",
+        "sort --check",
+        "check --base origin/${GITHUB_BASE_REF}",
+        "run --missing --workers 8 --report report.json",
+        "run --workers 8 --fail-on-drift --report report.json",
+        "run --discover --workers 8",
+    ] {
+        assert!(
+            ran.contains(expected),
+            "no workflow runs `{expected}`: {ran:?}"
+        );
+    }
 }
