@@ -183,7 +183,7 @@ pub async fn pulls_scenario(binary: &Path) {
 }
 
 /// 25 ms before every request: one round trip.
-const ROUND_TRIP: Duration = Duration::from_millis(25);
+pub(crate) const ROUND_TRIP: Duration = Duration::from_millis(25);
 
 /// The latency scenario: 8 images of the corpus copied one after another, and a no-op run over
 /// 100 entries, each tool through fronts that add [`ROUND_TRIP`] before the source and its

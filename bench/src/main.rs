@@ -15,7 +15,8 @@
 //! - `fleet`: bytes sent to the target by worker processes with `--fleet on` and `off`:
 //!   images sharing a base, and a worker killed halfway through a 1 GiB blob;
 //! - `ghcr`: the 1 GiB image into a front answering as GHCR does (bodies over 4 MiB refused),
-//!   by image-mirror, skopeo and regctl, and into plain registries.
+//!   by image-mirror, skopeo and regctl, and into plain registries;
+//! - `missing`: a no-op of the real list through 25 ms fronts, HEAD/HEAD against `--missing`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
@@ -29,8 +30,8 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 8] = [
-    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet", "ghcr",
+const SCENARIOS: [&str; 9] = [
+    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet", "ghcr", "missing",
 ];
 
 #[tokio::main]
@@ -61,6 +62,7 @@ async fn main() {
             "latency" => economy::latency_scenario(&binary).await,
             "fleet" => fleet::fleet_scenario(&binary).await,
             "ghcr" => registries::ghcr_scenario(&binary).await,
+            "missing" => pipeline::missing_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

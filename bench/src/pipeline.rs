@@ -13,7 +13,7 @@ use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::version_sort::sort_v;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
-use image_mirror_testkit::{rabbitmq, Registry};
+use image_mirror_testkit::{rabbitmq, Front, FrontOptions, Registry};
 
 use crate::measure::{measure, measure_with_output, report_plain};
 
@@ -217,4 +217,81 @@ pub async fn publish_scenario(binary: &Path) {
         JOBS as f64 / wall
     );
     println!("| the command's own report | {} |", text.trim());
+}
+
+/// The `--missing` scenario: a no-op of the real list through fronts adding 25 ms to every
+/// request, HEADs at both ends for every entry against one tag list per target repository.
+pub async fn missing_scenario(binary: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (list, n) = mirrored_list(&src, &dst, dir.path()).await;
+    let slow = || FrontOptions {
+        latency: Some(crate::economy::ROUND_TRIP),
+        ..FrontOptions::default()
+    };
+    let (src_front, dst_front) = (
+        Front::start(src.host(), slow()),
+        Front::start(dst.host(), slow()),
+    );
+    let text = std::fs::read_to_string(&list)
+        .unwrap()
+        .replace(
+            &format!("{} ", src.host()),
+            &format!("{} ", src_front.host()),
+        )
+        .replace(
+            &format!("{}/", src.host()),
+            &format!("{}/", src_front.host()),
+        )
+        .replace(
+            &format!("{}/", dst.host()),
+            &format!("{}/", dst_front.host()),
+        );
+    std::fs::write(&list, text).unwrap();
+    let hosts = format!("{},{}", src_front.host(), dst_front.host());
+    let mut rows = Vec::new();
+    for (mode, extra) in [
+        ("HEAD/HEAD (`run`)", None),
+        ("`run --missing`", Some("--missing")),
+    ] {
+        let mut args: Vec<String> = vec![
+            "--images-list".into(),
+            list.display().to_string(),
+            "--insecure-registry".into(),
+            hosts.clone(),
+            "run".into(),
+            "--workers".into(),
+            "16".into(),
+        ];
+        args.extend(extra.map(str::to_owned));
+        let before = (src_front.requests().len(), dst_front.requests().len());
+        let (usage, printed) = measure_with_output(binary, &args, &dir.path().join("cache"));
+        assert!(
+            printed.contains("0 copied") && printed.contains("0 failed"),
+            "not a no-op: {}",
+            printed.lines().last().unwrap_or_default()
+        );
+        rows.push((
+            mode,
+            usage,
+            src_front.requests().len() - before.0,
+            dst_front.requests().len() - before.1,
+        ));
+    }
+    println!(
+        "\n### no-op of the real list ({n} entries), 25 ms before every request at both ends\n"
+    );
+    println!("| mode | wall s | CPU s | requests at the sources | requests at the targets |");
+    println!("|---|---:|---:|---:|---:|");
+    for (mode, u, s, t) in &rows {
+        println!("| {mode} | {:.2} | {:.2} | {s} | {t} |", u.wall, u.cpu);
+    }
+    let (full, missing) = (&rows[0], &rows[1]);
+    println!(
+        "| `--missing` / HEAD/HEAD | {:.3} | {:.2} | {} | {:.3} |",
+        missing.1.wall / full.1.wall,
+        missing.1.cpu / full.1.cpu,
+        missing.2,
+        missing.3 as f64 / full.3 as f64
+    );
 }

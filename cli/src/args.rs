@@ -187,6 +187,17 @@ pub struct GlobalArgs {
     )]
     pub blob_max: Vec<HostSize>,
 
+    /// The helm program that renders the charts of `helm-latest` rules: a path, or a name
+    /// looked up on PATH.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_HELM",
+        default_value = "helm",
+        value_name = "PATH"
+    )]
+    pub helm: PathBuf,
+
     /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
     #[arg(
         long,

@@ -6,7 +6,7 @@ use anyhow::Result;
 use futures_util::{stream, StreamExt};
 use image_mirror_common::github::GithubClient;
 use image_mirror_common::{Config, ImagesList, MirrorJob};
-use image_mirror_producer::{discover, KeyReport, NewImages, Sources};
+use image_mirror_producer::{discover, Helm, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
 use crate::args::GlobalArgs;
@@ -49,6 +49,10 @@ pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
         hub: registry_client::hub(global)?,
         new_images: NewImages::for_list(list, None),
         overrides: crate::commands::producer::overrides(global),
+        helm: Helm {
+            program: global.helm.clone(),
+            ..Helm::default()
+        },
     })
 }
 

@@ -135,7 +135,8 @@ impl World {
         std::fs::write(self.dir.path().join("config.json"), rules.to_string()).unwrap();
     }
 
-    /// Rules shaped like the real config.json: every kind, one of them unsupported.
+    /// Rules shaped like the real config.json: every kind but helm-latest (its own test runs
+    /// the real helm), and one kind this version does not know.
     fn real_shaped_config(&self) {
         let s = self.src.host();
         self.config(json!({
@@ -149,8 +150,7 @@ impl World {
                 "versionSource": "github-latest-release:o/flannel"
             },
             "calico-operator": {
-                "versionSource": "helm-latest:https://docs.tigera.io/calico/charts",
-                "helmCharts": {"tigera-operator": {}}
+                "versionSource": "gitlab-releases:projectcalico/calico"
             },
             "traefik3": {
                 "images": [format!("{s}/team/traefik")],
@@ -227,12 +227,12 @@ async fn tags_prints_what_each_key_finds_as_json() {
         },
         {
             "key": "calico-operator",
-            "source": "helm-latest:https://docs.tigera.io/calico/charts",
+            "source": "gitlab-releases:projectcalico/calico",
             "images": [],
             "found": [],
             "new": [],
             "errors": [],
-            "unsupported": "helm-latest"
+            "unsupported": "gitlab-releases"
         },
         {
             "key": "traefik3",
@@ -309,7 +309,7 @@ async fn run_discover_mirrors_new_tags_and_records_them_in_order() {
             "versionFilter": "^3\\.[0-9]+\\.[0-9]+$",
             "latest": true
         },
-        "cilium": {"versionSource": "helm-latest:https://helm.cilium.io", "helmCharts": {"cilium": {}}}
+        "cilium": {"versionSource": "gitlab-releases:cilium/cilium"}
     }));
     let before = w.list();
     let out = w.command(&["run", "--discover"]).output().unwrap();

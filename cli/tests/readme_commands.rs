@@ -142,8 +142,7 @@ async fn every_command_in_the_readme_runs() {
         dir.path().join("config.json"),
         json!({
             "etcd": {"images": [format!("{s}/quay.io/coreos/etcd")], "versionSource": "github-releases:etcd-io/etcd", "versionConstraint": ">3.5.10"},
-            "flannel": {"images": [format!("{s}/flannel/flannel")], "versionSource": "github-latest-release:flannel-io/flannel"},
-            "calico-operator": {"versionSource": "helm-latest:https://docs.tigera.io/calico/charts", "helmCharts": {"tigera-operator": {}}}
+            "flannel": {"images": [format!("{s}/flannel/flannel")], "versionSource": "github-latest-release:flannel-io/flannel"}
         })
         .to_string(),
     )

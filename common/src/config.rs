@@ -14,6 +14,8 @@ use regex::Regex;
 use semver::VersionReq;
 use serde::Deserialize;
 
+use crate::helm_charts::{parse_helm_charts, HelmChart};
+
 use crate::reference::Repository;
 
 /// A GitHub repository, `OWNER/REPO`.
@@ -63,6 +65,9 @@ pub enum VersionSource {
     /// `github-tagged-images-file:OWNER/REPO`: at each release tag, the file at
     /// `imagesFilePath` lists full image references (`image:tag`), one a line.
     GithubTaggedImagesFile(GithubRepo),
+    /// `helm-latest:<chart repository URL>`: the images the latest version of each chart of
+    /// `helmCharts` renders.
+    HelmLatest(String),
     /// A kind this version does not run, such as `helm-latest`; `kind` is the part before the
     /// first `:`, `spec` the whole value.
     Unsupported {
@@ -92,8 +97,8 @@ pub struct Rule {
     pub images_file_path: Option<String>,
     /// `imageDenylist`, for sources that discover images.
     pub image_denylist: Vec<Repository>,
-    /// `helmCharts`, kept as written for sources that read Helm charts.
-    pub helm_charts: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `helmCharts`, for sources that render Helm charts.
+    pub helm_charts: Vec<HelmChart>,
 }
 
 /// The loaded config.json, keys in file order.
@@ -244,6 +249,7 @@ impl Config {
 impl Rule {
     fn from_raw(key: &str, raw: RawRule) -> Result<Self, Vec<(String, String)>> {
         let mut problems = Vec::new();
+        let mut problems_of_charts = Vec::new();
         let mut problem = |field: &str, msg: String| problems.push((format!("{key}.{field}"), msg));
 
         let source = parse_source(&raw.version_source).unwrap_or_else(|e| {
@@ -262,23 +268,15 @@ impl Rule {
         };
         let images = parse_images("images", &raw.images, &mut problem);
         let image_denylist = parse_images("imageDenylist", &raw.image_denylist, &mut problem);
-        let runnable = !matches!(
-            source,
-            VersionSource::Unsupported { .. } | VersionSource::GithubTaggedImagesFile(_)
-        );
-        if matches!(source, VersionSource::GithubTaggedImagesFile(_))
-            && raw.images_file_path.as_deref().is_none_or(str::is_empty)
-        {
-            problem(
-                "imagesFilePath",
-                format!("a path is needed for {:?}", raw.version_source),
-            );
-        }
-        if runnable && raw.images.is_empty() {
-            problem(
-                "images",
-                format!("at least one image is needed for {:?}", raw.version_source),
-            );
+        let helm_charts = match &raw.helm_charts {
+            Some(map) => parse_helm_charts(map, &format!("{key}.helmCharts")).unwrap_or_else(|p| {
+                problems_of_charts.extend(p);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        for (field, message) in needs_of(&source, &raw) {
+            problem(field, message);
         }
         let constraint = raw.version_constraint.as_deref().and_then(|c| {
             parse_constraint(c)
@@ -305,6 +303,7 @@ impl Rule {
                 false
             }
         };
+        problems.extend(problems_of_charts);
         if problems.is_empty() {
             Ok(Self {
                 key: key.to_owned(),
@@ -315,12 +314,44 @@ impl Rule {
                 latest,
                 images_file_path: raw.images_file_path,
                 image_denylist,
-                helm_charts: raw.helm_charts,
+                helm_charts,
             })
         } else {
             Err(problems)
         }
     }
+}
+
+/// What `source` needs that `raw` lacks, as `(field, problem)`: images for the kinds that
+/// apply tags to them, a path for an images file, charts for helm-latest.
+fn needs_of(source: &VersionSource, raw: &RawRule) -> Vec<(&'static str, String)> {
+    let mut needs = Vec::new();
+    let spec = &raw.version_source;
+    match source {
+        VersionSource::HelmLatest(_) if raw.helm_charts.is_none() => {
+            needs.push((
+                "helmCharts",
+                format!("at least one chart is needed for {spec:?}"),
+            ));
+        }
+        VersionSource::GithubTaggedImagesFile(_)
+            if raw.images_file_path.as_deref().is_none_or(str::is_empty) =>
+        {
+            needs.push(("imagesFilePath", format!("a path is needed for {spec:?}")));
+        }
+        VersionSource::GithubReleases(_)
+        | VersionSource::GithubLatestRelease(_)
+        | VersionSource::Registry
+            if raw.images.is_empty() =>
+        {
+            needs.push((
+                "images",
+                format!("at least one image is needed for {spec:?}"),
+            ));
+        }
+        _ => {}
+    }
+    needs
 }
 
 /// The last line of a regex error ("unclosed group"), without its `error: ` label.
@@ -348,6 +379,14 @@ fn parse_source(spec: &str) -> Result<VersionSource, String> {
         "github-releases" => Ok(VersionSource::GithubReleases(github(arg)?)),
         "github-latest-release" => Ok(VersionSource::GithubLatestRelease(github(arg)?)),
         "github-tagged-images-file" => Ok(VersionSource::GithubTaggedImagesFile(github(arg)?)),
+        "helm-latest" => match arg {
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Ok(VersionSource::HelmLatest(url.to_owned()))
+            }
+            _ => Err(format!(
+                "{spec:?}: expected helm-latest:https://… (a chart repository URL)"
+            )),
+        },
         "registry" if arg.is_none() => Ok(VersionSource::Registry),
         "registry" => Err(format!("{spec:?}: \"registry\" takes no argument")),
         "" => Err("empty versionSource".to_owned()),
@@ -413,7 +452,13 @@ mod tests {
             })
         );
         assert!(!c.rule("c").unwrap().latest);
-        assert_eq!(c.unsupported(), [("d", "helm-latest")]);
+        assert!(c.unsupported().is_empty());
+        let d = c.rule("d").unwrap();
+        assert_eq!(
+            d.source,
+            VersionSource::HelmLatest("https://example.test".into())
+        );
+        assert_eq!(d.helm_charts[0].name, "x");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod dockerhub;
 pub mod github;
+pub mod helm_charts;
 pub mod images_list;
 pub mod message;
 pub mod metrics;

@@ -11,6 +11,7 @@ use image_mirror_common::{
 };
 
 use crate::check::{TargetRepo, TargetRepos};
+use crate::helm::{Helm, HelmError};
 use crate::jobs::TargetOverrides;
 use crate::targets::{target_for, NewImages};
 use crate::versions::{is_semver_tag, Selection};
@@ -30,6 +31,8 @@ pub struct Sources {
     /// Where targets go instead of where images-list says (new target repositories are
     /// checked where they are pushed to).
     pub overrides: TargetOverrides,
+    /// The helm program, for the `helm-latest` kind.
+    pub helm: Helm,
 }
 
 /// What discovery found for one rule.
@@ -78,6 +81,8 @@ enum SourceError {
     Github(#[from] GithubError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Helm(#[from] HelmError),
 }
 
 /// Runs `rule` against its source and `list`. Failures end up in the report, never as a
@@ -97,7 +102,9 @@ pub async fn discover(rule: &Rule, list: &ImagesList, sources: &Sources) -> KeyR
         Ok(pairs) => {
             note_found(rule, &pairs, &mut report);
             let derive = match rule.source {
-                VersionSource::GithubTaggedImagesFile(_) => sources.new_images.as_ref(),
+                VersionSource::GithubTaggedImagesFile(_) | VersionSource::HelmLatest(_) => {
+                    sources.new_images.as_ref()
+                }
                 _ => None,
             };
             note_new(list, pairs, derive, &mut report);
@@ -168,13 +175,37 @@ async fn found_tags(
         VersionSource::GithubTaggedImagesFile(repo) => {
             images_files(rule, repo, &selection, sources, report).await
         }
+        VersionSource::HelmLatest(url) => helm_images(rule, url, sources).await,
     }
+}
+
+/// `helm-latest`: the images the charts render, less the denylist.
+async fn helm_images(
+    rule: &Rule,
+    url: &str,
+    sources: &Sources,
+) -> Result<Vec<(Repository, String)>, SourceError> {
+    let (rendered, odd) = sources.helm.images(url, &rule.helm_charts).await?;
+    for o in odd {
+        tracing::debug!(key = %rule.key, "{o}");
+    }
+    Ok(rendered
+        .into_iter()
+        .filter(|r| !rule.image_denylist.contains(r.image.repository()))
+        .filter_map(|r| {
+            let tag = r.image.tag()?.as_str().to_owned();
+            Some((r.image.repository().clone(), tag))
+        })
+        .collect())
 }
 
 /// What the report says was found: tags, or for an images file the full references (and the
 /// images the file named).
 fn note_found(rule: &Rule, pairs: &[(Repository, String)], report: &mut KeyReport) {
-    if matches!(rule.source, VersionSource::GithubTaggedImagesFile(_)) {
+    if matches!(
+        rule.source,
+        VersionSource::GithubTaggedImagesFile(_) | VersionSource::HelmLatest(_)
+    ) {
         report.found = pairs
             .iter()
             .map(|(i, t)| format!("{}:{t}", i.short()))
@@ -295,6 +326,7 @@ fn source_spec(source: &VersionSource) -> String {
         VersionSource::GithubReleases(r) => format!("github-releases:{r}"),
         VersionSource::GithubLatestRelease(r) => format!("github-latest-release:{r}"),
         VersionSource::GithubTaggedImagesFile(r) => format!("github-tagged-images-file:{r}"),
+        VersionSource::HelmLatest(url) => format!("helm-latest:{url}"),
         VersionSource::Registry => "registry".to_owned(),
         VersionSource::Unsupported { spec, .. } => spec.clone(),
     }

@@ -3,7 +3,8 @@
 //!
 //! It owns the planning of one job per image and tag, to every target ([`jobs`] applies the
 //! target overrides, [`sync`] plans a whole images-list), tag discovery
-//! ([`discover`]: the tag sources and the [`versions`] filters applied to what they find),
+//! ([`discover`]: the tag sources, charts rendered by helm ([`helm`]), and the [`versions`]
+//! filters applied to what they find),
 //! where a new tag goes ([`targets`]), the checks of a manual request ([`add_tag`]), and which
 //! targets lack their tag ([`missing`], one tag list per target repository). It speaks to the
 //! queue only through the port in `common`.
@@ -11,6 +12,7 @@
 pub mod add_tag;
 pub mod check;
 pub mod discover;
+pub mod helm;
 pub mod jobs;
 pub mod missing;
 pub mod sync;
@@ -22,6 +24,7 @@ pub use check::{
     TargetRepos,
 };
 pub use discover::{discover, jobs_of, KeyReport, Sources};
+pub use helm::{Helm, HelmError};
 pub use jobs::TargetOverrides;
 pub use missing::{only_missing, Missing};
 pub use sync::plan_sync;

@@ -83,6 +83,7 @@ async fn found_for(github: &MockServer, rule: serde_json::Value) -> Vec<String> 
         .unwrap(),
         new_images: None,
         overrides: Default::default(),
+        helm: image_mirror_producer::Helm::default(),
     };
     let report = discover(&config.rules()[0], &list, &sources).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
