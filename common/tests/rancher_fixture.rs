@@ -56,16 +56,25 @@ fn shuffled_entries_sort_back_byte_identical() {
 }
 
 #[test]
-fn config_loads_with_unsupported_kinds_per_key() {
+fn config_loads_with_every_kind_typed() {
     let config = Config::load(&fixture("config.json")).unwrap();
     assert_eq!(config.rules().len(), 22);
-    assert_eq!(
-        config.unsupported(),
-        [
-            ("calico-operator", "helm-latest"),
-            ("cilium", "helm-latest"),
-        ]
+    assert!(
+        config.unsupported().is_empty(),
+        "{:?}",
+        config.unsupported()
     );
+    let cilium = config.rule("cilium").unwrap();
+    assert_eq!(
+        cilium.source,
+        VersionSource::HelmLatest("https://helm.cilium.io".into())
+    );
+    let chart = &cilium.helm_charts[0];
+    assert_eq!(chart.name, "cilium");
+    let environments: Vec<&str> = chart.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(environments, ["aws", "azure", "generic"]);
+    assert_eq!(chart.environments[0].values, ["eni.enabled=true"]);
+    assert_eq!(cilium.image_denylist.len(), 4);
     let traefik = config.rule("traefik").unwrap();
     assert_eq!(traefik.source, VersionSource::Registry);
     assert!(traefik.latest);
