@@ -150,6 +150,8 @@ pub struct Logged {
     pub headers: Vec<(String, String)>,
     /// The body's length.
     pub body_len: usize,
+    /// When the whole request had come.
+    pub at: std::time::Instant,
 }
 
 impl Logged {
@@ -267,6 +269,7 @@ async fn serve(stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Logged>>>
             return;
         };
         log.lock().expect("log lock").push(Logged {
+            at: std::time::Instant::now(),
             method: request.method.clone(),
             target: request.target.clone(),
             headers: request.headers.clone(),

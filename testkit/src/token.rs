@@ -162,6 +162,11 @@ impl TokenServer {
         self.state.asked.lock().expect("asked").clone()
     }
 
+    /// Every request the token server has had, with when it came.
+    pub fn requests(&self) -> Vec<crate::http::Logged> {
+        self.server.requests()
+    }
+
     /// Tokens handed out.
     pub fn issued(&self) -> u64 {
         self.state.issued.load(Ordering::SeqCst)

@@ -184,7 +184,12 @@ impl JobRun<'_> {
                 Verdict::Defer(wait, event) => match self.options.deferral {
                     Deferral::Report => {
                         settling.outcome.get_or_insert(Outcome::Deferred);
-                        let _ = self.publish_event(&event, delivery).await?;
+                        // The event is how the job is reported: no ack without it.
+                        if let Err(refusal) = self.publish_event(&event, delivery).await? {
+                            tracing::error!(job = %event.job_id, %refusal, "the broker refused the deferred job's event; the job will be tried again later");
+                            settling.why_again.push(format!("event refused: {refusal}"));
+                            settling.again.push(target);
+                        }
                     }
                     Deferral::DelayQueue => {
                         settling.wait = settling.wait.max(wait);

@@ -11,16 +11,19 @@ use std::time::Duration;
 use image_mirror_common::queue::memory::MemoryBroker;
 use image_mirror_common::queue::topology::{MAX_ATTEMPTS, REASON_HEADER};
 use image_mirror_common::queue::{Broker, Delivery, Message};
+use image_mirror_common::registry::RegistryError;
 use image_mirror_common::{Digest, JobEvent, MirrorJob, Origin, Outcome};
 use image_mirror_worker::{
     run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, WorkerOptions,
 };
 
-/// Copies nothing, counts its calls, and panics on the calls `panic_on` lists.
+/// Copies nothing, counts its calls, and panics on the calls `panic_on` lists; with `defer`,
+/// every copy finds the source registry's rate limit spent.
 #[derive(Clone, Default)]
 struct Stub {
     calls: Arc<AtomicU32>,
     panic_on: Vec<u32>,
+    defer: bool,
 }
 
 impl Mirror for Stub {
@@ -30,8 +33,16 @@ impl Mirror for Stub {
     ) -> impl std::future::Future<Output = Vec<Result<CopyReport, CopyError>>> + Send {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let panics = self.panic_on.contains(&call);
+        let defer = self.defer;
         async move {
             assert!(!panics, "copy number {call} blew up");
+            if defer {
+                return vec![Err(CopyError::Registry(RegistryError::RateLimited {
+                    registry: "reg.test".into(),
+                    message: "the pull rate limit (100 per 6h) is spent".into(),
+                    reset_in: Duration::from_secs(3600),
+                }))];
+            }
             vec![Ok(CopyReport {
                 outcome: CopyOutcome::AlreadyPresent,
                 digest: Digest::sha256_of(b"image"),
@@ -69,6 +80,18 @@ async fn worker_on(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<u64, image_mirror_common::queue::QueueError>>,
 ) {
+    worker_reporting(broker, stub, image_mirror_worker::Deferral::DelayQueue).await
+}
+
+/// Like [`worker_on`], with deferred jobs handled as `deferral` says.
+async fn worker_reporting(
+    broker: &Arc<Broker>,
+    stub: &Stub,
+    deferral: image_mirror_worker::Deferral,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<u64, image_mirror_common::queue::QueueError>>,
+) {
     broker.publish_job(&Message::for_job(&job())).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(run_worker(
@@ -78,7 +101,7 @@ async fn worker_on(
             concurrency: 2,
             grace: Duration::from_secs(1),
             retry_unreachable: true,
-            deferral: image_mirror_worker::Deferral::DelayQueue,
+            deferral,
         },
         async {
             let _ = stopped.await;
@@ -131,6 +154,27 @@ async fn a_refused_event_sends_the_job_to_wait_not_round_in_a_loop() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
     assert!(memory(&broker).peek(&broker.topology().jobs()).is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_event_of_a_reported_deferral_is_never_acknowledged() {
+    // `run` reports a deferred job by its event: when the broker refuses that event, the job
+    // is not acknowledged as if reported, it comes again (and, bounded, ends dead-lettered).
+    let broker = quick_broker();
+    memory(&broker).delete_queue(&broker.topology().committer());
+    let stub = Stub {
+        defer: true,
+        ..Stub::default()
+    };
+    let (stop, worker) =
+        worker_reporting(&broker, &stub, image_mirror_worker::Deferral::Report).await;
+    let dead = next_on(&broker, &broker.topology().dead()).await;
+    let reason = dead.headers.get(REASON_HEADER).cloned().unwrap_or_default();
+    assert!(reason.contains("event refused"), "{reason}");
+    assert!(reason.contains("job.deferred"), "{reason}");
+    assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -392,3 +392,104 @@ async fn a_token_is_renewed_before_it_expires() {
     assert_eq!(refused, 1, "{:#?}", w.registry.log());
     assert!(w.tokens.issued() >= 4, "{:?}", w.tokens.asked());
 }
+
+/// The first HEAD of blob `digest` gets a plain `429` with `Retry-After: 2`; when it was
+/// answered.
+fn one_burst_limit(
+    digest: &image_mirror_common::Digest,
+) -> (Hook, Arc<std::sync::Mutex<Option<std::time::Instant>>>) {
+    let refused_at = Arc::new(std::sync::Mutex::new(None));
+    let at = Arc::clone(&refused_at);
+    let blob = format!("/blobs/{digest}");
+    let hook: Hook = Arc::new(move |request| {
+        let mut at = at.lock().unwrap();
+        if request.method != "HEAD" || !request.path().ends_with(&blob) || at.is_some() {
+            return None;
+        }
+        *at = Some(std::time::Instant::now());
+        Some(Reply::Send(
+            Response::new(429)
+                .header("retry-after", "2")
+                .json(&serde_json::json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]})),
+        ))
+    });
+    (hook, refused_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_token_calls_wait_at_a_paused_registry() {
+    use futures_util::stream;
+    use image_mirror_common::{Digest, Repository};
+
+    let w = World::new(policy());
+    let bytes = images::random_bytes(1201, 64 * 1024);
+    let digest = Digest::sha256_of(&bytes);
+    let (hook, refused_at) = one_burst_limit(&digest);
+    let front = Front::start(
+        w.registry.host(),
+        FrontOptions {
+            hook: Some(hook),
+            ..FrontOptions::default()
+        },
+    );
+    let repo: Repository = format!("{}/mirror/paused", front.host()).parse().unwrap();
+    // An upload session opened before the pause (by another client: the paused one holds only
+    // a pull token, so its upload needs a token call too).
+    let opener = w.engine(&[front.host()], CopyOptions::default());
+    let upload = opener.client().start_upload(&repo).await.unwrap();
+    let paused = w
+        .engine(&[front.host()], CopyOptions::default())
+        .client()
+        .clone();
+    let other = Digest::sha256_of(b"not there");
+    assert!(!paused.blob_exists(&repo, &other).await.unwrap());
+    let asking = paused.clone();
+    let (r, d) = (repo.clone(), digest.clone());
+    let head = tokio::spawn(async move { asking.blob_exists(&r, &d).await });
+    // Once the client has paused the registry (its 429 read), the upload is sent.
+    let host = front.host();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !paused
+        .quotas()
+        .iter()
+        .any(|(registry, q)| *registry == host && q.pauses > 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let tokens_before = w.tokens.requests().len();
+    let slot = paused.upload_slot(&host).await.unwrap();
+    let len = bytes.len() as u64;
+    let body = stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    paused
+        .put_blob_stream(&repo, &upload, &digest, body, len, &slot)
+        .await
+        .unwrap();
+    // The refused HEAD was asked again after the pause (before or after the upload landed).
+    head.await.unwrap().unwrap();
+    assert!(paused.blob_exists(&repo, &digest).await.unwrap());
+    let until = refused_at.lock().unwrap().unwrap() + Duration::from_millis(1900);
+    let puts: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.target.contains("/blobs/uploads/"))
+        .collect();
+    assert_eq!(puts.len(), 1);
+    assert!(
+        puts[0].at >= until,
+        "the upload went {:?} before the pause ended",
+        until - puts[0].at
+    );
+    let tokens = &w.tokens.requests()[tokens_before..];
+    assert!(!tokens.is_empty(), "the paused client needed a token");
+    for t in tokens {
+        assert!(
+            t.at >= until,
+            "a token call went {:?} before the pause ended",
+            until - t.at
+        );
+    }
+}

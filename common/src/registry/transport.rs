@@ -195,15 +195,17 @@ impl RegistryClient {
         }
     }
 
-    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in an upload slot.
-    /// No deadline here: the caller watches the body move. A `401` renews the token and is
-    /// reported as [`RegistryError::TokenRenewed`], for the caller to resume.
+    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in an upload slot,
+    /// after the registry's rate-limit gate as every request. No deadline here: the caller
+    /// watches the body move. A `401` renews the token and is reported as
+    /// [`RegistryError::TokenRenewed`], for the caller to resume.
     pub(crate) async fn send_stream(
         &self,
         call: Call<'_>,
         body: reqwest::Body,
         _slot: &UploadSlot,
     ) -> Result<Reply, RegistryError> {
+        let _ticket = self.pass_gate(&call).await?;
         let auth = self.authorization(call.registry, call.scope, None).await?;
         let (response, destination) = self
             .hop(&call, &call.url, auth.as_ref(), Some(body))
@@ -256,6 +258,7 @@ impl RegistryClient {
         request: RealmRequest,
     ) -> Result<Bytes, RegistryError> {
         self.origins().check(registry, realm, operation)?;
+        self.wait_while_paused(registry).await?;
         let host = Origins::authority(realm);
         if let Some(why) = self.unreachable_hosts().get(&host) {
             return Err(unreachable(&host, registry, why));
@@ -301,6 +304,18 @@ impl RegistryClient {
         match tokio::time::timeout(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(RegistryError::timeout(registry, operation, deadline)),
+        }
+    }
+
+    /// Waits while `registry` is paused for a burst (a plain 429): requests that are not
+    /// pulls (a token for it, say) wait as every other request does.
+    async fn wait_while_paused(&self, registry: &str) -> Result<(), RegistryError> {
+        let limits = self.rate_limits();
+        loop {
+            match limits.gate(registry, false)? {
+                Gate::Wait(until) => limits.wait(registry, until).await,
+                Gate::Go(_) | Gate::Probe => return Ok(()),
+            }
         }
     }
 
