@@ -40,7 +40,7 @@ fn corpus() -> Vec<(String, Image)> {
         .collect()
 }
 
-fn copy_args_image_mirror(src: &str, dst: &str, hosts: [&str; 2]) -> Vec<String> {
+pub(crate) fn copy_args_image_mirror(src: &str, dst: &str, hosts: [&str; 2]) -> Vec<String> {
     vec![
         "--insecure-registry".into(),
         hosts.join(","),
@@ -50,7 +50,7 @@ fn copy_args_image_mirror(src: &str, dst: &str, hosts: [&str; 2]) -> Vec<String>
     ]
 }
 
-fn copy_args_skopeo(src: &str, dst: &str) -> Vec<String> {
+pub(crate) fn copy_args_skopeo(src: &str, dst: &str) -> Vec<String> {
     vec![
         "copy".into(),
         "--all".into(),

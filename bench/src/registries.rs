@@ -8,6 +8,7 @@ use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{crane, tools, Front, FrontOptions, Quirk, Registry};
 
+use crate::copy::{copy_args_image_mirror, copy_args_skopeo};
 use crate::measure::{try_measure, Usage};
 use crate::{MIB, SKOPEO};
 
@@ -29,27 +30,9 @@ fn args_of(
     match tool {
         "image-mirror" => (
             std::path::PathBuf::new(),
-            vec![
-                "--insecure-registry".into(),
-                hosts.join(","),
-                "copy".into(),
-                from.into(),
-                to.into(),
-            ],
+            copy_args_image_mirror(from, to, [&hosts[0], &hosts[1]]),
         ),
-        "skopeo" => (
-            SKOPEO.into(),
-            vec![
-                "copy".into(),
-                "--all".into(),
-                "--preserve-digests".into(),
-                "--quiet".into(),
-                "--src-tls-verify=false".into(),
-                "--dest-tls-verify=false".into(),
-                format!("docker://{from}"),
-                format!("docker://{to}"),
-            ],
-        ),
+        "skopeo" => (SKOPEO.into(), copy_args_skopeo(from, to)),
         _ => {
             let mut args = Vec::new();
             for h in hosts {

@@ -228,12 +228,17 @@ async fn check_names_a_removed_line_a_target_tag_listed_twice_and_a_line_out_of_
     let base = w.list();
     let (s, d) = (w.src.host(), w.dst.host());
 
+    // `check` of images-list written as `list`: it fails; what it printed.
+    let failing_check = |list: &str| {
+        std::fs::write(dir.join("images-list"), list).unwrap();
+        let out = w.command(&["check", "--base", "main"]).output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        t
+    };
+
     // A line removed.
-    let removed = base.replace(&format!("{s}/team/dup {d}/mirror/dup-b v1\n"), "");
-    std::fs::write(dir.join("images-list"), &removed).unwrap();
-    let out = w.command(&["check", "--base", "main"]).output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    let t = failing_check(&base.replace(&format!("{s}/team/dup {d}/mirror/dup-b v1\n"), ""));
     assert!(
         t.contains(&format!(
             "removed  {s}/team/dup {d}/mirror/dup-b v1: the line is gone since main"
@@ -242,14 +247,10 @@ async fn check_names_a_removed_line_a_target_tag_listed_twice_and_a_line_out_of_
     );
 
     // A target tag another source already writes: listed from two sources.
-    let twice = base.replace(
+    let t = failing_check(&base.replace(
         &format!("{s}/team/app {d}/mirror/app v1.2.3\n"),
         &format!("{s}/team/app {d}/mirror/app v1.2.3\n{s}/team/dup {d}/mirror/app v1.2.3\n"),
-    );
-    std::fs::write(dir.join("images-list"), &twice).unwrap();
-    let out = w.command(&["check", "--base", "main"]).output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    ));
     assert!(
         t.contains(&format!(
             "twice    {d}/mirror/app:v1.2.3: listed from {s}/team/app and from {s}/team/dup"
@@ -258,14 +259,10 @@ async fn check_names_a_removed_line_a_target_tag_listed_twice_and_a_line_out_of_
     );
 
     // An added line out of sort -V order (its tag exists, so only the order is wrong).
-    let disorder = base.replace(
+    let t = failing_check(&base.replace(
         &format!("{s}/team/dup {d}/mirror/dup-b v1\n"),
         &format!("{s}/team/dup {d}/mirror/dup-b v1\n{s}/team/app {d}/mirror/app v1.2\n"),
-    );
-    std::fs::write(dir.join("images-list"), &disorder).unwrap();
-    let out = w.command(&["check", "--base", "main"]).output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    ));
     assert!(t.contains("order    "), "{t}");
     assert!(t.contains(":5: out of order:"), "{t}");
     assert!(t.contains(&format!("ok       {s}/team/app:v1.2")), "{t}");
