@@ -17,7 +17,7 @@ use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYE
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
 use image_mirror_testkit::{
-    skopeo, FaultProxy, Faults, Front, FrontOptions, Policy, Registry, TokenServer,
+    skopeo, FaultProxy, Faults, Front, FrontOptions, Implementation, Policy, Registry, TokenServer,
 };
 use image_mirror_worker::{CopyEngine, CopyOptions, CopyOutcome};
 
@@ -36,8 +36,14 @@ struct World {
 
 impl World {
     fn new(policy: Policy) -> Self {
+        Self::on(policy, Implementation::Distribution2)
+    }
+
+    /// A token registry of `implementation`.
+    fn on(policy: Policy, implementation: Implementation) -> Self {
         let tokens = TokenServer::start(policy);
-        let registry = Registry::start_with(&RegistryOptions::with_token(&tokens));
+        let registry =
+            Registry::start_with(&RegistryOptions::with_token(&tokens).on(implementation));
         Self {
             tokens,
             registry,
@@ -93,7 +99,38 @@ fn policy() -> Policy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_copies_into_a_token_registry_byte_for_byte() {
+    every_kind_into_a_token_registry(Implementation::Distribution2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_copies_into_a_distribution_3_token_registry_byte_for_byte() {
+    every_kind_into_a_token_registry(Implementation::Distribution3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distribution_3_registry_with_htpasswd_takes_a_copy_with_basic_credentials() {
     let w = World::new(policy());
+    let dir = tempfile::tempdir().unwrap();
+    let basic = Registry::start_with(
+        &RegistryOptions::with_user(dir.path(), USER, PASSWORD).on(Implementation::Distribution3),
+    );
+    let image = images::oci_index(1150);
+    push_image(&w.src.url(), "up/basic", "v1", &image).await;
+    let to = format!("{}/mirror/basic:v1", basic.host());
+    let report = w
+        .engine(&[basic.host().to_owned()], CopyOptions::default())
+        .copy(
+            &reference(&format!("{}/up/basic:v1", w.src.host())),
+            &reference(&to),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&report.digest, image.digest());
+    assert_eq!(&skopeo::manifest_digest_as(&to, CREDS), image.digest());
+}
+
+async fn every_kind_into_a_token_registry(implementation: Implementation) {
+    let w = World::on(policy(), implementation);
     let engine = w.engine(&[w.host()], CopyOptions::default());
     let kinds: [(&str, Image); 5] = [
         ("oci-manifest", images::oci_manifest(1101)),

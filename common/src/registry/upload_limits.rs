@@ -96,11 +96,13 @@ impl UploadLimits {
             .unwrap_or_default()
     }
 
-    /// The largest request body `registry` is known to take: learned, else set, else known.
+    /// The largest request body `registry` is known to take: what it taught this process,
+    /// else, unless the user set its sizes, what is publicly known of it.
     pub fn max_request(&self, registry: &str) -> Option<u64> {
+        let set = self.settings.contains_key(registry);
         self.learned(registry)
             .max_request
-            .or_else(|| known(registry).max_request)
+            .or_else(|| (!set).then(|| known(registry).max_request).flatten())
     }
 
     /// How a blob of `size` bytes goes up to `registry`. `chunk` and `blob_max` are the
@@ -118,11 +120,12 @@ impl UploadLimits {
         if size <= blob_max {
             return UploadPlan::Whole;
         }
-        let min = known(registry)
-            .min_chunk
-            .max(advertised_min)
-            .unwrap_or(1)
-            .max(1);
+        let known_min = if self.settings.contains_key(registry) {
+            None
+        } else {
+            known(registry).min_chunk
+        };
+        let min = known_min.max(advertised_min).unwrap_or(1).max(1);
         let chunk = set.chunk.or(defaults.chunk).unwrap_or(16 * MIB).max(min);
         UploadPlan::Chunked {
             chunk: chunk.min(cap).max(1),
@@ -356,6 +359,20 @@ mod tests {
         let limits = UploadLimits::new(settings);
         assert_eq!(
             limits.plan("r.example", 3 * MIB, DEFAULTS, None),
+            UploadPlan::Chunked { chunk: 8 * MIB }
+        );
+        // The user's sizes win over what is known of a host.
+        let mut ghcr = HashMap::new();
+        ghcr.insert(
+            "ghcr.io".to_owned(),
+            UploadSettings {
+                chunk: Some(8 * MIB),
+                blob_max: Some(8 * MIB),
+            },
+        );
+        let set = UploadLimits::new(ghcr);
+        assert_eq!(
+            set.plan("ghcr.io", 40 * MIB, DEFAULTS, None),
             UploadPlan::Chunked { chunk: 8 * MIB }
         );
         // A refusal without a stated limit halves what was sent.
