@@ -14,7 +14,7 @@ use crate::registry::challenge::Challenge;
 use crate::registry::client::RegistryClient;
 use crate::registry::credentials::{Credential, DockerConfig};
 use crate::registry::error::RegistryError;
-use crate::registry::token::{Scope, TokenCache};
+use crate::registry::token::{Scope, TokenAsk, TokenCache};
 use crate::secret::Secret;
 
 /// The longest a credential helper may take to answer.
@@ -143,18 +143,15 @@ impl RegistryClient {
             },
             Some(HostAuth::Bearer { realm, service }) => {
                 let credential = auth.credential(registry).await?;
-                let token = auth
-                    .tokens
-                    .get(
-                        self,
-                        registry,
-                        &realm,
-                        service.as_deref(),
-                        scope,
-                        credential.as_ref(),
-                        rejected,
-                    )
-                    .await?;
+                let ask = TokenAsk {
+                    registry,
+                    realm: &realm,
+                    service: service.as_deref(),
+                    scope,
+                    credential: credential.as_ref(),
+                    rejected,
+                };
+                let token = auth.tokens.get(self, &ask).await?;
                 Ok(Some(Authorization {
                     header: bearer_header(token.expose()),
                     token: Some(token),

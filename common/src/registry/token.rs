@@ -91,20 +91,39 @@ pub(crate) struct TokenCache {
     fetched: AtomicU64,
 }
 
+/// What a token is asked for: the registry whose challenge named the realm, the scope, the
+/// credential to show, and the token a request just had refused (never handed out again).
+pub(crate) struct TokenAsk<'a> {
+    /// The registry host.
+    pub(crate) registry: &'a str,
+    /// The realm its challenge named.
+    pub(crate) realm: &'a str,
+    /// The challenge's `service`.
+    pub(crate) service: Option<&'a str>,
+    /// What the token must allow.
+    pub(crate) scope: &'a Scope,
+    /// The Docker config's credential for the registry.
+    pub(crate) credential: Option<&'a Credential>,
+    /// A token the registry refused.
+    pub(crate) rejected: Option<&'a Secret>,
+}
+
 impl TokenCache {
-    /// A valid token for `scope` at `registry`: the cached one unless it is due for renewal
-    /// or is `rejected` (the token a request just had refused), else a new one from `realm`.
-    #[allow(clippy::too_many_arguments)]
+    /// A valid token for the ask's scope at its registry: the cached one unless it is due for
+    /// renewal or is the one rejected, else a new one from the realm.
     pub(crate) async fn get(
         &self,
         client: &RegistryClient,
-        registry: &str,
-        realm: &str,
-        service: Option<&str>,
-        scope: &Scope,
-        credential: Option<&Credential>,
-        rejected: Option<&Secret>,
+        ask: &TokenAsk<'_>,
     ) -> Result<Secret, RegistryError> {
+        let TokenAsk {
+            registry,
+            realm,
+            service,
+            scope,
+            credential,
+            rejected,
+        } = *ask;
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(
