@@ -9,15 +9,12 @@ use std::sync::Arc;
 
 use image_mirror_common::metrics;
 use image_mirror_common::queue::coordination::BlobState;
-use image_mirror_common::registry::{
-    Descriptor, Mount, RegistryError, Upload, UploadPlan, UploadSettings,
-};
+use image_mirror_common::registry::{Mount, RegistryError, Upload, UploadPlan, UploadSettings};
 use image_mirror_common::Repository;
 
 use crate::copy::error::CopyError;
 use crate::copy::fleet::{Claim, Fleet, Holding, LEASE_MIN};
 use crate::copy::flights::{Flights, Landed, Turn};
-use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
 use crate::copy::tee::Supply;
 use crate::copy::upload::{Started, Transfer};
@@ -73,31 +70,27 @@ pub(crate) enum BlobOutcome {
 }
 
 impl CopyEngine {
-    /// Brings `blob` into `target`: after another copy's flight of it when one is under way;
-    /// with the download shared with the copy's other targets when `supply` is given.
-    #[allow(clippy::too_many_arguments)]
+    /// Brings the transfer's blob into its target: after another copy's flight of it when one
+    /// is under way; with the download shared with the copy's other targets when `supply` is
+    /// given.
     pub(crate) async fn copy_blob(
         &self,
-        source: &Repository,
-        target: &Repository,
-        blob: &Descriptor,
+        t: &Transfer<'_>,
         target_is_new: bool,
-        counters: &Counters,
-        progress: &Progress,
         supply: Option<Arc<Supply>>,
     ) -> Result<BlobOutcome, CopyError> {
+        let Transfer {
+            target,
+            blob,
+            counters,
+            progress,
+            ..
+        } = *t;
         let mut answer = Answer(supply);
         loop {
             match self.flights.take(target, &blob.digest) {
                 Turn::Lead(lead) => {
-                    let t = Transfer {
-                        source,
-                        target,
-                        blob,
-                        counters,
-                        progress,
-                        lease: None,
-                    };
+                    let t = Transfer { lease: None, ..*t };
                     let outcome = self.lead_blob(&t, target_is_new, &mut answer).await;
                     lead.land(outcome.is_ok().then_some(target));
                     return outcome;

@@ -52,6 +52,7 @@ use crate::copy::push::Pushing;
 use crate::copy::report::Counters;
 use crate::copy::resolve::{platforms_of, Plan, Resolution};
 use crate::copy::tee::{Supplies, Supply};
+use crate::copy::upload::Transfer;
 use crate::copy::walk::{Tree, Walk, WalkTarget};
 
 /// How a target stands against its source.
@@ -555,17 +556,15 @@ impl CopyEngine {
         let recorded = span.clone();
         Box::pin(
             async move {
-                let outcome = self
-                    .copy_blob(
-                        c.source,
-                        c.target,
-                        &blob,
-                        target_is_new,
-                        &c.counters,
-                        &c.progress,
-                        supply,
-                    )
-                    .await?;
+                let t = Transfer {
+                    source: c.source,
+                    target: c.target,
+                    blob: &blob,
+                    counters: &c.counters,
+                    progress: &c.progress,
+                    lease: None,
+                };
+                let outcome = self.copy_blob(&t, target_is_new, supply).await?;
                 let (action, sent) = match outcome {
                     BlobOutcome::Copied => ("copied", blob.size),
                     BlobOutcome::Mounted => ("mounted", 0),

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::copy::error::CopyError;
 use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
+use crate::copy::upload::Transfer;
 use crate::copy::walk::Tree;
 use crate::copy::CopyEngine;
 
@@ -122,10 +123,15 @@ impl CopyEngine {
                 let blobs = manifest.blobs().map_err(CopyError::Invalid)?;
                 for blob in &blobs {
                     if !self.client.blob_exists(p.target, &blob.digest).await? {
-                        self.copy_blob(
-                            p.source, p.target, blob, false, p.counters, p.progress, None,
-                        )
-                        .await?;
+                        let t = Transfer {
+                            source: p.source,
+                            target: p.target,
+                            blob,
+                            counters: p.counters,
+                            progress: p.progress,
+                            lease: None,
+                        };
+                        self.copy_blob(&t, false, None).await?;
                     }
                 }
             }
