@@ -35,14 +35,6 @@ impl Registry {
         Self::start_with(&RegistryOptions::default())
     }
 
-    /// Starts a distribution 3 registry without authentication; panics when it cannot.
-    pub fn start_v3() -> Self {
-        Self::start_with(&RegistryOptions {
-            implementation: Implementation::Distribution3,
-            ..RegistryOptions::default()
-        })
-    }
-
     /// Starts a registry with the given options; panics when it cannot.
     pub fn start_with(options: &RegistryOptions) -> Self {
         let mut last_log = Vec::new();
