@@ -16,9 +16,12 @@
 //!   images sharing a base, and a worker killed halfway through a 1 GiB blob;
 //! - `ghcr`: the 1 GiB image into a front answering as GHCR does (bodies over 4 MiB refused),
 //!   by image-mirror, skopeo and regctl, and into plain registries;
-//! - `missing`: a no-op of the real list through 25 ms fronts, HEAD/HEAD against `--missing`.
+//! - `missing`: a no-op of the real list through 25 ms fronts, HEAD/HEAD against `--missing`;
+//! - `broker`: the broker's memory and lease rate for 1k, 10k and 50k blobs through the fleet's
+//!   coordination.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod broker;
 mod copy;
 mod economy;
 mod fleet;
@@ -30,8 +33,9 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet", "ghcr", "missing",
+    "broker",
 ];
 
 #[tokio::main]
@@ -63,6 +67,7 @@ async fn main() {
             "fleet" => fleet::fleet_scenario(&binary).await,
             "ghcr" => registries::ghcr_scenario(&binary).await,
             "missing" => pipeline::missing_scenario(&binary).await,
+            "broker" => broker::broker_scenario().await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

@@ -1,12 +1,12 @@
 //! The fleet's coordination on a real RabbitMQ: a blob lease one connection holds at a time
-//! and the broker frees with its connection, the blob state a successor reads, and shared
-//! blob locations.
+//! and the broker frees with its connection, the checkpoint a successor reads, nothing left
+//! on the broker once a blob landed, and shared blob locations, heard late and after a break.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use image_mirror_common::queue::coordination::{BlobLocation, BlobState, Coordinator};
+use image_mirror_common::queue::coordination::{BlobLocation, BlobState, Coordinator, ReadFrom};
 use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::Digest;
 use image_mirror_testkit::rabbitmq;
@@ -45,12 +45,79 @@ async fn one_connection_holds_a_lease_and_its_end_frees_it() {
     a.close().await;
     let taken = b.try_lease(REGISTRY, &blob).await.unwrap();
     assert!(taken.is_some(), "the lease outlived its connection");
-    taken.unwrap().landed("org/app").await.unwrap();
+    taken.unwrap().landed().await.unwrap();
     b.close().await;
 }
 
+/// Whether the broker has a queue named `name` (a passive declaration on a connection of
+/// its own).
+async fn exists(name: &str) -> bool {
+    let connection = lapin::Connection::connect(
+        &rabbitmq::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    // An exclusive queue of another connection exists too, and answers RESOURCE_LOCKED.
+    let found = match channel
+        .queue_declare(name.into(), passive, Default::default())
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => !e.to_string().contains("NOT_FOUND"),
+    };
+    let _ = connection.close(200, "bye".into()).await;
+    found
+}
+
 #[tokio::test]
-async fn a_successor_reads_where_the_upload_stood_or_where_the_blob_landed() {
+async fn a_landed_blob_leaves_nothing_on_the_broker() {
+    let t = topology("landed");
+    let a = member(&t).await;
+    // Sent whole: the lease is all there was.
+    let small = Digest::sha256_of(b"small layer");
+    let lease = a.try_lease(REGISTRY, &small).await.unwrap().unwrap();
+    assert!(exists(&t.blob_lease(REGISTRY, &small)).await);
+    lease.landed().await.unwrap();
+    assert!(!exists(&t.blob_lease(REGISTRY, &small)).await);
+    assert!(!exists(&t.blob_checkpoint(REGISTRY, &small)).await);
+
+    // Sent in chunks: its checkpoint goes with it.
+    let big = Digest::sha256_of(b"chunked layer");
+    let lease = a.try_lease(REGISTRY, &big).await.unwrap().unwrap();
+    assert_eq!(lease.state().await.unwrap(), None);
+    lease
+        .save_upload("org/app", "http://x/u", 16)
+        .await
+        .unwrap();
+    assert!(exists(&t.blob_checkpoint(REGISTRY, &big)).await);
+    lease.landed().await.unwrap();
+    assert!(!exists(&t.blob_lease(REGISTRY, &big)).await);
+    assert!(!exists(&t.blob_checkpoint(REGISTRY, &big)).await);
+
+    // A hundred leases in a row reuse the coordinator's channels, and leave nothing either.
+    for i in 0..100 {
+        let d = Digest::sha256_of(format!("layer {i}").as_bytes());
+        a.try_lease(REGISTRY, &d)
+            .await
+            .unwrap()
+            .unwrap()
+            .landed()
+            .await
+            .unwrap();
+    }
+    assert!(!exists(&t.blob_lease(REGISTRY, &Digest::sha256_of(b"layer 99"))).await);
+    a.delete_locations().await.unwrap();
+    a.close().await;
+}
+
+#[tokio::test]
+async fn a_successor_reads_where_the_upload_stood() {
     let t = topology("state");
     let blob = Digest::sha256_of(b"big layer");
     let a = member(&t).await;
@@ -80,15 +147,11 @@ async fn a_successor_reads_where_the_upload_stood_or_where_the_blob_landed() {
     assert_eq!(lease.state().await.unwrap(), Some(expected.clone()));
     // Reading it leaves it for the next one.
     assert_eq!(lease.state().await.unwrap(), Some(expected));
-    lease.landed("org/app").await.unwrap();
+    lease.landed().await.unwrap();
 
+    // Landed: the next holder finds no checkpoint.
     let lease = b.try_lease(REGISTRY, &blob).await.unwrap().unwrap();
-    assert_eq!(
-        lease.state().await.unwrap(),
-        Some(BlobState::Landed {
-            repository: "org/app".into()
-        })
-    );
+    assert_eq!(lease.state().await.unwrap(), None);
     lease
         .save_upload("org/other", "http://x/u", 16)
         .await
@@ -100,29 +163,49 @@ async fn a_successor_reads_where_the_upload_stood_or_where_the_blob_landed() {
         None,
         "an abandoned upload's checkpoint stays"
     );
-    lease.landed("org/app").await.unwrap();
+    lease.landed().await.unwrap();
     b.close().await;
 }
 
+fn location(n: u8) -> BlobLocation {
+    BlobLocation {
+        registry: REGISTRY.into(),
+        repository: format!("org/app{n}"),
+        digest: Digest::sha256_of(&[n]),
+    }
+}
+
+async fn hear(feed: &mut image_mirror_common::queue::coordination::LocationFeed) -> BlobLocation {
+    tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("a location within 10 s")
+        .expect("the feed is open")
+}
+
 #[tokio::test]
-async fn every_member_hears_where_blobs_are() {
+async fn every_member_hears_where_blobs_are_even_one_that_joins_later() {
     let t = topology("locations");
     let (a, b) = (member(&t).await, member(&t).await);
-    let mut heard_by_a = a.listen().await.unwrap();
-    let mut heard_by_b = b.listen().await.unwrap();
-    let location = BlobLocation {
-        registry: REGISTRY.into(),
-        repository: "org/app".into(),
-        digest: Digest::sha256_of(b"layer"),
-    };
-    b.announce(&location).await.unwrap();
-    for feed in [&mut heard_by_a, &mut heard_by_b] {
-        let heard = tokio::time::timeout(Duration::from_secs(10), feed.next())
-            .await
-            .unwrap();
-        assert_eq!(heard, Some(location.clone()));
+    let mut heard_by_a = a.listen(ReadFrom::LookBack).await.unwrap();
+    b.announce(&location(1)).await.unwrap();
+    assert_eq!(hear(&mut heard_by_a).await, location(1));
+
+    // A member that joins afterwards hears what was said before it.
+    let c = member(&t).await;
+    let mut heard_by_c = c.listen(ReadFrom::LookBack).await.unwrap();
+    assert_eq!(hear(&mut heard_by_c).await, location(1));
+
+    // Listening again from where a feed stopped hears only what came after.
+    let resume = heard_by_a.resume();
+    assert!(matches!(resume, ReadFrom::After(_)));
+    drop(heard_by_a);
+    b.announce(&location(2)).await.unwrap();
+    let mut again = a.listen(resume).await.unwrap();
+    assert_eq!(hear(&mut again).await, location(2));
+    assert_eq!(hear(&mut heard_by_c).await, location(2));
+
+    a.delete_locations().await.unwrap();
+    for m in [a, b, c] {
+        m.close().await;
     }
-    a.delete_exchange().await.unwrap();
-    a.close().await;
-    b.close().await;
 }

@@ -140,3 +140,52 @@ fn node_command(program: &str, base: &std::path::Path) -> Command {
         .stdin(std::process::Stdio::null());
     cmd
 }
+
+/// Stops the private node's Erlang VM altogether (its transient queues and memory with it) and
+/// starts it afresh: for measuring the broker from an idle start.
+pub fn restart_private_node() -> String {
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    if speaks_amqp(([127, 0, 0, 1], PRIVATE_PORT).into()) {
+        let out = node_command("rabbitmqctl", &base)
+            .args(["-n", PRIVATE_NODE, "stop"])
+            .arg(base.join("node.pid"))
+            .output()
+            .expect("rabbitmqctl stop");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    private_node()
+}
+
+/// The resident memory of the private node's VM, in bytes (from `/proc`).
+pub fn private_node_rss() -> u64 {
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    let pid = std::fs::read_to_string(base.join("node.pid")).expect("the private node's pid");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .expect("the private node's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc status")
+}
+
+/// Runs `rabbitmqctl` against the private node and returns what it printed.
+pub fn private_node_ctl(args: &[&str]) -> String {
+    let base = std::env::temp_dir().join("image-mirror-test-rabbitmq");
+    let out = node_command("rabbitmqctl", &base)
+        .args(["-n", PRIVATE_NODE])
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

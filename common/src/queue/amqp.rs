@@ -332,7 +332,7 @@ impl AmqpBroker {
         Ok(())
     }
 
-    /// Deletes every queue and the exchange of the topology (messages included): for tearing
+    /// Deletes every queue, stream and exchange of the topology (messages included): for tearing
     /// down a test or a retired installation.
     pub async fn delete_topology(&self) -> Result<(), QueueError> {
         let err = |e: lapin::Error| broker_error(&self.url, &e);
@@ -353,11 +353,11 @@ impl AmqpBroker {
             )
             .await
             .map_err(err)?;
-        // The fleet's exchange exists only where workers ran.
+        // The fleet's locations stream exists only where workers ran.
         let _ = channel
-            .exchange_delete(
+            .queue_delete(
                 self.topology.blob_locations().as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
+                lapin::options::QueueDeleteOptions::default(),
             )
             .await;
         let _ = channel.close(200, "done".into()).await;

@@ -1,60 +1,57 @@
-//! A fleet of workers acting as one, on RabbitMQ alone (no other server):
+//! A fleet of workers acting as one, on RabbitMQ alone (no other server). The broker holds
+//! state for the blobs in flight, not for every blob sent:
 //!
 //! - **Blob leases.** Before sending blob X to registry R, a worker takes X's lease in R: an
 //!   exclusive queue named after (R, X) ([`Topology::blob_lease`]). One connection can hold an
 //!   exclusive queue at a time (another declaring it gets `RESOURCE_LOCKED`), and the broker
-//!   deletes it when that connection closes, so a killed worker's lease is free at once.
-//! - **Blob state.** Each (R, X) has a last-value queue ([`Topology::blob_checkpoint`]:
-//!   `x-max-length` 1, `drop-head`, `x-expires`) holding the newest [`BlobState`]: where the
-//!   holder's upload stands after each chunk the registry confirmed, then, once the blob is in,
-//!   the repository it is in (published with a confirm before the lease is let go). Whoever
-//!   takes the lease next reads it: to mount the blob, or to resume the upload.
-//! - **Shared blob locations.** Every worker says where it has put a blob on a fanout
-//!   exchange ([`Topology::blob_locations`]) and hears what the others say, so that any worker
-//!   mounts from any other's uploads.
+//!   deletes it when that connection closes, so a killed worker's lease is free at once. A
+//!   lease costs a declaration and a deletion on a channel the coordinator keeps for the
+//!   next one.
+//! - **Upload checkpoints.** A blob sent in chunks has a last-value queue
+//!   ([`Topology::blob_checkpoint`]: `x-max-length` 1, `drop-head`, `x-expires`) holding where
+//!   the holder's upload stands after each chunk the registry confirmed; whoever takes the
+//!   lease next resumes from it. It is declared with the first checkpoint (or by a successor
+//!   reading it) and deleted when the blob lands or the upload is abandoned, so that only a
+//!   killed holder's checkpoint outlives its upload, until its expiry.
+//! - **Shared blob locations.** Every worker appends where it has put a blob to the
+//!   locations stream ([`locations`](super::locations)) and reads what the others append, so
+//!   that any worker mounts from any other's uploads, and a worker that starts knows the
+//!   last hour's.
 //!
 //! The coordinator has a connection of its own, without automatic recovery (a lease must die
 //! with its connection, never come back by itself). When the broker cannot be reached, every
 //! call fails at once for a few seconds, and the worker goes on alone.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
+    BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::queue::locations;
+pub use crate::queue::locations::{BlobLocation, LocationFeed, ReadFrom};
 use crate::queue::topology::Topology;
 use crate::queue::QueueError;
 use crate::secret::{redact_url, Secret};
 
-/// How long a blob's state outlives its last use.
+/// How long a killed holder's checkpoint outlives its last use.
 const STATE_EXPIRES: Duration = Duration::from_secs(3600);
 /// After a failed connection attempt, calls fail at once for this long.
 const RECONNECT_AFTER: Duration = Duration::from_secs(5);
 /// The longest wait for one broker operation.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lease channels kept for the next leases.
+const IDLE_CHANNELS: usize = 64;
 
-/// Where one worker has put a blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobLocation {
-    /// The registry host.
-    pub registry: String,
-    /// The repository path in it.
-    pub repository: String,
-    /// The blob.
-    pub digest: Digest,
-}
-
-/// The newest word on a blob in a registry, as its last lease holder left it.
+/// Where the upload of a blob stands, as its last lease holder left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum BlobState {
@@ -67,11 +64,6 @@ pub enum BlobState {
         /// Bytes the registry confirmed.
         offset: u64,
     },
-    /// The blob is in this repository.
-    Landed {
-        /// The repository path.
-        repository: String,
-    },
 }
 
 struct Link {
@@ -79,13 +71,17 @@ struct Link {
     channel: Channel,
 }
 
+/// Lease channels of the current connection, kept between leases.
+type IdleChannels = Arc<Mutex<Vec<Channel>>>;
+
 /// The fleet's coordination through one broker.
 pub struct Coordinator {
     url: Secret,
     shown: String,
     topology: Topology,
     link: tokio::sync::Mutex<Option<Link>>,
-    down_until: std::sync::Mutex<Option<Instant>>,
+    down_until: Mutex<Option<Instant>>,
+    idle: IdleChannels,
 }
 
 fn broker_error(url: &str, e: &lapin::Error) -> QueueError {
@@ -118,7 +114,7 @@ fn classic() -> FieldTable {
     args
 }
 
-/// Arguments of a blob's last-value state queue.
+/// Arguments of a blob's last-value checkpoint queue.
 fn state_queue_args() -> FieldTable {
     let mut args = classic();
     args.insert(ShortString::from("x-max-length"), AMQPValue::LongLongInt(1));
@@ -134,15 +130,20 @@ fn json_properties() -> BasicProperties {
     BasicProperties::default().with_content_type("application/json".into())
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Coordinator {
-    /// Connects to `url` and declares the locations exchange.
+    /// Connects to `url` and declares the locations stream.
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, QueueError> {
         let coordinator = Self {
             url: Secret::new(url.to_owned()),
             shown: redact_url(url),
             topology,
             link: tokio::sync::Mutex::new(None),
-            down_until: std::sync::Mutex::new(None),
+            down_until: Mutex::new(None),
+            idle: IdleChannels::default(),
         };
         coordinator.link().await?;
         Ok(coordinator)
@@ -161,7 +162,7 @@ impl Coordinator {
                 return Ok((Arc::clone(&l.connection), l.channel.clone()));
             }
         }
-        let down = *self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        let down = *lock(&self.down_until);
         if down.is_some_and(|until| Instant::now() < until) {
             return Err(QueueError::Broker(format!("{}: unreachable", self.shown)));
         }
@@ -169,11 +170,11 @@ impl Coordinator {
             Ok(l) => {
                 let out = (Arc::clone(&l.connection), l.channel.clone());
                 *link = Some(l);
+                lock(&self.idle).clear();
                 Ok(out)
             }
             Err(e) => {
-                *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Instant::now() + RECONNECT_AFTER);
+                *lock(&self.down_until) = Some(Instant::now() + RECONNECT_AFTER);
                 Err(e)
             }
         }
@@ -187,19 +188,30 @@ impl Coordinator {
             .await
             .map_err(err)?;
         let channel = connection.create_channel().await.map_err(err)?;
-        channel
-            .exchange_declare(
-                self.topology.blob_locations().as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
+        locations::declare(&channel, &self.topology.blob_locations())
             .await
             .map_err(err)?;
         Ok(Link {
             connection: Arc::new(connection),
             channel,
         })
+    }
+
+    /// A lease channel: one kept from an earlier lease, else a new one.
+    async fn lease_channel(&self, connection: &Connection) -> Result<Channel, QueueError> {
+        loop {
+            let kept = lock(&self.idle).pop();
+            match kept {
+                Some(c) if c.status().connected() => return Ok(c),
+                Some(_) => {}
+                None => {
+                    return connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| broker_error(&self.shown, &e))
+                }
+            }
+        }
     }
 
     /// Takes the lease of `digest` in `registry`: `None` while another connection holds it.
@@ -211,8 +223,7 @@ impl Coordinator {
         let (connection, _) = self.link().await?;
         let lease_queue = self.topology.blob_lease(registry, digest);
         timed("taking a lease", async {
-            let err = |e: lapin::Error| broker_error(&self.shown, &e);
-            let channel = connection.create_channel().await.map_err(err)?;
+            let channel = self.lease_channel(&connection).await?;
             let exclusive = QueueDeclareOptions {
                 exclusive: true,
                 ..QueueDeclareOptions::default()
@@ -224,25 +235,14 @@ impl Coordinator {
                 Ok(_) => {}
                 // The broker closed the channel with the error.
                 Err(e) if is_locked(&e) => return Ok(None),
-                Err(e) => return Err(err(e)),
+                Err(e) => return Err(broker_error(&self.shown, &e)),
             }
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(err)?;
-            let state_queue = self.topology.blob_checkpoint(registry, digest);
-            channel
-                .queue_declare(
-                    state_queue.as_str().into(),
-                    QueueDeclareOptions::default(),
-                    state_queue_args(),
-                )
-                .await
-                .map_err(err)?;
             Ok(Some(Lease {
                 channel,
                 lease_queue: lease_queue.clone(),
-                state_queue,
+                state_queue: self.topology.blob_checkpoint(registry, digest),
+                state_declared: AtomicBool::new(false),
+                idle: Arc::clone(&self.idle),
                 shown: self.shown.clone(),
                 released: false,
             }))
@@ -257,8 +257,8 @@ impl Coordinator {
         timed("announcing a blob", async {
             channel
                 .basic_publish(
-                    self.topology.blob_locations().as_str().into(),
                     "".into(),
+                    self.topology.blob_locations().as_str().into(),
                     BasicPublishOptions::default(),
                     &body,
                     json_properties(),
@@ -270,47 +270,15 @@ impl Coordinator {
         .await
     }
 
-    /// Hears where the fleet puts blobs, from now on.
-    pub async fn listen(&self) -> Result<LocationFeed, QueueError> {
+    /// Hears where the fleet puts blobs: from `from` on, then as they are announced.
+    pub async fn listen(&self, from: ReadFrom) -> Result<LocationFeed, QueueError> {
         let (connection, _) = self.link().await?;
         timed("listening for blob locations", async {
             let err = |e: lapin::Error| broker_error(&self.shown, &e);
             let channel = connection.create_channel().await.map_err(err)?;
-            let own = QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            };
-            let queue = channel
-                .queue_declare("".into(), own, classic())
+            locations::read(channel, &self.topology.blob_locations(), from)
                 .await
-                .map_err(err)?;
-            channel
-                .queue_bind(
-                    queue.name().as_str().into(),
-                    self.topology.blob_locations().as_str().into(),
-                    "".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(err)?;
-            let consumer = channel
-                .basic_consume(
-                    queue.name().as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..BasicConsumeOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(err)?;
-            Ok(LocationFeed {
-                _channel: channel,
-                consumer,
-            })
+                .map_err(err)
         })
         .await
     }
@@ -320,38 +288,20 @@ impl Coordinator {
         if let Some(l) = self.link.lock().await.take() {
             let _ = l.connection.close(200, "bye".into()).await;
         }
+        lock(&self.idle).clear();
     }
 
-    /// Deletes the locations exchange: for tearing down a test or a retired installation.
-    pub async fn delete_exchange(&self) -> Result<(), QueueError> {
+    /// Deletes the locations stream: for tearing down a test or a retired installation.
+    pub async fn delete_locations(&self) -> Result<(), QueueError> {
         let (_, channel) = self.link().await?;
         channel
-            .exchange_delete(
+            .queue_delete(
                 self.topology.blob_locations().as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
+                QueueDeleteOptions::default(),
             )
             .await
+            .map(|_| ())
             .map_err(|e| broker_error(&self.shown, &e))
-    }
-}
-
-/// What a worker hears of where the fleet puts blobs.
-pub struct LocationFeed {
-    _channel: Channel,
-    consumer: lapin::Consumer,
-}
-
-impl LocationFeed {
-    /// The next location; `None` when the connection is gone (listen again). Messages that
-    /// do not read as locations are skipped.
-    pub async fn next(&mut self) -> Option<BlobLocation> {
-        loop {
-            let delivery = self.consumer.next().await?.ok()?;
-            match serde_json::from_slice(&delivery.data) {
-                Ok(location) => return Some(location),
-                Err(e) => tracing::debug!(error = %e, "not a blob location; skipped"),
-            }
-        }
     }
 }
 
@@ -361,6 +311,8 @@ pub struct Lease {
     channel: Channel,
     lease_queue: String,
     state_queue: String,
+    state_declared: AtomicBool,
+    idle: IdleChannels,
     shown: String,
     released: bool,
 }
@@ -370,9 +322,28 @@ impl Lease {
         broker_error(&self.shown, e)
     }
 
-    /// What the blob's previous holder left: where its upload stood, or where the blob is.
+    /// Declares the checkpoint queue, once per lease.
+    async fn declare_state(&self) -> Result<(), QueueError> {
+        if self.state_declared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.channel
+            .queue_declare(
+                self.state_queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                state_queue_args(),
+            )
+            .await
+            .map_err(|e| self.err(&e))?;
+        self.state_declared.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Where the previous holder's upload stood, if it left a checkpoint. Only worth asking
+    /// for a blob sent in chunks (the others never leave one).
     pub async fn state(&self) -> Result<Option<BlobState>, QueueError> {
-        timed("reading a blob's state", async {
+        timed("reading a blob's checkpoint", async {
+            self.declare_state().await?;
             let got = self
                 .channel
                 .basic_get(self.state_queue.as_str().into(), BasicGetOptions::default())
@@ -394,22 +365,8 @@ impl Lease {
         .await
     }
 
-    async fn publish(&self, state: &BlobState) -> Result<lapin::PublisherConfirm, QueueError> {
-        let body = serde_json::to_vec(state).map_err(|e| QueueError::Broker(e.to_string()))?;
-        self.channel
-            .basic_publish(
-                "".into(),
-                self.state_queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                json_properties(),
-            )
-            .await
-            .map_err(|e| self.err(&e))
-    }
-
     /// Records where the upload stands (after a chunk the registry confirmed), for a
-    /// successor should this worker die. Not waited for: the next one replaces it.
+    /// successor should this worker die. Not confirmed: the next one replaces it.
     pub async fn save_upload(
         &self,
         repository: &str,
@@ -421,57 +378,60 @@ impl Lease {
             location: location.to_owned(),
             offset,
         };
-        timed("saving an upload checkpoint", self.publish(&state))
+        let body = serde_json::to_vec(&state).map_err(|e| QueueError::Broker(e.to_string()))?;
+        timed("saving an upload checkpoint", async {
+            self.declare_state().await?;
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    self.state_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    json_properties(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(&e))
+        })
+        .await
+    }
+
+    /// The blob is in: forgets its checkpoint, if any, and lets go.
+    pub async fn landed(self) -> Result<(), QueueError> {
+        self.finish().await
+    }
+
+    /// The upload failed and was cancelled: forgets its checkpoint, if any, and lets go.
+    pub async fn abandon(self) -> Result<(), QueueError> {
+        self.finish().await
+    }
+
+    async fn finish(mut self) -> Result<(), QueueError> {
+        self.released = true;
+        let result = timed("letting a lease go", async {
+            if self.state_declared.load(Ordering::Acquire) {
+                self.delete(&self.state_queue).await?;
+            }
+            self.delete(&self.lease_queue).await
+        })
+        .await;
+        if result.is_ok() && self.channel.status().connected() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < IDLE_CHANNELS {
+                idle.push(self.channel.clone());
+                return result;
+            }
+        }
+        let _ = self.channel.close(200, "done".into()).await;
+        result
+    }
+
+    async fn delete(&self, queue: &str) -> Result<(), QueueError> {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await
             .map(|_| ())
-    }
-
-    /// The blob is in `repository`: says so (confirmed by the broker), then lets go.
-    pub async fn landed(mut self, repository: &str) -> Result<(), QueueError> {
-        let state = BlobState::Landed {
-            repository: repository.to_owned(),
-        };
-        let said = timed("recording where a blob landed", async {
-            let confirm = self.publish(&state).await?;
-            confirm.await.map(|_| ()).map_err(|e| self.err(&e))
-        })
-        .await;
-        let released = self.release().await;
-        said.and(released)
-    }
-
-    /// The upload failed and was cancelled: forgets its checkpoint, then lets go.
-    pub async fn abandon(mut self) -> Result<(), QueueError> {
-        let purged = timed("forgetting a checkpoint", async {
-            self.channel
-                .queue_purge(
-                    self.state_queue.as_str().into(),
-                    QueuePurgeOptions::default(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err(&e))
-        })
-        .await;
-        let released = self.release().await;
-        purged.and(released)
-    }
-
-    async fn release(&mut self) -> Result<(), QueueError> {
-        self.released = true;
-        let deleted = timed("letting a lease go", async {
-            self.channel
-                .queue_delete(
-                    self.lease_queue.as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err(&e))
-        })
-        .await;
-        let _ = self.channel.close(200, "done".into()).await;
-        deleted
+            .map_err(|e| self.err(&e))
     }
 }
 

@@ -9,10 +9,11 @@
 //! goes to the dead-letter queue with its reason.
 //!
 //! Apart from the port, [`coordination`] gives a fleet of workers RabbitMQ's means to act as
-//! one: blob leases, blob states, shared blob locations.
+//! one: blob leases, upload checkpoints, and ([`locations`]) shared blob locations.
 
 pub mod amqp;
 pub mod coordination;
+pub mod locations;
 pub mod memory;
 pub mod topology;
 

@@ -90,7 +90,7 @@ impl Topology {
         format!("{}.events.dead", self.prefix)
     }
 
-    /// Fanout exchange on which workers say where blobs are: `<prefix>.blob-locations`.
+    /// The stream in which workers say where blobs are: `<prefix>.blob-locations`.
     pub fn blob_locations(&self) -> String {
         format!("{}.blob-locations", self.prefix)
     }
@@ -102,7 +102,7 @@ impl Topology {
         format!("{}.lease.{}.{digest}", self.prefix, registry_hash(registry))
     }
 
-    /// The last-value queue of one blob's upload checkpoint:
+    /// The last-value queue of one chunked upload's checkpoint:
     /// `<prefix>.checkpoint.<registry hash>.<digest>`.
     pub fn blob_checkpoint(&self, registry: &str, digest: &crate::Digest) -> String {
         format!(

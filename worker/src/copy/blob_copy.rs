@@ -10,7 +10,6 @@ use std::sync::Arc;
 use image_mirror_common::metrics;
 use image_mirror_common::queue::coordination::BlobState;
 use image_mirror_common::registry::{Mount, RegistryError, Upload, UploadPlan, UploadSettings};
-use image_mirror_common::Repository;
 
 use crate::copy::error::CopyError;
 use crate::copy::fleet::{Claim, Fleet, Holding, LEASE_MIN};
@@ -132,7 +131,7 @@ impl CopyEngine {
         let Some(held) = held else {
             return self.send_blob(t, upload, answer, None).await;
         };
-        let Holding { lease, state } = *held;
+        let Holding { lease, state, .. } = *held;
         let left_off = match state {
             Some(BlobState::Uploading {
                 repository,
@@ -147,7 +146,11 @@ impl CopyEngine {
         };
         let sent = self.send_blob(&leased, upload, answer, left_off).await;
         let said = match &sent {
-            Ok(_) => lease.landed(t.target.path()).await,
+            Ok(_) => {
+                // Told before the lease goes, so that a worker waiting for it learns where.
+                fleet.announce_now(t.target, &t.blob.digest).await;
+                lease.landed().await
+            }
             Err(_) => lease.abandon().await,
         };
         if let Err(e) = said {
@@ -186,60 +189,49 @@ impl CopyEngine {
         }
     }
 
-    /// Claims the blob in the fleet: mounts it when the fleet says where it landed, else
-    /// holds its lease (with what the previous holder left) or goes on alone.
+    /// Claims the blob in the fleet: mounts or skips it when another worker landed it
+    /// meanwhile, else holds its lease (with where a previous holder's upload stood) or goes
+    /// on alone.
     async fn claim(
         &self,
         fleet: &Fleet,
         t: &Transfer<'_>,
         mut upload: Option<Upload>,
     ) -> Result<Claimed, CopyError> {
+        let chunks = self.plan_for(t, None) != UploadPlan::Whole;
         for _ in 0..CLAIM_ROUNDS {
-            let (lease, state) = match fleet.claim(t.target, &t.blob.digest, &self.mounts).await {
+            let held = match fleet
+                .claim(t.target, &t.blob.digest, &self.mounts, chunks)
+                .await
+            {
                 Claim::Alone => break,
-                Claim::Learned => (None, None),
-                Claim::Held(held) => (Some(held.lease), held.state),
-            };
-            let landed = match &state {
-                Some(BlobState::Landed { repository }) => Some(repository.clone()),
-                _ => None,
-            };
-            if landed.is_none() {
-                if let Some(lease) = lease {
-                    let held = Some(Box::new(Holding { lease, state }));
-                    return Ok(Claimed::Send { upload, held });
+                Claim::Learned => None,
+                Claim::Held(held) if !held.waited => {
+                    return Ok(Claimed::Send {
+                        upload,
+                        held: Some(held),
+                    })
                 }
-            }
-            if let Some(repository) = landed {
-                self.learn(t.target, &repository, &t.blob.digest);
-            }
-            // It landed somewhere: skip or mount it with what is known now.
+                Claim::Held(held) => Some(held),
+            };
+            // Another worker had it: skip or mount it with what is known now.
             if let Some(u) = upload.take() {
                 self.client.cancel_upload(t.target, &u).await;
             }
             match self.place(t, false).await? {
                 Placed::Done(how) => {
-                    if let Some(l) = lease {
-                        let _ = l.landed(t.target.path()).await;
+                    if let Some(h) = held {
+                        let _ = h.lease.landed().await;
                     }
                     return Ok(Claimed::Done(how));
                 }
                 Placed::Send(u) => upload = u,
             }
-            if let Some(lease) = lease {
-                let held = Some(Box::new(Holding { lease, state: None }));
+            if held.is_some() {
                 return Ok(Claimed::Send { upload, held });
             }
         }
         Ok(Claimed::Send { upload, held: None })
-    }
-
-    /// Remembers that `repository` of `target`'s registry holds `digest`.
-    fn learn(&self, target: &Repository, repository: &str, digest: &image_mirror_common::Digest) {
-        let repo = format!("{}/{repository}", target.registry());
-        if let Ok(repo) = repo.parse::<Repository>() {
-            self.mounts.record(&repo, digest);
-        }
     }
 
     /// Sends the blob's bytes: from where another worker left the upload when it can be
@@ -305,16 +297,18 @@ impl CopyEngine {
     /// How the blob goes up to the target: whole or in chunks of what size, from the target
     /// registry's limits and the session's advertised minimum.
     fn plan(&self, t: &Transfer<'_>, upload: &Upload) -> UploadPlan {
+        self.plan_for(t, upload.min_chunk)
+    }
+
+    /// The plan with a session's advertised minimum chunk, if known.
+    fn plan_for(&self, t: &Transfer<'_>, advertised_min: Option<u64>) -> UploadPlan {
         let defaults = UploadSettings {
             chunk: Some(self.options.chunk_size),
             blob_max: Some(self.options.single_request_max),
         };
-        self.client.upload_limits().plan(
-            t.target.registry(),
-            t.blob.size,
-            defaults,
-            upload.min_chunk,
-        )
+        self.client
+            .upload_limits()
+            .plan(t.target.registry(), t.blob.size, defaults, advertised_min)
     }
 
     /// The upload another worker left at `left`, when the registry still has it where the
@@ -402,7 +396,8 @@ impl CopyEngine {
     /// counted.
     fn stored(&self, t: &Transfer<'_>, how: BlobOutcome) {
         self.mounts.record(t.target, &t.blob.digest);
-        if let Some(fleet) = &self.fleet {
+        // A leased blob is announced before its lease goes (see `lead_blob`).
+        if let Some(fleet) = self.fleet.as_ref().filter(|_| t.lease.is_none()) {
             fleet.announce(t.target, &t.blob.digest);
         }
         t.progress.stored(&t.blob.digest);

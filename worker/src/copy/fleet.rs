@@ -6,15 +6,19 @@
 //! ([`flights`](super::flights)) claims its lease in the target registry. Held by another
 //! worker, it waits, bounded: woken when the fleet says where the blob landed (then it mounts
 //! it), or trying the lease again every [`LEASE_POLL`] (a killed holder's lease is free at
-//! once). Whoever takes a lease reads what the previous holder left: where the blob landed
-//! (mount it), or where its upload stood (resume it, see `upload.rs`). When the broker cannot
-//! be asked, a worker sends alone, as outside a fleet.
+//! once). Whoever takes a lease after waiting looks again whether the blob is there (the
+//! holder may have landed it), and, for a blob sent in chunks, reads where the previous
+//! holder's upload stood (resume it, see `upload.rs`). When the broker cannot be asked, a
+//! worker sends alone, as outside a fleet.
+//!
+//! Every worker hears the fleet's locations stream from an hour back when it joins, and from
+//! where it stopped when it listens again after a broken connection.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use image_mirror_common::queue::coordination::{
-    BlobLocation, BlobState, Coordinator, Lease, LocationFeed,
+    BlobLocation, BlobState, Coordinator, Lease, LocationFeed, ReadFrom,
 };
 use image_mirror_common::queue::QueueError;
 use image_mirror_common::{metrics, Digest, Repository};
@@ -47,7 +51,10 @@ pub(crate) struct Fleet {
 /// A blob's lease held by this worker, with what its previous holder left.
 pub(crate) struct Holding {
     pub(crate) lease: Lease,
+    /// Where the previous holder's chunked upload stood.
     pub(crate) state: Option<BlobState>,
+    /// Another worker held the lease first: the blob may have landed meanwhile.
+    pub(crate) waited: bool,
 }
 
 /// What claiming a blob's lease came to.
@@ -61,13 +68,14 @@ pub(crate) enum Claim {
 }
 
 impl Fleet {
-    /// Joins the fleet: hears where the other workers put blobs (into `mounts`) from now on.
+    /// Joins the fleet: hears where the other workers put blobs (into `mounts`), from an hour
+    /// back on.
     pub(crate) async fn join(
         coordinator: Coordinator,
         mounts: Arc<MountIndex>,
     ) -> Result<Arc<Self>, QueueError> {
         let coordinator = Arc::new(coordinator);
-        let feed = coordinator.listen().await?;
+        let feed = coordinator.listen(ReadFrom::LookBack).await?;
         let (learned, _) = broadcast::channel(1024);
         let fleet = Arc::new(Self {
             coordinator,
@@ -79,11 +87,7 @@ impl Fleet {
 
     /// Says that `repo` holds `digest` (in the background: nobody waits for it).
     pub(crate) fn announce(&self, repo: &Repository, digest: &Digest) {
-        let location = BlobLocation {
-            registry: repo.registry().to_owned(),
-            repository: repo.path().to_owned(),
-            digest: digest.clone(),
-        };
+        let location = location(repo, digest);
         let coordinator = Arc::clone(&self.coordinator);
         tokio::spawn(async move {
             if let Err(e) = coordinator.announce(&location).await {
@@ -92,13 +96,21 @@ impl Fleet {
         });
     }
 
+    /// Says that `repo` holds `digest`, and waits until it is said.
+    pub(crate) async fn announce_now(&self, repo: &Repository, digest: &Digest) {
+        if let Err(e) = self.coordinator.announce(&location(repo, digest)).await {
+            tracing::debug!(error = %e, "could not tell the fleet where a blob is");
+        }
+    }
+
     /// Claims the lease of `digest` in `target`'s registry, waiting while another worker
-    /// holds it.
+    /// holds it; reads the previous holder's checkpoint when the blob goes in `chunks`.
     pub(crate) async fn claim(
         &self,
         target: &Repository,
         digest: &Digest,
         mounts: &MountIndex,
+        chunks: bool,
     ) -> Claim {
         let key = BlobKey {
             registry: target.registry().to_owned(),
@@ -110,11 +122,19 @@ impl Fleet {
         loop {
             match self.coordinator.try_lease(&key.registry, digest).await {
                 Ok(Some(lease)) => {
-                    let state = lease.state().await.unwrap_or_else(|e| {
-                        tracing::debug!(error = %e, "could not read the blob's state");
+                    let state = if chunks {
+                        lease.state().await.unwrap_or_else(|e| {
+                            tracing::debug!(error = %e, "could not read the blob's checkpoint");
+                            None
+                        })
+                    } else {
                         None
-                    });
-                    return Claim::Held(Box::new(Holding { lease, state }));
+                    };
+                    return Claim::Held(Box::new(Holding {
+                        lease,
+                        state,
+                        waited: waiting,
+                    }));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -135,6 +155,14 @@ impl Fleet {
                 return Claim::Learned;
             }
         }
+    }
+}
+
+fn location(repo: &Repository, digest: &Digest) -> BlobLocation {
+    BlobLocation {
+        registry: repo.registry().to_owned(),
+        repository: repo.path().to_owned(),
+        digest: digest.clone(),
     }
 }
 
@@ -167,7 +195,7 @@ async fn heard(
 }
 
 /// Records what the fleet says into `mounts`, for as long as the fleet lives; listens again
-/// after the connection broke.
+/// after the connection broke, from the location after the last one heard.
 async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, mounts: Arc<MountIndex>) {
     let mut pause = Duration::from_millis(500);
     loop {
@@ -184,12 +212,13 @@ async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, mounts: Arc<MountInd
                 });
             }
         }
+        let resume = feed.resume();
         loop {
             let Some(f) = fleet.upgrade() else {
                 return;
             };
             tokio::time::sleep(pause).await;
-            match f.coordinator.listen().await {
+            match f.coordinator.listen(resume).await {
                 Ok(f) => {
                     feed = f;
                     pause = Duration::from_millis(500);
