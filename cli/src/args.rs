@@ -337,6 +337,8 @@ pub struct WorkerArgs {
     pub grace_seconds: u64,
     #[command(flatten)]
     pub drift: DriftArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Act as one with the other workers of the broker: each large blob sent to a registry
     /// once, mounted by the others, an unfinished upload taken over where it stopped (`off`:
     /// each worker on its own).
@@ -418,9 +420,49 @@ pub struct RunArgs {
     pub missing: bool,
     #[command(flatten)]
     pub drift: DriftArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Exit 1 when a target drifted (its tag holds another digest than the source's).
     #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
     pub fail_on_drift: bool,
+}
+
+/// What travels with each image (nothing unless asked: no request is spent on it otherwise).
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Copy each image's OCI 1.1 referrers (signatures, attestations, SBOMs, and theirs),
+    /// digest-exact: listed by the source's referrers API, else its fallback tag
+    /// `sha256-<hex>`; a target without the API gets its fallback tag's index updated.
+    #[arg(long, env = "IMAGE_MIRROR_REFERRERS")]
+    pub referrers: bool,
+    /// Only referrers of this artifact type (repeatable; every type by default).
+    #[arg(long, value_name = "ARTIFACT_TYPE", requires = "referrers")]
+    pub referrers_type: Vec<String>,
+    /// Copy cosign's legacy tags of each image's digest: `sha256-<hex>.sig`, `.att`, `.sbom`.
+    #[arg(long, env = "IMAGE_MIRROR_DIGEST_TAGS")]
+    pub digest_tags: bool,
+    /// Mirror only images whose source digest carries a cosign signature this public key
+    /// verifies (repeatable: any of them; ECDSA P-256 PEM, as `cosign generate-key-pair`
+    /// writes). Checked offline, with no transparency log. Others fail as `unsigned`.
+    #[arg(long, value_name = "KEY_FILE")]
+    pub require_signature: Vec<PathBuf>,
+}
+
+impl AttachArgs {
+    /// The copy engine's options.
+    pub fn options(&self) -> image_mirror_worker::AttachOptions {
+        image_mirror_worker::AttachOptions {
+            referrers: self.referrers,
+            artifact_types: self.referrers_type.clone(),
+            digest_tags: self.digest_tags,
+        }
+    }
+
+    /// The keys of `--require-signature` (none: no signature required).
+    pub fn trusted_keys(&self) -> Result<image_mirror_worker::TrustedKeys, crate::exit::BadInput> {
+        image_mirror_worker::TrustedKeys::from_files(&self.require_signature)
+            .map_err(|e| crate::exit::BadInput(format!("--require-signature: {e}")))
+    }
 }
 
 /// What a drifted target gets: a target tag that holds another digest than its source's.
@@ -518,6 +560,8 @@ pub struct CopyArgs {
     /// `{digest12}`, `{digest}`).
     #[arg(long, value_name = "TEMPLATE")]
     pub backup_tag: Option<String>,
+    #[command(flatten)]
+    pub attach: AttachArgs,
 }
 
 #[derive(Debug, Args)]

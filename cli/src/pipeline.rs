@@ -233,8 +233,14 @@ pub fn summary(events: &[JobEvent], elapsed: Duration, fail_on_drift: bool) -> u
     } else {
         format!(", {} drifted", s.drifted)
     };
+    let attached = match (s.attached, s.signed) {
+        (0, 0) => String::new(),
+        (a, 0) => format!(", {a} referrers and digest tags"),
+        (0, v) => format!(", {v} signatures verified"),
+        (a, v) => format!(", {a} referrers and digest tags, {v} signatures verified"),
+    };
     println!(
-        "summary: {} copied, {} already present, {} failed{causes}{deferred}{drifted}, {} bytes sent, {:.1}s",
+        "summary: {} copied, {} already present, {} failed{causes}{deferred}{drifted}{attached}, {} bytes sent, {:.1}s",
         s.copied,
         s.already_present,
         s.failed,

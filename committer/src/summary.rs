@@ -23,6 +23,10 @@ pub struct RunSummary {
     pub deferred: usize,
     /// Blob bytes sent to targets.
     pub bytes_sent: u64,
+    /// Referrers and digest tags copied with the images.
+    pub attached: u64,
+    /// Images whose signature a trusted key verified.
+    pub signed: usize,
     /// Failed jobs by failure class (`not_found`, `auth`, `unreachable`, …).
     pub failures_by_class: BTreeMap<String, usize>,
     /// Hosts that could not be reached, each with why (the failure's message) and how many
@@ -46,6 +50,8 @@ impl RunSummary {
         let mut s = Self::default();
         for e in events {
             s.bytes_sent += e.bytes_copied;
+            s.attached += e.referrers_copied + e.digest_tags_copied;
+            s.signed += usize::from(e.signed_by.is_some());
             match e.outcome {
                 Outcome::Copied => s.copied += 1,
                 Outcome::AlreadyPresent => s.already_present += 1,

@@ -347,8 +347,22 @@ pub struct JobEvent {
     /// Of that, pushing manifests and verifying, in milliseconds.
     #[serde(default)]
     pub manifests_ms: u64,
+    /// Referrers (signatures, attestations, SBOMs) copied with the image (`--referrers`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referrers_copied: u64,
+    /// cosign digest tags copied with the image (`--digest-tags`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub digest_tags_copied: u64,
+    /// The trusted key whose signature let the image through (`--require-signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// Set when `outcome` is `failed`.
     pub error: Option<JobFailure>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobEvent {
@@ -398,6 +412,9 @@ impl JobEvent {
             resolve_ms: 0,
             blobs_ms: 0,
             manifests_ms: 0,
+            referrers_copied: 0,
+            digest_tags_copied: 0,
+            signed_by: None,
             error: None,
         }
     }

@@ -259,6 +259,20 @@ pub static UPLOAD_TAKEOVERS: Family = Family::new(
     "counter",
     &[],
 );
+/// What travelled with images: `referrer` or `digest_tag`.
+pub static ATTACHED: Family = Family::new(
+    "image_mirror_attached_total",
+    "Referrers (signatures, attestations, SBOMs) and cosign digest tags copied with images, by kind.",
+    "counter",
+    &["kind"],
+);
+/// Signature checks of `--require-signature`: `verified` or `unsigned`.
+pub static SIGNATURES: Family = Family::new(
+    "image_mirror_signatures_total",
+    "Images whose cosign signature a trusted key verified, or that were refused as unsigned.",
+    "counter",
+    &["result"],
+);
 /// Jobs being worked on now.
 pub static JOBS_IN_FLIGHT: Family = Family::new(
     "image_mirror_jobs_in_flight",
@@ -312,7 +326,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 20] = [
+pub static FAMILIES: [&Family; 22] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -327,6 +341,8 @@ pub static FAMILIES: [&Family; 20] = [
     &DEFERRED,
     &LEASE_WAITS,
     &UPLOAD_TAKEOVERS,
+    &ATTACHED,
+    &SIGNATURES,
     &JOBS_IN_FLIGHT,
     &QUEUE_READY,
     &QUEUE_CONSUMERS,
@@ -334,6 +350,22 @@ pub static FAMILIES: [&Family; 20] = [
     &COMMITTER_BATCHES,
     &LINES_RECORDED,
 ];
+
+/// Counts what travelled with the job's image and its signature check.
+pub fn count_attachments(event: &crate::JobEvent) {
+    if event.referrers_copied > 0 {
+        ATTACHED.add(&["referrer"], event.referrers_copied as f64);
+    }
+    if event.digest_tags_copied > 0 {
+        ATTACHED.add(&["digest_tag"], event.digest_tags_copied as f64);
+    }
+    if event.signed_by.is_some() {
+        SIGNATURES.inc(&["verified"]);
+    }
+    if event.error.as_ref().is_some_and(|e| e.class == "unsigned") {
+        SIGNATURES.inc(&["unsigned"]);
+    }
+}
 
 /// Makes a registry's counters exist at zero from the first request to it on.
 pub fn touch_registry(registry: &str) {

@@ -33,3 +33,12 @@ pub fn digest(image: &str) -> Digest {
 pub fn manifest(image: &str) -> Vec<u8> {
     crane(&["manifest", image])
 }
+
+/// The tags crane lists in `repo` (`HOST/REPO`): `crane ls`.
+pub fn ls(repo: &str) -> Vec<String> {
+    String::from_utf8(crane(&["ls", repo]))
+        .expect("UTF-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

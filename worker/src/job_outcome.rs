@@ -239,6 +239,7 @@ impl JobRun<'_> {
         metrics::JOBS.inc(&[event.outcome.as_str()]);
         metrics::BYTES_COPIED.add(&[], event.bytes_copied as f64);
         metrics::JOB_DURATION.observe(event.duration_ms as f64 / 1000.0);
+        metrics::count_attachments(event);
         let published = self
             .broker
             .publish_event(&event.routing_key(), &message)
@@ -334,6 +335,9 @@ fn fill(event: &mut JobEvent, report: &CopyReport) {
     event.resolve_ms = millis(report.phases.resolve);
     event.blobs_ms = millis(report.phases.blobs);
     event.manifests_ms = millis(report.phases.manifests);
+    event.referrers_copied = report.attached.referrers;
+    event.digest_tags_copied = report.attached.digest_tags;
+    event.signed_by.clone_from(&report.attached.verified_by);
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

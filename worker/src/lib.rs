@@ -11,5 +11,8 @@ pub mod copy;
 mod job_outcome;
 pub mod job_runner;
 
-pub use copy::{Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome, CopyReport, Phases};
+pub use copy::{
+    AttachOptions, Attached, Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome,
+    CopyReport, Phases, TrustedKeys,
+};
 pub use job_runner::{handle, run_worker, Deferral, Handled, Mirror, WorkerOptions};

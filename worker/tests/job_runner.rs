@@ -57,6 +57,7 @@ impl Mirror for Stub {
                 resumes: 0,
                 duration: Duration::ZERO,
                 phases: Phases::default(),
+                attached: Default::default(),
             })]
         }
     }

@@ -18,7 +18,10 @@ pub async fn run(global: &GlobalArgs, args: &CopyArgs) -> Result<u8> {
         .parse()
         .map_err(|e| BadInput(format!("target: {e}")))?;
     let drift = registry_client::drift_policy(args.on_drift, args.backup_tag.as_deref())?;
-    let engine = registry_client::engine(global)?.with_drift(drift);
+    let engine = registry_client::engine(global)?
+        .with_drift(drift)
+        .with_attachments(args.attach.options())
+        .with_trusted_keys(args.attach.trusted_keys()?);
     match engine.copy(&source, &target).await {
         Ok(report) => {
             print_report(&source, &target, &report);
@@ -63,6 +66,15 @@ fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport) {
     println!("  manifests   {} pushed", r.manifests_pushed);
     if r.resumes > 0 {
         println!("  resumed     {} times", r.resumes);
+    }
+    if let Some(key) = &r.attached.verified_by {
+        println!("  signed by   {key}");
+    }
+    if r.attached.referrers > 0 || r.attached.digest_tags > 0 {
+        println!(
+            "  attached    {} referrers, {} digest tags",
+            r.attached.referrers, r.attached.digest_tags
+        );
     }
     println!(
         "  time        {:.2}s (resolve {:.2}s, blobs {:.2}s, manifests {:.2}s)",

@@ -33,7 +33,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
     };
     let drift =
         registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
-    let engine = registry_client::engine(global)?.with_drift(drift);
+    let engine = registry_client::engine(global)?
+        .with_drift(drift)
+        .with_attachments(args.attach.options())
+        .with_trusted_keys(args.attach.trusted_keys()?);
     let jobs = if args.missing {
         missing_only(&engine, jobs).await
     } else {

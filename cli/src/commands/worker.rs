@@ -17,7 +17,10 @@ pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
     }
     let drift =
         registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
-    let mut engine = registry_client::engine(global)?.with_drift(drift);
+    let mut engine = registry_client::engine(global)?
+        .with_drift(drift)
+        .with_attachments(args.attach.options())
+        .with_trusted_keys(args.attach.trusted_keys()?);
     if args.fleet == "on" {
         let coordinator = broker::coordinator(global).await?;
         engine = engine.join_fleet(coordinator).await?;

@@ -17,6 +17,7 @@ mod limits;
 pub mod manifest;
 mod origin;
 pub mod ratelimit;
+pub mod referrers;
 pub mod repository;
 pub mod retry;
 pub mod tags;

@@ -28,6 +28,15 @@ pub enum CopyError {
         /// What the registry said.
         detail: String,
     },
+    /// `--require-signature`: no cosign signature of the source digest verifies against the
+    /// trusted keys. Nothing of the image was written.
+    #[error("{image}: not signed by a trusted key ({detail}); not mirrored")]
+    Unsigned {
+        /// The source image, by digest.
+        image: String,
+        /// What was found.
+        detail: String,
+    },
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -45,9 +54,10 @@ impl CopyError {
     pub fn error_class(&self) -> ErrorClass {
         match self {
             Self::Registry(e) => e.class(),
-            Self::Invalid(_) | Self::TargetRefused { .. } | Self::ReadOnly { .. } => {
-                ErrorClass::Permanent
-            }
+            Self::Invalid(_)
+            | Self::TargetRefused { .. }
+            | Self::ReadOnly { .. }
+            | Self::Unsigned { .. } => ErrorClass::Permanent,
             Self::Verify { .. } => ErrorClass::Transient,
         }
     }
@@ -80,6 +90,7 @@ impl CopyError {
             Self::Invalid(_) => "invalid".into(),
             Self::TargetRefused { .. } | Self::ReadOnly { .. } => "target_refused".into(),
             Self::Verify { .. } => "verify".into(),
+            Self::Unsigned { .. } => "unsigned".into(),
         }
     }
 }

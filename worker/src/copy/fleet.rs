@@ -35,6 +35,11 @@ pub(crate) const LEASE_POLL: Duration = Duration::from_secs(1);
 /// The longest wait for another worker's upload; then the blob is sent anyway.
 const LEASE_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 
+/// How often a tag lease held by another worker is tried again (a tag write is short).
+const TAG_POLL: Duration = Duration::from_millis(100);
+/// The longest wait for another worker's write of a tag.
+const TAG_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// A blob in a registry, as the fleet names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BlobKey {
@@ -100,6 +105,28 @@ impl Fleet {
     pub(crate) async fn announce_now(&self, repo: &Repository, digest: &Digest) {
         if let Err(e) = self.coordinator.announce(&location(repo, digest)).await {
             tracing::debug!(error = %e, "could not tell the fleet where a blob is");
+        }
+    }
+
+    /// The fleet's lease of a tag written by read-modify-write (a referrers fallback tag,
+    /// `key` naming repository and tag), waiting while another worker holds it, up to
+    /// [`TAG_WAIT_MAX`]. `None`: no coordination (the broker could not be asked, or the wait
+    /// was too long), and the caller goes on under its process's lock alone.
+    pub(crate) async fn lease_tag(&self, registry: &str, key: &str) -> Option<Lease> {
+        let name = Digest::sha256_of(format!("tag {key}").as_bytes());
+        let deadline = Instant::now() + TAG_WAIT_MAX;
+        loop {
+            match self.coordinator.try_lease(registry, &name).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(TAG_POLL).await;
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!(error = %e, tag = key, "no fleet lease for the tag");
+                    return None;
+                }
+            }
         }
     }
 

@@ -10,7 +10,11 @@
 //! 3. [`push`]: child manifests by digest, each as soon as its own blobs are in the target and
 //!    every blob of the image has matched its digest; nested indexes; the top level by tag.
 //! 4. verify: the target resolves to the source digest.
+//!
+//! Then, when asked, what travels with the image ([`attachments`]): its referrers and
+//! cosign's digest tags.
 
+mod attachments;
 mod blob_copy;
 mod drift;
 mod error;
@@ -21,6 +25,7 @@ mod progress;
 mod push;
 mod report;
 mod resolve;
+mod signatures;
 mod source;
 mod tee;
 mod upload;
@@ -37,13 +42,16 @@ use image_mirror_common::{metrics, Digest, ImageRef, Repository};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+pub use attachments::{AttachOptions, Attached, DIGEST_TAG_SUFFIXES};
 pub use drift::{BackupTag, DriftPolicy, OnDrift};
 pub use error::CopyError;
 pub use mounts::MountIndex;
 pub use push::RACE_RETRIES;
 pub use report::{CopyOutcome, CopyReport, Phases};
+pub use signatures::{verify_bundle, verify_simple_signing, TrustedKeys};
 pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};
 
+use crate::copy::attachments::Attach;
 use crate::copy::blob_copy::BlobOutcome;
 use crate::copy::fleet::Fleet;
 use crate::copy::flights::Flights;
@@ -110,6 +118,8 @@ pub struct CopyEngine {
     options: CopyOptions,
     /// What a drifted target gets: kept (the default) or overwritten.
     drift: Arc<DriftPolicy>,
+    /// What travels with each image (nothing by default).
+    attach: Arc<Attach>,
 }
 
 /// A blob's copy as the transfer stream holds it.
@@ -203,7 +213,22 @@ impl CopyEngine {
             fleet: None,
             options,
             drift: Arc::default(),
+            attach: Arc::default(),
         }
+    }
+
+    /// This engine copying what `options` say travels with each image.
+    #[must_use]
+    pub fn with_attachments(mut self, options: AttachOptions) -> Self {
+        self.attach = Arc::new(Attach::new(options, self.attach.keys.clone()));
+        self
+    }
+
+    /// This engine mirroring only images a cosign signature of one of `keys` verifies.
+    #[must_use]
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
+        self.attach = Arc::new(Attach::new(self.attach.options.clone(), keys));
+        self
     }
 
     /// This engine with `policy` for drifted targets (a target tag that holds another
@@ -241,9 +266,43 @@ impl CopyEngine {
 
     /// Copies `source` to every target at once, reading the source once for all of them: its
     /// manifests, and each blob more than one target lacks (downloaded once, its pieces handed
-    /// to each; see `tee.rs`). One result per target, in their order; a target's failure is
-    /// its own.
+    /// to each; see `tee.rs`), then what travels with it. One result per target, in their
+    /// order; a target's failure is its own.
     pub async fn copy_many(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+    ) -> Vec<Result<CopyReport, CopyError>> {
+        let (source, verified_by) = match self.signed(source).await {
+            Ok(signed) => signed,
+            Err(e) => return targets.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut results = self.copy_images(&source, targets).await;
+        for report in results.iter_mut().flatten() {
+            report.attached.verified_by.clone_from(&verified_by);
+        }
+        if !self.attach.options.any() {
+            return results;
+        }
+        for (result, target) in results.iter_mut().zip(targets) {
+            let Ok(report) = result else { continue };
+            if report.outcome == CopyOutcome::Drifted {
+                continue;
+            }
+            let (from, to) = (source.repository(), target.repository());
+            match self.attach(from, to, &report.digest).await {
+                Ok(attached) => {
+                    report.attached.referrers = attached.referrers;
+                    report.attached.digest_tags = attached.digest_tags;
+                }
+                Err(e) => *result = Err(e.into_target_refusal(to)),
+            }
+        }
+        results
+    }
+
+    /// The images alone: see [`copy_many`](Self::copy_many).
+    pub(crate) async fn copy_images(
         &self,
         source: &ImageRef,
         targets: &[ImageRef],

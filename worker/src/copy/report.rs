@@ -47,6 +47,8 @@ pub struct CopyReport {
     pub duration: Duration,
     /// Where that time went.
     pub phases: Phases,
+    /// What travelled with the image (referrers, digest tags).
+    pub attached: crate::copy::Attached,
 }
 
 /// The wall time of each phase of one copy.
@@ -104,6 +106,7 @@ impl Counters {
             resumes: Self::get(&self.resumes),
             duration: started.elapsed(),
             phases,
+            attached: crate::copy::Attached::default(),
         }
     }
 }

@@ -1,0 +1,271 @@
+//! What travels with an image when asked: its OCI 1.1 **referrers** (signatures,
+//! attestations, SBOMs whose `subject` is the image, and theirs in turn) and cosign's legacy
+//! **digest tags** (`sha256-<hex>.sig`, `.att`, `.sbom`).
+//!
+//! After an image is copied (or found already there), its referrers are listed at the source
+//! (referrers API, else fallback tag), filtered by artifact type, and each copied by digest,
+//! byte for byte; then their own referrers, to [`MAX_DEPTH`] levels and [`MAX_REFERRERS`] in
+//! all. A target that answers the referrers API lists them by itself; one that does not gets
+//! the fallback tag's index read, merged (each digest once) and written back, under a lock per
+//! (repository, tag) in this process and the fleet's lease of that tag across workers, then
+//! read again to check that nothing was lost. Nothing here runs unless asked: without the
+//! options, no referrers request and no tag list.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use image_mirror_common::registry::referrers::{
+    descriptor_of, fallback_tag, merged_index, Referrer, Referrers, OCI_INDEX,
+};
+use image_mirror_common::registry::Manifest;
+use image_mirror_common::{Digest, ImageRef, Repository};
+
+use crate::copy::drift::{DriftPolicy, OnDrift};
+use crate::copy::error::CopyError;
+use crate::copy::signatures::TrustedKeys;
+use crate::copy::CopyEngine;
+
+/// Levels of referrers followed (a signature of an SBOM of an image is level 2).
+pub const MAX_DEPTH: usize = 4;
+/// Referrers copied for one image at most.
+pub const MAX_REFERRERS: usize = 1000;
+/// cosign's legacy tag suffixes.
+pub const DIGEST_TAG_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+/// Writes of a fallback index before giving up on a registry that keeps losing them.
+const FALLBACK_WRITES: usize = 3;
+
+/// What travels with each image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// Copy the image's referrers.
+    pub referrers: bool,
+    /// Only referrers of these artifact types (all when empty).
+    pub artifact_types: Vec<String>,
+    /// Copy cosign's `sha256-<hex>.sig/.att/.sbom` tags of the image.
+    pub digest_tags: bool,
+}
+
+impl AttachOptions {
+    /// Whether anything travels with an image.
+    pub fn any(&self) -> bool {
+        self.referrers || self.digest_tags
+    }
+
+    fn wanted(&self, r: &Referrer) -> bool {
+        self.artifact_types.is_empty()
+            || r.artifact_type
+                .as_ref()
+                .is_some_and(|t| self.artifact_types.contains(t))
+    }
+}
+
+/// The options, the keys a signature must verify against, and the locks of fallback tags
+/// written by this process.
+#[derive(Debug, Default)]
+pub(crate) struct Attach {
+    pub(crate) options: AttachOptions,
+    pub(crate) keys: TrustedKeys,
+    locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Attach {
+    pub(crate) fn new(options: AttachOptions, keys: TrustedKeys) -> Self {
+        Self {
+            options,
+            keys,
+            locks: tokio::sync::Mutex::default(),
+        }
+    }
+
+    async fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().await;
+        Arc::clone(locks.entry(key).or_default())
+    }
+}
+
+/// What travelled with one image, and whose signature let it through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    /// Referrers copied (or found at the target).
+    pub referrers: u64,
+    /// Digest tags copied.
+    pub digest_tags: u64,
+    /// The trusted key that verified the image's signature (`--require-signature`).
+    pub verified_by: Option<String>,
+}
+
+fn by_digest(repo: &Repository, digest: &Digest) -> Result<ImageRef, CopyError> {
+    format!("{repo}@{digest}")
+        .parse()
+        .map_err(|e| CopyError::Invalid(format!("{e}")))
+}
+
+fn by_tag(repo: &Repository, tag: &str) -> Result<ImageRef, CopyError> {
+    format!("{repo}:{tag}")
+        .parse()
+        .map_err(|e| CopyError::Invalid(format!("{e}")))
+}
+
+impl CopyEngine {
+    /// Copies what travels with `digest` from `source` to `target`, as the options say.
+    pub(crate) async fn attach(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        digest: &Digest,
+    ) -> Result<Attached, CopyError> {
+        let options = &self.attach.options;
+        let mut attached = Attached::default();
+        if options.referrers {
+            attached.referrers = self.copy_referrers(source, target, digest).await?;
+        }
+        if options.digest_tags {
+            attached.digest_tags = self.copy_digest_tags(source, target, digest).await?;
+        }
+        Ok(attached)
+    }
+
+    /// The referrers of `digest`, level by level: each copied, each subject's list at the
+    /// target made to hold them.
+    async fn copy_referrers(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        digest: &Digest,
+    ) -> Result<u64, CopyError> {
+        let mut level = vec![digest.clone()];
+        let mut seen: HashSet<Digest> = HashSet::from([digest.clone()]);
+        let mut copied = 0_u64;
+        for _ in 0..MAX_DEPTH {
+            let mut next = Vec::new();
+            for subject in &level {
+                let listed = self.client.referrers(source, subject).await?;
+                let wanted: Vec<&Referrer> = listed
+                    .list()
+                    .iter()
+                    .filter(|r| self.attach.options.wanted(r) && seen.insert(r.digest.clone()))
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                if seen.len() > MAX_REFERRERS {
+                    return Err(CopyError::Invalid(format!(
+                        "{source}@{digest} has more than {MAX_REFERRERS} referrers"
+                    )));
+                }
+                let mut written = Vec::new();
+                for r in wanted {
+                    let src = by_digest(source, &r.digest)?;
+                    let dst = by_digest(target, &r.digest)?;
+                    Box::pin(self.copy_images(&src, std::slice::from_ref(&dst)))
+                        .await
+                        .pop()
+                        .unwrap_or_else(|| Err(CopyError::Invalid("no target".into())))?;
+                    let manifest = self
+                        .client
+                        .get_manifest(target, &r.digest.to_string())
+                        .await?;
+                    written.push(descriptor_of(&manifest).map_err(CopyError::Invalid)?);
+                    next.push(r.digest.clone());
+                    copied += 1;
+                }
+                self.list_at_target(target, subject, &written).await?;
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(copied)
+    }
+
+    /// Makes the target list `written` as referrers of `subject`: nothing to do where it
+    /// answers the referrers API, else its fallback tag's index gets them.
+    async fn list_at_target(
+        &self,
+        target: &Repository,
+        subject: &Digest,
+        written: &[Referrer],
+    ) -> Result<(), CopyError> {
+        let Referrers::FallbackTag(listed) = self.client.referrers(target, subject).await? else {
+            return Ok(());
+        };
+        let listed: HashSet<&Digest> = listed.iter().map(|r| &r.digest).collect();
+        if written.iter().all(|r| listed.contains(&r.digest)) {
+            return Ok(());
+        }
+        let tag = fallback_tag(subject);
+        let lock = self.attach.lock_of(format!("{target}:{tag}")).await;
+        let _held = lock.lock().await;
+        let lease = match &self.fleet {
+            Some(fleet) => {
+                fleet
+                    .lease_tag(target.registry(), &format!("{target}:{tag}"))
+                    .await
+            }
+            None => None,
+        };
+        let result = self.merge_fallback(target, subject, &tag, written).await;
+        if let Some(lease) = lease {
+            let _ = lease.landed().await;
+        }
+        result
+    }
+
+    /// Read, add, write, read again: the fallback index of `subject` holds `written`.
+    async fn merge_fallback(
+        &self,
+        target: &Repository,
+        subject: &Digest,
+        tag: &str,
+        written: &[Referrer],
+    ) -> Result<(), CopyError> {
+        for _ in 0..FALLBACK_WRITES {
+            let index = self.client.fallback_index(target, subject).await?;
+            let Some(bytes) = merged_index(index.as_ref(), written).map_err(CopyError::Invalid)?
+            else {
+                return Ok(());
+            };
+            let manifest = Manifest {
+                digest: Digest::sha256_of(&bytes),
+                bytes,
+                media_type: OCI_INDEX.to_owned(),
+            };
+            self.client.put_manifest(target, tag, &manifest).await?;
+        }
+        Err(CopyError::Invalid(format!(
+            "{target}:{tag}: the referrers fallback index lost entries {FALLBACK_WRITES} times \
+             in a row (another writer without a lease?)"
+        )))
+    }
+
+    /// cosign's legacy tags of `digest` at the source, copied under the same tags (their
+    /// content follows the source's: a new signature replaces the tag).
+    async fn copy_digest_tags(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        digest: &Digest,
+    ) -> Result<u64, CopyError> {
+        let tags: HashSet<String> = self.client.list_tags(source).await?.into_iter().collect();
+        let base = fallback_tag(digest);
+        let overwrite = self.clone().with_drift(DriftPolicy {
+            on_drift: OnDrift::Overwrite,
+            backup_tag: None,
+        });
+        let mut copied = 0;
+        for suffix in DIGEST_TAG_SUFFIXES {
+            let tag = format!("{base}{suffix}");
+            if !tags.contains(&tag) {
+                continue;
+            }
+            let (src, dst) = (by_tag(source, &tag)?, by_tag(target, &tag)?);
+            Box::pin(overwrite.copy_images(&src, std::slice::from_ref(&dst)))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(CopyError::Invalid("no target".into())))?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+}
