@@ -388,6 +388,12 @@ pub fn touch_worker() {
     for action in ["copied", "mounted", "skipped"] {
         BLOBS.touch(&[action]);
     }
+    for kind in ["referrer", "digest_tag"] {
+        ATTACHED.touch(&[kind]);
+    }
+    for result in ["verified", "unsigned"] {
+        SIGNATURES.touch(&[result]);
+    }
 }
 
 /// Makes the committer's counters exist at zero from the start.
