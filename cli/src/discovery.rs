@@ -34,7 +34,7 @@ impl Found {
     /// One job per new tag of every report, with the global flags' target overrides.
     pub fn jobs(&self, global: &GlobalArgs) -> Result<Vec<MirrorJob>> {
         Ok(
-            image_mirror_producer::jobs_of(&self.reports, &overrides(global))
+            image_mirror_producer::jobs_of(&self.reports, &overrides(global)?)
                 .map_err(|e| BadInput(format!("target override: {e}")))?,
         )
     }
@@ -48,7 +48,7 @@ pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
         registry: registry_client::client(global)?,
         hub: registry_client::hub(global)?,
         new_images: NewImages::for_list(list, None),
-        overrides: crate::commands::producer::overrides(global),
+        overrides: crate::commands::producer::overrides(global)?,
         helm: Helm {
             program: global.helm.clone(),
             ..Helm::default()

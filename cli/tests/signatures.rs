@@ -193,13 +193,13 @@ fn fallback_entries(host: &str, repo: &str, subject: &Digest) -> Vec<Value> {
     index["manifests"].as_array().cloned().unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_artifact_in_a_fallback_tag_is_listed_once_after_two_copies_at_once() {
-    let (src, dst) = (Registry::start(), Registry::start());
-    let image = images::oci_index(7200);
-    push_image(&src.url(), "team/app", "v1", &image).await;
-    let sbom = images::artifact(7201, SBOM_TYPE, Some(image.top()));
-    push_image(&src.url(), "team/app", &sbom.digest().to_string(), &sbom).await;
+/// An index at `repo:v1` with an SBOM artifact whose subject it is, listed in the source's
+/// fallback tag (distribution has no referrers API).
+async fn push_with_sbom(src: &Registry, repo: &str, seed: u64) -> (images::Image, images::Image) {
+    let image = images::oci_index(seed);
+    push_image(&src.url(), repo, "v1", &image).await;
+    let sbom = images::artifact(seed + 1, SBOM_TYPE, Some(image.top()));
+    push_image(&src.url(), repo, &sbom.digest().to_string(), &sbom).await;
     let index = json!({
         "schemaVersion": 2,
         "mediaType": INDEX,
@@ -213,7 +213,15 @@ async fn an_artifact_in_a_fallback_tag_is_listed_once_after_two_copies_at_once()
     let http = reqwest::Client::new();
     let tag = fallback_tag(image.digest());
     let blob = Blob::new(INDEX, index.to_string().into_bytes());
-    push_manifest(&http, &src.url(), "team/app", &tag, &blob).await;
+    push_manifest(&http, &src.url(), repo, &tag, &blob).await;
+    (image, sbom)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_in_a_fallback_tag_is_listed_once_after_two_copies_at_once() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (image, sbom) = push_with_sbom(&src, "team/app", 7200).await;
+    let tag = fallback_tag(image.digest());
 
     let cache = tempfile::tempdir().unwrap();
     let src_ref = format!("{}/team/app:v1", src.host());
@@ -385,4 +393,73 @@ async fn require_signature_mirrors_what_a_trusted_key_signed_and_nothing_of_the_
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("bad.pub"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_rule_with_referrers_turns_them_on_for_its_images_only() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (app, _) = push_with_sbom(&src, "team/app", 7500).await;
+    let (other, _) = push_with_sbom(&src, "team/other", 7510).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = format!(
+        "{s}/team/app {d}/mirror/app v1\n{s}/team/other {d}/mirror/other v1\n",
+        s = src.host(),
+        d = dst.host()
+    );
+    std::fs::write(dir.path().join("images-list"), list).unwrap();
+    let config = json!({
+        "app": {
+            "images": [format!("{}/team/app", src.host())],
+            "versionSource": "registry",
+            "referrers": true,
+        },
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let run = |config: &str| {
+        Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+            .arg("--images-list")
+            .arg(dir.path().join("images-list"))
+            .arg("--config")
+            .arg(dir.path().join(config))
+            .arg("--insecure-registry")
+            .arg(format!("{},{}", src.host(), dst.host()))
+            .arg("run")
+            .env("DOCKER_CONFIG", dir.path())
+            .env("IMAGE_MIRROR_CACHE_DIR", dir.path().join("cache"))
+            .env_remove("AMQP_URL")
+            .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
+            .output()
+            .unwrap()
+    };
+    let out = run("config.json");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("2 copied") && said.contains("1 referrers and digest tags"),
+        "{said}"
+    );
+    assert_eq!(
+        fallback_entries(dst.host(), "mirror/app", app.digest()).len(),
+        1
+    );
+    let out = Command::new(tools::path("crane"))
+        .args(["manifest", "--insecure"])
+        .arg(format!(
+            "{}/mirror/other:{}",
+            dst.host(),
+            fallback_tag(other.digest())
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the other image's referrers were copied"
+    );
+
+    // A rule whose flag is not a boolean is named, with its key.
+    let bad = json!({"app": {"images": ["x/y"], "versionSource": "registry", "referrers": "yes"}});
+    std::fs::write(dir.path().join("bad.json"), bad.to_string()).unwrap();
+    let out = run("bad.json");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("key app.referrers"), "{}", text(&out));
 }

@@ -99,6 +99,10 @@ pub struct Rule {
     pub image_denylist: Vec<Repository>,
     /// `helmCharts`, for sources that render Helm charts.
     pub helm_charts: Vec<HelmChart>,
+    /// `referrers`: the images' referrers (signatures, attestations, SBOMs) travel with them.
+    pub referrers: bool,
+    /// `digestTags`: cosign's `sha256-<hex>.sig/.att/.sbom` tags travel with them.
+    pub digest_tags: bool,
 }
 
 /// The loaded config.json, keys in file order.
@@ -168,6 +172,8 @@ struct RawRule {
     images_file_path: Option<String>,
     #[serde(default)]
     image_denylist: Vec<String>,
+    referrers: Option<RawFlag>,
+    digest_tags: Option<RawFlag>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,16 +299,9 @@ impl Rule {
                 })
                 .ok()
         });
-        let latest = match raw.latest {
-            None => false,
-            Some(RawFlag::Bool(b)) => b,
-            Some(RawFlag::Text(t)) if t == "true" => true,
-            Some(RawFlag::Text(t)) if t == "false" => false,
-            Some(RawFlag::Text(t)) => {
-                problem("latest", format!("expected true or false, found {t:?}"));
-                false
-            }
-        };
+        let latest = flag("latest", raw.latest.as_ref(), &mut problem);
+        let referrers = flag("referrers", raw.referrers.as_ref(), &mut problem);
+        let digest_tags = flag("digestTags", raw.digest_tags.as_ref(), &mut problem);
         problems.extend(problems_of_charts);
         if problems.is_empty() {
             Ok(Self {
@@ -315,9 +314,25 @@ impl Rule {
                 images_file_path: raw.images_file_path,
                 image_denylist,
                 helm_charts,
+                referrers,
+                digest_tags,
             })
         } else {
             Err(problems)
+        }
+    }
+}
+
+/// A `true`/`false` field (the strings `"true"` and `"false"` too, as the original tool took).
+fn flag(field: &str, raw: Option<&RawFlag>, problem: &mut dyn FnMut(&str, String)) -> bool {
+    match raw {
+        None => false,
+        Some(RawFlag::Bool(b)) => *b,
+        Some(RawFlag::Text(t)) if t == "true" => true,
+        Some(RawFlag::Text(t)) if t == "false" => false,
+        Some(RawFlag::Text(t)) => {
+            problem(field, format!("expected true or false, found {t:?}"));
+            false
         }
     }
 }

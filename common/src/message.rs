@@ -110,6 +110,17 @@ pub struct MirrorJob {
     pub origin: Origin,
     /// When it was asked.
     pub requested_at: DateTime<Utc>,
+    /// Copy the image's referrers too (a config.json rule's `referrers`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub referrers: bool,
+    /// Copy cosign's digest tags too (a config.json rule's `digestTags`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub digest_tags: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `source:tag -> target:tag` in the short forms images-list uses: how a job is named in
@@ -170,6 +181,8 @@ impl MirrorJob {
             also_to: Vec::new(),
             origin,
             requested_at: Utc::now(),
+            referrers: false,
+            digest_tags: false,
         }
     }
 

@@ -1,16 +1,45 @@
 //! Jobs from images-list lines: the one place the target overrides of the command line
-//! (`--dest-registry`, `--dest-org`) are applied, for sync, discovery and add-tag alike.
+//! (`--dest-registry`, `--dest-org`) and config.json's per-rule `referrers`/`digestTags` are
+//! applied, for sync, discovery and add-tag alike.
 
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::{Entry, MirrorJob, Origin, Repository};
+use image_mirror_common::{Config, Entry, MirrorJob, Origin, Repository};
 
-/// Where targets go instead of where images-list says.
+/// Where targets go instead of where images-list says, and which sources take their
+/// signatures along.
 #[derive(Debug, Clone, Default)]
 pub struct TargetOverrides {
     /// Replace the target registry; several mirror every entry to each of them.
     pub registries: Vec<String>,
     /// Replace the target organisation (first path component).
     pub org: Option<String>,
+    /// Sources whose referrers and digest tags travel with them.
+    pub attach: AttachRules,
+}
+
+/// The sources config.json's rules ask to take their referrers or digest tags along.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachRules {
+    /// Sources of rules with `referrers: true`.
+    pub referrers: Vec<Repository>,
+    /// Sources of rules with `digestTags: true`.
+    pub digest_tags: Vec<Repository>,
+}
+
+impl AttachRules {
+    /// The images of the rules that ask for it.
+    pub fn of(config: &Config) -> Self {
+        let mut rules = Self::default();
+        for rule in config.rules() {
+            if rule.referrers {
+                rules.referrers.extend(rule.images.iter().cloned());
+            }
+            if rule.digest_tags {
+                rules.digest_tags.extend(rule.images.iter().cloned());
+            }
+        }
+        rules
+    }
 }
 
 impl TargetOverrides {
@@ -50,6 +79,8 @@ impl TargetOverrides {
         )
         .listed_as(&entry.target);
         job.also_to = rest.to_vec();
+        job.referrers = self.attach.referrers.contains(&entry.source);
+        job.digest_tags = self.attach.digest_tags.contains(&entry.source);
         Ok(Some(job))
     }
 

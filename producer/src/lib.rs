@@ -25,7 +25,7 @@ pub use check::{
 };
 pub use discover::{discover, jobs_of, KeyReport, Sources};
 pub use helm::{Helm, HelmError};
-pub use jobs::TargetOverrides;
+pub use jobs::{AttachRules, TargetOverrides};
 pub use missing::{only_missing, Missing};
 pub use sync::plan_sync;
 pub use targets::{target_for, NewImages, TargetError};

@@ -64,6 +64,7 @@ mod tests {
         let overrides = TargetOverrides {
             registries: vec!["a.example:5000".into(), "b.example".into()],
             org: Some("acme".into()),
+            ..TargetOverrides::default()
         };
         let filter = Regex::new("flannel.*v0\\.26\\.7").unwrap();
         let jobs = plan_sync(&list, Some(&filter), &overrides).unwrap();

@@ -16,7 +16,7 @@ use image_mirror_common::{metrics, trace_context, MirrorJob, Outcome};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::copy::{CopyEngine, CopyError, CopyReport};
+use crate::copy::{AttachOptions, CopyEngine, CopyError, CopyReport};
 use crate::job_outcome::{dead_letter, JobRun};
 
 /// What a worker does with a job: the copy engine, or a stand-in in tests.
@@ -40,8 +40,13 @@ impl Mirror for CopyEngine {
             .into_iter()
             .map(|t| t.at_tag(job.tag.clone()))
             .collect();
+        let asked = AttachOptions {
+            referrers: job.referrers,
+            artifact_types: Vec::new(),
+            digest_tags: job.digest_tags,
+        };
         let engine = self.clone();
-        async move { engine.copy_many(&source, &targets).await }
+        async move { engine.copy_many_with(&source, &targets, &asked).await }
     }
 }
 

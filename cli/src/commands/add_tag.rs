@@ -40,7 +40,7 @@ pub async fn run_add_image(global: &GlobalArgs, args: &AddImageArgs) -> Result<u
     let repos = TargetRepos {
         registry: &registry,
         hub: &hub,
-        overrides: &overrides(global),
+        overrides: &overrides(global)?,
     };
     let planned = plan_add_image(&list, &images, &rule, &repos).await;
     add(global, "add-image", planned, args.workers).await
@@ -64,7 +64,7 @@ async fn add(
             return Ok(FAILED);
         }
     };
-    let jobs = overrides(global)
+    let jobs = overrides(global)?
         .jobs_for(&entries, true, &Origin::AddTag)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
     if global.amqp_url.is_some() {

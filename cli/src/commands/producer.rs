@@ -5,8 +5,8 @@
 use anyhow::Result;
 use image_mirror_common::queue::{Broker, Message};
 use image_mirror_common::registry::RegistryClient;
-use image_mirror_common::{ImagesList, MirrorJob};
-use image_mirror_producer::{only_missing, plan_sync, TargetOverrides};
+use image_mirror_common::{Config, ImagesList, MirrorJob};
+use image_mirror_producer::{only_missing, plan_sync, AttachRules, TargetOverrides};
 use regex::Regex;
 
 use crate::args::{GlobalArgs, SyncArgs};
@@ -14,12 +14,20 @@ use crate::commands::run::print_missing;
 use crate::exit::{BadInput, OK};
 use crate::{broker, registry_client, serve, stop};
 
-/// The target overrides of the global flags.
-pub fn overrides(global: &GlobalArgs) -> TargetOverrides {
-    TargetOverrides {
+/// The target overrides of the global flags, and config.json's `referrers`/`digestTags`
+/// rules when the file exists (a broken one is an error naming it).
+pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
+    let attach = if global.config.exists() {
+        let config = Config::load(&global.config).map_err(|e| BadInput(e.to_string()))?;
+        AttachRules::of(&config)
+    } else {
+        AttachRules::default()
+    };
+    Ok(TargetOverrides {
         registries: global.dest_registries.clone(),
         org: global.dest_org.clone(),
-    }
+        attach,
+    })
 }
 
 /// The images-list and one job per entry and target whose line matches `filter`; bad input
@@ -30,7 +38,7 @@ pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Ve
         .map(Regex::new)
         .transpose()
         .map_err(|e| BadInput(format!("--filter: {e}")))?;
-    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global))
+    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global)?)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
     Ok((list, jobs))
 }

@@ -51,6 +51,21 @@ impl AttachOptions {
         self.referrers || self.digest_tags
     }
 
+    /// These options and `more`'s: each thing asked by either; the artifact type filter is
+    /// these options' (the operator's `--referrers-type`), else `more`'s.
+    #[must_use]
+    pub fn with(&self, more: &Self) -> Self {
+        Self {
+            referrers: self.referrers || more.referrers,
+            artifact_types: if self.artifact_types.is_empty() {
+                more.artifact_types.clone()
+            } else {
+                self.artifact_types.clone()
+            },
+            digest_tags: self.digest_tags || more.digest_tags,
+        }
+    }
+
     fn wanted(&self, r: &Referrer) -> bool {
         self.artifact_types.is_empty()
             || r.artifact_type
@@ -113,11 +128,11 @@ impl CopyEngine {
         source: &Repository,
         target: &Repository,
         digest: &Digest,
+        options: &AttachOptions,
     ) -> Result<Attached, CopyError> {
-        let options = &self.attach.options;
         let mut attached = Attached::default();
         if options.referrers {
-            attached.referrers = self.copy_referrers(source, target, digest).await?;
+            attached.referrers = self.copy_referrers(source, target, digest, options).await?;
         }
         if options.digest_tags {
             attached.digest_tags = self.copy_digest_tags(source, target, digest).await?;
@@ -132,6 +147,7 @@ impl CopyEngine {
         source: &Repository,
         target: &Repository,
         digest: &Digest,
+        options: &AttachOptions,
     ) -> Result<u64, CopyError> {
         let mut level = vec![digest.clone()];
         let mut seen: HashSet<Digest> = HashSet::from([digest.clone()]);
@@ -143,7 +159,7 @@ impl CopyEngine {
                 let wanted: Vec<&Referrer> = listed
                     .list()
                     .iter()
-                    .filter(|r| self.attach.options.wanted(r) && seen.insert(r.digest.clone()))
+                    .filter(|r| options.wanted(r) && seen.insert(r.digest.clone()))
                     .collect();
                 if wanted.is_empty() {
                     continue;

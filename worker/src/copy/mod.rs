@@ -273,6 +273,19 @@ impl CopyEngine {
         source: &ImageRef,
         targets: &[ImageRef],
     ) -> Vec<Result<CopyReport, CopyError>> {
+        self.copy_many_with(source, targets, &AttachOptions::default())
+            .await
+    }
+
+    /// [`copy_many`](Self::copy_many), with `more` travelling with the image besides what the
+    /// engine's options say (a job's own asks).
+    pub async fn copy_many_with(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+        more: &AttachOptions,
+    ) -> Vec<Result<CopyReport, CopyError>> {
+        let options = self.attach.options.with(more);
         let (source, verified_by) = match self.signed(source).await {
             Ok(signed) => signed,
             Err(e) => return targets.iter().map(|_| Err(e.clone())).collect(),
@@ -281,7 +294,7 @@ impl CopyEngine {
         for report in results.iter_mut().flatten() {
             report.attached.verified_by.clone_from(&verified_by);
         }
-        if !self.attach.options.any() {
+        if !options.any() {
             return results;
         }
         for (result, target) in results.iter_mut().zip(targets) {
@@ -290,7 +303,7 @@ impl CopyEngine {
                 continue;
             }
             let (from, to) = (source.repository(), target.repository());
-            match self.attach(from, to, &report.digest).await {
+            match self.attach(from, to, &report.digest, &options).await {
                 Ok(attached) => {
                     report.attached.referrers = attached.referrers;
                     report.attached.digest_tags = attached.digest_tags;
