@@ -130,3 +130,9 @@ ensure_nextest() {
   step "installing cargo-nextest (cargo install, once)"
   cargo install cargo-nextest --locked
 }
+
+ensure_cargo_fuzz() {
+  if cargo fuzz --version >/dev/null 2>&1; then return 0; fi
+  step "installing cargo-fuzz (cargo install, once)"
+  cargo install cargo-fuzz --locked
+}

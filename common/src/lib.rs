@@ -10,6 +10,8 @@ pub mod atomic_file;
 pub mod config;
 pub mod digest;
 pub mod dockerhub;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod github;
 pub mod helm_charts;
 pub mod images_list;

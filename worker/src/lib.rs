@@ -15,4 +15,5 @@ pub use copy::{
     AttachOptions, Attached, Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome,
     CopyReport, Phases, TrustedKeys,
 };
+pub use copy::{verify_bundle, verify_simple_signing};
 pub use job_runner::{handle, run_worker, Deferral, Handled, Mirror, WorkerOptions};

@@ -109,7 +109,10 @@ fn with_query(route: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, GithubError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    operation: &str,
+    body: &[u8],
+) -> Result<T, GithubError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         GithubError::permanent(

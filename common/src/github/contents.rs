@@ -180,3 +180,11 @@ fn decode_content(file: &FileContent) -> Result<String, String> {
         Some(other) => Err(format!("unexpected content encoding {other:?}")),
     }
 }
+
+/// A file's contents answer, parsed and decoded as [`GithubClient::file_with_sha`] does.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_contents(data: &[u8]) {
+    if let Ok(file) = super::client::parse::<FileContent>("fuzz", data) {
+        let _ = decode_content(&file);
+    }
+}

@@ -19,3 +19,13 @@ pub use error::GithubError;
 pub use pulls::{NewPullRequest, OpenPull, PullCreated, PullRequest};
 pub use releases::Release;
 pub use transport::{GITHUB_DEADLINE, MAX_GITHUB_BODY};
+
+/// The GitHub answers this client reads (releases, a file's contents, pull requests), parsed
+/// from arbitrary bytes as the client parses them: for the fuzz targets.
+#[cfg(fuzzing)]
+pub fn fuzz_answers(data: &[u8]) {
+    let _ = client::parse::<Vec<releases::Release>>("fuzz", data);
+    let _ = client::parse::<releases::Release>("fuzz", data);
+    let _ = client::parse::<Vec<pulls::PullRequest>>("fuzz", data);
+    contents::fuzz_contents(data);
+}

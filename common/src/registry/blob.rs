@@ -461,7 +461,11 @@ fn refusal(reply: Reply, registry: &str, operation: &str, sent: u64) -> Registry
 /// The accepted length from a `Range: 0-N` header: N+1. Registries answer `0-0` for an empty
 /// upload (distribution writes the same for one byte), so `0-0` reads as nothing accepted.
 fn range_end(reply: &Reply) -> Option<u64> {
-    let value = reply.header(RANGE.as_str())?;
+    range_end_of(reply.header(RANGE.as_str())?)
+}
+
+/// [`range_end`] of a `Range` header value.
+pub(crate) fn range_end_of(value: &str) -> Option<u64> {
     let (_, end) = value.trim_start_matches("bytes=").split_once('-')?;
     match end.trim().parse::<u64>().ok()? {
         0 => Some(0),

@@ -107,7 +107,16 @@ impl DockerConfig {
             message: format!("{}: {message}", path.display()),
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let raw: RawConfig = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// A Docker config file's bytes; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, RegistryError> {
+        let err = |message: String| RegistryError::Credentials {
+            registry: "*".into(),
+            message: format!("{}: {message}", path.display()),
+        };
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
         let mut auths = HashMap::new();
         for (key, entry) in raw.auths {
             let server = normalise_server(&key);

@@ -388,12 +388,12 @@ fn human(d: Duration) -> String {
 
 /// `76;w=21600`.
 #[derive(Clone, Copy)]
-struct QuotaHeader {
+pub(crate) struct QuotaHeader {
     count: u64,
     window: Option<Duration>,
 }
 
-fn parse_quota(value: &str) -> Option<QuotaHeader> {
+pub(crate) fn parse_quota(value: &str) -> Option<QuotaHeader> {
     let mut parts = value.split(';');
     let count = parts.next()?.trim().parse().ok()?;
     let window = parts.find_map(|p| {

@@ -67,7 +67,7 @@ pub fn fallback_tag(digest: &Digest) -> String {
 }
 
 /// The entries of an index's `manifests`, each with a digest.
-fn entries(body: &[u8]) -> Result<Vec<Referrer>, String> {
+pub(crate) fn entries(body: &[u8]) -> Result<Vec<Referrer>, String> {
     let index: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let Some(manifests) = index.get("manifests").and_then(Value::as_array) else {
         return Ok(Vec::new());

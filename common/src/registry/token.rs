@@ -75,6 +75,18 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
+/// The token of a token answer, and its lifetime (the distribution spec's default: 60 s).
+pub(crate) fn read_answer(body: &[u8]) -> Result<(String, Duration), String> {
+    let answer: TokenAnswer = serde_json::from_slice(body)
+        .map_err(|e| format!("token answer is not the expected JSON: {e}"))?;
+    let token = answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "token answer holds no token".to_owned())?;
+    Ok((token, Duration::from_secs(answer.expires_in.unwrap_or(60).max(1))))
+}
+
 /// A token as cached: renewed a little before it expires.
 struct Cached {
     token: Secret,
@@ -206,23 +218,11 @@ async fn fetch(
     let body = client
         .call_realm(registry, realm, operation, request)
         .await?;
-    let answer: TokenAnswer =
-        serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-            registry: registry.to_owned(),
-            operation: operation.to_owned(),
-            message: format!("token answer is not the expected JSON: {e}"),
-        })?;
-    let token = answer
-        .token
-        .or(answer.access_token)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| RegistryError::Protocol {
-            registry: registry.to_owned(),
-            operation: operation.to_owned(),
-            message: "token answer holds no token".into(),
-        })?;
-    // The distribution spec's default lifetime is 60 s.
-    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+    let (token, lifetime) = read_answer(&body).map_err(|message| RegistryError::Protocol {
+        registry: registry.to_owned(),
+        operation: operation.to_owned(),
+        message,
+    })?;
     Ok((Secret::new(token), lifetime))
 }
 
