@@ -463,3 +463,67 @@ async fn a_config_rule_with_referrers_turns_them_on_for_its_images_only() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("key app.referrers"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_the_referrers_api_is_read_page_by_page_and_lists_them_itself() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (src_hook, at_source) = image_mirror_testkit::referrers_api::hook(1);
+    let (dst_hook, at_target) = image_mirror_testkit::referrers_api::hook(1);
+    let with = |hook| FrontOptions {
+        hook: Some(hook),
+        ..FrontOptions::default()
+    };
+    let (src_front, dst_front) = (
+        Front::start(src.host(), with(src_hook)),
+        Front::start(dst.host(), with(dst_hook)),
+    );
+    let image = images::oci_manifest(7600);
+    push_image(
+        &format!("http://{}", src_front.host()),
+        "team/app",
+        "v1",
+        &image,
+    )
+    .await;
+    let mut artifacts = Vec::new();
+    for (seed, kind) in [
+        (7601, SBOM_TYPE),
+        (7602, SBOM_TYPE),
+        (7603, "application/x-sig"),
+    ] {
+        let a = images::artifact(seed, kind, Some(image.top()));
+        let url = format!("http://{}", src_front.host());
+        push_image(&url, "team/app", &a.digest().to_string(), &a).await;
+        artifacts.push(a);
+    }
+    assert_eq!(at_source.referrers("team/app", image.digest()).len(), 3);
+
+    let cache = tempfile::tempdir().unwrap();
+    let hosts = [src_front.host(), dst_front.host()];
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let src_ref = format!("{}/team/app:v1", src_front.host());
+    let dst_ref = format!("{}/mirror/app:v1", dst_front.host());
+    let out = copy(&hosts, cache.path(), &["--referrers", &src_ref, &dst_ref]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Three pages of one for the image (the Link followed), then one (empty) for each of
+    // its referrers, whose own referrers are looked for too.
+    assert_eq!(at_source.pages_served(), 3 + 3);
+    let listed: Vec<Value> = at_target.referrers("mirror/app", image.digest());
+    let digests: Vec<&str> = listed.iter().filter_map(|d| d["digest"].as_str()).collect();
+    let expected: Vec<&str> = artifacts.iter().map(|a| a.digest().as_str()).collect();
+    assert_eq!(digests, expected);
+    for a in &artifacts {
+        let at = format!("{}/mirror/app@{}", dst.host(), a.digest());
+        assert_eq!(crane::manifest(&at), a.top().bytes);
+    }
+    // The target lists them by itself: no fallback tag was written there.
+    let fallback = format!("{}/mirror/app:{}", dst.host(), fallback_tag(image.digest()));
+    let out = Command::new(tools::path("crane"))
+        .args(["manifest", "--insecure", &fallback])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a fallback tag was written at a registry with the API"
+    );
+}

@@ -31,12 +31,20 @@ pub fn reference(data: &[u8]) {
 /// images-list: what parses is written byte for byte, and sorting keeps it parseable.
 pub fn images_list(data: &[u8]) {
     if let Ok(mut list) = ImagesList::parse(data) {
-        assert_eq!(list.to_bytes(), data, "a parsed list is not written as it was read");
+        assert_eq!(
+            list.to_bytes(),
+            data,
+            "a parsed list is not written as it was read"
+        );
         let _ = list.first_disorder();
         list.sort();
         let sorted = list.to_bytes();
         let again = ImagesList::parse(&sorted).expect("a sorted list parses");
-        assert_eq!(again.first_disorder(), None, "a sorted list is out of order");
+        assert_eq!(
+            again.first_disorder(),
+            None,
+            "a sorted list is out of order"
+        );
     }
 }
 

@@ -28,6 +28,7 @@ pub mod prometheus;
 pub mod push;
 pub mod quirks;
 pub mod rabbitmq;
+pub mod referrers_api;
 pub mod registry;
 pub mod skopeo;
 pub mod tls;

@@ -11,9 +11,9 @@ pub mod copy;
 mod job_outcome;
 pub mod job_runner;
 
+pub use copy::{verify_bundle, verify_simple_signing};
 pub use copy::{
     AttachOptions, Attached, Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome,
     CopyReport, Phases, TrustedKeys,
 };
-pub use copy::{verify_bundle, verify_simple_signing};
 pub use job_runner::{handle, run_worker, Deferral, Handled, Mirror, WorkerOptions};

@@ -84,7 +84,10 @@ pub(crate) fn read_answer(body: &[u8]) -> Result<(String, Duration), String> {
         .or(answer.access_token)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| "token answer holds no token".to_owned())?;
-    Ok((token, Duration::from_secs(answer.expires_in.unwrap_or(60).max(1))))
+    Ok((
+        token,
+        Duration::from_secs(answer.expires_in.unwrap_or(60).max(1)),
+    ))
 }
 
 /// A token as cached: renewed a little before it expires.
