@@ -530,3 +530,30 @@ async fn uploads_and_token_calls_wait_at_a_paused_registry() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_copies_ask_the_token_service_once_per_scope_set_at_most() {
+    let w = World::new(policy());
+    let engine = w.engine(&[w.host()], CopyOptions::default());
+    let (shared, _) = images::sharing_base(4, 256 * 1024, 1500);
+    for (i, image) in shared.iter().enumerate() {
+        push_image(&w.src.url(), &format!("up/app{i}"), "v1", image).await;
+    }
+    // One after another, into four repositories: the base is mounted from the first.
+    for i in 0..shared.len() {
+        let src = reference(&format!("{}/up/app{i}:v1", w.src.host()));
+        let dst = reference(&format!("{}/mirror/app{i}:v1", w.host()));
+        engine.copy(&src, &dst).await.unwrap();
+    }
+    let (sets, asked) = w.scope_sets();
+    let scopes: Vec<Vec<String>> = w.tokens.asked().into_iter().map(|a| a.scopes).collect();
+    // Three scope sets per repository at most (pull to resolve and verify, push to upload, a
+    // mount's push and pull of the repository it mounts from), each asked once.
+    assert!(asked <= 12, "{asked} token requests: {scopes:?}");
+    assert_eq!(asked, sets, "a scope set asked twice: {scopes:?}");
+    // Checked afterwards: skopeo asks the token service too.
+    for (i, image) in shared.iter().enumerate() {
+        let at = format!("{}/mirror/app{i}:v1", w.host());
+        assert_eq!(&skopeo::manifest_digest_as(&at, CREDS), image.digest());
+    }
+}
