@@ -44,8 +44,11 @@ fn cosign_ok(dir: &Path, args: &[&str]) -> String {
 
 const HTTP: [&str; 2] = ["--allow-insecure-registry", "--allow-http-registry"];
 
-fn sign(dir: &Path, image: &str, legacy: bool) {
-    let mut args = vec!["sign", "--key", "cosign.key", "-y"];
+/// `cosign <command> --key cosign.key … <image>`: OCI 1.1 referrers (cosign 3's default,
+/// with a signing config without services), or the legacy tags of cosign 2.
+fn cosign_with_key(dir: &Path, command: &[&str], image: &str, legacy: bool) {
+    let mut args = command.to_vec();
+    args.extend(["--key", "cosign.key", "-y"]);
     args.extend(HTTP);
     if legacy {
         args.extend(["--new-bundle-format=false", "--use-signing-config=false"]);
@@ -57,18 +60,13 @@ fn sign(dir: &Path, image: &str, legacy: bool) {
     cosign_ok(dir, &args);
 }
 
+fn sign(dir: &Path, image: &str, legacy: bool) {
+    cosign_with_key(dir, &["sign"], image, legacy);
+}
+
 fn attest_sbom(dir: &Path, image: &str, legacy: bool) {
-    let mut args = vec!["attest", "--key", "cosign.key", "-y", "--type", "spdxjson"];
-    args.extend(["--predicate", "sbom.json"]);
-    args.extend(HTTP);
-    if legacy {
-        args.extend(["--new-bundle-format=false", "--use-signing-config=false"]);
-        args.push("--tlog-upload=false");
-    } else {
-        args.extend(["--signing-config", "signing-config.json"]);
-    }
-    args.push(image);
-    cosign_ok(dir, &args);
+    let attest = ["attest", "--type", "spdxjson", "--predicate", "sbom.json"];
+    cosign_with_key(dir, &attest, image, legacy);
 }
 
 fn verify(dir: &Path, image: &str) -> Output {

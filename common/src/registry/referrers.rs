@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, LINK};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 
@@ -19,8 +19,6 @@ use crate::reference::Repository;
 use crate::registry::client::RegistryClient;
 use crate::registry::error::RegistryError;
 use crate::registry::manifest::{protocol, Manifest, MAX_MANIFEST_BYTES};
-use crate::registry::origin::Origins;
-use crate::registry::tags::next_link;
 use crate::registry::token::Scope;
 use crate::registry::transport::Call;
 
@@ -241,20 +239,7 @@ impl RegistryClient {
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(reply.into_error(registry, &operation)),
         }
-        let next = reply
-            .header(LINK.as_str())
-            .and_then(next_link)
-            .and_then(|link| reply.url.join(&link).ok());
-        if let Some(next) = &next {
-            if !self.origins().is_registry_origin(registry, next) {
-                let message = format!(
-                    "the next page's Link points to another origin ({}://{}); not followed",
-                    next.scheme(),
-                    Origins::authority(next)
-                );
-                return Err(protocol(registry, &operation, message));
-            }
-        }
+        let next = self.next_page(registry, &operation, &reply)?;
         let entries = entries(&reply.body).map_err(|e| protocol(registry, &operation, e))?;
         Ok(Some((entries, next)))
     }

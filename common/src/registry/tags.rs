@@ -19,7 +19,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::manifest::protocol;
 use crate::registry::origin::Origins;
 use crate::registry::token::Scope;
-use crate::registry::transport::Call;
+use crate::registry::transport::{Call, Reply};
 use crate::Repository;
 
 /// Tags asked for per page.
@@ -87,27 +87,37 @@ impl RegistryClient {
         if reply.status != StatusCode::OK {
             return Err(reply.into_error(registry, &operation));
         }
+        let next = self.next_page(registry, &operation, &reply)?;
+        let list: TagList = serde_json::from_slice(&reply.body)
+            .map_err(|e| protocol(registry, &operation, format!("bad tag list: {e}")))?;
+        Ok((list.tags.unwrap_or_default(), next))
+    }
+}
+
+impl RegistryClient {
+    /// The next page a paged answer's `Link` names, on the registry's own origin only (a
+    /// page elsewhere is an error naming it: nothing of it is taken).
+    pub(crate) fn next_page(
+        &self,
+        registry: &str,
+        operation: &str,
+        reply: &Reply,
+    ) -> Result<Option<Url>, RegistryError> {
         let next = reply
             .header(LINK.as_str())
             .and_then(next_link)
             .and_then(|link| reply.url.join(&link).ok());
-        if let Some(next) = &next {
-            if !self.origins().is_registry_origin(registry, next) {
-                return Err(protocol(
-                    registry,
-                    &operation,
-                    format!(
-                        "the next page's Link points to another origin ({}://{}); its tags \
-                         are not taken",
-                        next.scheme(),
-                        Origins::authority(next)
-                    ),
-                ));
+        match next {
+            Some(next) if !self.origins().is_registry_origin(registry, &next) => {
+                let message = format!(
+                    "the next page's Link points to another origin ({}://{}); it is not taken",
+                    next.scheme(),
+                    Origins::authority(&next)
+                );
+                Err(protocol(registry, operation, message))
             }
+            next => Ok(next),
         }
-        let list: TagList = serde_json::from_slice(&reply.body)
-            .map_err(|e| protocol(registry, &operation, format!("bad tag list: {e}")))?;
-        Ok((list.tags.unwrap_or_default(), next))
     }
 }
 
