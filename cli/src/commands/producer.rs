@@ -15,11 +15,18 @@ use crate::exit::{BadInput, OK};
 use crate::{broker, registry_client, serve, stop};
 
 /// The target overrides of the global flags, and config.json's `referrers`/`digestTags`
-/// rules when the file exists (a broken one is an error naming it).
+/// rules when the file exists. Commands that only copy do not otherwise need the file: one
+/// that does not read as rules (a Docker `config.json` in the working folder, say) is named
+/// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it.
 pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
     let attach = if global.config.exists() {
-        let config = Config::load(&global.config).map_err(|e| BadInput(e.to_string()))?;
-        AttachRules::of(&config)
+        match Config::load(&global.config) {
+            Ok(config) => AttachRules::of(&config),
+            Err(e) => {
+                tracing::warn!("{e}; its referrers and digestTags rules are not applied");
+                AttachRules::default()
+            }
+        }
     } else {
         AttachRules::default()
     };
