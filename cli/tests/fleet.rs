@@ -3,7 +3,8 @@
 //! once and mount it everywhere else; a worker killed with `kill -9` halfway through a 1 GiB
 //! blob leaves its upload to another, which takes the lease within seconds and sends only what
 //! the registry did not have; when the registry has lost that upload, the blob starts over,
-//! once.
+//! once; a registry's request limit, learned by one worker, is known to a worker that joins
+//! later, which pays no refusal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,8 +14,10 @@ use std::time::{Duration, Instant};
 use image_mirror_common::Outcome;
 use image_mirror_testkit::fleet::{self, chunk_start, upload_bytes, HeldUpload, BIG};
 use image_mirror_testkit::http::Logged;
+use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
+use image_mirror_testkit::push::push_image_lacking;
 use image_mirror_testkit::workers::{stop, Deployment};
-use image_mirror_testkit::{skopeo, Front, FrontOptions, Registry};
+use image_mirror_testkit::{process, skopeo, Front, FrontOptions, Quirk, Registry};
 
 const MIB: u64 = 1024 * 1024;
 /// The engine's chunk size for large blobs.
@@ -161,4 +164,63 @@ async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() 
     assert_eq!(from_zero, 2, "the first worker's start and the second's");
     stop(second);
     up.fleet.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_one_worker_learned_costs_the_next_worker_nothing() {
+    let src = Registry::start();
+    for i in 0..2u64 {
+        let layer = Blob::new(OCI_LAYER, images::random_bytes(1840 + i, 10 * MIB as usize));
+        let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+        push_image_lacking(&src.url(), &format!("up/app{i}"), "v1", &image).await;
+    }
+    let dst = Registry::start();
+    // GHCR's cap: a request body over 4 MiB is refused (416).
+    let front = Front::start(dst.host(), FrontOptions::quirk(Quirk::Ghcr));
+    let deployment = Deployment::new(
+        binary(),
+        "fleet-limits",
+        &[src.host().to_owned(), front.host()],
+    );
+    let entry = |i: u64| {
+        format!(
+            "{}/up/app{i} {}/mirror/app{i} v1\n",
+            src.host(),
+            front.host()
+        )
+    };
+
+    // The first worker sends its 10 MiB layer whole, is refused once, learns the cap.
+    let first = deployment.worker("first", &[]);
+    deployment.publish(&entry(0));
+    let event = deployment.events(1, WITHIN).await.remove(0);
+    assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
+    assert_eq!(front.quirk_refusals(), 1, "the first blob pays once");
+
+    // A worker joining later hears it from the fleet, and goes alone after the first stops.
+    let (second, logs) = deployment.worker_logged("second", &[]);
+    let heard = process::wait_for_line_within(
+        logs,
+        "the fleet says",
+        "the second worker",
+        Duration::from_secs(20),
+    );
+    assert!(heard.contains("at most 4 MiB"), "{heard}");
+    stop(first);
+    deployment.publish(&entry(1));
+    let event = deployment.events(1, WITHIN).await.remove(0);
+    assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
+    assert_eq!(
+        front.quirk_refusals(),
+        1,
+        "the second worker's blob was refused too: the limit did not travel"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            skopeo::manifest_digest(&format!("{}/mirror/app{i}:v1", dst.host())),
+            skopeo::manifest_digest(&format!("{}/up/app{i}:v1", src.host()))
+        );
+    }
+    stop(second);
+    deployment.tear_down().await;
 }

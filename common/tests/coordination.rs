@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use image_mirror_common::queue::coordination::{BlobLocation, BlobState, Coordinator, ReadFrom};
+use image_mirror_common::queue::coordination::{
+    BlobLocation, BlobState, Coordinator, FleetNews, ReadFrom,
+};
 use image_mirror_common::queue::topology::Topology;
+use image_mirror_common::registry::Lesson;
 use image_mirror_common::Digest;
 use image_mirror_testkit::rabbitmq;
 
@@ -175,11 +178,18 @@ fn location(n: u8) -> BlobLocation {
     }
 }
 
-async fn hear(feed: &mut image_mirror_common::queue::coordination::LocationFeed) -> BlobLocation {
+async fn hear_news(feed: &mut image_mirror_common::queue::coordination::LocationFeed) -> FleetNews {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await
-        .expect("a location within 10 s")
+        .expect("news within 10 s")
         .expect("the feed is open")
+}
+
+async fn hear(feed: &mut image_mirror_common::queue::coordination::LocationFeed) -> BlobLocation {
+    match hear_news(feed).await {
+        FleetNews::Location(l) => l,
+        other => panic!("expected a location, heard {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -203,6 +213,20 @@ async fn every_member_hears_where_blobs_are_even_one_that_joins_later() {
     let mut again = a.listen(resume).await.unwrap();
     assert_eq!(hear(&mut again).await, location(2));
     assert_eq!(hear(&mut heard_by_c).await, location(2));
+
+    // What a registry taught one member travels the same way.
+    let lesson = Lesson {
+        registry: REGISTRY.into(),
+        max_request: Some(4 << 20),
+        stuck_range: false,
+    };
+    b.teach(&lesson).await.unwrap();
+    assert_eq!(
+        hear_news(&mut heard_by_c).await,
+        FleetNews::UploadLimits {
+            upload_limits: lesson
+        }
+    );
 
     a.delete_locations().await.unwrap();
     for m in [a, b, c] {

@@ -5,7 +5,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use image_mirror_common::queue::amqp::AmqpBroker;
@@ -54,6 +54,14 @@ impl Deployment {
 
     /// A worker process named `name` (two jobs at a time), returned once it consumes.
     pub fn worker(&self, name: &str, extra: &[&str]) -> Child {
+        let (child, logs) = self.worker_logged(name, extra);
+        process::drain(logs);
+        child
+    }
+
+    /// A worker as [`worker`](Self::worker) does, with the rest of its log to read (read it
+    /// to its end, or drain it, so that the worker never blocks writing).
+    pub fn worker_logged(&self, name: &str, extra: &[&str]) -> (Child, BufReader<ChildStderr>) {
         let mut child = self
             .command(name)
             .args(["worker", "--concurrency", "2"])
@@ -64,8 +72,7 @@ impl Deployment {
             .expect("start a worker");
         let mut logs = BufReader::new(child.stderr.take().expect("stderr"));
         process::wait_for_line(&mut logs, "worker started", name);
-        process::drain(logs);
-        child
+        (child, logs)
     }
 
     /// Writes `list` as images-list and publishes its jobs with `producer sync`.

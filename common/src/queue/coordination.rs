@@ -16,7 +16,8 @@
 //! - **Shared blob locations.** Every worker appends where it has put a blob to the
 //!   locations stream ([`locations`](super::locations)) and reads what the others append, so
 //!   that any worker mounts from any other's uploads, and a worker that starts knows the
-//!   last hour's.
+//!   last hour's. What a registry taught a worker of its uploads (a request limit, a stuck
+//!   `Range`) goes the same way, so that the fleet's first blob alone pays for it.
 //!
 //! The coordinator has a connection of its own, without automatic recovery (a lease must die
 //! with its connection, never come back by itself). When the broker cannot be reached, every
@@ -37,9 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::queue::locations;
-pub use crate::queue::locations::{BlobLocation, LocationFeed, ReadFrom};
+pub use crate::queue::locations::{BlobLocation, FleetNews, LocationFeed, ReadFrom};
 use crate::queue::topology::Topology;
 use crate::queue::QueueError;
+use crate::registry::upload_limits::Lesson;
 use crate::secret::{redact_url, Secret};
 
 /// How long a killed holder's checkpoint outlives its last use.
@@ -252,9 +254,21 @@ impl Coordinator {
 
     /// Says where a blob is, for every worker (best effort: not confirmed).
     pub async fn announce(&self, location: &BlobLocation) -> Result<(), QueueError> {
+        self.tell(&FleetNews::Location(location.clone())).await
+    }
+
+    /// Tells every worker what a registry taught this one of its uploads (best effort).
+    pub async fn teach(&self, lesson: &Lesson) -> Result<(), QueueError> {
+        self.tell(&FleetNews::UploadLimits {
+            upload_limits: lesson.clone(),
+        })
+        .await
+    }
+
+    async fn tell(&self, news: &FleetNews) -> Result<(), QueueError> {
         let (_, channel) = self.link().await?;
-        let body = serde_json::to_vec(location).map_err(|e| QueueError::Broker(e.to_string()))?;
-        timed("announcing a blob", async {
+        let body = serde_json::to_vec(news).map_err(|e| QueueError::Broker(e.to_string()))?;
+        timed("telling the fleet", async {
             channel
                 .basic_publish(
                     "".into(),

@@ -1,7 +1,8 @@
-//! Where the fleet's blobs landed: one RabbitMQ **stream** per topology
+//! What the fleet learns: one RabbitMQ **stream** per topology
 //! ([`Topology::blob_locations`](crate::queue::topology::Topology::blob_locations)), appended to
-//! by every worker and read by every worker, so that any worker mounts from any other's
-//! uploads.
+//! by every worker and read by every worker. Mostly where blobs landed, so that any worker
+//! mounts from any other's uploads; also what a registry taught a worker of its uploads (a
+//! request limit, a stuck `Range`), so that only the fleet's first blob pays for it.
 //!
 //! A stream keeps its messages on disk and costs the broker about the same memory whatever
 //! their number; its retention (an hour, at most [`MAX_BYTES`]) bounds the disk. A worker
@@ -18,6 +19,7 @@ use lapin::Channel;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::registry::upload_limits::Lesson;
 
 /// How far back a worker that starts reads.
 pub const LOOK_BACK: Duration = Duration::from_secs(3600);
@@ -38,6 +40,19 @@ pub struct BlobLocation {
     pub repository: String,
     /// The blob.
     pub digest: Digest,
+}
+
+/// One message of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FleetNews {
+    /// Where a worker has put a blob.
+    Location(BlobLocation),
+    /// What a registry taught a worker of its uploads.
+    UploadLimits {
+        /// The lesson.
+        upload_limits: Lesson,
+    },
 }
 
 fn long_string(v: &str) -> AMQPValue {
@@ -121,9 +136,9 @@ pub struct LocationFeed {
 }
 
 impl LocationFeed {
-    /// The next location; `None` when the connection is gone (listen again, from
-    /// [`resume`](Self::resume)). Messages that do not read as locations are skipped.
-    pub async fn next(&mut self) -> Option<BlobLocation> {
+    /// The next news; `None` when the connection is gone (listen again, from
+    /// [`resume`](Self::resume)). Messages that do not read as news are skipped.
+    pub async fn next(&mut self) -> Option<FleetNews> {
         loop {
             let delivery = self.consumer.next().await?.ok()?;
             if let Some(offset) = stream_offset(delivery.properties.headers().as_ref()) {
@@ -135,8 +150,8 @@ impl LocationFeed {
                 return None;
             }
             match serde_json::from_slice(&delivery.data) {
-                Ok(location) => return Some(location),
-                Err(e) => tracing::debug!(error = %e, "not a blob location; skipped"),
+                Ok(news) => return Some(news),
+                Err(e) => tracing::debug!(error = %e, "not news of the fleet; skipped"),
             }
         }
     }

@@ -40,4 +40,4 @@ pub use repository::RepositoryStatus;
 pub use retry::RetryPolicy;
 pub use token::Scope;
 pub use transport::MAX_REDIRECTS;
-pub use upload_limits::{UploadLimits, UploadPlan, UploadSettings};
+pub use upload_limits::{Lesson, UploadLimits, UploadPlan, UploadSettings};

@@ -2,7 +2,9 @@
 //! a constant: what is known of some hosts, what the user set (regclient's per-host
 //! `blobChunk` and `blobMax`), and what a registry taught this process by refusing a body as
 //! too large or by reporting a `Range` that does not move. What was learned is kept for the
-//! life of the process, so only the first blob at a registry pays for it.
+//! life of the process, so only the first blob at a registry pays for it, and each lesson is
+//! offered to whoever listens ([`UploadLimits::lessons`]): a fleet shares them the way it
+//! shares blob locations, so only the first blob of the fleet pays.
 //!
 //! Publicly reported limits (the sources are in ARCHITECTURE.md, "Registries differ"):
 //! GHCR refuses request bodies over 4 MiB (`416`, "the request body is too large and exceeds
@@ -11,6 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -73,11 +78,32 @@ struct Learned {
     stuck_range: bool,
 }
 
+/// What a registry taught one process of its uploads, as told to others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lesson {
+    /// The registry host, with its port when not the default.
+    pub registry: String,
+    /// The largest request body it takes, when it refused a larger one.
+    pub max_request: Option<u64>,
+    /// Its upload `Range` does not advance after a chunk it accepted.
+    pub stuck_range: bool,
+}
+
+/// Lessons kept for a slow listener before the oldest are dropped.
+const LESSONS_KEPT: usize = 64;
+
 /// The upload limits of every registry a process talks to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UploadLimits {
     settings: HashMap<String, UploadSettings>,
     learned: Mutex<HashMap<String, Learned>>,
+    lessons: broadcast::Sender<Lesson>,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
 }
 
 impl UploadLimits {
@@ -86,7 +112,45 @@ impl UploadLimits {
         Self {
             settings,
             learned: Mutex::default(),
+            lessons: broadcast::channel(LESSONS_KEPT).0,
         }
+    }
+
+    /// What registries teach this process from now on (not what others taught it: see
+    /// [`adopt`](Self::adopt)).
+    pub fn lessons(&self) -> broadcast::Receiver<Lesson> {
+        self.lessons.subscribe()
+    }
+
+    /// Takes what another process learned of a registry: its request limit when lower than
+    /// the one known here (never below [`MIN_REQUEST_LIMIT`]), its stuck `Range`. Nothing
+    /// is offered again as a lesson of this process.
+    pub fn adopt(&self, lesson: &Lesson) {
+        let Ok(mut learned) = self.learned.lock() else {
+            return;
+        };
+        let entry = learned.entry(lesson.registry.clone()).or_default();
+        if let Some(limit) = lesson.max_request.map(|l| l.max(MIN_REQUEST_LIMIT)) {
+            if entry.max_request.is_none_or(|known| limit < known) {
+                entry.max_request = Some(limit);
+                tracing::info!(
+                    registry = %lesson.registry,
+                    limit,
+                    "the fleet says the registry takes at most {} MiB a request",
+                    limit as f64 / MIB as f64
+                );
+            }
+        }
+        entry.stuck_range |= lesson.stuck_range;
+    }
+
+    fn teach(&self, registry: &str, learned: Learned) {
+        // Nobody listening is not an error: a process outside a fleet keeps its lessons.
+        let _ = self.lessons.send(Lesson {
+            registry: registry.to_owned(),
+            max_request: learned.max_request,
+            stuck_range: learned.stuck_range,
+        });
     }
 
     fn learned(&self, registry: &str) -> Learned {
@@ -144,8 +208,13 @@ impl UploadLimits {
         if lower >= current {
             return None;
         }
-        if let Ok(mut learned) = self.learned.lock() {
-            learned.entry(registry.to_owned()).or_default().max_request = Some(lower);
+        let now = self.learned.lock().ok().map(|mut learned| {
+            let entry = learned.entry(registry.to_owned()).or_default();
+            entry.max_request = Some(lower);
+            *entry
+        });
+        if let Some(now) = now {
+            self.teach(registry, now);
         }
         tracing::info!(
             registry,
@@ -158,15 +227,18 @@ impl UploadLimits {
 
     /// `registry` reported a `Range` that did not advance after a chunk it accepted.
     pub fn stuck_range(&self, registry: &str) {
-        if let Ok(mut learned) = self.learned.lock() {
+        let newly = self.learned.lock().ok().and_then(|mut learned| {
             let entry = learned.entry(registry.to_owned()).or_default();
-            if !entry.stuck_range {
-                entry.stuck_range = true;
-                tracing::info!(
-                    registry,
-                    "the registry's upload Range does not advance; counting the bytes sent instead"
-                );
-            }
+            let newly = !entry.stuck_range;
+            entry.stuck_range = true;
+            newly.then_some(*entry)
+        });
+        if let Some(now) = newly {
+            tracing::info!(
+                registry,
+                "the registry's upload Range does not advance; counting the bytes sent instead"
+            );
+            self.teach(registry, now);
         }
     }
 
@@ -387,6 +459,45 @@ mod tests {
         assert_eq!(limits.refused("r.example", 16 * MIB, Some(8 * MIB)), None);
         // Another registry learned nothing.
         assert_eq!(limits.max_request("other.example"), None);
+    }
+
+    #[test]
+    fn lessons_are_offered_once_and_adopted_elsewhere() {
+        let first = UploadLimits::default();
+        let mut heard = first.lessons();
+        first.refused("r.example", 16 * MIB, Some(4 * MIB));
+        first.stuck_range("r.example");
+        first.stuck_range("r.example");
+        let lesson = heard.try_recv().unwrap();
+        assert_eq!(lesson.max_request, Some(4 * MIB));
+        assert!(!lesson.stuck_range);
+        let second_lesson = heard.try_recv().unwrap();
+        assert!(second_lesson.stuck_range);
+        assert!(heard.try_recv().is_err(), "a stuck Range is taught once");
+
+        let other = UploadLimits::default();
+        let mut others_lessons = other.lessons();
+        other.adopt(&second_lesson);
+        assert_eq!(other.max_request("r.example"), Some(4 * MIB));
+        assert!(other.range_is_stuck("r.example"));
+        assert!(
+            others_lessons.try_recv().is_err(),
+            "an adopted lesson is not taught again"
+        );
+        // A higher limit heard later does not raise it; nothing goes below the floor.
+        other.adopt(&Lesson {
+            registry: "r.example".into(),
+            max_request: Some(8 * MIB),
+            stuck_range: false,
+        });
+        assert_eq!(other.max_request("r.example"), Some(4 * MIB));
+        other.adopt(&Lesson {
+            registry: "r.example".into(),
+            max_request: Some(1),
+            stuck_range: false,
+        });
+        assert_eq!(other.max_request("r.example"), Some(MIN_REQUEST_LIMIT));
+        assert!(other.range_is_stuck("r.example"));
     }
 
     #[test]

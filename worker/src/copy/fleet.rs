@@ -12,15 +12,19 @@
 //! worker sends alone, as outside a fleet.
 //!
 //! Every worker hears the fleet's locations stream from an hour back when it joins, and from
-//! where it stopped when it listens again after a broken connection.
+//! where it stopped when it listens again after a broken connection. The same stream carries
+//! what a registry taught a worker of its uploads (a request limit, a stuck `Range`): each
+//! worker tells the others what it learns and adopts what they learned, so that a limit costs
+//! the fleet one refused request, not one per worker.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use image_mirror_common::queue::coordination::{
-    BlobLocation, BlobState, Coordinator, Lease, LocationFeed, ReadFrom,
+    BlobLocation, BlobState, Coordinator, FleetNews, Lease, LocationFeed, ReadFrom,
 };
 use image_mirror_common::queue::QueueError;
+use image_mirror_common::registry::{Lesson, RegistryClient};
 use image_mirror_common::{metrics, Digest, Repository};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -73,20 +77,28 @@ pub(crate) enum Claim {
 }
 
 impl Fleet {
-    /// Joins the fleet: hears where the other workers put blobs (into `mounts`), from an hour
-    /// back on.
+    /// Joins the fleet: hears where the other workers put blobs (into `mounts`) and what
+    /// registries taught them (into `client`'s upload limits), from an hour back on; tells
+    /// them what registries teach `client`.
     pub(crate) async fn join(
         coordinator: Coordinator,
         mounts: Arc<MountIndex>,
+        client: &RegistryClient,
     ) -> Result<Arc<Self>, QueueError> {
         let coordinator = Arc::new(coordinator);
+        let lessons = client.upload_limits().lessons();
         let feed = coordinator.listen(ReadFrom::LookBack).await?;
         let (learned, _) = broadcast::channel(1024);
         let fleet = Arc::new(Self {
             coordinator,
             learned,
         });
-        tokio::spawn(listen(Arc::downgrade(&fleet), feed, mounts));
+        let hearing = Hearing {
+            mounts,
+            client: client.clone(),
+        };
+        tokio::spawn(listen(Arc::downgrade(&fleet), feed, hearing));
+        tokio::spawn(teach(Arc::downgrade(&fleet), lessons));
         Ok(fleet)
     }
 
@@ -221,23 +233,59 @@ async fn heard(
     }
 }
 
-/// Records what the fleet says into `mounts`, for as long as the fleet lives; listens again
-/// after the connection broke, from the location after the last one heard.
-async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, mounts: Arc<MountIndex>) {
+/// Tells the fleet what registries teach this process, for as long as the fleet lives.
+async fn teach(fleet: Weak<Fleet>, mut lessons: broadcast::Receiver<Lesson>) {
+    loop {
+        let lesson = match lessons.recv().await {
+            Ok(lesson) => lesson,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(fleet) = fleet.upgrade() else {
+            return;
+        };
+        if let Err(e) = fleet.coordinator.teach(&lesson).await {
+            tracing::debug!(error = %e, registry = %lesson.registry, "could not tell the fleet what the registry taught");
+        }
+    }
+}
+
+/// Where what the fleet says goes.
+struct Hearing {
+    mounts: Arc<MountIndex>,
+    client: RegistryClient,
+}
+
+impl Hearing {
+    fn take(&self, fleet: &Fleet, news: FleetNews) {
+        match news {
+            FleetNews::Location(location) => {
+                let repo = format!("{}/{}", location.registry, location.repository);
+                if let Ok(repo) = repo.parse::<Repository>() {
+                    self.mounts.record(&repo, &location.digest);
+                    let _ = fleet.learned.send(BlobKey {
+                        registry: location.registry,
+                        digest: location.digest,
+                    });
+                }
+            }
+            FleetNews::UploadLimits { upload_limits } => {
+                self.client.upload_limits().adopt(&upload_limits);
+            }
+        }
+    }
+}
+
+/// Takes what the fleet says, for as long as the fleet lives; listens again after the
+/// connection broke, from the news after the last one heard.
+async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, hearing: Hearing) {
     let mut pause = Duration::from_millis(500);
     loop {
-        while let Some(location) = feed.next().await {
+        while let Some(news) = feed.next().await {
             let Some(fleet) = fleet.upgrade() else {
                 return;
             };
-            let repo = format!("{}/{}", location.registry, location.repository);
-            if let Ok(repo) = repo.parse::<Repository>() {
-                mounts.record(&repo, &location.digest);
-                let _ = fleet.learned.send(BlobKey {
-                    registry: location.registry,
-                    digest: location.digest,
-                });
-            }
+            hearing.take(&fleet, news);
         }
         let resume = feed.resume();
         loop {

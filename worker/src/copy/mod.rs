@@ -243,7 +243,7 @@ impl CopyEngine {
     /// a registry once across workers, the others mount it, and an upload a worker left
     /// unfinished is taken over where it stopped (see `fleet.rs`).
     pub async fn join_fleet(mut self, coordinator: Coordinator) -> Result<Self, QueueError> {
-        self.fleet = Some(Fleet::join(coordinator, Arc::clone(&self.mounts)).await?);
+        self.fleet = Some(Fleet::join(coordinator, Arc::clone(&self.mounts), &self.client).await?);
         Ok(self)
     }
 
