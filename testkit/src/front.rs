@@ -46,7 +46,14 @@ pub struct FrontOptions {
     pub hook: Option<Hook>,
     /// Answers uploads as this registry does.
     pub quirk: Option<Quirk>,
+    /// Forwards each request, but closes the connection instead of answering the ones this
+    /// says to: the registry did the work and the client never hears of it (an answer lost
+    /// to a cut).
+    pub lose_answer: Option<LoseAnswer>,
 }
+
+/// Which forwarded requests' answers a front loses.
+pub type LoseAnswer = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
 impl FrontOptions {
     /// A front with the profile of a registry.
@@ -214,6 +221,10 @@ async fn front(
     if let Some(reply) = options.hook.as_ref().and_then(|h| h(&request)) {
         return reply;
     }
+    let lost = options
+        .lose_answer
+        .as_ref()
+        .is_some_and(|lose| lose(&request));
     let (method, session) = (request.method.clone(), session_of(&request));
     if let Some(quirk) = options.quirk {
         if let Some(reply) = meter.sessions.before(quirk, &mut request) {
@@ -258,6 +269,9 @@ async fn front(
         Ok(r) => r,
         Err(e) => return Response::new(502).body(Body::Bytes(e.into_bytes())).into(),
     };
+    if lost {
+        return Reply::Close;
+    }
     for (name, value) in rate_headers {
         response = response.header(name, value);
     }

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use image_mirror_common::metrics;
 use image_mirror_common::registry::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
 use image_mirror_common::ImageRef;
+use image_mirror_testkit::http::Request;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
-use image_mirror_testkit::{crane, skopeo, FaultProxy, Faults, Implementation, Registry};
+use image_mirror_testkit::{
+    crane, skopeo, FaultProxy, Faults, Front, FrontOptions, Implementation, Registry,
+};
 use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::{CopyEngine, CopyError, CopyOptions, CopyOutcome};
 
@@ -762,4 +765,53 @@ async fn an_upload_that_keeps_failing_is_transient_as_a_download_is() {
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("kept failing"), "{err}");
+}
+
+on_both_registries!(a_closing_put_whose_answer_was_lost_finds_the_blob_there);
+async fn a_closing_put_whose_answer_was_lost_finds_the_blob_there(implementation: Implementation) {
+    // The registry closes the upload of a chunked blob, and its answer is lost: the PUT sent
+    // again finds no session (404), and the blob, there by its digest, is taken as uploaded.
+    let src = registry(implementation);
+    let dst = registry(implementation);
+    let image = big_image(72, 40 * MIB);
+    push_image(&src.url(), "big/layer", "1", &image).await;
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = std::sync::Arc::clone(&lost);
+    let front = Front::start(
+        dst.host(),
+        FrontOptions {
+            lose_answer: Some(std::sync::Arc::new(move |r: &Request| {
+                let closing = r.method == "PUT"
+                    && r.target.contains("/blobs/uploads/")
+                    && r.target.contains("digest=")
+                    && r.body.is_empty();
+                closing && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+            })),
+            ..FrontOptions::default()
+        },
+    );
+    let engine = engine(&[src.host().to_owned(), front.host()]);
+    let copied = engine
+        .copy(
+            &reference(&format!("{}/big/layer:1", src.host())),
+            &reference(&format!("{}/big/layer:1", front.host())),
+        )
+        .await;
+    assert!(
+        lost.load(std::sync::atomic::Ordering::SeqCst),
+        "no closing PUT went through the front: the blob was not chunked"
+    );
+    copied.expect("the copy ends copied");
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/big/layer:1", dst.host())),
+        image.digest()
+    );
+    // The blob went up once: the lost answer cost no bytes.
+    let sent: u64 = front
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("/blobs/uploads/"))
+        .map(|r| r.body_len as u64)
+        .sum();
+    assert!(sent < 41 * MIB, "{sent} bytes sent for a 40 MiB blob");
 }

@@ -367,7 +367,40 @@ impl RegistryClient {
     }
 
     /// Closes `upload` as blob `digest`; the registry checks the digest of what it received.
+    ///
+    /// A closing `PUT` whose answer was lost (a cut) is sent again and then finds no session
+    /// (`404`): the registry had closed it. The blob is looked up then: there, the upload is
+    /// done; not there, the registry lost the session, and the blob must go again (a
+    /// transient failure, never a permanent `not_found`).
     pub async fn finish_upload(
+        &self,
+        repo: &Repository,
+        upload: &Upload,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        match self.close_upload(repo, upload, digest).await {
+            Err(RegistryError::NotFound {
+                registry,
+                operation,
+            }) => match self.blob_exists(repo, digest).await {
+                Ok(true) => {
+                    tracing::debug!(blob = %digest, "the upload was closed already (its answer lost): the blob is there");
+                    Ok(())
+                }
+                Ok(false) => Err(RegistryError::Network {
+                    registry,
+                    operation,
+                    message: "the registry no longer has the upload; the blob goes again"
+                        .to_owned(),
+                    failure: NetworkFailure::Broken,
+                }),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    async fn close_upload(
         &self,
         repo: &Repository,
         upload: &Upload,
