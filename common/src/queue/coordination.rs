@@ -137,7 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Coordinator {
-    /// Connects to `url` and declares the locations stream.
+    /// Connects to `url` and declares the locations stream. A broker that is up but cannot
+    /// serve the stream yet (a node just started brings its streams back a few seconds after
+    /// its queues) is not an error: the coordinator connects again at its next call, and until
+    /// then every call fails at once and the worker sends alone.
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, QueueError> {
         let coordinator = Self {
             url: Secret::new(url.to_owned()),
@@ -147,7 +150,9 @@ impl Coordinator {
             down_until: Mutex::new(None),
             idle: IdleChannels::default(),
         };
-        coordinator.link().await?;
+        if let Err(e) = coordinator.link().await {
+            tracing::warn!(error = %e, "the fleet's coordination is not available yet; sending alone until it is");
+        }
         Ok(coordinator)
     }
 

@@ -87,7 +87,13 @@ impl Fleet {
     ) -> Result<Arc<Self>, QueueError> {
         let coordinator = Arc::new(coordinator);
         let lessons = client.upload_limits().lessons();
-        let feed = coordinator.listen(ReadFrom::LookBack).await?;
+        let feed = match coordinator.listen(ReadFrom::LookBack).await {
+            Ok(feed) => Some(feed),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot hear the fleet yet; listening again in the background");
+                None
+            }
+        };
         let (learned, _) = broadcast::channel(1024);
         let fleet = Arc::new(Self {
             coordinator,
@@ -277,32 +283,33 @@ impl Hearing {
 }
 
 /// Takes what the fleet says, for as long as the fleet lives; listens again after the
-/// connection broke, from the news after the last one heard.
-async fn listen(fleet: Weak<Fleet>, mut feed: LocationFeed, hearing: Hearing) {
+/// connection broke, from the news after the last one heard (from an hour back when it never
+/// heard any).
+async fn listen(fleet: Weak<Fleet>, mut feed: Option<LocationFeed>, hearing: Hearing) {
     let mut pause = Duration::from_millis(500);
+    let mut resume = ReadFrom::LookBack;
     loop {
-        while let Some(news) = feed.next().await {
-            let Some(fleet) = fleet.upgrade() else {
-                return;
-            };
-            hearing.take(&fleet, news);
+        if let Some(mut heard) = feed.take() {
+            while let Some(news) = heard.next().await {
+                let Some(fleet) = fleet.upgrade() else {
+                    return;
+                };
+                hearing.take(&fleet, news);
+            }
+            resume = heard.resume();
         }
-        let resume = feed.resume();
-        loop {
-            let Some(f) = fleet.upgrade() else {
-                return;
-            };
-            tokio::time::sleep(pause).await;
-            match f.coordinator.listen(resume).await {
-                Ok(f) => {
-                    feed = f;
-                    pause = Duration::from_millis(500);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot hear the fleet yet");
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                }
+        let Some(f) = fleet.upgrade() else {
+            return;
+        };
+        tokio::time::sleep(pause).await;
+        match f.coordinator.listen(resume).await {
+            Ok(heard) => {
+                feed = Some(heard);
+                pause = Duration::from_millis(500);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot hear the fleet yet");
+                pause = (pause * 2).min(Duration::from_secs(30));
             }
         }
     }
