@@ -18,24 +18,40 @@
 //!   by image-mirror, skopeo and regctl, and into plain registries;
 //! - `missing`: a no-op of the real list through 25 ms fronts, HEAD/HEAD against `--missing`;
 //! - `broker`: the broker's memory and lease rate for 1k, 10k and 50k blobs through the fleet's
-//!   coordination.
+//!   coordination;
+//! - `crash-resume`: bytes sent again after `kill -9` at 20 moments over a 1 GiB upload,
+//!   into distribution 2.8 and 3;
+//! - `soak`: 200 tags through three workers and the committer while workers are killed, the
+//!   broker and the registry restarted and connections cut, on a seeded schedule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
 mod copy;
+mod crash_resume;
 mod economy;
 mod fleet;
 mod measure;
 mod pipeline;
 mod registries;
+mod soak;
 
 use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 10] = [
-    "corpus", "big-blob", "noop-run", "publish", "pulls", "latency", "fleet", "ghcr", "missing",
+const SCENARIOS: [&str; 12] = [
+    "corpus",
+    "big-blob",
+    "noop-run",
+    "publish",
+    "pulls",
+    "latency",
+    "fleet",
+    "ghcr",
+    "missing",
     "broker",
+    "crash-resume",
+    "soak",
 ];
 
 #[tokio::main]
@@ -68,6 +84,8 @@ async fn main() {
             "ghcr" => registries::ghcr_scenario(&binary).await,
             "missing" => pipeline::missing_scenario(&binary).await,
             "broker" => broker::broker_scenario().await,
+            "crash-resume" => crash_resume::crash_resume_scenario(&binary).await,
+            "soak" => soak::soak_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

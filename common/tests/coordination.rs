@@ -233,3 +233,45 @@ async fn every_member_hears_where_blobs_are_even_one_that_joins_later() {
         m.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_broker_that_cannot_serve_the_stream_yet_is_joined_and_each_call_fails_at_once() {
+    // A queue of another kind under the stream's name stands for a stream the broker cannot
+    // serve (a node just started brings its streams back seconds after its queues).
+    let t = topology("no-stream");
+    let connection = lapin::Connection::connect(
+        &rabbitmq::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            t.blob_locations().as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let c = Coordinator::connect(&rabbitmq::amqp_url(), t.clone())
+        .await
+        .expect("the coordinator is there, though the stream is not");
+    let started = std::time::Instant::now();
+    assert!(c.announce(&location(1)).await.is_err());
+    assert!(c.listen(ReadFrom::LookBack).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "calls wait instead of failing at once"
+    );
+    c.close().await;
+    channel
+        .queue_delete(
+            t.blob_locations().as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "bye".into()).await;
+}

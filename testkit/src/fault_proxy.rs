@@ -70,6 +70,9 @@ struct State {
     canned_served: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    open: AtomicU64,
+    cut_now: tokio::sync::Notify,
+    cuts: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -116,6 +119,20 @@ impl FaultProxy {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// Cuts every connection the proxy carries at this moment (a fault at a time of the
+    /// caller's choosing); how many there were.
+    pub fn cut_all(&self) -> u64 {
+        let open = self.state.open.load(Ordering::SeqCst);
+        self.state.cut_now.notify_waiters();
+        self.state.cuts.fetch_add(open, Ordering::SeqCst);
+        open
+    }
+
+    /// Connections cut by [`cut_all`](Self::cut_all) so far.
+    pub fn cuts(&self) -> u64 {
+        self.state.cuts.load(Ordering::SeqCst)
     }
 
     /// `127.0.0.1:PORT`.
@@ -238,10 +255,14 @@ async fn relay(client: TcpStream, upstream: SocketAddr, state: &State) {
         &answered,
     );
     // Either direction ending (end of stream or a cut) ends the connection.
+    let cut = state.cut_now.notified();
+    state.open.fetch_add(1, Ordering::SeqCst);
     tokio::select! {
         _ = up => {}
         _ = down => {}
+        () = cut => {}
     }
+    state.open.fetch_sub(1, Ordering::SeqCst);
     answered();
 }
 

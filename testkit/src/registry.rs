@@ -21,6 +21,8 @@ pub struct Registry {
     scheme: &'static str,
     storage: PathBuf,
     log: Arc<Log>,
+    binary: PathBuf,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -60,60 +62,84 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let binary = options.implementation.binary();
-        let mut child = Command::new(&binary)
-            .arg("serve")
-            .arg(&config_path)
-            // distribution 3 exports traces over OTLP unless told not to.
-            .env("OTEL_TRACES_EXPORTER", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let log = Arc::new(Log::default());
-        let access = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                access.push(line);
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let thread_log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut announced = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let listening = line.contains("msg=\"listening on ");
-                thread_log.push(line);
-                if listening && !announced {
-                    announced = true;
-                    let _ = tx.send(Startup::Listening);
-                }
-            }
-            let _ = tx.send(Startup::Exited);
-        });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Startup::Listening) => Ok(Self {
-                child,
-                host,
-                scheme: if options.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
-                storage,
-                log,
-                _dir: dir,
-            }),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(log.lines.lock().expect("log lock").clone())
-            }
-        }
+        let (child, log) = spawn(&binary, &config_path)?;
+        Ok(Self {
+            child,
+            host,
+            scheme: if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            storage,
+            log,
+            binary,
+            config: config_path,
+            _dir: dir,
+        })
     }
 
+    /// Stops the registry with SIGKILL and starts it again on the same port and storage (the
+    /// same secret, so upload sessions it kept on disk can go on); panics when it cannot.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        match spawn(&self.binary, &self.config) {
+            Ok((child, log)) => {
+                self.child = child;
+                self.log = log;
+            }
+            Err(log) => panic!("the registry did not start again:\n{}", log.join("\n")),
+        }
+    }
+}
+
+/// Starts `binary serve config`, returned once it listens; its log lines otherwise.
+fn spawn(binary: &Path, config: &Path) -> Result<(Child, Arc<Log>), Vec<String>> {
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .arg(config)
+        // distribution 3 exports traces over OTLP unless told not to.
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let log = Arc::new(Log::default());
+    let access = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            access.push(line);
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let thread_log = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut announced = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let listening = line.contains("msg=\"listening on ");
+            thread_log.push(line);
+            if listening && !announced {
+                announced = true;
+                let _ = tx.send(Startup::Listening);
+            }
+        }
+        let _ = tx.send(Startup::Exited);
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Startup::Listening) => Ok((child, log)),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(log.lines.lock().expect("log lock").clone())
+        }
+    }
+}
+
+impl Registry {
     /// `127.0.0.1:PORT`, as image references and `--insecure-registry` take it.
     pub fn host(&self) -> &str {
         &self.host

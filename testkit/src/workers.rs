@@ -27,17 +27,33 @@ impl Deployment {
     /// A deployment of `binary` under a prefix unique to `name`, allowed plain HTTP to
     /// `hosts`.
     pub fn new(binary: &Path, name: &str, hosts: &[String]) -> Self {
+        Self::on_broker(binary, name, hosts, &rabbitmq::amqp_url())
+    }
+
+    /// A deployment as [`new`](Self::new) makes, on the broker at `url` (the private node,
+    /// for a scenario that restarts it).
+    pub fn on_broker(binary: &Path, name: &str, hosts: &[String], url: &str) -> Self {
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         Self {
             binary: binary.to_owned(),
-            url: rabbitmq::amqp_url(),
+            url: url.to_owned(),
             prefix: format!("test.{name}.{}.{unique}", std::process::id()),
             dir: tempfile::tempdir().expect("a folder"),
             insecure: hosts.join(","),
         }
+    }
+
+    /// The deployment's folder: the working folder of its processes (images-list, caches).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The queue names' prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The binary with the deployment's environment; `cache` names the blob location cache.
