@@ -807,11 +807,6 @@ async fn a_closing_put_whose_answer_was_lost_finds_the_blob_there(implementation
         image.digest()
     );
     // The blob went up once: the lost answer cost no bytes.
-    let sent: u64 = front
-        .requests()
-        .iter()
-        .filter(|r| r.target.contains("/blobs/uploads/"))
-        .map(|r| r.body_len as u64)
-        .sum();
+    let sent = image_mirror_testkit::fleet::upload_bytes(&front.requests());
     assert!(sent < 41 * MIB, "{sent} bytes sent for a 40 MiB blob");
 }
