@@ -181,6 +181,47 @@ async fn three_targets_read_the_source_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_mirroring_one_source_tag_to_two_places_read_it_once() {
+    let corpus = Corpus::new(3150, 2, 4, None).await;
+    // Each source tag on two lines, to two repositories.
+    let mut lines: Vec<String> = corpus
+        .entries
+        .iter()
+        .flat_map(|(repo, tag, _)| {
+            let dashed = repo.replace('/', "-");
+            [
+                format!(
+                    "{}/{repo} mirror.invalid/{dashed} {tag}",
+                    corpus.front.host()
+                ),
+                format!(
+                    "{}/{repo} mirror.invalid/again-{dashed} {tag}",
+                    corpus.front.host()
+                ),
+            ]
+        })
+        .collect();
+    lines.sort_by(|a, b| image_mirror_common::version_sort::sort_v(a.as_bytes(), b.as_bytes()));
+    std::fs::write(corpus.list(), lines.join("\n") + "\n").unwrap();
+    let target = Registry::start();
+    let out = corpus.run(&[target.host()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("6 jobs for 12 entries (12 targets"), "{t}");
+    assert!(t.contains("12 copied, 0 already present, 0 failed"), "{t}");
+    assert_eq!(
+        corpus.front.pulls(),
+        corpus.manifests(),
+        "each source manifest pulled once, not once per line: {t}"
+    );
+    corpus.all_at(target.host());
+    for (repo, tag, image) in &corpus.entries {
+        let at = format!("{}/again-{}:{tag}", target.host(), repo.replace('/', "-"));
+        assert_eq!(&skopeo::manifest_digest(&at), image.digest(), "{at}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tag_of_an_image_the_target_holds_pulls_nothing_from_the_source() {
     let mut corpus = Corpus::new(3200, 1, 0, None).await;
     let dst = Registry::start();

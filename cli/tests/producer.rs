@@ -8,7 +8,7 @@ use std::process::Command;
 
 use image_mirror_common::queue::amqp::AmqpBroker;
 use image_mirror_common::queue::topology::Topology;
-use image_mirror_common::MirrorJob;
+use image_mirror_common::{ImagesList, MirrorJob};
 use image_mirror_testkit::rabbitmq;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -18,7 +18,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_publishes_one_job_per_entry_and_target() {
+async fn sync_publishes_one_job_per_source_tag_to_every_target() {
     let url = rabbitmq::amqp_url();
     let prefix = format!("test.sync.{}", std::process::id());
     let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
@@ -37,8 +37,21 @@ async fn sync_publishes_one_job_per_entry_and_target() {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}");
+    // One job per source tag: the lines that mirror one source tag to several places share
+    // it, and so do both registries.
+    let list = ImagesList::parse(&std::fs::read(fixture("images-list")).unwrap()).unwrap();
+    let entries = list.entries().len();
+    let source_tags: HashSet<String> = list
+        .entries()
+        .map(|e| format!("{}:{}", e.source, e.tag))
+        .collect();
+    let jobs = source_tags.len();
+    assert!(jobs < entries, "the fixture has lines sharing a source tag");
     assert!(
-        text.contains("published 2172 jobs for 2172 entries (4344 targets)"),
+        text.contains(&format!(
+            "published {jobs} jobs for {entries} entries ({} targets)",
+            2 * entries
+        )),
         "{text}"
     );
 
@@ -46,30 +59,35 @@ async fn sync_publishes_one_job_per_entry_and_target() {
         .await
         .unwrap();
     let depths = broker.depths().await.unwrap();
-    assert_eq!(depths[0].ready, 2172);
+    assert_eq!(depths[0].ready, jobs as u64);
     let mut consumer = broker
         .consume(&Topology::new(&prefix).jobs(), 500)
         .await
         .unwrap();
     let mut ids = HashSet::new();
-    for _ in 0..2172 {
+    let mut sources = HashSet::new();
+    for _ in 0..jobs {
         let d = consumer.next().await.unwrap().unwrap();
         let job = MirrorJob::from_json(&d.body).unwrap();
         assert_eq!(d.id, job.id);
         assert!(!job.record);
-        // One job per entry, to both registries: the source is read once for them.
+        assert!(sources.insert(format!("{}:{}", job.source, job.tag)));
+        // Each listed target to both registries, the one after the other.
         let targets: Vec<String> = job.targets().iter().map(ToString::to_string).collect();
-        assert_eq!(targets.len(), 2, "{targets:?}");
         assert!(
-            targets[0].starts_with("a.example:5000/acme/"),
+            targets.len() >= 2 && targets.len().is_multiple_of(2),
             "{targets:?}"
         );
-        assert!(targets[1].starts_with("b.example/acme/"), "{targets:?}");
+        for pair in targets.chunks(2) {
+            assert!(pair[0].starts_with("a.example:5000/acme/"), "{targets:?}");
+            assert!(pair[1].starts_with("b.example/acme/"), "{targets:?}");
+        }
         for id in job.event_ids() {
             assert!(ids.insert(id));
         }
         d.ack().await.unwrap();
     }
+    assert_eq!(ids.len(), 2 * entries, "one event per line and registry");
     drop(consumer);
     broker.delete_topology().await.unwrap();
 }

@@ -1,8 +1,10 @@
-//! `producer sync`: one job per images-list entry, for lines already listed (`record:
-//! false`), with the target overrides of the command line applied: several target registries
-//! are the targets of one job, so that the source is read once for all of them.
+//! `producer sync`: the jobs of the images-list entries, for lines already listed (`record:
+//! false`), with the target overrides of the command line applied. Every target of one source
+//! tag is a target of one job, so that the source is read once for all of them: the targets of
+//! several `--dest-registry` values, and the lines that mirror the same source tag to several
+//! places (132 source tags of the real list are on more than one line).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use image_mirror_common::reference::ReferenceError;
 use image_mirror_common::{ImagesList, MirrorJob, Origin};
@@ -11,15 +13,17 @@ use regex::Regex;
 use crate::jobs::TargetOverrides;
 
 /// The jobs that mirror every entry of `list` whose line matches `filter` (a regex searched
-/// in `source target tag`), to each overridden target. Ids are deterministic and each job
-/// appears once.
+/// in `source target tag`), to each overridden target: one job per source tag (and what it
+/// takes along), in the order of the lines, with every target of it once. Ids are
+/// deterministic.
 pub fn plan_sync(
     list: &ImagesList,
     filter: Option<&Regex>,
     overrides: &TargetOverrides,
 ) -> Result<Vec<MirrorJob>, ReferenceError> {
-    let mut seen = HashSet::new();
-    let mut jobs = Vec::new();
+    let mut job_of: HashMap<String, usize> = HashMap::new();
+    let mut targets_seen = HashSet::new();
+    let mut jobs: Vec<MirrorJob> = Vec::new();
     for entry in list.entries() {
         if filter.is_some_and(|f| !f.is_match(&entry.line())) {
             continue;
@@ -27,8 +31,23 @@ pub fn plan_sync(
         let Some(job) = overrides.job_for(entry, false, Origin::Sync)? else {
             continue;
         };
-        if seen.insert(job.id.clone()) {
-            jobs.push(job);
+        let fresh: Vec<_> = job
+            .targets()
+            .into_iter()
+            .filter(|t| targets_seen.insert(format!("{} {t} {}", job.source, job.tag)))
+            .collect();
+        let key = format!(
+            "{} {} {} {}",
+            job.source, job.tag, job.referrers, job.digest_tags
+        );
+        match job_of.get(&key) {
+            Some(&i) => jobs[i].also_to.extend(fresh),
+            None => {
+                if let Some(job) = job.with_targets(&fresh) {
+                    job_of.insert(key, jobs.len());
+                    jobs.push(job);
+                }
+            }
         }
     }
     Ok(jobs)
@@ -56,6 +75,28 @@ mod tests {
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         let ids_again: Vec<&str> = again.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ids_again);
+    }
+
+    #[test]
+    fn lines_of_one_source_tag_are_one_job_with_every_target() {
+        let list = ImagesList::parse(
+            b"a.example/app b.example/one/app v1\na.example/app b.example/two/app v1\na.example/app b.example/one/app v2\n",
+        )
+        .unwrap();
+        let jobs = plan_sync(&list, None, &TargetOverrides::default()).unwrap();
+        assert_eq!(jobs.len(), 2, "{jobs:#?}");
+        let targets: Vec<String> = jobs[0].targets().iter().map(ToString::to_string).collect();
+        assert_eq!(targets, ["b.example/one/app", "b.example/two/app"]);
+        assert_eq!(jobs[0].tag.to_string(), "v1");
+        assert_eq!(jobs[1].targets().len(), 1);
+        // Each target's event keeps the id of its own line.
+        let lone = plan_sync(
+            &ImagesList::parse(b"a.example/app b.example/two/app v1\n").unwrap(),
+            None,
+            &TargetOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(jobs[0].event_ids()[1], lone[0].id);
     }
 
     #[test]
