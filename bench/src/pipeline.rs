@@ -250,6 +250,7 @@ pub async fn missing_scenario(binary: &Path) {
     std::fs::write(&list, text).unwrap();
     let hosts = format!("{},{}", src_front.host(), dst_front.host());
     let mut rows = Vec::new();
+    let mut registry_cpu = Vec::new();
     for (mode, extra) in [
         ("HEAD/HEAD (`run`)", None),
         ("`run --missing`", Some("--missing")),
@@ -265,7 +266,9 @@ pub async fn missing_scenario(binary: &Path) {
         ];
         args.extend(extra.map(str::to_owned));
         let before = (src_front.requests().len(), dst_front.requests().len());
+        let cpu_before = src.cpu_seconds() + dst.cpu_seconds();
         let (usage, printed) = measure_with_output(binary, &args, &dir.path().join("cache"));
+        registry_cpu.push(src.cpu_seconds() + dst.cpu_seconds() - cpu_before);
         assert!(
             printed.contains("0 copied") && printed.contains("0 failed"),
             "not a no-op: {}",
@@ -292,11 +295,13 @@ pub async fn missing_scenario(binary: &Path) {
             args.push("--missing".into());
         }
         let before = (src_front.requests().len(), dst_front.requests().len());
+        let cpu_before = src.cpu_seconds() + dst.cpu_seconds();
         let usage = measure(
             &image_mirror_testkit::tools::path("regsync"),
             &args,
             &dir.path().join("cache"),
         );
+        registry_cpu.push(src.cpu_seconds() + dst.cpu_seconds() - cpu_before);
         rows.push((
             mode,
             usage,
@@ -311,10 +316,13 @@ pub async fn missing_scenario(binary: &Path) {
         "regsync: one `type: image` entry per line, `parallel: 16` and `reqConcurrent: 16` per \
          registry (image-mirror: `--workers 16`, 16 requests per host).\n"
     );
-    println!("| mode | wall s | CPU s | requests at the sources | requests at the targets |");
-    println!("|---|---:|---:|---:|---:|");
-    for (mode, u, s, t) in &rows {
-        println!("| {mode} | {:.2} | {:.2} | {s} | {t} |", u.wall, u.cpu);
+    println!("| mode | wall s | CPU s | both registries' CPU s | requests at the sources | requests at the targets |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for ((mode, u, s, t), reg) in rows.iter().zip(&registry_cpu) {
+        println!(
+            "| {mode} | {:.2} | {:.2} | {reg:.2} | {s} | {t} |",
+            u.wall, u.cpu
+        );
     }
     let ratio = |label: &str, ours: usize, theirs: usize| {
         let (a, b) = (&rows[ours], &rows[theirs]);
