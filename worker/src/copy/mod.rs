@@ -16,6 +16,7 @@
 
 mod attachments;
 mod blob_copy;
+mod compare;
 mod drift;
 mod error;
 mod fleet;
@@ -43,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 pub use attachments::{AttachOptions, Attached, DIGEST_TAG_SUFFIXES};
+pub use compare::Comparison;
 pub use drift::{BackupTag, DriftPolicy, OnDrift};
 pub use error::CopyError;
 pub use mounts::MountIndex;
@@ -62,28 +64,6 @@ use crate::copy::resolve::{platforms_of, Plan, Resolution};
 use crate::copy::tee::{Supplies, Supply};
 use crate::copy::upload::Transfer;
 use crate::copy::walk::{Tree, Walk, WalkTarget};
-
-/// How a target stands against its source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Comparison {
-    /// The target has the source digest.
-    UpToDate {
-        /// The digest at both ends.
-        digest: image_mirror_common::Digest,
-    },
-    /// The target tag does not exist.
-    Missing {
-        /// The source digest.
-        source: image_mirror_common::Digest,
-    },
-    /// The target tag points elsewhere.
-    Differs {
-        /// The source digest.
-        source: image_mirror_common::Digest,
-        /// What the target holds.
-        target: image_mirror_common::Digest,
-    },
-}
 
 /// Tuning of the copy engine.
 #[derive(Debug, Clone, Copy)]
@@ -570,43 +550,6 @@ impl CopyEngine {
             });
         }
         Ok(())
-    }
-
-    /// What a copy would do, reading only: the source digest and whether the target has it.
-    pub async fn compare(
-        &self,
-        source: &ImageRef,
-        target: &ImageRef,
-    ) -> Result<Comparison, CopyError> {
-        let reference = target
-            .tag()
-            .or(source.tag())
-            .map(ToString::to_string)
-            .unwrap_or_else(|| source.reference());
-        let source_reference = source.reference();
-        let (src, dst) = tokio::join!(
-            self.client
-                .manifest_digest(source.repository(), &source_reference),
-            self.client.manifest_digest(target.repository(), &reference)
-        );
-        let src = src?.ok_or_else(|| {
-            CopyError::Registry(image_mirror_common::registry::RegistryError::NotFound {
-                registry: source.repository().registry().to_owned(),
-                operation: format!(
-                    "HEAD manifest {}:{}",
-                    source.repository().path(),
-                    source.reference()
-                ),
-            })
-        })?;
-        Ok(match dst? {
-            None => Comparison::Missing { source: src },
-            Some(d) if d == src => Comparison::UpToDate { digest: src },
-            Some(d) => Comparison::Differs {
-                source: src,
-                target: d,
-            },
-        })
     }
 
     /// One blob's copy in its span, counted in the metrics. Boxed, so that the copy future
