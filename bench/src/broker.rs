@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image_mirror_common::queue::coordination::{BlobLocation, Coordinator, ReadFrom};
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::Digest;
+use image_mirror_queue::coordination::{BlobLocation, Coordinator, ReadFrom};
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::rabbitmq;
 use tokio::sync::Semaphore;
 

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use image_mirror_common::images_list::ImagesList;
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::version_sort::sort_v;
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Front, FrontOptions, Registry};

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use image_mirror_common::registry::upload_limits::HostSize;
 use image_mirror_common::secret::Secret;
+use image_mirror_registry::upload_limits::HostSize;
 
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
 /// date.
@@ -203,7 +203,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "IMAGE_MIRROR_DOCKER_HUB_API",
-        default_value = image_mirror_common::dockerhub::DEFAULT_HUB_API,
+        default_value = image_mirror_registry::dockerhub::DEFAULT_HUB_API,
         value_name = "URL"
     )]
     pub docker_hub_api: String,

@@ -1,11 +1,11 @@
 //! Connecting to the broker the global flags name.
 
 use anyhow::{Context, Result};
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::coordination::Coordinator;
-use image_mirror_common::queue::topology::Topology;
-use image_mirror_common::queue::Broker;
 use image_mirror_common::secret::{redact_url, Secret};
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::coordination::Coordinator;
+use image_mirror_queue::topology::Topology;
+use image_mirror_queue::Broker;
 
 use crate::args::GlobalArgs;
 use crate::exit::BadInput;

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use futures_util::{stream, StreamExt};
-use image_mirror_common::github::GithubClient;
 use image_mirror_common::{Config, ImagesList, MirrorJob};
+use image_mirror_github::GithubClient;
 use image_mirror_producer::{discover, Helm, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 

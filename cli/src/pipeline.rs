@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use image_mirror_committer::{collect_events_while, record_in_file, RunSummary};
-use image_mirror_common::queue::memory::MemoryBroker;
-use image_mirror_common::queue::{Broker, Message};
-use image_mirror_common::registry::QuotaView;
 use image_mirror_common::{JobEvent, MirrorJob, Outcome};
+use image_mirror_queue::memory::MemoryBroker;
+use image_mirror_queue::{Broker, Message};
+use image_mirror_registry::QuotaView;
 use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
 
 use crate::args::GlobalArgs;

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use image_mirror_common::dockerhub::DockerHub;
-use image_mirror_common::registry::upload_limits::settings_of;
-use image_mirror_common::registry::{
+use image_mirror_registry::dockerhub::DockerHub;
+use image_mirror_registry::upload_limits::settings_of;
+use image_mirror_registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
 use image_mirror_worker::copy::MountIndex;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use image_mirror_common::metrics;
-use image_mirror_common::queue::Broker;
+use image_mirror_queue::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

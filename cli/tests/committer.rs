@@ -7,12 +7,12 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
-use image_mirror_common::queue::{Broker, Message};
 use image_mirror_common::{
     Digest, ImagesList, JobEvent, MirrorJob, Origin, Outcome, Repository, Tag,
 };
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
+use image_mirror_queue::{Broker, Message};
 use image_mirror_testkit::github::FakeGithub;
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
@@ -506,7 +506,7 @@ async fn an_event_that_cannot_be_read_goes_to_the_dead_letter_queue_with_why() {
     assert_eq!(d.body, b"{not json");
     let reason = d
         .headers
-        .get(image_mirror_common::queue::topology::REASON_HEADER)
+        .get(image_mirror_queue::topology::REASON_HEADER)
         .unwrap();
     assert!(
         reason.starts_with("unreadable event: malformed"),

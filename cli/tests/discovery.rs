@@ -5,9 +5,9 @@
 
 use std::process::{Command, Output};
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::{MirrorJob, Origin};
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;

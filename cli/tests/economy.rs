@@ -299,9 +299,9 @@ async fn a_quota_spent_for_hours_defers_every_entry_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_a_deferred_job_in_a_delay_queue_until_the_quota_is_back() {
-    use image_mirror_common::queue::amqp::AmqpBroker;
-    use image_mirror_common::queue::topology::Topology;
     use image_mirror_common::{JobEvent, Outcome};
+    use image_mirror_queue::amqp::AmqpBroker;
+    use image_mirror_queue::topology::Topology;
     use image_mirror_testkit::{process, rabbitmq};
     use std::io::BufReader;
     use std::process::Stdio;
@@ -352,7 +352,7 @@ async fn a_worker_keeps_a_deferred_job_in_a_delay_queue_until_the_quota_is_back(
     );
     let logs = process::drain(logs);
 
-    let mut events = image_mirror_common::queue::Broker::Amqp(Box::new(broker));
+    let mut events = image_mirror_queue::Broker::Amqp(Box::new(broker));
     let mut consumer = events
         .consume(&events.topology().committer(), 1)
         .await
@@ -378,7 +378,7 @@ async fn a_worker_keeps_a_deferred_job_in_a_delay_queue_until_the_quota_is_back(
     assert_eq!(dead.ready, 0, "{logs}");
     assert_eq!(corpus.front.refused(), 0, "{logs}");
     corpus.all_at(dst.host());
-    if let image_mirror_common::queue::Broker::Amqp(b) = &mut events {
+    if let image_mirror_queue::Broker::Amqp(b) = &mut events {
         b.delete_topology().await.unwrap();
     }
 }

@@ -79,7 +79,15 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
 fn no_function_of_a_library_crate_is_over_80_lines() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut long = Vec::new();
-    for krate in ["common", "producer", "worker", "committer"] {
+    for krate in [
+        "common",
+        "common/registry",
+        "common/queue",
+        "common/github",
+        "producer",
+        "worker",
+        "committer",
+    ] {
         for file in sources(&root.join(krate).join("src")) {
             let text = std::fs::read_to_string(&file).unwrap();
             for (name, line, len) in functions(&text) {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::front::Hook;
 use image_mirror_testkit::http::{Reply, Response};
 use image_mirror_testkit::ports::free_port;

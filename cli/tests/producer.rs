@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::{ImagesList, MirrorJob};
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::rabbitmq;
 
 fn fixture(name: &str) -> std::path::PathBuf {

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::JobEvent;
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;

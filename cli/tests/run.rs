@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::process::{Command, Output, Stdio};
 
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::{Topology, REASON_HEADER};
 use image_mirror_common::{JobEvent, Outcome};
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::{Topology, REASON_HEADER};
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
 use image_mirror_testkit::push::push_image;

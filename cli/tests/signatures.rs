@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use image_mirror_common::registry::referrers::fallback_tag;
 use image_mirror_common::Digest;
+use image_mirror_registry::referrers::fallback_tag;
 use image_mirror_testkit::images::{self, Blob};
 use image_mirror_testkit::push::{push_image, push_manifest};
 use image_mirror_testkit::{crane, tools, Front, FrontOptions, Registry};

@@ -9,9 +9,9 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
 use image_mirror_common::JobEvent;
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images;
 use image_mirror_testkit::ports::free_port;
 use image_mirror_testkit::process;

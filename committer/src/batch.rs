@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use image_mirror_common::queue::{Consumer, Delivery, QueueError};
+use image_mirror_queue::{Consumer, Delivery, QueueError};
 
 /// How batches are cut.
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use std::future::Future;
 
-use image_mirror_common::queue::{Consumer, QueueError};
 use image_mirror_common::{JobEvent, MessageError};
+use image_mirror_queue::{Consumer, QueueError};
 
 /// Why collecting a run's events stopped before every job had ended.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,8 @@ pub async fn collect_events(
 
 #[cfg(test)]
 mod tests {
-    use image_mirror_common::queue::memory::MemoryBroker;
-    use image_mirror_common::queue::Broker;
+    use image_mirror_queue::memory::MemoryBroker;
+    use image_mirror_queue::Broker;
 
     use super::*;
 

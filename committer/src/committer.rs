@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use futures_util::future::FusedFuture;
 use futures_util::{stream, FutureExt, StreamExt};
-use image_mirror_common::github::{GithubClient, GithubError};
-use image_mirror_common::queue::{Broker, Consumer, Delivery, Headers, QueueError};
-use image_mirror_common::registry::{RegistryClient, RegistryError};
-use image_mirror_common::{metrics, trace_context, Entry, ImagesListError, JobEvent};
+use image_mirror_common::{metrics, Entry, ImagesListError, JobEvent};
+use image_mirror_github::{GithubClient, GithubError};
+use image_mirror_queue::trace_context;
+use image_mirror_queue::{Broker, Consumer, Delivery, Headers, QueueError};
+use image_mirror_registry::{RegistryClient, RegistryError};
 use tracing::Instrument;
 
 use crate::batch::{next_batch, BatchOptions};

@@ -10,10 +10,8 @@
 //! request is opened and labelled.
 
 use image_mirror_common::config::GithubRepo;
-use image_mirror_common::github::{
-    FileWrite, GithubClient, GithubError, NewPullRequest, PullCreated,
-};
 use image_mirror_common::{Digest, Entry, ImagesList};
+use image_mirror_github::{FileWrite, GithubClient, GithubError, NewPullRequest, PullCreated};
 use sha2::{Digest as _, Sha256};
 
 /// Where pull requests go.

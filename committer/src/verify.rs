@@ -1,8 +1,8 @@
 //! Checking an event before its line is recorded: the target tag must resolve to the digest
 //! the event reports. A forged or stale event records nothing.
 
-use image_mirror_common::registry::{RegistryClient, RegistryError};
 use image_mirror_common::{Digest, JobEvent};
+use image_mirror_registry::{RegistryClient, RegistryError};
 
 /// What the target registry says about an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Committer, Destination};
-use image_mirror_common::queue::amqp::AmqpBroker;
-use image_mirror_common::queue::topology::Topology;
-use image_mirror_common::queue::{Broker, Message};
-use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_common::{MirrorJob, Origin, Repository, Tag};
+use image_mirror_queue::amqp::AmqpBroker;
+use image_mirror_queue::topology::Topology;
+use image_mirror_queue::{Broker, Message};
+use image_mirror_registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Registry};

@@ -3,25 +3,25 @@
 //! This crate owns the vocabulary the other crates speak: image references ([`ImageRef`],
 //! [`Repository`], [`Tag`], [`Digest`]), the `images-list` file and its GNU `sort -V` order, the
 //! `config.json` discovery rules, and the messages that cross the queue ([`MirrorJob`],
-//! [`JobEvent`]). It performs no network I/O of its own in these modules; the only file it
-//! writes is an images-list, atomically.
+//! [`JobEvent`]), what a registry taught a fleet of its uploads ([`lesson::Lesson`]), and the
+//! names of secrets and metrics. It performs no network I/O; the only file it writes is an
+//! images-list, atomically. The protocols live in crates of their own beside it: the
+//! registry's (`image-mirror-registry`), the queue's (`image-mirror-queue`) and GitHub's
+//! (`image-mirror-github`).
 
 pub mod atomic_file;
 pub mod config;
 pub mod digest;
-pub mod dockerhub;
 #[cfg(fuzzing)]
 pub mod fuzzing;
-pub mod github;
 pub mod helm_charts;
 pub mod images_list;
+pub mod lesson;
+pub mod link_header;
 pub mod message;
 pub mod metrics;
-pub mod queue;
 pub mod reference;
-pub mod registry;
 pub mod secret;
-pub mod trace_context;
 pub mod version_sort;
 
 pub use config::{Config, ConfigError, Rule, VersionSource};

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_common::fuzzing::docker_config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_registry::fuzzing::docker_config(data));

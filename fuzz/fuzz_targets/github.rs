@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_common::fuzzing::github(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_github::fuzz_answers(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_common::fuzzing::manifest(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| image_mirror_registry::fuzzing::manifest(data));

@@ -4,8 +4,8 @@
 //! several), every tag must be new for it (exact match: `v1.2` is not `v1.2.3`), and every
 //! tag must exist at the source.
 
-use image_mirror_common::registry::RegistryClient;
 use image_mirror_common::{Entry, ImageRef, ImagesList, Repository, Tag};
+use image_mirror_registry::RegistryClient;
 
 use crate::check::{source_tags, SourceTag, TargetRepos};
 use crate::targets::{target_for, NewImages};

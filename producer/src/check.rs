@@ -4,9 +4,9 @@
 //! `add-image` and discovery ask the same questions through the same functions.
 
 use futures_util::{stream, StreamExt};
-use image_mirror_common::dockerhub::DockerHub;
-use image_mirror_common::registry::{RegistryClient, RepositoryStatus};
 use image_mirror_common::{Digest, Entry, ImagesList, Repository};
+use image_mirror_registry::dockerhub::DockerHub;
+use image_mirror_registry::{RegistryClient, RepositoryStatus};
 
 use crate::jobs::TargetOverrides;
 

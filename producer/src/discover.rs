@@ -2,13 +2,13 @@
 //! keep, and which of them images-list does not have yet, each with its target.
 
 use image_mirror_common::config::GithubRepo;
-use image_mirror_common::dockerhub::DockerHub;
-use image_mirror_common::github::{GithubClient, GithubError, Release};
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::registry::{RegistryClient, RegistryError};
 use image_mirror_common::{
     Entry, ImageRef, ImagesList, MirrorJob, Origin, Repository, Rule, Tag, VersionSource,
 };
+use image_mirror_github::{GithubClient, GithubError, Release};
+use image_mirror_registry::dockerhub::DockerHub;
+use image_mirror_registry::{RegistryClient, RegistryError};
 
 use crate::check::{TargetRepo, TargetRepos};
 use crate::helm::{Helm, HelmError};

@@ -7,8 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::{stream, StreamExt};
-use image_mirror_common::registry::RegistryClient;
 use image_mirror_common::{MirrorJob, Repository};
+use image_mirror_registry::RegistryClient;
 
 /// Tag lists read at once.
 const LISTS_AT_ONCE: usize = 8;
@@ -82,7 +82,7 @@ pub async fn only_missing(client: &RegistryClient, jobs: Vec<MirrorJob>) -> Miss
 async fn tags_of(client: &RegistryClient, repo: &Repository) -> Option<HashSet<String>> {
     match client.list_tags(repo).await {
         Ok(tags) => Some(tags.into_iter().collect()),
-        Err(image_mirror_common::registry::RegistryError::NotFound { .. }) => Some(HashSet::new()),
+        Err(image_mirror_registry::RegistryError::NotFound { .. }) => Some(HashSet::new()),
         Err(e) => {
             tracing::warn!(repository = %repo, error = %e, "could not read the tags; its entries are copied as if missing");
             None

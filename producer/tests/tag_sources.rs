@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use image_mirror_common::github::GithubClient;
-use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_common::{Config, ImagesList, Repository};
+use image_mirror_github::GithubClient;
 use image_mirror_producer::{discover, Sources};
+use image_mirror_registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_testkit::hostile::TagPaging;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::{push_image, push_manifest};
@@ -76,7 +76,7 @@ async fn found_for(github: &MockServer, rule: serde_json::Value) -> Vec<String> 
     let sources = Sources {
         github: GithubClient::new(&github.uri(), None).unwrap(),
         registry: registry_client(&[]),
-        hub: image_mirror_common::dockerhub::DockerHub::new(
+        hub: image_mirror_registry::dockerhub::DockerHub::new(
             "http://127.0.0.1:9",
             DockerConfig::default(),
         )

@@ -11,8 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::queue::{Broker, Delivery, QueueError};
-use image_mirror_common::{metrics, trace_context, MirrorJob, Outcome};
+use image_mirror_common::{metrics, MirrorJob, Outcome};
+use image_mirror_queue::trace_context;
+use image_mirror_queue::{Broker, Delivery, QueueError};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 

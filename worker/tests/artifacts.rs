@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use image_mirror_common::registry::{ClientOptions, RegistryClient};
 use image_mirror_common::ImageRef;
+use image_mirror_registry::{ClientOptions, RegistryClient};
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;

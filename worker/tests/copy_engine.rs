@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use image_mirror_common::metrics;
-use image_mirror_common::registry::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
 use image_mirror_common::ImageRef;
+use image_mirror_registry::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
 use image_mirror_testkit::http::Request;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use image_mirror_common::registry::{ClientOptions, RegistryClient, RetryPolicy};
 use image_mirror_common::ImageRef;
+use image_mirror_registry::{ClientOptions, RegistryClient, RetryPolicy};
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;

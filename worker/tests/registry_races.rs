@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::registry::{ClientOptions, RegistryClient, RetryPolicy};
 use image_mirror_common::ImageRef;
+use image_mirror_registry::{ClientOptions, RegistryClient, RetryPolicy};
 use image_mirror_testkit::front::Hook;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use image_mirror_common::registry::{ClientOptions, DockerConfig, RegistryClient, RetryPolicy};
 use image_mirror_common::ImageRef;
+use image_mirror_registry::{ClientOptions, DockerConfig, RegistryClient, RetryPolicy};
 use image_mirror_testkit::front::Hook;
 use image_mirror_testkit::http::{Reply, Response};
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};

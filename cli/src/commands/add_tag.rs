@@ -5,10 +5,10 @@
 //! and recorded in the local images-list.
 
 use anyhow::Result;
-use image_mirror_common::queue::Message;
 use image_mirror_common::{Entry, ImageRef, ImagesList, Origin, Repository, Tag};
 use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
 use image_mirror_producer::{NewImages, TargetRepos};
+use image_mirror_queue::Message;
 
 use crate::args::{AddImageArgs, AddTagArgs, GlobalArgs};
 use crate::commands::producer::overrides;

@@ -9,7 +9,7 @@ use image_mirror_committer::{
     PullRequestSettings,
 };
 use image_mirror_common::config::GithubRepo;
-use image_mirror_common::github::GithubClient;
+use image_mirror_github::GithubClient;
 
 use crate::args::{CommitterArgs, GlobalArgs};
 use crate::exit::{BadInput, OK};

@@ -3,7 +3,7 @@
 //! with --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_common::queue::Message;
+use image_mirror_queue::Message;
 
 use crate::args::{DiscoverArgs, GlobalArgs};
 use crate::discovery::{discover_keys, print_key_lines};
@@ -38,7 +38,7 @@ pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
 async fn once(
     global: &GlobalArgs,
     args: &DiscoverArgs,
-    broker: &image_mirror_common::queue::Broker,
+    broker: &image_mirror_queue::Broker,
 ) -> Result<u8> {
     let found = discover_keys(global, &args.keys).await?;
     print_key_lines(&found.reports);

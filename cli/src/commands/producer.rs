@@ -3,10 +3,10 @@
 //! --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_common::queue::{Broker, Message};
-use image_mirror_common::registry::RegistryClient;
 use image_mirror_common::{Config, ImagesList, MirrorJob};
 use image_mirror_producer::{only_missing, plan_sync, AttachRules, TargetOverrides};
+use image_mirror_queue::{Broker, Message};
+use image_mirror_registry::RegistryClient;
 use regex::Regex;
 
 use crate::args::{GlobalArgs, SyncArgs};

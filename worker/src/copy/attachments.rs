@@ -14,11 +14,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use image_mirror_common::registry::referrers::{
+use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::referrers::{
     descriptor_of, fallback_tag, merged_index, Referrer, Referrers, OCI_INDEX,
 };
-use image_mirror_common::registry::Manifest;
-use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::Manifest;
 
 use crate::copy::drift::{DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;

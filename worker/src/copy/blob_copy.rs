@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use image_mirror_common::metrics;
-use image_mirror_common::queue::coordination::BlobState;
-use image_mirror_common::registry::{Mount, RegistryError, Upload, UploadPlan, UploadSettings};
+use image_mirror_queue::coordination::BlobState;
+use image_mirror_registry::{Mount, RegistryError, Upload, UploadPlan, UploadSettings};
 
 use crate::copy::error::CopyError;
 use crate::copy::fleet::{Claim, Fleet, Holding, LEASE_MIN};
@@ -360,7 +360,7 @@ impl CopyEngine {
     async fn start(
         &self,
         t: &Transfer<'_>,
-        upload: Option<image_mirror_common::registry::Upload>,
+        upload: Option<image_mirror_registry::Upload>,
         tee: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
     ) -> Result<Started, CopyError> {
         let client = &self.client;

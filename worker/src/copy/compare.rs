@@ -1,8 +1,8 @@
 //! What a copy would do, reading only (`run --dry-run`): the source's digest and how the
 //! target's tag stands against it, from one `HEAD` at each end, asked together.
 
-use image_mirror_common::registry::RegistryError;
 use image_mirror_common::{Digest, ImageRef};
+use image_mirror_registry::RegistryError;
 
 use crate::copy::{CopyEngine, CopyError};
 

@@ -1,6 +1,6 @@
 //! Why a copy failed, and whether another attempt may succeed.
 
-use image_mirror_common::registry::{ErrorClass, RegistryError};
+use image_mirror_registry::{ErrorClass, RegistryError};
 
 /// A failed copy.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The fleet acting as one: workers of one broker send each large blob to a registry once,
 //! mount from each other's uploads, and take over each other's uploads where they stopped
-//! (the broker's side is `image_mirror_common::queue::coordination`).
+//! (the broker's side is `image_mirror_queue::coordination`).
 //!
 //! Before sending a blob of at least [`LEASE_MIN`] bytes, the process's leader of that blob
 //! ([`flights`](super::flights)) claims its lease in the target registry. Held by another
@@ -20,12 +20,12 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use image_mirror_common::queue::coordination::{
+use image_mirror_common::{metrics, Digest, Repository};
+use image_mirror_queue::coordination::{
     BlobLocation, BlobState, Coordinator, FleetNews, Lease, LocationFeed, ReadFrom,
 };
-use image_mirror_common::queue::QueueError;
-use image_mirror_common::registry::{Lesson, RegistryClient};
-use image_mirror_common::{metrics, Digest, Repository};
+use image_mirror_queue::QueueError;
+use image_mirror_registry::{Lesson, RegistryClient};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 

@@ -36,10 +36,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use image_mirror_common::queue::coordination::Coordinator;
-use image_mirror_common::queue::QueueError;
-use image_mirror_common::registry::{Descriptor, Manifest, RegistryClient};
 use image_mirror_common::{metrics, Digest, ImageRef, Repository};
+use image_mirror_queue::coordination::Coordinator;
+use image_mirror_queue::QueueError;
+use image_mirror_registry::{Descriptor, Manifest, RegistryClient};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 

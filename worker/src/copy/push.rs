@@ -8,8 +8,8 @@
 //! again, and the push is tried again, a bounded number of times.
 
 use futures_util::future::BoxFuture;
-use image_mirror_common::registry::{Manifest, ManifestKind, RegistryError};
 use image_mirror_common::Repository;
+use image_mirror_registry::{Manifest, ManifestKind, RegistryError};
 use tracing::Instrument;
 
 use crate::copy::error::CopyError;

@@ -9,8 +9,8 @@
 //!   the targets of the copy.
 
 use futures_util::future::join_all;
-use image_mirror_common::registry::{Manifest, ManifestHead, ManifestKind, RegistryError};
 use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::{Manifest, ManifestHead, ManifestKind, RegistryError};
 
 use crate::copy::drift::OnDrift;
 use crate::copy::error::CopyError;

@@ -18,9 +18,9 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use image_mirror_common::registry::referrers::fallback_tag;
-use image_mirror_common::registry::{Manifest, RegistryError};
 use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::referrers::fallback_tag;
+use image_mirror_registry::{Manifest, RegistryError};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;

@@ -4,8 +4,8 @@
 //! once the body has ended where the descriptor says.
 
 use bytes::Bytes;
-use image_mirror_common::registry::{BlobDownload, Descriptor, NetworkFailure, RegistryError};
 use image_mirror_common::Repository;
+use image_mirror_registry::{BlobDownload, Descriptor, NetworkFailure, RegistryError};
 
 use crate::copy::error::CopyError;
 use crate::copy::report::Counters;

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use image_mirror_common::registry::Descriptor;
 use image_mirror_common::{Digest, Repository};
+use image_mirror_registry::Descriptor;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 

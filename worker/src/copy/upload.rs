@@ -13,12 +13,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use image_mirror_common::queue::coordination::Lease;
-use image_mirror_common::registry::{
+use image_mirror_common::{Digest, Repository};
+use image_mirror_queue::coordination::Lease;
+use image_mirror_registry::{
     BlobDownload, Descriptor, NetworkFailure, RegistryError, RetryPolicy, StallRule, Stalled,
     Upload, UploadSlot, Watchdog,
 };
-use image_mirror_common::{Digest, Repository};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 

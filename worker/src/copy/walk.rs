@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use image_mirror_common::registry::{Descriptor, Manifest, ManifestKind};
 use image_mirror_common::{Digest, Repository};
+use image_mirror_registry::{Descriptor, Manifest, ManifestKind};
 use tokio::sync::mpsc;
 
 use crate::copy::error::CopyError;

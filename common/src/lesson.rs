@@ -1,0 +1,16 @@
+//! What a registry taught one process about its uploads, in the form a fleet passes on: the
+//! registry speaks through one worker's refusal, and the others adopt the limit without paying
+//! for it again.
+
+use serde::{Deserialize, Serialize};
+
+/// What a registry taught one process of its uploads, as told to others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lesson {
+    /// The registry host, with its port when not the default.
+    pub registry: String,
+    /// The largest request body it takes, when it refused a larger one.
+    pub max_request: Option<u64>,
+    /// Its upload `Range` does not advance after a chunk it accepted.
+    pub stuck_range: bool,
+}
