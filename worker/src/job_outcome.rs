@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use image_mirror_common::message::JobFailure;
-use image_mirror_common::queue::topology::MAX_ATTEMPTS;
-use image_mirror_common::queue::{Broker, Delivery, Message, QueueError};
-use image_mirror_common::registry::ErrorClass;
-use image_mirror_common::{metrics, trace_context, JobEvent, MirrorJob, Outcome, Repository};
+use image_mirror_common::{metrics, JobEvent, MirrorJob, Outcome, Repository};
+use image_mirror_queue::topology::MAX_ATTEMPTS;
+use image_mirror_queue::trace_context;
+use image_mirror_queue::{Broker, Delivery, Message, QueueError};
+use image_mirror_registry::ErrorClass;
 use tracing::Instrument;
 
 use crate::copy::{CopyError, CopyOutcome, CopyReport};
@@ -198,6 +199,16 @@ impl JobRun<'_> {
                 },
                 Verdict::Failed(event, reason) => {
                     settling.outcome.get_or_insert(Outcome::Failed);
+                    // The event first: a failure nobody heard of is not settled, so a refused
+                    // event sends the target to wait like any other, never to an ack.
+                    if let Err(refusal) = self.publish_event(&event, delivery).await? {
+                        tracing::error!(job = %event.job_id, %refusal, "the broker refused the failed job's event; the job will be tried again later");
+                        settling
+                            .why_again
+                            .push(format!("{reason}; event refused: {refusal}"));
+                        settling.again.push(target);
+                        continue;
+                    }
                     let message = self.message_for(delivery, &[target]);
                     match self.broker.publish_dead(&message, &reason).await {
                         Ok(()) => {}
@@ -209,9 +220,6 @@ impl JobRun<'_> {
                             tracing::warn!(job = %event.job_id, error = %e, "could not dead-letter the job; it will come again");
                             return Err(Unsettled::Broker);
                         }
-                    }
-                    if let Err(refusal) = self.publish_event(&event, delivery).await? {
-                        tracing::error!(job = %event.job_id, %refusal, "the broker refused the failed job's event; the job is in the dead-letter queue");
                     }
                 }
             }

@@ -8,22 +8,24 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::queue::memory::MemoryBroker;
-use image_mirror_common::queue::topology::{MAX_ATTEMPTS, REASON_HEADER};
-use image_mirror_common::queue::{Broker, Delivery, Message};
-use image_mirror_common::registry::RegistryError;
 use image_mirror_common::{Digest, JobEvent, MirrorJob, Origin, Outcome};
+use image_mirror_queue::memory::MemoryBroker;
+use image_mirror_queue::topology::{MAX_ATTEMPTS, REASON_HEADER};
+use image_mirror_queue::{Broker, Delivery, Message};
+use image_mirror_registry::RegistryError;
 use image_mirror_worker::{
     run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, WorkerOptions,
 };
 
 /// Copies nothing, counts its calls, and panics on the calls `panic_on` lists; with `defer`,
-/// every copy finds the source registry's rate limit spent.
+/// every copy finds the source registry's rate limit spent; with `fail`, every copy finds the
+/// source gone (a permanent failure).
 #[derive(Clone, Default)]
 struct Stub {
     calls: Arc<AtomicU32>,
     panic_on: Vec<u32>,
     defer: bool,
+    fail: bool,
 }
 
 impl Mirror for Stub {
@@ -34,8 +36,15 @@ impl Mirror for Stub {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let panics = self.panic_on.contains(&call);
         let defer = self.defer;
+        let fail = self.fail;
         async move {
             assert!(!panics, "copy number {call} blew up");
+            if fail {
+                return vec![Err(CopyError::Registry(RegistryError::NotFound {
+                    registry: "reg.test".into(),
+                    operation: "manifest up/app:v1".into(),
+                }))];
+            }
             if defer {
                 return vec![Err(CopyError::Registry(RegistryError::RateLimited {
                     registry: "reg.test".into(),
@@ -79,7 +88,7 @@ async fn worker_on(
     stub: &Stub,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<u64, image_mirror_common::queue::QueueError>>,
+    tokio::task::JoinHandle<Result<u64, image_mirror_queue::QueueError>>,
 ) {
     worker_reporting(broker, stub, image_mirror_worker::Deferral::DelayQueue).await
 }
@@ -91,7 +100,7 @@ async fn worker_reporting(
     deferral: image_mirror_worker::Deferral,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<u64, image_mirror_common::queue::QueueError>>,
+    tokio::task::JoinHandle<Result<u64, image_mirror_queue::QueueError>>,
 ) {
     broker.publish_job(&Message::for_job(&job())).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -176,6 +185,29 @@ async fn a_refused_event_of_a_reported_deferral_is_never_acknowledged() {
     assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_event_of_a_failed_job_is_never_acknowledged() {
+    // A failure is settled by its event and its dead letter: when the broker refuses the
+    // event, the job is neither dead-lettered as reported nor acknowledged; it waits and comes
+    // again, and after the last attempt goes to the dead-letter queue saying why.
+    let broker = quick_broker();
+    memory(&broker).delete_queue(&broker.topology().committer());
+    let stub = Stub {
+        fail: true,
+        ..Stub::default()
+    };
+    let (stop, worker) = worker_on(&broker, &stub).await;
+    let dead = next_on(&broker, &broker.topology().dead()).await;
+    let reason = dead.headers.get(REASON_HEADER).cloned().unwrap_or_default();
+    assert!(reason.contains("attempts spent"), "{reason}");
+    assert!(reason.contains("event refused"), "{reason}");
+    assert!(reason.contains("job.failed"), "{reason}");
+    assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    assert!(memory(&broker).peek(&broker.topology().jobs()).is_empty());
 }
 
 #[tokio::test]
