@@ -7,14 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
 use tokio::sync::OnceCell;
 
+use crate::authorization::{basic_auth_header, bearer_header, Authorization};
 use crate::challenge::Challenge;
-use crate::client::RegistryClient;
 use crate::credentials::{Credential, DockerConfig};
 use crate::error::RegistryError;
-use crate::token::{Scope, TokenAsk, TokenCache};
+use crate::realm::Realms;
+use crate::scope::Scope;
+use crate::token::{TokenAsk, TokenCache};
 use image_mirror_common::secret::Secret;
 
 /// The longest a credential helper may take to answer.
@@ -40,14 +41,6 @@ impl HostAuth {
             None => Self::Anonymous,
         }
     }
-}
-
-/// An `Authorization` value, with the token it carries (to tell a rejected token from one
-/// fetched since).
-#[derive(Debug, Clone)]
-pub(crate) struct Authorization {
-    pub(crate) header: HeaderValue,
-    pub(crate) token: Option<Secret>,
 }
 
 /// Credentials, learned schemes and tokens of every registry a client talks to.
@@ -112,19 +105,18 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner())
             .insert(registry.to_owned(), auth);
     }
-}
 
-impl RegistryClient {
     /// The `Authorization` for a request to `registry`'s own origin within `scope`, if one is
-    /// due. `rejected` is the token a request just had refused: a new one is fetched unless
-    /// another request already did.
+    /// due, a token asked of its realm through `realms` when needed. `rejected` is the token a
+    /// request just had refused: a new one is fetched unless another request already did.
     pub(crate) async fn authorization(
         &self,
+        realms: Realms<'_>,
         registry: &str,
         scope: &Scope,
         rejected: Option<&Secret>,
     ) -> Result<Option<Authorization>, RegistryError> {
-        let auth = self.auth();
+        let auth = self;
         match auth.scheme(registry) {
             None | Some(HostAuth::Anonymous) => Ok(None),
             Some(HostAuth::Basic) => match auth.credential(registry).await? {
@@ -151,7 +143,7 @@ impl RegistryClient {
                     credential: credential.as_ref(),
                     rejected,
                 };
-                let token = auth.tokens.get(self, &ask).await?;
+                let token = auth.tokens.get(realms, &ask).await?;
                 Ok(Some(Authorization {
                     header: bearer_header(token.expose()),
                     token: Some(token),
@@ -159,22 +151,6 @@ impl RegistryClient {
             }
         }
     }
-}
-
-pub(crate) fn basic_auth_header(user: &str, password: &str) -> HeaderValue {
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut v = HeaderValue::from_str(&format!("Basic {encoded}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
-    v.set_sensitive(true);
-    v
-}
-
-fn bearer_header(token: &str) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-    v.set_sensitive(true);
-    v
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::error::{NetworkFailure, RegistryError};
 use crate::limits::UploadSlot;
 use crate::manifest::protocol;
 use crate::origin::{Destination, Origins};
-use crate::token::Scope;
+use crate::scope::Scope;
 use crate::transport::{Call, Reply};
 use crate::upload_limits::{limit_in_message, says_too_large};
 use image_mirror_common::digest::Digest;

@@ -1,141 +1,58 @@
-//! The registry client: one `reqwest` client shared by every operation, with the rules of
-//! [`origin`](super::origin) for where requests and credentials may go, auth
-//! ([`auth`](super::auth)), per-host limits ([`limits`](super::limits)), deadlines and caps
-//! ([`transport`](super::transport), [`body`](super::body)) and retries.
-//!
-//! Protocol operations (manifests, blobs, uploads, tags) live in their own modules and go
-//! through the transport; nothing else can send a request.
+//! The registry client: what the protocol operations (manifests, blobs, uploads, tags,
+//! referrers, in their own modules) stand on. It pairs the transport (`transport.rs`: where a
+//! request may go, caps, deadlines, limits, the rate-limit gate) with the authenticator
+//! (`auth.rs`), and answers a registry's `401` once: its challenge learned, a token fetched,
+//! the request sent again.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::Url;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, HostAuth};
+use crate::authorization::Authorization;
 use crate::body::StallRule;
-use crate::credentials::DockerConfig;
-use crate::error::{network_message, RegistryError};
-use crate::limits::HostLimits;
+use crate::error::RegistryError;
+use crate::limits::UploadSlot;
+use crate::options::ClientOptions;
 use crate::origin::Origins;
-use crate::ratelimit::{QuotaView, RateLimitPolicy, RateLimits};
+use crate::ratelimit::QuotaView;
+use crate::realm::Realms;
 use crate::retry::RetryPolicy;
-use crate::unreachable::UnreachableHosts;
-use crate::upload_limits::{UploadLimits, UploadSettings};
-
-/// Settings of a [`RegistryClient`].
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Hosts (with port when not default) that may be reached over plain HTTP.
-    pub insecure_hosts: Vec<String>,
-    /// Concurrent requests per registry host.
-    pub max_requests_per_host: usize,
-    /// Retry policy for transient errors.
-    pub retry: RetryPolicy,
-    /// Where credentials come from.
-    pub docker_config: DockerConfig,
-    /// Timeout to establish a connection.
-    pub connect_timeout: Duration,
-    /// Deadline of every request that carries no blob body (manifests, tokens, tag pages,
-    /// upload sessions, mounts), from sending it to the end of its answer.
-    pub request_timeout: Duration,
-    /// How fast a blob body must move, up or down.
-    pub stall: StallRule,
-    /// How long a host that could not be reached stays known as unreachable.
-    pub unreachable_cooldown: Duration,
-    /// How registry quotas are spent.
-    pub rate_limits: RateLimitPolicy,
-    /// Upload request sizes set per registry host (`--blob-chunk`, `--blob-max`).
-    pub upload_settings: HashMap<String, UploadSettings>,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            insecure_hosts: Vec::new(),
-            max_requests_per_host: 16,
-            retry: RetryPolicy::default(),
-            docker_config: DockerConfig::default(),
-            connect_timeout: Duration::from_secs(15),
-            request_timeout: Duration::from_secs(30),
-            stall: StallRule::default(),
-            unreachable_cooldown: Duration::from_secs(30),
-            rate_limits: RateLimitPolicy::default(),
-            upload_settings: HashMap::new(),
-        }
-    }
-}
-
-/// Counters of what the client has seen, for reports and metrics.
-#[derive(Debug, Default)]
-pub struct ClientStats {
-    /// Requests retried after a transient error.
-    pub retries: AtomicU64,
-    /// 429 answers.
-    pub too_many_requests: AtomicU64,
-    /// Time spent waiting before retries, in milliseconds.
-    pub retry_wait_ms: AtomicU64,
-}
+use crate::scope::Scope;
+use crate::transport::{protocol, Call, ClientStats, Opened, Read, Reply, Round, Transport};
+use crate::upload_limits::UploadLimits;
+use image_mirror_common::secret::Secret;
 
 struct Inner {
-    http: reqwest::Client,
-    options: ClientOptions,
-    origins: Origins,
+    transport: Transport,
     auth: Auth,
-    limits: HostLimits,
-    unreachable: UnreachableHosts,
-    rate_limits: RateLimits,
     upload_limits: UploadLimits,
-    stats: ClientStats,
 }
 
 /// A registry client; cheap to clone, shared by every copy in a process.
 #[derive(Clone)]
 pub struct RegistryClient {
-    inner: Arc<Inner>,
+    inner: std::sync::Arc<Inner>,
 }
 
 impl RegistryClient {
     /// A client with the given options.
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
-        let setup = |operation: &str, message: String| RegistryError::Protocol {
-            registry: "*".into(),
-            operation: operation.into(),
-            message,
-        };
-        let tls = crate::trust::client_config().map_err(|e| setup("set up TLS", e.to_string()))?;
-        // Redirects are followed by the transport, hop by hop, under its rules; the read
-        // timeout is only a backstop behind the deadlines and the stall watchdog.
-        let backstop = options.request_timeout.max(options.stall.window) * 2;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("image-mirror/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(backstop)
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .pool_max_idle_per_host(options.max_requests_per_host)
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| setup("build HTTP client", network_message(&e)))?;
+        let auth = Auth::new(options.docker_config.clone());
+        let upload_limits = UploadLimits::new(options.upload_settings.clone());
         Ok(Self {
-            inner: Arc::new(Inner {
-                http,
-                origins: Origins::new(&options.insecure_hosts),
-                auth: Auth::new(options.docker_config.clone()),
-                limits: HostLimits::default(),
-                unreachable: UnreachableHosts::default(),
-                rate_limits: RateLimits::new(options.rate_limits),
-                upload_limits: UploadLimits::new(options.upload_settings.clone()),
-                stats: ClientStats::default(),
-                options,
+            inner: std::sync::Arc::new(Inner {
+                transport: Transport::new(options)?,
+                auth,
+                upload_limits,
             }),
         })
     }
 
     /// The counters of this client.
     pub fn stats(&self) -> &ClientStats {
-        &self.inner.stats
+        self.inner.transport.stats()
     }
 
     /// Tokens fetched from token realms so far.
@@ -145,33 +62,25 @@ impl RegistryClient {
 
     /// The retry policy in force.
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.inner.options.retry
+        self.options().retry
     }
 
     /// How fast blob bodies must move.
     pub fn stall_rule(&self) -> StallRule {
-        self.inner.options.stall
+        self.options().stall
     }
 
     /// The deadline of requests without a blob body.
     pub fn request_timeout(&self) -> Duration {
-        self.inner.options.request_timeout
+        self.options().request_timeout
     }
 
-    pub(crate) fn options(&self) -> &ClientOptions {
-        &self.inner.options
-    }
-
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    fn options(&self) -> &ClientOptions {
+        self.inner.transport.options()
     }
 
     pub(crate) fn origins(&self) -> &Origins {
-        &self.inner.origins
-    }
-
-    pub(crate) fn auth(&self) -> &Auth {
-        &self.inner.auth
+        self.inner.transport.origins()
     }
 
     /// How large each registry's upload requests may be: known, set, and learned.
@@ -179,30 +88,19 @@ impl RegistryClient {
         &self.inner.upload_limits
     }
 
-    pub(crate) fn limits(&self) -> &HostLimits {
-        &self.inner.limits
-    }
-
     /// What this process knows of each registry's quota, and what it spent: pulls, HEADs,
     /// refusals, pauses.
     pub fn quotas(&self) -> Vec<(String, QuotaView)> {
-        self.inner.rate_limits.views()
+        self.inner.transport.rate_limits().views()
     }
 
-    pub(crate) fn rate_limits(&self) -> &RateLimits {
-        &self.inner.rate_limits
-    }
-
-    pub(crate) fn unreachable_hosts(&self) -> &UnreachableHosts {
-        &self.inner.unreachable
-    }
-
-    pub(crate) fn count_429(&self, registry: &str) {
-        self.inner
-            .stats
-            .too_many_requests
-            .fetch_add(1, Ordering::Relaxed);
-        image_mirror_common::metrics::TOO_MANY_REQUESTS.inc(&[registry]);
+    /// A slot in `registry`'s pool of blob uploads, held by one blob copy from its first byte
+    /// to its last. Uploads have their own pool, taken before the source is read: a copy holds
+    /// its upload slot, then a request slot for its download, always in that order, and lets
+    /// go of the download before its other requests, so copies within one registry cannot wait
+    /// on each other.
+    pub async fn upload_slot(&self, registry: &str) -> Result<UploadSlot, RegistryError> {
+        self.inner.transport.limits().upload_slot(registry).await
     }
 
     /// `<base>/v2/<repository path>/<tail>`.
@@ -211,8 +109,7 @@ impl RegistryClient {
         repo: &image_mirror_common::Repository,
         tail: &str,
     ) -> Result<Url, RegistryError> {
-        self.inner
-            .origins
+        self.origins()
             .base_url(repo.registry())?
             .join(&format!("v2/{}/{tail}", repo.path()))
             .map_err(|e| RegistryError::Protocol {
@@ -229,18 +126,128 @@ impl RegistryClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
-        let stats = &self.inner.stats;
+        self.inner.transport.with_retries(op).await
+    }
+
+    /// The `Authorization` for a request to `registry`'s own origin within `scope`, if due.
+    async fn authorization(
+        &self,
+        registry: &str,
+        scope: &Scope,
+        rejected: Option<&Secret>,
+    ) -> Result<Option<Authorization>, RegistryError> {
+        let realms = Realms::new(&self.inner.transport);
         self.inner
-            .options
-            .retry
-            .run(op, |err, delay| {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                image_mirror_common::metrics::RETRIES.inc(&[&err.retry_class()]);
-                stats
-                    .retry_wait_ms
-                    .fetch_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-                tracing::debug!(registry = err.registry(), error = %err, delay_ms = delay.as_millis() as u64, "retrying");
-            })
+            .auth
+            .authorization(realms, registry, scope, rejected)
             .await
+    }
+
+    /// Sends `call` and reads its whole answer within the request deadline: a success body of
+    /// at most `cap` bytes (longer is an error), an error body's first few KiB. GET and HEAD
+    /// follow redirects.
+    pub(crate) async fn fetch(&self, call: Call<'_>, cap: usize) -> Result<Reply, RegistryError> {
+        match self.request(&call, Read::Whole(cap)).await? {
+            Round::Whole(reply) => Ok(reply),
+            Round::Streaming(..) | Round::Unauthorized(_) => Err(protocol(
+                &call,
+                "internal: a whole answer was asked for".into(),
+            )),
+        }
+    }
+
+    /// Sends `call` (a GET) and returns the answer with its body unread when it succeeds,
+    /// holding a request slot; an error status comes back as a [`Reply`].
+    pub(crate) async fn open(
+        &self,
+        call: Call<'_>,
+    ) -> Result<Result<Opened, Reply>, RegistryError> {
+        let permit = self
+            .inner
+            .transport
+            .limits()
+            .request_slot(call.registry)
+            .await?;
+        match self.request(&call, Read::Stream).await? {
+            Round::Streaming(response) => Ok(Ok(Opened { response, permit })),
+            Round::Whole(reply) | Round::Unauthorized(reply) => Ok(Err(reply)),
+        }
+    }
+
+    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in an upload slot,
+    /// after the registry's rate-limit gate as every request. No deadline here: the caller
+    /// watches the body move. A `401` renews the token and is reported as
+    /// [`RegistryError::TokenRenewed`], for the caller to resume.
+    pub(crate) async fn send_stream(
+        &self,
+        call: Call<'_>,
+        body: reqwest::Body,
+        _slot: &UploadSlot,
+    ) -> Result<Reply, RegistryError> {
+        let transport = &self.inner.transport;
+        let probe_auth = self.authorization(call.registry, call.scope, None).await?;
+        let _ticket = transport.pass_gate(&call, probe_auth.as_ref()).await?;
+        let auth = self.authorization(call.registry, call.scope, None).await?;
+        match transport.send_once(&call, auth.as_ref(), body).await? {
+            Round::Unauthorized(reply) => Err(self.renew_after_401(&call, auth, reply).await),
+            Round::Whole(reply) => Ok(reply),
+            Round::Streaming(..) => Err(protocol(
+                &call,
+                "internal: an upload's answer is read whole".into(),
+            )),
+        }
+    }
+
+    /// A `401` in the middle of an upload: a token that expired or was revoked is renewed, and
+    /// the caller resumes; anything else is an auth error.
+    async fn renew_after_401(
+        &self,
+        call: &Call<'_>,
+        auth: Option<Authorization>,
+        reply: Reply,
+    ) -> RegistryError {
+        let rejected = auth.and_then(|a| a.token);
+        if rejected.is_none() {
+            return reply.into_error(call.registry, call.operation);
+        }
+        match self
+            .authorization(call.registry, call.scope, rejected.as_ref())
+            .await
+        {
+            Ok(_) => RegistryError::TokenRenewed {
+                registry: call.registry.to_owned(),
+                operation: call.operation.to_owned(),
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Sends `call` past the rate-limit gate, answering one 401 challenge of the registry's.
+    async fn request(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
+        let transport = &self.inner.transport;
+        let probe_auth = self.authorization(call.registry, call.scope, None).await?;
+        let _ticket = transport.pass_gate(call, probe_auth.as_ref()).await?;
+        let mut rejected: Option<Secret> = None;
+        for round in 0..2 {
+            let auth = self
+                .authorization(call.registry, call.scope, rejected.as_ref())
+                .await?;
+            let exchanged = transport.round(call, auth.as_ref(), read).await?;
+            let Round::Unauthorized(reply) = exchanged else {
+                return Ok(exchanged);
+            };
+            let learned = HostAuth::from_challenge(reply.header(WWW_AUTHENTICATE.as_str()));
+            if round == 1 || learned == HostAuth::Anonymous {
+                return Err(reply.into_error(call.registry, call.operation));
+            }
+            self.inner.auth.learn(call.registry, learned);
+            rejected = auth.and_then(|a| a.token);
+        }
+        Err(RegistryError::Auth {
+            registry: call.registry.to_owned(),
+            operation: call.operation.to_owned(),
+            status: 401,
+            message: "unauthorized".into(),
+        })
     }
 }

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use crate::body::MAX_EMPTY_BODY;
 use crate::client::RegistryClient;
 use crate::error::RegistryError;
-use crate::token::Scope;
+use crate::scope::Scope;
 use crate::transport::Call;
 use image_mirror_common::digest::Digest;
 use image_mirror_common::reference::Repository;

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::client::RegistryClient;
 use crate::error::RegistryError;
 use crate::manifest::{protocol, Manifest, MAX_MANIFEST_BYTES};
-use crate::token::Scope;
+use crate::scope::Scope;
 use crate::transport::Call;
 use image_mirror_common::digest::Digest;
 use image_mirror_common::reference::Repository;

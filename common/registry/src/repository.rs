@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use crate::body::{error_text, MAX_EMPTY_BODY, MAX_TAG_PAGE};
 use crate::client::RegistryClient;
 use crate::error::RegistryError;
-use crate::token::Scope;
+use crate::scope::Scope;
 use crate::transport::Call;
 use image_mirror_common::reference::Repository;
 

@@ -1,10 +1,12 @@
-//! Retrying transient registry errors: exponential backoff with jitter and a cap, where a
-//! `Retry-After` from the registry always wins over the computed delay.
+//! Retrying transient registry errors: the one backoff formula of the registry layer
+//! ([`RetryPolicy::delay`]: exponential, capped, with jitter), used by every request retried
+//! here and by the copy engine's transfers that resume, and where a `Retry-After` from the
+//! registry always wins over the computed delay.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, Retryable};
 
 use crate::error::RegistryError;
 
@@ -36,12 +38,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .with_jitter()
+    /// The pause before retry number `failures` (1-based): the first delay doubled with each
+    /// failure, at most the longest delay, plus up to a quarter of it at random so that a
+    /// fleet that failed together does not come back together.
+    pub fn delay(&self, failures: usize) -> Duration {
+        let exponent = u32::try_from(failures.saturating_sub(1).min(16)).unwrap_or(16);
+        let base = self
+            .min_delay
+            .saturating_mul(2_u32.pow(exponent))
+            .min(self.max_delay);
+        let spread = u64::try_from(base.as_micros() / 4).unwrap_or(u64::MAX);
+        base + Duration::from_micros(rand::random_range(0..=spread))
+    }
+
+    /// Whether `failures` in a row are more than the policy retries.
+    pub fn gives_up_after(&self, failures: usize) -> bool {
+        failures > self.max_retries
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries run out (at most
@@ -57,7 +69,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, RegistryError>>,
     {
         let mut timeouts = 0_usize;
-        op.retry(self.backoff())
+        op.retry(*self)
             .when(|e: &RegistryError| {
                 if e.is_timeout() {
                     timeouts += 1;
@@ -75,6 +87,34 @@ impl RetryPolicy {
             })
             .notify(|err, delay| on_retry(err, delay))
             .await
+    }
+}
+
+impl BackoffBuilder for RetryPolicy {
+    type Backoff = Delays;
+
+    fn build(self) -> Delays {
+        Delays {
+            policy: self,
+            failures: 0,
+        }
+    }
+}
+
+/// The delays of one retried operation, as backon takes them: [`RetryPolicy::delay`] for each
+/// failure, until the retries run out.
+#[derive(Debug)]
+pub struct Delays {
+    policy: RetryPolicy,
+    failures: usize,
+}
+
+impl Iterator for Delays {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.failures += 1;
+        (!self.policy.gives_up_after(self.failures)).then(|| self.policy.delay(self.failures))
     }
 }
 
@@ -167,6 +207,23 @@ mod tests {
             .await;
         assert!(out.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4, "first try and 3 retries");
+    }
+
+    #[test]
+    fn delays_double_up_to_the_cap_with_a_bounded_jitter() {
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            max_retries: 6,
+        };
+        for (failures, base) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (9, 1000)] {
+            let d = policy.delay(failures);
+            let base = Duration::from_millis(base);
+            assert!(d >= base && d <= base + base / 4, "{failures}: {d:?}");
+        }
+        let delays: Vec<Duration> = policy.build().collect();
+        assert_eq!(delays.len(), 6, "one delay per retry");
+        assert!(policy.gives_up_after(7) && !policy.gives_up_after(6));
     }
 
     #[tokio::test]

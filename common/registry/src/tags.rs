@@ -19,7 +19,7 @@ use crate::client::RegistryClient;
 use crate::error::RegistryError;
 use crate::manifest::protocol;
 use crate::origin::Origins;
-use crate::token::Scope;
+use crate::scope::Scope;
 use crate::transport::{Call, Reply};
 use image_mirror_common::Repository;
 

@@ -10,63 +10,12 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::auth::basic_auth_header;
-use crate::client::RegistryClient;
+use crate::authorization::basic_auth_header;
 use crate::credentials::Credential;
 use crate::error::RegistryError;
-use crate::transport::RealmRequest;
+use crate::realm::{RealmRequest, Realms};
+use crate::scope::Scope;
 use image_mirror_common::secret::Secret;
-
-/// What a request needs access to: a repository, pull or push, and for cross-repository
-/// mounts a second repository to pull from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope {
-    /// The repository path.
-    pub repository: String,
-    /// Whether the request writes.
-    pub push: bool,
-    /// A repository to read from as well (mount source).
-    pub also_pull: Option<String>,
-}
-
-impl Scope {
-    /// Read access to `repository`.
-    pub fn pull(repository: &str) -> Self {
-        Self {
-            repository: repository.to_owned(),
-            push: false,
-            also_pull: None,
-        }
-    }
-
-    /// Read and write access to `repository`.
-    pub fn push(repository: &str) -> Self {
-        Self {
-            repository: repository.to_owned(),
-            push: true,
-            also_pull: None,
-        }
-    }
-
-    /// Write access to `repository` and read access to `from`, for a mount.
-    pub fn mount(repository: &str, from: &str) -> Self {
-        Self {
-            repository: repository.to_owned(),
-            push: true,
-            also_pull: Some(from.to_owned()),
-        }
-    }
-
-    /// The `scope` query values.
-    fn values(&self) -> Vec<String> {
-        let actions = if self.push { "pull,push" } else { "pull" };
-        let mut v = vec![format!("repository:{}:{actions}", self.repository)];
-        if let Some(from) = &self.also_pull {
-            v.push(format!("repository:{from}:pull"));
-        }
-        v
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct TokenAnswer {
@@ -128,7 +77,7 @@ impl TokenCache {
     /// renewal or is the one rejected, else a new one from the realm.
     pub(crate) async fn get(
         &self,
-        client: &RegistryClient,
+        realms: Realms<'_>,
         ask: &TokenAsk<'_>,
     ) -> Result<Secret, RegistryError> {
         let TokenAsk {
@@ -158,8 +107,8 @@ impl TokenCache {
             operation: "fetch token".into(),
             message: format!("the challenge names a realm that is not a URL: {e}"),
         })?;
-        let (token, lifetime) = client
-            .with_retries(|| fetch(client, registry, &realm, service, scope, credential))
+        let (token, lifetime) = realms
+            .with_retries(|| fetch(realms, registry, &realm, service, scope, credential))
             .await?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         // Renew a little early so that a token never expires in the middle of a request.
@@ -180,7 +129,7 @@ impl TokenCache {
 }
 
 async fn fetch(
-    client: &RegistryClient,
+    realms: Realms<'_>,
     registry: &str,
     realm: &Url,
     service: Option<&str>,
@@ -218,9 +167,7 @@ async fn fetch(
             authorization: None,
         },
     };
-    let body = client
-        .call_realm(registry, realm, operation, request)
-        .await?;
+    let body = realms.call(registry, realm, operation, request).await?;
     let (token, lifetime) = read_answer(&body).map_err(|message| RegistryError::Protocol {
         registry: registry.to_owned(),
         operation: operation.to_owned(),
@@ -246,12 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scope_values() {
-        assert_eq!(Scope::pull("a/b").values(), ["repository:a/b:pull"]);
-        assert_eq!(
-            Scope::mount("a/b", "c/d").values(),
-            ["repository:a/b:pull,push", "repository:c/d:pull"]
-        );
+    fn form_values_are_encoded() {
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 }

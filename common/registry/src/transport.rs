@@ -9,27 +9,31 @@
 //! - A host that cannot be reached is tried once more after a moment, then remembered as
 //!   unreachable for a while, so that the requests after it fail at once with the same
 //!   message instead of each waiting for its own failure.
-//! - A `401` from the registry is answered once: its challenge is learned, a token fetched.
+//! - Every request, token realm calls and uploads included, passes the registry's rate-limit
+//!   gate first.
+//!
+//! The transport knows nothing of credentials beyond the [`Authorization`] value a caller
+//! hands it for a request; answering a `401` is the client's (`client.rs`), fetching a token the
+//! authenticator's (`auth.rs`, through the narrow realm sender of `realm.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE,
-};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::auth::{Authorization, HostAuth};
-use crate::body::{self, ReadFailure, MAX_ERROR_BODY, MAX_TOKEN_BODY};
-use crate::client::RegistryClient;
-use crate::error::{RegistryError, Unreachable};
-use crate::limits::UploadSlot;
+use crate::authorization::Authorization;
+use crate::body::{self, ReadFailure, MAX_ERROR_BODY};
+use crate::error::{network_message, RegistryError, Unreachable};
+use crate::limits::HostLimits;
+use crate::options::ClientOptions;
 use crate::origin::{Destination, Origins};
-use crate::ratelimit::{Gate, PullTicket};
+use crate::ratelimit::{Gate, PullTicket, RateLimits};
 use crate::retry::parse_retry_after;
-use crate::token::Scope;
-use image_mirror_common::secret::Secret;
+use crate::scope::Scope;
+use crate::unreachable::UnreachableHosts;
 
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -140,20 +144,9 @@ pub(crate) struct Opened {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// A request to a token realm.
-pub(crate) enum RealmRequest {
-    /// `GET realm?scope=…&service=…`, with Basic credentials when due.
-    Get {
-        query: Vec<(&'static str, String)>,
-        authorization: Option<HeaderValue>,
-    },
-    /// `POST realm` with an OAuth2 form (a refresh token).
-    Post { form: Bytes },
-}
-
 /// How an answer's body is taken.
 #[derive(Clone, Copy)]
-enum Read {
+pub(crate) enum Read {
     /// Whole, at most this many bytes.
     Whole(usize),
     /// Left in the response, for the caller to stream.
@@ -161,156 +154,121 @@ enum Read {
 }
 
 /// What one round of a request ended with.
-enum Round {
+pub(crate) enum Round {
     Whole(Reply),
     Streaming(Response),
     /// The registry itself answered 401.
     Unauthorized(Reply),
 }
 
-impl RegistryClient {
-    /// Sends `call` and reads its whole answer within the request deadline: a success body of
-    /// at most `cap` bytes (longer is an error), an error body's first few KiB. GET and HEAD
-    /// follow redirects.
-    pub(crate) async fn fetch(&self, call: Call<'_>, cap: usize) -> Result<Reply, RegistryError> {
-        match self.request(&call, Read::Whole(cap)).await? {
-            Round::Whole(reply) => Ok(reply),
-            Round::Streaming(..) | Round::Unauthorized(_) => Err(protocol(
-                &call,
-                "internal: a whole answer was asked for".into(),
-            )),
-        }
+/// Counters of what the client has seen, for reports and metrics.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Requests retried after a transient error.
+    pub retries: AtomicU64,
+    /// 429 answers.
+    pub too_many_requests: AtomicU64,
+    /// Time spent waiting before retries, in milliseconds.
+    pub retry_wait_ms: AtomicU64,
+}
+
+/// Where every request to a registry goes through: one HTTP client, with the rules above.
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    options: ClientOptions,
+    origins: Origins,
+    limits: HostLimits,
+    unreachable: UnreachableHosts,
+    rate_limits: RateLimits,
+    stats: ClientStats,
+}
+
+impl Transport {
+    /// A transport with `options`: TLS set up, redirects left to the transport itself.
+    pub(crate) fn new(options: ClientOptions) -> Result<Self, RegistryError> {
+        let setup = |operation: &str, message: String| RegistryError::Protocol {
+            registry: "*".into(),
+            operation: operation.into(),
+            message,
+        };
+        let tls = crate::trust::client_config().map_err(|e| setup("set up TLS", e.to_string()))?;
+        // Redirects are followed here, hop by hop, under the rules; the read timeout is only
+        // a backstop behind the deadlines and the stall watchdog.
+        let backstop = options.request_timeout.max(options.stall.window) * 2;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("image-mirror/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(backstop)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .pool_max_idle_per_host(options.max_requests_per_host)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| setup("build HTTP client", network_message(&e)))?;
+        Ok(Self {
+            http,
+            origins: Origins::new(&options.insecure_hosts),
+            limits: HostLimits::new(options.max_requests_per_host),
+            unreachable: UnreachableHosts::default(),
+            rate_limits: RateLimits::new(options.rate_limits),
+            stats: ClientStats::default(),
+            options,
+        })
     }
 
-    /// Sends `call` (a GET) and returns the answer with its body unread when it succeeds,
-    /// holding a request slot; an error status comes back as a [`Reply`].
-    pub(crate) async fn open(
-        &self,
-        call: Call<'_>,
-    ) -> Result<Result<Opened, Reply>, RegistryError> {
-        let permit = self.permit(call.registry).await?;
-        match self.request(&call, Read::Stream).await? {
-            Round::Streaming(response) => Ok(Ok(Opened { response, permit })),
-            Round::Whole(reply) | Round::Unauthorized(reply) => Ok(Err(reply)),
-        }
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
     }
 
-    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in an upload slot,
-    /// after the registry's rate-limit gate as every request. No deadline here: the caller
-    /// watches the body move. A `401` renews the token and is reported as
-    /// [`RegistryError::TokenRenewed`], for the caller to resume.
-    pub(crate) async fn send_stream(
-        &self,
-        call: Call<'_>,
-        body: reqwest::Body,
-        _slot: &UploadSlot,
-    ) -> Result<Reply, RegistryError> {
-        let _ticket = self.pass_gate(&call).await?;
-        let auth = self.authorization(call.registry, call.scope, None).await?;
-        let (response, destination) = self
-            .hop(&call, &call.url, auth.as_ref(), Some(body))
-            .await?;
-        let status = response.status();
-        let url = call.url.clone();
-        if status == StatusCode::UNAUTHORIZED {
-            let reply = whole(response, &call, url, MAX_ERROR_BODY).await?;
-            if destination == Destination::Elsewhere {
-                return Err(credentials_stay_home(&call, &reply.url));
-            }
-            return Err(self.renew_after_401(&call, auth, reply).await);
-        }
-        whole(response, &call, url, body::MAX_EMPTY_BODY).await
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
-    /// A `401` in the middle of an upload: a token that expired or was revoked is renewed, and
-    /// the caller resumes; anything else is an auth error.
-    async fn renew_after_401(
-        &self,
-        call: &Call<'_>,
-        auth: Option<Authorization>,
-        reply: Reply,
-    ) -> RegistryError {
-        let rejected = auth.and_then(|a| a.token);
-        if rejected.is_none() {
-            return reply.into_error(call.registry, call.operation);
-        }
-        match self
-            .authorization(call.registry, call.scope, rejected.as_ref())
+    pub(crate) fn origins(&self) -> &Origins {
+        &self.origins
+    }
+
+    pub(crate) fn limits(&self) -> &HostLimits {
+        &self.limits
+    }
+
+    pub(crate) fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
+    }
+
+    pub(crate) fn unreachable_hosts(&self) -> &UnreachableHosts {
+        &self.unreachable
+    }
+
+    pub(crate) fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Runs `op` with the retry policy, counting retries. A retry is logged at DEBUG: only
+    /// the outcome of the whole operation is for people.
+    pub(crate) async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let stats = &self.stats;
+        self.options
+            .retry
+            .run(op, |err, delay| {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                image_mirror_common::metrics::RETRIES.inc(&[&err.retry_class()]);
+                stats
+                    .retry_wait_ms
+                    .fetch_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                tracing::debug!(registry = err.registry(), error = %err, delay_ms = delay.as_millis() as u64, "retrying");
+            })
             .await
-        {
-            Ok(_) => RegistryError::TokenRenewed {
-                registry: call.registry.to_owned(),
-                operation: call.operation.to_owned(),
-            },
-            Err(e) => e,
-        }
-    }
-
-    /// Asks a token realm (`realm`, named by `registry`'s own challenge) and reads its answer
-    /// (at most [`MAX_TOKEN_BODY`]) within the request deadline. A realm over plain HTTP is
-    /// asked only when its host is listed as insecure, so credentials reach a realm only over
-    /// TLS or on a host the user named.
-    pub(crate) async fn call_realm(
-        &self,
-        registry: &str,
-        realm: &Url,
-        operation: &str,
-        request: RealmRequest,
-    ) -> Result<Bytes, RegistryError> {
-        self.origins().check(registry, realm, operation)?;
-        self.wait_while_paused(registry).await?;
-        let host = Origins::authority(realm);
-        if let Some(why) = self.unreachable_hosts().get(&host) {
-            return Err(unreachable(&host, registry, why));
-        }
-        let http = self.http();
-        let builder = match request {
-            RealmRequest::Get {
-                query,
-                authorization,
-            } => {
-                let b = http.get(realm.clone()).query(&query);
-                match authorization {
-                    Some(a) => b.header(AUTHORIZATION, a),
-                    None => b,
-                }
-            }
-            RealmRequest::Post { form } => http
-                .post(realm.clone())
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form),
-        };
-        let deadline = self.options().request_timeout;
-        let exchange = async {
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| RegistryError::network_at(&host, registry, operation, &e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = body::read_prefix(response).await;
-                return Err(Reply {
-                    status,
-                    headers: HeaderMap::new(),
-                    body,
-                    url: realm.clone(),
-                }
-                .into_error(registry, operation));
-            }
-            body::read_capped(response, MAX_TOKEN_BODY)
-                .await
-                .map_err(|e| read_error(registry, operation, e, MAX_TOKEN_BODY))
-        };
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(RegistryError::timeout(registry, operation, deadline)),
-        }
     }
 
     /// Waits while `registry` is paused for a burst (a plain 429): requests that are not
     /// pulls (a token for it, say) wait as every other request does.
-    async fn wait_while_paused(&self, registry: &str) -> Result<(), RegistryError> {
-        let limits = self.rate_limits();
+    pub(crate) async fn wait_while_paused(&self, registry: &str) -> Result<(), RegistryError> {
+        let limits = &self.rate_limits;
         loop {
             match limits.gate(registry, false)? {
                 Gate::Wait(until) => limits.wait(registry, until).await,
@@ -320,9 +278,14 @@ impl RegistryClient {
     }
 
     /// Waits until the registry's rate limit lets `call` go (probing the quota with a free
-    /// HEAD when it is this request's turn); fails when the wait would be too long.
-    async fn pass_gate(&self, call: &Call<'_>) -> Result<Option<PullTicket>, RegistryError> {
-        let limits = self.rate_limits();
+    /// HEAD, carrying `probe_auth`, when it is this request's turn); fails when the wait
+    /// would be too long.
+    pub(crate) async fn pass_gate(
+        &self,
+        call: &Call<'_>,
+        probe_auth: Option<&Authorization>,
+    ) -> Result<Option<PullTicket>, RegistryError> {
+        let limits = &self.rate_limits;
         loop {
             match limits.gate(call.registry, call.pull)? {
                 Gate::Go(ticket) => return Ok(ticket),
@@ -336,63 +299,56 @@ impl RegistryClient {
                         headers: call.headers.clone(),
                         ..*call
                     };
-                    let auth = self.authorization(call.registry, call.scope, None).await;
-                    let deadline = self.options().request_timeout;
-                    if let Ok(auth) = auth {
-                        let head = self.hop(&probe, &probe.url, auth.as_ref(), None);
-                        let _ = tokio::time::timeout(deadline, head).await;
-                    }
+                    let head = self.hop(&probe, &probe.url, probe_auth, None);
+                    let _ = tokio::time::timeout(self.options.request_timeout, head).await;
                     limits.probed(call.registry);
                 }
             }
         }
     }
 
-    /// Sends `call`, answering one 401 challenge of the registry's.
-    async fn request(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
-        let _ticket = self.pass_gate(call).await?;
-        let mut rejected: Option<Secret> = None;
-        for round in 0..2 {
-            let auth = self
-                .authorization(call.registry, call.scope, rejected.as_ref())
-                .await?;
-            let deadline = self.options().request_timeout;
-            let exchanged = match read {
-                Read::Whole(_) => {
-                    let permit = self.permit(call.registry).await?;
-                    let r =
-                        tokio::time::timeout(deadline, self.exchange(call, auth.as_ref(), read))
-                            .await
-                            .map_err(|_| {
-                                RegistryError::timeout(call.registry, call.operation, deadline)
-                            });
-                    drop(permit);
-                    r??
-                }
-                Read::Stream => {
-                    tokio::time::timeout(deadline, self.exchange(call, auth.as_ref(), read))
-                        .await
-                        .map_err(|_| {
-                            RegistryError::timeout(call.registry, call.operation, deadline)
-                        })??
-                }
-            };
-            let Round::Unauthorized(reply) = exchanged else {
-                return Ok(exchanged);
-            };
-            let learned = HostAuth::from_challenge(reply.header(WWW_AUTHENTICATE.as_str()));
-            if round == 1 || learned == HostAuth::Anonymous {
-                return Err(reply.into_error(call.registry, call.operation));
+    /// One round of `call` within the request deadline (a whole answer also within a request
+    /// slot): the request, its redirects, and its answer read as asked.
+    pub(crate) async fn round(
+        &self,
+        call: &Call<'_>,
+        auth: Option<&Authorization>,
+        read: Read,
+    ) -> Result<Round, RegistryError> {
+        let deadline = self.options.request_timeout;
+        let permit = match read {
+            Read::Whole(_) => Some(self.limits.request_slot(call.registry).await?),
+            Read::Stream => None,
+        };
+        let exchanged = tokio::time::timeout(deadline, self.exchange(call, auth, read))
+            .await
+            .map_err(|_| RegistryError::timeout(call.registry, call.operation, deadline));
+        drop(permit);
+        exchanged?
+    }
+
+    /// Sends `call` with a streamed `body`, once, without a deadline (the caller watches the
+    /// body move), and reads the answer; a `401` of the registry's own comes back as
+    /// [`Round::Unauthorized`].
+    pub(crate) async fn send_once(
+        &self,
+        call: &Call<'_>,
+        auth: Option<&Authorization>,
+        body: reqwest::Body,
+    ) -> Result<Round, RegistryError> {
+        let (response, destination) = self.hop(call, &call.url, auth, Some(body)).await?;
+        let status = response.status();
+        let url = call.url.clone();
+        if status == StatusCode::UNAUTHORIZED {
+            let reply = whole(response, call, url, MAX_ERROR_BODY).await?;
+            if destination == Destination::Elsewhere {
+                return Err(credentials_stay_home(call, &reply.url));
             }
-            self.auth().learn(call.registry, learned);
-            rejected = auth.and_then(|a| a.token);
+            return Ok(Round::Unauthorized(reply));
         }
-        Err(RegistryError::Auth {
-            registry: call.registry.to_owned(),
-            operation: call.operation.to_owned(),
-            status: 401,
-            message: "unauthorized".into(),
-        })
+        Ok(Round::Whole(
+            whole(response, call, url, body::MAX_EMPTY_BODY).await?,
+        ))
     }
 
     /// One round: the request, its redirects, and its answer read as asked.
@@ -444,9 +400,9 @@ impl RegistryClient {
         auth: Option<&Authorization>,
         body: Option<reqwest::Body>,
     ) -> Result<(Response, Destination), RegistryError> {
-        let destination = self.origins().check(call.registry, url, call.operation)?;
+        let destination = self.origins.check(call.registry, url, call.operation)?;
         let host = Origins::authority(url);
-        if let Some(why) = self.unreachable_hosts().get(&host) {
+        if let Some(why) = self.unreachable.get(&host) {
             return Err(unreachable(&host, call.registry, why));
         }
         let replayable = body.is_none() || call.body.is_some();
@@ -454,7 +410,7 @@ impl RegistryClient {
         let mut tried_again = false;
         loop {
             let mut request = self
-                .http()
+                .http
                 .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
             if let Some(b) = body.take() {
@@ -467,7 +423,7 @@ impl RegistryClient {
             }
             match request.send().await {
                 Ok(response) => {
-                    self.unreachable_hosts().forget(&host);
+                    self.unreachable.forget(&host);
                     if destination == Destination::Registry {
                         self.observe(call, url, &response);
                     }
@@ -479,11 +435,8 @@ impl RegistryClient {
                         return Err(err);
                     };
                     if tried_again || !replayable {
-                        self.unreachable_hosts().remember(
-                            &host,
-                            *why,
-                            self.options().unreachable_cooldown,
-                        );
+                        self.unreachable
+                            .remember(&host, *why, self.options.unreachable_cooldown);
                         return Err(err);
                     }
                     tracing::debug!(%host, error = %err, "host unreachable; trying once more");
@@ -499,10 +452,11 @@ impl RegistryClient {
     fn observe(&self, call: &Call<'_>, url: &Url, response: &Response) {
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            self.count_429(call.registry);
+            self.stats.too_many_requests.fetch_add(1, Ordering::Relaxed);
+            image_mirror_common::metrics::TOO_MANY_REQUESTS.inc(&[call.registry]);
         }
         let manifest_head = call.method == Method::HEAD && url.path().contains("/manifests/");
-        self.rate_limits().observe(
+        self.rate_limits.observe(
             call.registry,
             status.as_u16(),
             response.headers(),
@@ -512,7 +466,7 @@ impl RegistryClient {
 }
 
 /// Another host, where the registry sent a request, asks for credentials: it gets none.
-fn credentials_stay_home(call: &Call<'_>, url: &Url) -> RegistryError {
+pub(crate) fn credentials_stay_home(call: &Call<'_>, url: &Url) -> RegistryError {
     RegistryError::Auth {
         registry: call.registry.to_owned(),
         operation: call.operation.to_owned(),
@@ -525,7 +479,7 @@ fn credentials_stay_home(call: &Call<'_>, url: &Url) -> RegistryError {
     }
 }
 
-fn unreachable(host: &str, registry: &str, why: Unreachable) -> RegistryError {
+pub(crate) fn unreachable(host: &str, registry: &str, why: Unreachable) -> RegistryError {
     RegistryError::Unreachable {
         host: host.to_owned(),
         registry: registry.to_owned(),
@@ -549,7 +503,7 @@ fn redirect_target(response: &Response, from: &Url) -> Option<Result<Url, String
 }
 
 /// Reads `response` whole: a success body within `cap`, an error body's prefix.
-async fn whole(
+pub(crate) async fn whole(
     response: Response,
     call: &Call<'_>,
     url: Url,
@@ -572,7 +526,12 @@ async fn whole(
     })
 }
 
-fn read_error(registry: &str, operation: &str, e: ReadFailure, cap: usize) -> RegistryError {
+pub(crate) fn read_error(
+    registry: &str,
+    operation: &str,
+    e: ReadFailure,
+    cap: usize,
+) -> RegistryError {
     match e {
         ReadFailure::TooLong => RegistryError::Protocol {
             registry: registry.to_owned(),
@@ -592,7 +551,7 @@ fn size_text(n: usize) -> String {
     }
 }
 
-fn protocol(call: &Call<'_>, message: String) -> RegistryError {
+pub(crate) fn protocol(call: &Call<'_>, message: String) -> RegistryError {
     RegistryError::Protocol {
         registry: call.registry.to_owned(),
         operation: call.operation.to_owned(),

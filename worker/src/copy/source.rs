@@ -9,7 +9,6 @@ use image_mirror_registry::{BlobDownload, Descriptor, NetworkFailure, RegistryEr
 
 use crate::copy::error::CopyError;
 use crate::copy::report::Counters;
-use crate::copy::upload::backoff;
 use crate::copy::CopyEngine;
 
 /// Reads a source blob from an offset, resuming broken downloads with `Range`.
@@ -166,7 +165,12 @@ impl<'a> SourceReader<'a> {
     async fn resume_after(&mut self, failure: &str) -> Result<(), CopyError> {
         self.download = None;
         self.failures += 1;
-        if self.failures > self.engine.client.retry_policy().max_retries {
+        if self
+            .engine
+            .client
+            .retry_policy()
+            .gives_up_after(self.failures)
+        {
             return Err(RegistryError::Network {
                 registry: self.repo.registry().to_owned(),
                 operation: format!("GET blob {}", self.blob.digest),
@@ -180,7 +184,7 @@ impl<'a> SourceReader<'a> {
         }
         tracing::debug!(blob = %self.blob.digest, offset = self.position, %failure, "download broke; resuming with Range");
         Counters::add(&self.counters.resumes, 1);
-        tokio::time::sleep(backoff(self.engine.client.retry_policy(), self.failures)).await;
+        tokio::time::sleep(self.engine.client.retry_policy().delay(self.failures)).await;
         Ok(())
     }
 }

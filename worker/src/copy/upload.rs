@@ -16,8 +16,8 @@ use bytes::Bytes;
 use image_mirror_common::{Digest, Repository};
 use image_mirror_queue::coordination::Lease;
 use image_mirror_registry::{
-    BlobDownload, Descriptor, NetworkFailure, RegistryError, RetryPolicy, StallRule, Stalled,
-    Upload, UploadSlot, Watchdog,
+    BlobDownload, Descriptor, NetworkFailure, RegistryError, StallRule, Stalled, Upload,
+    UploadSlot, Watchdog,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -123,12 +123,12 @@ impl CopyEngine {
             };
             failures += 1;
             client.cancel_upload(t.target, &upload).await;
-            if failures > client.retry_policy().max_retries {
+            if client.retry_policy().gives_up_after(failures) {
                 return Err(kept_failing(t, &reason));
             }
             tracing::debug!(blob = %t.blob.digest, %reason, "upload broke; sending the blob again");
             Counters::add(&t.counters.resumes, 1);
-            tokio::time::sleep(backoff(client.retry_policy(), failures)).await;
+            tokio::time::sleep(client.retry_policy().delay(failures)).await;
             upload = client.start_upload(t.target).await?;
         }
     }
@@ -180,13 +180,13 @@ impl CopyEngine {
                 }
             };
             failures += 1;
-            if failures > client.retry_policy().max_retries {
+            if client.retry_policy().gives_up_after(failures) {
                 client.cancel_upload(t.target, &upload).await;
                 return Err(kept_failing(t, &reason));
             }
             tracing::debug!(blob = %t.blob.digest, offset = start, %reason, "upload broke; resuming");
             Counters::add(&t.counters.resumes, 1);
-            tokio::time::sleep(backoff(client.retry_policy(), failures)).await;
+            tokio::time::sleep(client.retry_policy().delay(failures)).await;
             reader.release();
             saved = self.resume(t, &mut upload, saved, start).await?;
             hasher = saved.hasher.clone();
@@ -427,15 +427,6 @@ async fn transfer(
             },
         },
     }
-}
-
-/// The pause before trying a broken transfer again: the retry policy's first delay, doubled
-/// with each failure, at most its longest delay (and never more than 10 s).
-pub(crate) fn backoff(policy: RetryPolicy, failures: usize) -> Duration {
-    let exp = u32::try_from(failures.saturating_sub(1).min(8)).unwrap_or(8);
-    (policy.min_delay * 2_u32.pow(exp))
-        .min(policy.max_delay)
-        .min(Duration::from_secs(10))
 }
 
 pub(crate) fn check_digest(
