@@ -1,17 +1,20 @@
-//! The pipeline in one process, shared by `run` and `add-tag`: publish the jobs, run N
-//! workers over the in-memory queue (or RabbitMQ with --amqp-url), and collect one event per
-//! job, showing progress.
+//! The roles in one process, shared by `run` and `add-tag`: the producer's publish step, the
+//! worker loop with N jobs at once, and a run's committer (which records exactly as a
+//! fleet's committer does, and ends once every job has ended), over the in-memory queue (or
+//! RabbitMQ with --amqp-url), showing progress.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use image_mirror_committer::{collect_events_while, record_in_file, RunSummary};
-use image_mirror_common::{JobEvent, MirrorJob, Outcome};
+use anyhow::Result;
+use image_mirror_committer::{
+    commit_run, BatchOptions, Committer, Destination, RunRecord, RunSummary,
+};
+use image_mirror_common::{Entry, JobEvent, MirrorJob, Outcome};
 use image_mirror_queue::memory::MemoryBroker;
-use image_mirror_queue::{Broker, Message};
+use image_mirror_queue::Broker;
 use image_mirror_registry::QuotaView;
 use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
 
@@ -28,10 +31,21 @@ const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(60),
 ];
 
+/// How a run's committer cuts batches: a short window, so that the run ends soon after its
+/// last event.
+const RUN_BATCHES: BatchOptions = BatchOptions {
+    window: Duration::from_millis(100),
+    max: 256,
+};
+
 /// What a finished in-process run produced.
 pub struct Mirrored {
     /// One event per job, in the jobs' order.
     pub events: Vec<JobEvent>,
+    /// The lines the committer added to the images-list.
+    pub recorded: Vec<Entry>,
+    /// Lines the committer did not record, with why.
+    pub rejected: Vec<String>,
     /// From publishing to the last event.
     pub elapsed: Duration,
     /// Time spent waiting before registry requests were tried again.
@@ -59,10 +73,10 @@ pub async fn mirror(
     }
     let client = engine.client().clone();
     let started = Instant::now();
-    let committer = broker.topology().committer();
-    let mut events = broker.consume(&committer, 256).await?;
-    let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
-    broker.publish_jobs(&messages).await?;
+    let mut events = broker
+        .consume(&broker.topology().committer(), RUN_BATCHES.max as u16)
+        .await?;
+    image_mirror_producer::publish(&broker, jobs).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut worker = tokio::spawn(run_worker(
@@ -89,8 +103,18 @@ pub async fn mirror(
             Err(e) => format!("their task died: {e}"),
         }
     };
+    let destination = Destination::Local(global.images_list.clone());
+    let committer = Committer {
+        broker: &broker,
+        registry: &client,
+        destination: &destination,
+        batch: RUN_BATCHES,
+    };
+    let committed = commit_run(&committer, &mut events, &expected, workers_ended, |e, n| {
+        progress.finished(e, n)
+    });
     let collected = tokio::select! {
-        r = collect_events_while(&mut events, &expected, workers_ended, |e, n| progress.finished(e, n)) => Some(r),
+        r = committed => Some(r),
         () = stop::signal() => None,
     };
     progress.finish();
@@ -107,7 +131,11 @@ pub async fn mirror(
     let Some(collected) = collected else {
         return Ok(None);
     };
-    let mut collected = collected?;
+    let RunRecord {
+        events: mut collected,
+        recorded,
+        rejected,
+    } = collected?;
     let events = jobs
         .iter()
         .flat_map(MirrorJob::event_ids)
@@ -116,6 +144,8 @@ pub async fn mirror(
     let stats = client.stats();
     Ok(Some(Mirrored {
         events,
+        recorded,
+        rejected,
         elapsed: started.elapsed(),
         retry_wait: Duration::from_millis(stats.retry_wait_ms.load(Ordering::Relaxed)),
         retries: stats.retries.load(Ordering::Relaxed),
@@ -123,27 +153,22 @@ pub async fn mirror(
     }))
 }
 
-/// Adds the lines of mirrored jobs that are to be recorded to the local images-list.
-pub fn record(global: &GlobalArgs, events: &[JobEvent]) -> Result<()> {
-    let entries: Vec<_> = events
-        .iter()
-        .filter(|e| e.is_to_record())
-        .map(JobEvent::entry)
-        .collect();
-    if entries.is_empty() {
-        return Ok(());
+/// Prints the lines the committer added to the local images-list, and those it left out.
+pub fn record(global: &GlobalArgs, mirrored: &Mirrored) {
+    for why in &mirrored.rejected {
+        eprintln!("not recorded: {why}");
     }
-    let added = record_in_file(&global.images_list, &entries)
-        .with_context(|| format!("recording in {}", global.images_list.display()))?;
+    if mirrored.recorded.is_empty() {
+        return;
+    }
     println!(
         "recorded {} new line(s) in {}",
-        added.len(),
+        mirrored.recorded.len(),
         global.images_list.display()
     );
-    for e in &added {
+    for e in &mirrored.recorded {
         println!("  + {}", e.line());
     }
-    Ok(())
 }
 
 /// Prints where the time of the jobs went, summed over jobs (several run at once).
@@ -190,8 +215,9 @@ pub fn pulls(mirrored: &Mirrored) {
 }
 
 /// Prints each failure, one line per host that could not be reached, and the summary line;
-/// the exit status.
-pub fn summary(events: &[JobEvent], elapsed: Duration, fail_on_drift: bool) -> u8 {
+/// the exit status (failed too when a line was left out of the images-list).
+pub fn summary(mirrored: &Mirrored, fail_on_drift: bool) -> u8 {
+    let (events, elapsed) = (&mirrored.events, mirrored.elapsed);
     let s = RunSummary::of(events);
     for e in events.iter().filter(|e| e.outcome == Outcome::Drifted) {
         let source = e.digest.as_ref().map_or(String::new(), ToString::to_string);
@@ -247,7 +273,8 @@ pub fn summary(events: &[JobEvent], elapsed: Duration, fail_on_drift: bool) -> u
         s.bytes_sent,
         elapsed.as_secs_f64()
     );
-    if s.failed == 0 && s.deferred == 0 && (s.drifted == 0 || !fail_on_drift) {
+    let recorded_all = mirrored.rejected.is_empty();
+    if s.failed == 0 && s.deferred == 0 && (s.drifted == 0 || !fail_on_drift) && recorded_all {
         crate::exit::OK
     } else {
         crate::exit::FAILED

@@ -5,7 +5,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use image_mirror_testkit::front::{Front, FrontOptions};
+use image_mirror_testkit::http::{Body, Response};
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, Registry};
@@ -152,6 +156,86 @@ async fn add_tag_matches_tags_exactly_then_mirrors_and_records() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("v1.2 is already in images-list"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_tag_records_through_the_committer_which_checks_the_target_digest() {
+    // The line goes through the committer's path, as a fleet's does: after the copy, the
+    // committer asks the target what the tag holds and records only what holds. A front
+    // before the target answers that question (the second HEAD of the tag after its push;
+    // the first is the worker's own check) with another digest: the copy is done, the line
+    // is not written, and the run says why.
+    let w = world().await;
+    let pushed = Arc::new(AtomicBool::new(false));
+    let heads_after_push = Arc::new(AtomicUsize::new(0));
+    let lie = format!("sha256:{}", "e".repeat(64));
+    let front = Front::start(
+        w.dst.host(),
+        FrontOptions {
+            hook: Some(Arc::new({
+                let (pushed, heads, lie) = (pushed.clone(), heads_after_push.clone(), lie.clone());
+                move |r| {
+                    if r.path() != "/v2/lying/app/manifests/v1.2" {
+                        return None;
+                    }
+                    match r.method.as_str() {
+                        "PUT" => pushed.store(true, Ordering::SeqCst),
+                        "HEAD"
+                            if pushed.load(Ordering::SeqCst)
+                                && heads.fetch_add(1, Ordering::SeqCst) == 1 =>
+                        {
+                            let mut answer = Response::new(200);
+                            answer.headers = vec![
+                                ("Docker-Content-Digest".into(), lie.clone()),
+                                (
+                                    "Content-Type".into(),
+                                    "application/vnd.oci.image.index.v1+json".into(),
+                                ),
+                            ];
+                            answer.body = Body::Bytes(Vec::new());
+                            return Some(answer.into());
+                        }
+                        _ => {}
+                    }
+                    None
+                }
+            })),
+            ..FrontOptions::default()
+        },
+    );
+    let before = w.list();
+    let out = w
+        .command(&[
+            "--insecure-registry",
+            &front.host(),
+            "add-tag",
+            "--images",
+            &w.app(),
+            "--tags",
+            "v1.2",
+            "--dest-registry",
+            &front.host(),
+            "--dest-org",
+            "lying",
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("summary: 1 copied"), "{t}");
+    assert!(t.contains("not recorded"), "{t}");
+    assert!(t.contains(&format!("the target holds {lie}")), "{t}");
+    assert_eq!(
+        w.list(),
+        before,
+        "a line whose target does not hold it was written"
+    );
+    assert_eq!(heads_after_push.load(Ordering::SeqCst), 2, "{t}");
+    // The copy itself is whole at the registry behind the front.
+    assert_eq!(
+        &skopeo::manifest_digest(&format!("{}/lying/app:v1.2", w.dst.host())),
+        w.v12.digest()
+    );
 }
 
 fn git(dir: &Path, args: &[&str]) {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use image_mirror_queue::{Consumer, Delivery, QueueError};
 
+/// The shortest batch window whose opening is logged at INFO.
+const NOTICEABLE_WINDOW: Duration = Duration::from_secs(1);
+
 /// How batches are cut.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchOptions {
@@ -31,11 +34,13 @@ pub async fn next_batch(
         return Ok(None);
     };
     let mut batch = vec![first?];
-    tracing::info!(
-        window_ms = options.window.as_millis() as u64,
-        max = options.max,
-        "batch opened"
-    );
+    // A window a person could notice is announced; a run's short ones are not.
+    let window_ms = options.window.as_millis() as u64;
+    if options.window >= NOTICEABLE_WINDOW {
+        tracing::info!(window_ms, max = options.max, "batch opened");
+    } else {
+        tracing::debug!(window_ms, max = options.max, "batch opened");
+    }
     let deadline = tokio::time::Instant::now() + options.window;
     while batch.len() < options.max.max(1) {
         tokio::select! {

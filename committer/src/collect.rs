@@ -1,75 +1,109 @@
-//! Collecting job events until every job of a run has ended: the event sink of the monolithic
-//! `run`, and the reading half of the committer.
+//! A run's committer: the committer loop ([`run_committer`]) over the events of one run, which
+//! also follows the run event by event and ends once every job of it has ended. It is the
+//! event sink of the monolithic `run` and `add-tag`, so that they record lines exactly as a
+//! fleet's committer does: the target's digest checked, the lines written in order,
+//! atomically, and a line whose target does not hold what its event says left out.
 
 use std::collections::{HashMap, HashSet};
-
 use std::future::Future;
+use std::sync::Mutex;
 
-use image_mirror_common::{JobEvent, MessageError};
+use image_mirror_common::{Entry, JobEvent};
 use image_mirror_queue::{Consumer, QueueError};
+use tokio::sync::Notify;
 
-/// Why collecting a run's events stopped before every job had ended.
+use crate::committer::{run_committer, BatchOutcome, BatchResult, Committer, CommitterError};
+
+/// Why a run's committer stopped before every job had ended.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     /// The queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The committer could not record.
+    #[error(transparent)]
+    Committer(CommitterError),
     /// The workers that would have produced the missing events ended.
     #[error("the workers stopped before every job had ended: {0}")]
     WorkersStopped(String),
 }
 
-/// Like [`collect_events`], while `workers_ended` (which completes, with why, when the
-/// workers stop) has not completed: events that will never come are not waited for.
-pub async fn collect_events_while(
-    consumer: &mut Consumer,
-    expected: &HashSet<String>,
-    workers_ended: impl Future<Output = String>,
-    on_event: impl FnMut(&JobEvent, usize),
-) -> Result<HashMap<String, JobEvent>, CollectError> {
-    tokio::select! {
-        collected = collect_events(consumer, expected, on_event) => Ok(collected?),
-        why = workers_ended => Err(CollectError::WorkersStopped(why)),
+/// What a run's committer saw and did.
+#[derive(Debug, Default)]
+pub struct RunRecord {
+    /// The last event of each job of the run, by event id.
+    pub events: HashMap<String, JobEvent>,
+    /// The lines the run added to the images-list (those already there left out).
+    pub recorded: Vec<Entry>,
+    /// Lines not recorded, each with why (the target does not hold what the event says).
+    pub rejected: Vec<String>,
+}
+
+impl RunRecord {
+    /// Takes in one settled batch: its events of the run's jobs (each shown to `on_event`
+    /// with how many jobs have ended), its lines and its rejections.
+    fn take(
+        &mut self,
+        outcome: &BatchOutcome,
+        expected: &HashSet<String>,
+        on_event: &mut impl FnMut(&JobEvent, usize),
+    ) {
+        for event in outcome.read.iter().filter(|e| expected.contains(&e.job_id)) {
+            let first = !self.events.contains_key(&event.job_id);
+            on_event(event, self.events.len() + usize::from(first));
+            self.events.insert(event.job_id.clone(), event.clone());
+        }
+        if let BatchResult::Written(added) = &outcome.result {
+            self.recorded.extend(added.iter().cloned());
+        }
+        self.rejected.extend(outcome.rejected.iter().cloned());
     }
 }
 
-/// Consumes events from `consumer` until each id in `expected` has one, acknowledging every
-/// event. Events of other jobs are acknowledged and left out; a job's last event wins. Each
-/// event is shown to `on_event` as it arrives.
-pub async fn collect_events(
+/// Runs `committer` over `consumer` until each id in `expected` has its event, while
+/// `workers_ended` (which completes, with why, when the workers stop) has not completed:
+/// events that will never come are not waited for. Events of other jobs are recorded as the
+/// committer records any event, and left out of the run's events.
+pub async fn commit_run(
+    committer: &Committer<'_>,
     consumer: &mut Consumer,
     expected: &HashSet<String>,
+    workers_ended: impl Future<Output = String>,
     mut on_event: impl FnMut(&JobEvent, usize),
-) -> Result<HashMap<String, JobEvent>, QueueError> {
-    let mut events: HashMap<String, JobEvent> = HashMap::new();
-    while events.len() < expected.len() {
-        let Some(delivery) = consumer.next().await else {
-            return Err(QueueError::Closed);
-        };
-        let delivery = delivery?;
-        match JobEvent::from_json(&delivery.body) {
-            Ok(event) if expected.contains(&event.job_id) => {
-                let first = !events.contains_key(&event.job_id);
-                on_event(&event, events.len() + usize::from(first));
-                events.insert(event.job_id.clone(), event);
-            }
-            Ok(_) => {}
-            Err(MessageError::Malformed(e)) => {
-                tracing::warn!(error = %e, "unreadable event skipped")
-            }
-            Err(e) => tracing::warn!(error = %e, "event skipped"),
+) -> Result<RunRecord, CollectError> {
+    let record = Mutex::new(RunRecord::default());
+    let all_in = Notify::new();
+    let stop = async {
+        if !expected.is_empty() {
+            all_in.notified().await;
         }
-        delivery.ack().await?;
+    };
+    let committed = run_committer(committer, consumer, stop, |outcome| {
+        let mut record = record.lock().unwrap_or_else(|p| p.into_inner());
+        record.take(outcome, expected, &mut on_event);
+        if record.events.len() >= expected.len() {
+            all_in.notify_one();
+        }
+    });
+    tokio::select! {
+        done = committed => done.map_err(|e| match e {
+            CommitterError::Queue(q) => CollectError::Queue(q),
+            other => CollectError::Committer(other),
+        })?,
+        why = workers_ended => return Err(CollectError::WorkersStopped(why)),
     }
-    Ok(events)
+    Ok(record.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 #[cfg(test)]
 mod tests {
     use image_mirror_queue::memory::MemoryBroker;
     use image_mirror_queue::Broker;
+    use image_mirror_registry::{ClientOptions, RegistryClient};
 
     use super::*;
+    use crate::batch::BatchOptions;
+    use crate::committer::Destination;
 
     #[tokio::test]
     async fn workers_that_stop_end_the_wait_with_why() {
@@ -78,8 +112,20 @@ mod tests {
             .consume(&broker.topology().committer(), 8)
             .await
             .unwrap();
+        let registry = RegistryClient::new(ClientOptions::default()).unwrap();
+        let destination = Destination::Local("images-list".into());
+        let committer = Committer {
+            broker: &broker,
+            registry: &registry,
+            destination: &destination,
+            batch: BatchOptions {
+                window: std::time::Duration::from_millis(10),
+                max: 8,
+            },
+        };
         let expected = HashSet::from(["job-1".to_owned()]);
-        let err = collect_events_while(
+        let err = commit_run(
+            &committer,
             &mut events,
             &expected,
             async { "the broker connection is gone".to_owned() },

@@ -44,6 +44,8 @@ pub enum Destination {
 pub struct BatchOutcome {
     /// Events in the batch.
     pub events: usize,
+    /// The events of the batch that could be read, in the batch's order.
+    pub read: Vec<JobEvent>,
     /// Events whose line could not be verified at the target, or that could not be read,
     /// with why.
     pub rejected: Vec<String>,
@@ -175,7 +177,15 @@ struct ToRecord<'a> {
 
 impl Committer<'_> {
     async fn settle(&self, deliveries: &[Delivery]) -> Result<BatchOutcome, Failure> {
-        let (to_record, mut rejected) = read_events(self.broker, deliveries).await?;
+        let (read, mut rejected) = read_events(self.broker, deliveries).await?;
+        let to_record: Vec<ToRecord<'_>> = read
+            .iter()
+            .filter(|r| r.event.is_to_record())
+            .map(|r| ToRecord {
+                event: r.event.clone(),
+                headers: r.headers,
+            })
+            .collect();
         let verdicts = verify_all(self.registry, &to_record).await;
         let lines = holding(verdicts, &mut rejected)?;
         let result = if lines.is_empty() {
@@ -185,30 +195,28 @@ impl Committer<'_> {
         };
         Ok(BatchOutcome {
             events: deliveries.len(),
+            read: read.into_iter().map(|r| r.event).collect(),
             rejected,
             result,
         })
     }
 }
 
-/// The events of a batch that ask for a line. One that cannot be read goes to the events'
+/// The events of a batch, each with its headers. One that cannot be read goes to the events'
 /// dead-letter queue with why (and is acknowledged with the batch); when even that fails, the
 /// batch goes back to the queue.
 async fn read_events<'a>(
     broker: &Broker,
     deliveries: &'a [Delivery],
 ) -> Result<(Vec<ToRecord<'a>>, Vec<String>), Failure> {
-    let mut to_record = Vec::new();
+    let mut read = Vec::new();
     let mut rejected = Vec::new();
     for d in deliveries {
         match JobEvent::from_json(&d.body) {
-            Ok(event) if event.is_to_record() => {
-                to_record.push(ToRecord {
-                    event,
-                    headers: &d.headers,
-                });
-            }
-            Ok(_) => {}
+            Ok(event) => read.push(ToRecord {
+                event,
+                headers: &d.headers,
+            }),
             Err(e) => {
                 let reason = format!("unreadable event: {e}");
                 tracing::warn!(id = %d.id, %reason, "dead-lettering an event");
@@ -220,7 +228,7 @@ async fn read_events<'a>(
             }
         }
     }
-    Ok((to_record, rejected))
+    Ok((read, rejected))
 }
 
 /// Asks each event's target, a few at a time, each in its span.

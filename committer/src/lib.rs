@@ -4,8 +4,9 @@
 //! ([`pull_request`]) or written in place without GitHub settings ([`local`]). The loop that
 //! ties them and acknowledges events only once their change is durable is [`committer`].
 //!
-//! It also owns reading events until every job of a run has ended ([`collect`]), the event
-//! sink of the monolithic `run`, and what a run came to ([`summary`]).
+//! It also owns a run's committer ([`collect`]): the same loop over one run's events, ended
+//! once every job of the run has ended, which the monolithic `run` and `add-tag` record
+//! through; and what a run came to ([`summary`]).
 
 pub mod batch;
 pub mod collect;
@@ -16,7 +17,7 @@ pub mod summary;
 pub mod verify;
 
 pub use batch::BatchOptions;
-pub use collect::{collect_events, collect_events_while, CollectError};
+pub use collect::{commit_run, CollectError, RunRecord};
 pub use committer::{
     run_committer, BatchOutcome, BatchResult, Committer, CommitterError, Destination,
 };

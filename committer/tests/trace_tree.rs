@@ -12,7 +12,7 @@ use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Committer
 use image_mirror_common::{MirrorJob, Origin, Repository, Tag};
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
-use image_mirror_queue::{Broker, Message};
+use image_mirror_queue::Broker;
 use image_mirror_registry::{ClientOptions, DockerConfig, RegistryClient};
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
@@ -70,8 +70,7 @@ async fn a_job_is_one_trace_from_producer_to_committer() {
     let target: Repository = format!("{}/mirror/app", dst.host()).parse().unwrap();
     let tag: Tag = "v1".parse().unwrap();
     let job = MirrorJob::new(source, target, tag, true, Origin::AddTag);
-    producer
-        .publish_jobs(&[Message::for_job(&job)])
+    image_mirror_producer::publish(&producer, std::slice::from_ref(&job))
         .await
         .unwrap();
 

@@ -6,8 +6,9 @@
 //! ([`discover`]: the tag sources, charts rendered by helm ([`helm`]), and the [`versions`]
 //! filters applied to what they find),
 //! where a new tag goes ([`targets`]), the checks of a manual request ([`add_tag`]), and which
-//! targets lack their tag ([`missing`], one tag list per target repository). It speaks to the
-//! queue only through the port in `common`.
+//! targets lack their tag ([`missing`], one tag list per target repository), and the publish
+//! step ([`publish`]: a trace per job, confirmed). It speaks to the queue only through the
+//! port of `image-mirror-queue`.
 
 pub mod add_tag;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod discover;
 pub mod helm;
 pub mod jobs;
 pub mod missing;
+pub mod publish;
 pub mod sync;
 pub mod targets;
 pub mod versions;
@@ -27,5 +29,6 @@ pub use discover::{discover, jobs_of, KeyReport, Sources};
 pub use helm::{Helm, HelmError};
 pub use jobs::{AttachRules, TargetOverrides};
 pub use missing::{only_missing, Missing};
+pub use publish::{job_message, publish};
 pub use sync::plan_sync;
 pub use targets::{target_for, NewImages, TargetError};

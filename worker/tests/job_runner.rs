@@ -11,7 +11,7 @@ use std::time::Duration;
 use image_mirror_common::{Digest, JobEvent, MirrorJob, Origin, Outcome};
 use image_mirror_queue::memory::MemoryBroker;
 use image_mirror_queue::topology::{MAX_ATTEMPTS, REASON_HEADER};
-use image_mirror_queue::{Broker, Delivery, Message};
+use image_mirror_queue::{Broker, Delivery};
 use image_mirror_registry::RegistryError;
 use image_mirror_worker::{
     run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, WorkerOptions,
@@ -102,7 +102,9 @@ async fn worker_reporting(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<u64, image_mirror_queue::QueueError>>,
 ) {
-    broker.publish_job(&Message::for_job(&job())).await.unwrap();
+    image_mirror_producer::publish(broker, &[job()])
+        .await
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(run_worker(
         Arc::clone(broker),

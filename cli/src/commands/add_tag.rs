@@ -7,8 +7,8 @@
 use anyhow::Result;
 use image_mirror_common::{Entry, ImageRef, ImagesList, Origin, Repository, Tag};
 use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
+use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
-use image_mirror_queue::Message;
 
 use crate::args::{AddImageArgs, AddTagArgs, GlobalArgs};
 use crate::commands::producer::overrides;
@@ -69,14 +69,13 @@ async fn add(
         .map_err(|e| BadInput(format!("target override: {e}")))?;
     if global.amqp_url.is_some() {
         let broker = broker::rabbitmq(global, "add-tag").await?;
-        let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
-        broker.publish_jobs(&messages).await?;
+        let published = publish(&broker, &jobs).await?;
         for e in &entries {
             println!("queued {}", e.line());
         }
         println!(
             "{command}: {} jobs published to {}; the committer records them once mirrored",
-            messages.len(),
+            published,
             broker.topology().jobs()
         );
         return Ok(crate::exit::OK);
@@ -86,8 +85,8 @@ async fn add(
         eprintln!("interrupted: nothing recorded");
         return Ok(FAILED);
     };
-    pipeline::record(global, &mirrored.events)?;
-    Ok(pipeline::summary(&mirrored.events, mirrored.elapsed, false))
+    pipeline::record(global, &mirrored);
+    Ok(pipeline::summary(&mirrored, false))
 }
 
 /// Parses every non-empty item, naming the variable and the item that is wrong.

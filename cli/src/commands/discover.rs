@@ -3,7 +3,7 @@
 //! with --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_queue::Message;
+use image_mirror_producer::publish;
 
 use crate::args::{DiscoverArgs, GlobalArgs};
 use crate::discovery::{discover_keys, print_key_lines};
@@ -43,8 +43,7 @@ async fn once(
     let found = discover_keys(global, &args.keys).await?;
     print_key_lines(&found.reports);
     let jobs = found.jobs(global)?;
-    let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
-    broker.publish_jobs(&messages).await?;
+    let published = publish(broker, &jobs).await?;
     let failed = found
         .reports
         .iter()
@@ -58,7 +57,7 @@ async fn once(
     println!(
         "discover: {} keys, {} new tags published to {}, {failed} keys failed, {unsupported} unsupported",
         found.reports.len(),
-        messages.len(),
+        published,
         broker.topology().jobs()
     );
     Ok(if failed == 0 { OK } else { FAILED })

@@ -4,8 +4,9 @@
 
 use anyhow::Result;
 use image_mirror_common::{Config, ImagesList, MirrorJob};
+use image_mirror_producer::publish;
 use image_mirror_producer::{only_missing, plan_sync, AttachRules, TargetOverrides};
-use image_mirror_queue::{Broker, Message};
+use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
 use regex::Regex;
 
@@ -98,9 +99,8 @@ async fn sync_once(
         }
         None => jobs,
     };
-    let messages: Vec<Message> = jobs.iter().map(Message::for_job).collect();
     let started = std::time::Instant::now();
-    broker.publish_jobs(&messages).await?;
+    let published = publish(broker, &jobs).await?;
     let took = started.elapsed().as_secs_f64();
     let targets: usize = jobs.iter().map(|j| j.targets().len()).sum();
     let each = if targets == jobs.len() {
@@ -110,10 +110,10 @@ async fn sync_once(
     };
     println!(
         "published {} jobs for {} entries{each} to {} in {took:.2}s ({:.0} jobs/s, confirmed)",
-        messages.len(),
+        published,
         list.len(),
         broker.topology().jobs(),
-        messages.len() as f64 / took.max(1e-9)
+        published as f64 / took.max(1e-9)
     );
     Ok(OK)
 }

@@ -63,10 +63,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         image_mirror_common::atomic_file::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    pipeline::record(global, &mirrored.events)?;
+    pipeline::record(global, &mirrored);
     pipeline::time_spent(&mirrored);
     pipeline::pulls(&mirrored);
-    let code = pipeline::summary(&mirrored.events, mirrored.elapsed, args.fail_on_drift);
+    let code = pipeline::summary(&mirrored, args.fail_on_drift);
     Ok(if discovery_failed { FAILED } else { code })
 }
 

@@ -294,30 +294,6 @@ impl Broker {
     }
 }
 
-impl Message {
-    /// The message carrying `job` (its id, JSON body, first attempt). Each job starts its own
-    /// trace: a `producer.publish` root span whose context travels in the headers.
-    pub fn for_job(job: &image_mirror_common::MirrorJob) -> Self {
-        let mut headers = Headers::new();
-        headers.insert(topology::ATTEMPT_HEADER.to_owned(), "1".to_owned());
-        let span = tracing::info_span!(
-            parent: None,
-            "producer.publish",
-            job.id = %job.id,
-            job.source = %job.source_ref(),
-            job.target = %job.target_ref(),
-            job.origin = %job.origin,
-            job.record = job.record,
-        );
-        crate::trace_context::inject(&span, &mut headers);
-        Self {
-            id: job.id.clone(),
-            body: job.to_json(),
-            headers,
-        }
-    }
-}
-
 impl Delivery {
     /// The delivery as a message to publish again (retry, dead letter).
     pub fn to_message(&self) -> Message {
