@@ -43,10 +43,11 @@ impl Found {
 /// The tag sources the environment and the global flags describe; new images a rule names go
 /// where most of `list`'s targets are.
 pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
+    let registry = registry_client::client(global)?;
     Ok(Sources {
         github: GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?,
-        registry: registry_client::client(global)?,
-        hub: registry_client::hub(global)?,
+        hub: registry_client::hub(global, &registry)?,
+        registry,
         new_images: NewImages::for_list(list, None),
         overrides: crate::commands::producer::overrides(global)?,
         helm: Helm {

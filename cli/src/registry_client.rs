@@ -38,10 +38,9 @@ pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
     Ok(RegistryClient::new(options)?)
 }
 
-/// Docker Hub's web API, with the Docker config's Docker Hub credentials.
-pub fn hub(global: &GlobalArgs) -> Result<DockerHub> {
-    let docker_config = DockerConfig::load_default().map_err(|e| BadInput(e.to_string()))?;
-    Ok(DockerHub::new(&global.docker_hub_api, docker_config)
+/// Docker Hub's web API through `client`'s transport, with its Docker Hub credentials.
+pub fn hub(global: &GlobalArgs, client: &RegistryClient) -> Result<DockerHub> {
+    Ok(DockerHub::new(&global.docker_hub_api, client)
         .map_err(|e| BadInput(format!("--docker-hub-api: {e}")))?)
 }
 

@@ -73,14 +73,12 @@ async fn found_for(github: &MockServer, rule: serde_json::Value) -> Vec<String> 
     let config = json!({ "k": rule }).to_string();
     let config = Config::parse(config.as_bytes(), "config.json".as_ref()).unwrap();
     let list = ImagesList::parse(b"o/app mirror/app v1.0.0\n").unwrap();
+    let registry = registry_client(&[]);
     let sources = Sources {
         github: GithubClient::new(&github.uri(), None).unwrap(),
-        registry: registry_client(&[]),
-        hub: image_mirror_registry::dockerhub::DockerHub::new(
-            "http://127.0.0.1:9",
-            DockerConfig::default(),
-        )
-        .unwrap(),
+        hub: image_mirror_registry::dockerhub::DockerHub::new("http://127.0.0.1:9", &registry)
+            .unwrap(),
+        registry,
         new_images: None,
         overrides: Default::default(),
         helm: image_mirror_producer::Helm::default(),

@@ -36,7 +36,7 @@ pub async fn run_add_image(global: &GlobalArgs, args: &AddImageArgs) -> Result<u
         )
     })?;
     let registry = registry_client::client(global)?;
-    let hub = registry_client::hub(global)?;
+    let hub = registry_client::hub(global, &registry)?;
     let repos = TargetRepos {
         registry: &registry,
         hub: &hub,

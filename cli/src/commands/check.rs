@@ -48,7 +48,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     }
     let repos = TargetRepos {
         registry: &registry,
-        hub: &registry_client::hub(global)?,
+        hub: &registry_client::hub(global, &registry)?,
         overrides: &crate::commands::producer::overrides(global)?,
     };
     let known = base.unwrap_or_default();

@@ -129,6 +129,18 @@ impl RegistryClient {
         self.inner.transport.with_retries(op).await
     }
 
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// The Docker config's credential for `registry`, read once.
+    pub(crate) async fn credential(
+        &self,
+        registry: &str,
+    ) -> Result<Option<crate::credentials::Credential>, RegistryError> {
+        self.inner.auth.credential(registry).await
+    }
+
     /// The `Authorization` for a request to `registry`'s own origin within `scope`, if due.
     async fn authorization(
         &self,

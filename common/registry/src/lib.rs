@@ -11,6 +11,7 @@ mod auth;
 mod authorization;
 pub mod blob;
 pub mod body;
+mod call;
 pub mod challenge;
 pub mod client;
 pub mod credentials;

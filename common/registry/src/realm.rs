@@ -3,13 +3,12 @@
 //! unreachable hosts, a cap and a deadline) and nothing else of it.
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::Url;
 
-use crate::body::{self, MAX_TOKEN_BODY};
+use crate::body::MAX_TOKEN_BODY;
 use crate::error::RegistryError;
-use crate::origin::Origins;
-use crate::transport::{read_error, unreachable, Reply, Transport};
+use crate::transport::Transport;
 
 /// A request to a token realm.
 pub(crate) enum RealmRequest {
@@ -56,10 +55,6 @@ impl<'a> Realms<'a> {
     ) -> Result<Bytes, RegistryError> {
         self.transport.origins().check(registry, realm, operation)?;
         self.transport.wait_while_paused(registry).await?;
-        let host = Origins::authority(realm);
-        if let Some(why) = self.transport.unreachable_hosts().get(&host) {
-            return Err(unreachable(&host, registry, why));
-        }
         let http = self.transport.http();
         let builder = match request {
             RealmRequest::Get {
@@ -77,30 +72,13 @@ impl<'a> Realms<'a> {
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form),
         };
-        let deadline = self.transport.options().request_timeout;
-        let exchange = async {
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| RegistryError::network_at(&host, registry, operation, &e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = body::read_prefix(response).await;
-                return Err(Reply {
-                    status,
-                    headers: HeaderMap::new(),
-                    body,
-                    url: realm.clone(),
-                }
-                .into_error(registry, operation));
-            }
-            body::read_capped(response, MAX_TOKEN_BODY)
-                .await
-                .map_err(|e| read_error(registry, operation, e, MAX_TOKEN_BODY))
-        };
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(RegistryError::timeout(registry, operation, deadline)),
+        let reply = self
+            .transport
+            .call_api(registry, operation, realm, builder, MAX_TOKEN_BODY)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(reply.into_error(registry, operation));
         }
+        Ok(reply.body)
     }
 }

@@ -19,130 +19,23 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
+use reqwest::header::{AUTHORIZATION, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::authorization::Authorization;
 use crate::body::{self, ReadFailure, MAX_ERROR_BODY};
+pub(crate) use crate::call::{Call, Opened, Reply};
 use crate::error::{network_message, RegistryError, Unreachable};
 use crate::limits::HostLimits;
 use crate::options::ClientOptions;
 use crate::origin::{Destination, Origins};
 use crate::ratelimit::{Gate, PullTicket, RateLimits};
-use crate::retry::parse_retry_after;
-use crate::scope::Scope;
 use crate::unreachable::UnreachableHosts;
 
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;
 /// The pause before a host that could not be reached is tried again, once.
 const UNREACHABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// One request to a registry: where, what for, and what it carries.
-pub(crate) struct Call<'a> {
-    pub(crate) registry: &'a str,
-    pub(crate) scope: &'a Scope,
-    pub(crate) operation: &'a str,
-    pub(crate) method: Method,
-    pub(crate) url: Url,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Bytes>,
-    /// A manifest GET: a pull, as Docker Hub counts them, within the registry's budget.
-    pub(crate) pull: bool,
-}
-
-impl<'a> Call<'a> {
-    pub(crate) fn new(
-        registry: &'a str,
-        scope: &'a Scope,
-        operation: &'a str,
-        method: Method,
-        url: Url,
-    ) -> Self {
-        Self {
-            registry,
-            scope,
-            operation,
-            method,
-            url,
-            headers: HeaderMap::new(),
-            body: None,
-            pull: false,
-        }
-    }
-
-    /// Marks the call as a pull (a manifest GET).
-    pub(crate) fn pull(mut self) -> Self {
-        self.pull = true;
-        self
-    }
-
-    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.insert(name, v);
-        }
-        self
-    }
-
-    pub(crate) fn body(mut self, body: Bytes) -> Self {
-        self.body = Some(body);
-        self
-    }
-}
-
-/// A whole answer: its status, headers and body (for an error status, the first few KiB).
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    /// The URL that answered (after redirects).
-    pub(crate) url: Url,
-}
-
-impl Reply {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The error this answer means: 404 `NotFound`, 401/403 `Auth`, else `Status` with its
-    /// `Retry-After`.
-    pub(crate) fn into_error(self, registry: &str, operation: &str) -> RegistryError {
-        let retry_after = self.header("retry-after").and_then(parse_retry_after);
-        let detail = body::error_text(&self.body);
-        match self.status.as_u16() {
-            404 => RegistryError::NotFound {
-                registry: registry.to_owned(),
-                operation: operation.to_owned(),
-            },
-            code @ (401 | 403) => RegistryError::Auth {
-                registry: registry.to_owned(),
-                operation: operation.to_owned(),
-                status: code,
-                message: if detail.is_empty() {
-                    "unauthorized".into()
-                } else {
-                    detail
-                },
-            },
-            code => RegistryError::Status {
-                registry: registry.to_owned(),
-                operation: operation.to_owned(),
-                status: code,
-                detail,
-                retry_after,
-            },
-        }
-    }
-}
-
-/// A streamed answer (a blob body), holding its request slot while it is read.
-pub(crate) struct Opened {
-    pub(crate) response: Response,
-    pub(crate) permit: OwnedSemaphorePermit,
-}
 
 /// How an answer's body is taken.
 #[derive(Clone, Copy)]
@@ -236,10 +129,6 @@ impl Transport {
         &self.rate_limits
     }
 
-    pub(crate) fn unreachable_hosts(&self) -> &UnreachableHosts {
-        &self.unreachable
-    }
-
     pub(crate) fn stats(&self) -> &ClientStats {
         &self.stats
     }
@@ -263,6 +152,55 @@ impl Transport {
                 tracing::debug!(registry = err.registry(), error = %err, delay_ms = delay.as_millis() as u64, "retrying");
             })
             .await
+    }
+
+    /// A request to a web API beside a registry (a token realm, Docker Hub's API), on
+    /// `registry`'s behalf: through the same HTTP client, failing at once for a host known to
+    /// be unreachable, read within `cap` (an error answer's first few KiB) and the request
+    /// deadline. Where it may go and what it carries is the caller's to decide.
+    pub(crate) async fn call_api(
+        &self,
+        registry: &str,
+        operation: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        cap: usize,
+    ) -> Result<Reply, RegistryError> {
+        let host = Origins::authority(url);
+        if let Some(why) = self.unreachable.get(&host) {
+            return Err(unreachable(&host, registry, why));
+        }
+        let exchange = async {
+            let response = request.send().await.map_err(|e| {
+                let err = RegistryError::network_at(&host, registry, operation, &e);
+                if let RegistryError::Unreachable { why, .. } = &err {
+                    self.unreachable
+                        .remember(&host, *why, self.options.unreachable_cooldown);
+                }
+                err
+            })?;
+            self.unreachable.forget(&host);
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = if status.is_success() {
+                body::read_capped(response, cap)
+                    .await
+                    .map_err(|e| read_error(registry, operation, e, cap))?
+            } else {
+                body::read_prefix(response).await
+            };
+            Ok(Reply {
+                status,
+                headers,
+                body,
+                url: url.clone(),
+            })
+        };
+        let deadline = self.options.request_timeout;
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(RegistryError::timeout(registry, operation, deadline)),
+        }
     }
 
     /// Waits while `registry` is paused for a burst (a plain 429): requests that are not

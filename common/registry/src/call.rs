@@ -1,0 +1,117 @@
+//! One request to a registry and its answer, as the protocol operations write and read them:
+//! where it goes, on whose behalf and within which scope, what it carries; the answer's
+//! status, headers, body and the URL that gave it.
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Response, StatusCode, Url};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::body;
+use crate::error::RegistryError;
+use crate::retry::parse_retry_after;
+use crate::scope::Scope;
+
+/// One request to a registry: where, what for, and what it carries.
+pub(crate) struct Call<'a> {
+    pub(crate) registry: &'a str,
+    pub(crate) scope: &'a Scope,
+    pub(crate) operation: &'a str,
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+    /// A manifest GET: a pull, as Docker Hub counts them, within the registry's budget.
+    pub(crate) pull: bool,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(
+        registry: &'a str,
+        scope: &'a Scope,
+        operation: &'a str,
+        method: Method,
+        url: Url,
+    ) -> Self {
+        Self {
+            registry,
+            scope,
+            operation,
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            pull: false,
+        }
+    }
+
+    /// Marks the call as a pull (a manifest GET).
+    pub(crate) fn pull(mut self) -> Self {
+        self.pull = true;
+        self
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub(crate) fn body(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// A whole answer: its status, headers and body (for an error status, the first few KiB).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// The URL that answered (after redirects).
+    pub(crate) url: Url,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error this answer means: 404 `NotFound`, 401/403 `Auth`, else `Status` with its
+    /// `Retry-After`.
+    pub(crate) fn into_error(self, registry: &str, operation: &str) -> RegistryError {
+        let retry_after = self.header("retry-after").and_then(parse_retry_after);
+        let detail = body::error_text(&self.body);
+        match self.status.as_u16() {
+            404 => RegistryError::NotFound {
+                registry: registry.to_owned(),
+                operation: operation.to_owned(),
+            },
+            code @ (401 | 403) => RegistryError::Auth {
+                registry: registry.to_owned(),
+                operation: operation.to_owned(),
+                status: code,
+                message: if detail.is_empty() {
+                    "unauthorized".into()
+                } else {
+                    detail
+                },
+            },
+            code => RegistryError::Status {
+                registry: registry.to_owned(),
+                operation: operation.to_owned(),
+                status: code,
+                detail,
+                retry_after,
+            },
+        }
+    }
+}
+
+/// A streamed answer (a blob body), holding its request slot while it is read.
+pub(crate) struct Opened {
+    pub(crate) response: Response,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
