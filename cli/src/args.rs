@@ -97,6 +97,19 @@ pub struct GlobalArgs {
     )]
     pub queue_prefix: String,
 
+    /// Delays before each retry of a job that failed for now (a job gets one attempt more
+    /// than there are delays). Every role on one queue prefix must give the same: each delay
+    /// is a RabbitMQ queue. Default 10s,30s,2m,10m,30m; in one process (run, add-tag
+    /// without --amqp-url) 2s,5s,15s,30s,1m.
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_RETRY_DELAYS",
+        value_name = "DELAYS",
+        value_parser = parse_retries
+    )]
+    pub retry_delays: Option<image_mirror_queue::JobRetries>,
+
     /// Serve /metrics, /healthz and /readyz here (worker, committer, producer discover, run).
     #[arg(
         long,
@@ -569,4 +582,8 @@ pub struct SortArgs {
     /// Only check the order: exit 1 naming the first line out of order.
     #[arg(long)]
     pub check: bool,
+}
+
+fn parse_retries(text: &str) -> Result<image_mirror_queue::JobRetries, String> {
+    image_mirror_queue::JobRetries::parse(text).map_err(|e| e.to_string())
 }

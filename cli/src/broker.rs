@@ -17,9 +17,18 @@ pub async fn coordinator(global: &GlobalArgs) -> Result<Coordinator> {
         .as_ref()
         .map(Secret::expose)
         .ok_or_else(|| BadInput("the fleet needs --amqp-url (or AMQP_URL)".into()))?;
-    Coordinator::connect(url, Topology::new(&global.queue_prefix))
+    Coordinator::connect(url, topology(global))
         .await
         .with_context(|| format!("connecting to {}", redact_url(url)))
+}
+
+/// The names under `--queue-prefix`, with the delay queues of `--retry-delays`.
+fn topology(global: &GlobalArgs) -> Topology {
+    let topology = Topology::new(&global.queue_prefix);
+    match &global.retry_delays {
+        Some(retries) => topology.with_retries(retries.clone()),
+        None => topology,
+    }
 }
 
 /// RabbitMQ at `--amqp-url`, with the topology declared; bad usage when no URL is given.
@@ -29,7 +38,7 @@ pub async fn rabbitmq(global: &GlobalArgs, command: &str) -> Result<Broker> {
         .as_ref()
         .map(Secret::expose)
         .ok_or_else(|| BadInput(format!("{command} needs --amqp-url (or AMQP_URL)")))?;
-    let broker = AmqpBroker::connect(url, Topology::new(&global.queue_prefix))
+    let broker = AmqpBroker::connect(url, topology(global))
         .await
         .with_context(|| format!("connecting to {}", redact_url(url)))?;
     Ok(Broker::Amqp(Box::new(broker)))

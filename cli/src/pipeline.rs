@@ -14,7 +14,7 @@ use image_mirror_committer::{
 };
 use image_mirror_common::{Entry, JobEvent, MirrorJob, Outcome};
 use image_mirror_queue::memory::MemoryBroker;
-use image_mirror_queue::Broker;
+use image_mirror_queue::{Broker, JobRetries};
 use image_mirror_registry::QuotaView;
 use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
 
@@ -22,7 +22,8 @@ use crate::args::GlobalArgs;
 use crate::progress::Progress;
 use crate::{broker, stop};
 
-/// Retry delays of the in-memory queue: a run in one process waits less than a fleet does.
+/// Retry delays of the in-memory queue (unless --retry-delays says otherwise): a run in one
+/// process waits less than a fleet does.
 const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(2),
     Duration::from_secs(5),
@@ -30,6 +31,13 @@ const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(30),
     Duration::from_secs(60),
 ];
+
+fn in_process_retries(global: &GlobalArgs) -> Result<JobRetries> {
+    match &global.retry_delays {
+        Some(retries) => Ok(retries.clone()),
+        None => Ok(JobRetries::new(IN_PROCESS_RETRY_DELAYS.to_vec())?),
+    }
+}
 
 /// How a run's committer cuts batches: a short window, so that the run ends soon after its
 /// last event.
@@ -66,7 +74,7 @@ pub async fn mirror(
 ) -> Result<Option<Mirrored>> {
     let broker = Arc::new(match global.amqp_url {
         Some(_) => broker::rabbitmq(global, "run").await?,
-        None => Broker::Memory(MemoryBroker::new(IN_PROCESS_RETRY_DELAYS.to_vec())),
+        None => Broker::Memory(MemoryBroker::new(in_process_retries(global)?)),
     });
     if let Some(addr) = global.metrics_addr {
         crate::serve::start(addr, Some(Arc::clone(&broker))).await?;

@@ -49,3 +49,24 @@ fn an_unreadable_docker_config_is_bad_input() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("config.json"), "{err}");
 }
+
+#[test]
+fn bad_retry_delays_are_bad_input_from_the_flag_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = image_mirror(dir.path())
+        .args(["--retry-delays", "10s,soon", "run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&flag.stderr);
+    assert_eq!(flag.status.code(), Some(2), "{err}");
+    assert!(err.contains("--retry-delays"), "{err}");
+    assert!(err.contains("10s,soon"), "{err}");
+    let env = image_mirror(dir.path())
+        .arg("run")
+        .env("IMAGE_MIRROR_RETRY_DELAYS", "0s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert_eq!(env.status.code(), Some(2), "{err}");
+    assert!(err.contains("zero"), "{err}");
+}

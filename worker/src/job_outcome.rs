@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use image_mirror_common::message::JobFailure;
 use image_mirror_common::{metrics, JobEvent, MirrorJob, Outcome, Repository};
-use image_mirror_queue::topology::MAX_ATTEMPTS;
 use image_mirror_queue::trace_context;
 use image_mirror_queue::{Broker, Delivery, Message, QueueError};
 use image_mirror_registry::ErrorClass;
@@ -142,7 +141,7 @@ impl JobRun<'_> {
             }
             ErrorClass::Permanent => false,
         };
-        if retryable && self.attempt < MAX_ATTEMPTS {
+        if retryable && self.attempt < self.broker.topology().retries().max_attempts() {
             tracing::debug!(job = %job.id, attempt = self.attempt, error = %e, "transient failure; retrying later");
             return Verdict::TryAgain(e.to_string());
         }
@@ -292,7 +291,7 @@ impl JobRun<'_> {
     /// broker refuses, to the dead-letter queue. Then acknowledges the delivery.
     async fn retry_later(self, delivery: Delivery, targets: &[Repository], why: &str) -> Handled {
         let message = self.message_for(&delivery, targets);
-        if self.attempt >= MAX_ATTEMPTS {
+        if self.attempt >= self.broker.topology().retries().max_attempts() {
             let reason = format!("attempts spent; last: {why}");
             return dead_letter(self.broker, delivery, &message, &reason).await;
         }

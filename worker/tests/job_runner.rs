@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use image_mirror_common::{Digest, JobEvent, MirrorJob, Origin, Outcome};
 use image_mirror_queue::memory::MemoryBroker;
-use image_mirror_queue::topology::{MAX_ATTEMPTS, REASON_HEADER};
-use image_mirror_queue::{Broker, Delivery};
+use image_mirror_queue::topology::REASON_HEADER;
+use image_mirror_queue::{Broker, Delivery, JobRetries};
 use image_mirror_registry::RegistryError;
 use image_mirror_worker::{
     run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, WorkerOptions,
@@ -139,12 +139,9 @@ async fn next_on(broker: &Broker, queue: &str) -> Delivery {
 }
 
 fn quick_broker() -> Arc<Broker> {
-    Arc::new(Broker::Memory(MemoryBroker::new(vec![
-        Duration::from_millis(
-            20
-        );
-        5
-    ])))
+    Arc::new(Broker::Memory(MemoryBroker::new(
+        JobRetries::new(vec![Duration::from_millis(20); 5]).unwrap(),
+    )))
 }
 
 #[tokio::test]
@@ -162,7 +159,10 @@ async fn a_refused_event_sends_the_job_to_wait_not_round_in_a_loop() {
         "{reason}"
     );
     // One copy per attempt, then the dead-letter queue: bounded, not a tight loop.
-    assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    assert_eq!(
+        stub.calls.load(Ordering::SeqCst),
+        broker.topology().retries().max_attempts()
+    );
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
     assert!(memory(&broker).peek(&broker.topology().jobs()).is_empty());
@@ -184,7 +184,10 @@ async fn a_refused_event_of_a_reported_deferral_is_never_acknowledged() {
     let reason = dead.headers.get(REASON_HEADER).cloned().unwrap_or_default();
     assert!(reason.contains("event refused"), "{reason}");
     assert!(reason.contains("job.deferred"), "{reason}");
-    assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    assert_eq!(
+        stub.calls.load(Ordering::SeqCst),
+        broker.topology().retries().max_attempts()
+    );
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
@@ -206,7 +209,10 @@ async fn a_refused_event_of_a_failed_job_is_never_acknowledged() {
     assert!(reason.contains("attempts spent"), "{reason}");
     assert!(reason.contains("event refused"), "{reason}");
     assert!(reason.contains("job.failed"), "{reason}");
-    assert_eq!(stub.calls.load(Ordering::SeqCst), MAX_ATTEMPTS);
+    assert_eq!(
+        stub.calls.load(Ordering::SeqCst),
+        broker.topology().retries().max_attempts()
+    );
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
     assert!(memory(&broker).peek(&broker.topology().jobs()).is_empty());

@@ -14,7 +14,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 
 use futures_util::StreamExt;
 
-use crate::topology::{self, Topology};
+use crate::topology::Topology;
 use crate::{Acker, Delivery, Headers, Message, QueueDepth, QueueError};
 use image_mirror_common::secret::redact_url;
 
@@ -107,7 +107,7 @@ impl AmqpBroker {
                 .await
                 .map_err(err)?;
         }
-        for (i, delay) in topology::RETRY_DELAYS.iter().enumerate() {
+        for (i, delay) in t.retries().delays().iter().enumerate() {
             let mut args = FieldTable::default();
             args.insert(
                 ShortString::from("x-message-ttl"),

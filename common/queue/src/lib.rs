@@ -13,6 +13,7 @@
 
 pub mod amqp;
 pub mod coordination;
+pub mod job_retries;
 pub mod locations;
 pub mod memory;
 pub mod topology;
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 /// Message headers (trace context, attempt, reason).
 pub type Headers = BTreeMap<String, String>;
+
+pub use job_retries::{JobRetries, JobRetriesError};
 
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,12 +113,6 @@ impl Delivery {
     }
 }
 
-/// The delay before retry number `retry` (1-based), or `None` when the attempts are spent.
-pub fn retry_delay(retry: u32) -> Option<Duration> {
-    let i = usize::try_from(retry).ok()?.checked_sub(1)?;
-    topology::RETRY_DELAYS.get(i).copied()
-}
-
 /// A broker: RabbitMQ or in-process.
 pub enum Broker {
     /// RabbitMQ.
@@ -193,7 +190,7 @@ impl Broker {
         let message = memory::with_attempt(message.clone(), retry + 1);
         match self {
             Self::Amqp(b) => {
-                if retry_delay(retry).is_none() {
+                if b.topology().retries().delay(retry).is_none() {
                     return Err(QueueError::Refused(format!("no retry number {retry}")));
                 }
                 let queue = b
@@ -225,10 +222,12 @@ impl Broker {
         );
         match self {
             Self::Amqp(b) => {
-                let n = topology::deferral_queue(wait);
+                let retries = b.topology().retries();
+                let n = retries.deferral_level(wait);
+                let delay = retries.delays()[n - 1];
                 let queue = b.topology().retry(n);
                 b.publish("", &queue, &message).await?;
-                Ok(topology::RETRY_DELAYS[n - 1])
+                Ok(delay)
             }
             Self::Memory(b) => {
                 b.publish_after(message, wait)?;

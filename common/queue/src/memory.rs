@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::topology::{self, Topology, ATTEMPT_HEADER};
+use crate::job_retries::JobRetries;
+use crate::topology::{Topology, ATTEMPT_HEADER};
 use crate::{Acker, Delivery, Message, QueueDepth, QueueError};
 
 #[derive(Default)]
@@ -59,20 +60,19 @@ impl Inner {
 #[derive(Clone)]
 pub struct MemoryBroker {
     inner: Arc<Inner>,
-    retry_delays: Vec<Duration>,
     topology: Topology,
 }
 
 impl Default for MemoryBroker {
     fn default() -> Self {
-        Self::new(topology::RETRY_DELAYS.to_vec())
+        Self::new(JobRetries::default())
     }
 }
 
 impl MemoryBroker {
-    /// A broker whose retry `n` waits `retry_delays[n - 1]`, with the topology's queues.
-    pub fn new(retry_delays: Vec<Duration>) -> Self {
-        let topology = Topology::default();
+    /// A broker whose retries wait as `retries` says, with the topology's queues.
+    pub fn new(retries: JobRetries) -> Self {
+        let topology = Topology::default().with_retries(retries);
         let inner = Inner::default();
         {
             let mut queues = inner.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,7 +82,6 @@ impl MemoryBroker {
         }
         Self {
             inner: Arc::new(inner),
-            retry_delays,
             topology,
         }
     }
@@ -124,10 +123,10 @@ impl MemoryBroker {
     /// Puts `message` (its attempt header already set) back on the jobs queue after the delay
     /// of retry `retry`.
     pub fn publish_retry(&self, message: Message, retry: u32) -> Result<(), QueueError> {
-        let delay = usize::try_from(retry)
-            .ok()
-            .and_then(|r| r.checked_sub(1))
-            .and_then(|i| self.retry_delays.get(i).copied())
+        let delay = self
+            .topology
+            .retries()
+            .delay(retry)
             .ok_or_else(|| QueueError::Refused(format!("no retry number {retry}")))?;
         let queue = self
             .topology

@@ -4,7 +4,7 @@
 //! Every name starts with a prefix (`mirror` by default), so that several mirror systems, or
 //! tests, can share one broker.
 
-use std::time::Duration;
+use crate::job_retries::JobRetries;
 
 /// Header carrying the delivery attempt of a job (1 for the first).
 pub const ATTEMPT_HEADER: &str = "x-image-mirror-attempt";
@@ -13,35 +13,15 @@ pub const DEFERRED_HEADER: &str = "x-image-mirror-deferred";
 /// Header carrying why a job was dead-lettered.
 pub const REASON_HEADER: &str = "x-image-mirror-reason";
 
-/// Delay before each retry: retry `n` (1-based) waits `RETRY_DELAYS[n - 1]` in its delay
-/// queue, then dead-letters back to the jobs queue.
-pub const RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(10),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
-    Duration::from_secs(600),
-    Duration::from_secs(1800),
-];
-
-/// The delay queue a job deferred for `wait` goes to: the longest delay not over `wait`
-/// (the shortest when `wait` is shorter), 1-based. A job back early is deferred again.
-pub fn deferral_queue(wait: Duration) -> usize {
-    RETRY_DELAYS
-        .iter()
-        .rposition(|d| *d <= wait)
-        .map_or(1, |i| i + 1)
-}
-
-/// The attempts a job gets: the first and one per retry delay.
-pub const MAX_ATTEMPTS: u32 = RETRY_DELAYS.len() as u32 + 1;
-
 /// The default prefix of every name.
 pub const DEFAULT_PREFIX: &str = "mirror";
 
-/// The queue and exchange names under one prefix.
+/// The queue and exchange names under one prefix, and the job retries its delay queues
+/// hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    retries: JobRetries,
 }
 
 impl Default for Topology {
@@ -51,11 +31,23 @@ impl Default for Topology {
 }
 
 impl Topology {
-    /// The names under `prefix`.
+    /// The names under `prefix`, with the default job retries.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            retries: JobRetries::default(),
         }
+    }
+
+    /// The same names, with delay queues for `retries`.
+    pub fn with_retries(mut self, retries: JobRetries) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The job retries: the delay of each delay queue, and so the attempts a job gets.
+    pub fn retries(&self) -> &JobRetries {
+        &self.retries
     }
 
     /// Durable quorum queue of jobs: `<prefix>.jobs`.
@@ -115,7 +107,7 @@ impl Topology {
     /// Every queue, jobs first.
     pub fn queues(&self) -> Vec<String> {
         let mut v = vec![self.jobs()];
-        v.extend((1..=RETRY_DELAYS.len()).map(|n| self.retry(n)));
+        v.extend((1..=self.retries.delays().len()).map(|n| self.retry(n)));
         v.push(self.dead());
         v.push(self.committer());
         v.push(self.events_dead());

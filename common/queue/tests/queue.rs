@@ -28,7 +28,9 @@ async fn amqp(test: &str) -> Broker {
 }
 
 fn memory() -> Broker {
-    Broker::Memory(MemoryBroker::new(vec![Duration::from_millis(50); 5]))
+    Broker::Memory(MemoryBroker::new(
+        image_mirror_queue::JobRetries::new(vec![Duration::from_millis(50); 5]).unwrap(),
+    ))
 }
 
 fn message(n: usize) -> Message {
@@ -253,4 +255,45 @@ async fn amqp_refuses_what_cannot_be_routed() {
     })
     .await;
     tear_down(broker).await;
+}
+
+#[tokio::test]
+async fn amqp_retry_delays_are_the_topology_s_and_one_prefix_has_one_set() {
+    use image_mirror_queue::JobRetries;
+    let delays = JobRetries::new(vec![Duration::from_millis(200), Duration::from_millis(300)]);
+    let topology = prefix("delays").with_retries(delays.unwrap());
+    let url = rabbitmq::amqp_url();
+    let broker = Broker::Amqp(Box::new(
+        AmqpBroker::connect(&url, topology.clone()).await.unwrap(),
+    ));
+    assert_eq!(broker.topology().retries().max_attempts(), 3);
+    broker.publish_job(&message(9)).await.unwrap();
+    let mut jobs = broker.consume(&topology.jobs(), 1).await.unwrap();
+    let d = jobs.next().await.unwrap().unwrap();
+    // The second delay queue holds it 300 ms, then it is back with its attempt.
+    broker.publish_retry(&d.to_message(), 2).await.unwrap();
+    d.ack().await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+        .await
+        .expect("the retry came back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.attempt(), 3);
+    // No third delay: the attempts are spent.
+    let err = broker
+        .publish_retry(&back.to_message(), 3)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::Refused(_)), "{err}");
+    back.ack().await.unwrap();
+    // Another role on the same prefix with other delays is refused by RabbitMQ, at once.
+    let other = AmqpBroker::connect(&url, Topology::new(&prefix_of(&topology))).await;
+    let err = other.err().expect("other delays on one prefix").to_string();
+    assert!(err.contains("x-message-ttl"), "{err}");
+    tear_down(broker).await;
+}
+
+/// The prefix of a topology's names.
+fn prefix_of(topology: &Topology) -> String {
+    topology.jobs().strip_suffix(".jobs").unwrap().to_owned()
 }
