@@ -188,7 +188,7 @@ impl GithubClient {
             .when(|e: &GithubError| e.transient && e.retry_after.is_none_or(|w| w <= MAX_WAIT))
             .adjust(|e: &GithubError, computed| computed.map(|d| e.retry_after.unwrap_or(d)))
             .notify(|e, delay| {
-                tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "GitHub: retrying");
+                tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "GitHub: retrying");
             })
             .await
     }
