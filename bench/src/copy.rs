@@ -8,7 +8,7 @@ use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYE
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, Registry};
 
-use crate::measure::{measure, measure_with_output, report, Usage};
+use crate::measure::{measure, measure_with_output, report_many, Usage};
 use crate::{MIB, SKOPEO};
 
 fn corpus() -> Vec<(String, Image)> {
@@ -147,22 +147,34 @@ pub async fn corpus_scenario(binary: &Path) {
     let gib = corpus_bytes as f64 / (1024.0 * MIB as f64);
     let rival = Rival::from_env();
     let mut ratios = Vec::new();
+    let mut peer_ratios = Vec::new();
     for round in 1..=CORPUS_ROUNDS {
-        let (ours, theirs) = corpus_round(binary, &rival, &src, &corpus, round % 2 == 0);
-        report(
+        let (ours, theirs, peer) = corpus_round(binary, &rival, &src, &corpus, round % 2 == 0);
+        report_many(
             &format!(
                 "corpus, round {round} of {CORPUS_ROUNDS}: {} four-platform images sharing base layers, {:.0} MiB of distinct blobs, copied one after another",
                 corpus.len(),
                 corpus_bytes as f64 / MIB as f64
             ),
-            ours.tool,
-            rival.name(),
-            theirs.tool,
+            &[
+                ("image-mirror", ours.tool),
+                (rival.name(), theirs.tool),
+                ("regctl", peer.tool),
+            ],
             gib,
         );
         report_registries(ours, rival.name(), theirs);
         ratios.push(ours.tool.wall / theirs.tool.wall);
+        peer_ratios.push(ours.tool.wall / peer.tool.wall);
     }
+    let listed: Vec<String> = peer_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    peer_ratios.sort_by(f64::total_cmp);
+    println!(
+        "\ncorpus wall time, image-mirror / regctl, per round: {} (median {:.2})",
+        listed.join(", "),
+        peer_ratios[peer_ratios.len() / 2]
+    );
+    bulk(binary, &src, &corpus, gib).await;
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     ratios.sort_by(f64::total_cmp);
     println!(
@@ -181,7 +193,7 @@ fn corpus_round(
     src: &Registry,
     corpus: &[(String, Image)],
     rival_first: bool,
-) -> (Side, Side) {
+) -> (Side, Side, Side) {
     // image-mirror's blob location cache starts empty, as skopeo's knows none of these
     // fresh registries (a rival build gets an empty one of its own).
     let cache = tempfile::tempdir().unwrap();
@@ -193,7 +205,8 @@ fn corpus_round(
     };
     let ours_dst = Registry::start();
     let theirs_dst = Registry::start();
-    let (mut ours, mut theirs) = (Side::default(), Side::default());
+    let peer_dst = Registry::start();
+    let (mut ours, mut theirs, mut peer) = (Side::default(), Side::default(), Side::default());
     for (repo, image) in corpus {
         let from = format!("{}/{repo}:v1", src.host());
         let (o, t) = (ours.tool.wall, theirs.tool.wall);
@@ -230,12 +243,27 @@ fn corpus_round(
                 &theirs_dst,
             );
         };
+        let run_peer = |peer: &mut Side| {
+            peer.run(
+                &crate::peers::regctl(),
+                &crate::peers::regctl_copy_args(
+                    &from,
+                    &format!("{}/{repo}:v1", peer_dst.host()),
+                    &[src.host().to_owned(), peer_dst.host().to_owned()],
+                ),
+                rival_cache,
+                src,
+                &peer_dst,
+            );
+        };
         if rival_first {
+            run_peer(&mut peer);
             run_theirs(&mut theirs);
             run_ours(&mut ours);
         } else {
             run_ours(&mut ours);
             run_theirs(&mut theirs);
+            run_peer(&mut peer);
         }
         eprintln!(
             "{repo}: image-mirror {:.3}s ({phases}), {} {:.3}s",
@@ -243,12 +271,66 @@ fn corpus_round(
             rival.name(),
             theirs.tool.wall - t
         );
-        for dst in [&ours_dst, &theirs_dst] {
+        for dst in [&ours_dst, &theirs_dst, &peer_dst] {
             let got = skopeo::manifest_digest(&format!("{}/{repo}:v1", dst.host()));
             assert_eq!(&got, image.digest(), "{repo} differs at {}", dst.host());
         }
     }
-    (ours, theirs)
+    (ours, theirs, peer)
+}
+
+/// The bulk run: every corpus image at once, `image-mirror run --workers 16` over an
+/// images-list against `regsync once` (`parallel: 16`, 16 requests per registry), each into a
+/// registry of its own, each copy checked by digest.
+async fn bulk(binary: &Path, src: &Registry, corpus: &[(String, Image)], gib: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours_dst, peer_dst) = (Registry::start(), Registry::start());
+    let mut lines: Vec<String> = corpus
+        .iter()
+        .map(|(repo, _)| format!("{}/{repo} {}/{repo} v1", src.host(), ours_dst.host()))
+        .collect();
+    lines.sort_by(|a, b| image_mirror_common::version_sort::sort_v(a.as_bytes(), b.as_bytes()));
+    let list = dir.path().join("images-list");
+    std::fs::write(&list, lines.join("\n") + "\n").unwrap();
+    let ours = measure(
+        binary,
+        &[
+            "--images-list".to_owned(),
+            list.display().to_string(),
+            "--insecure-registry".to_owned(),
+            format!("{},{}", src.host(), ours_dst.host()),
+            "run".to_owned(),
+            "--workers".to_owned(),
+            "16".to_owned(),
+        ],
+        &dir.path().join("cache"),
+    );
+    let pairs: Vec<(String, String)> = corpus
+        .iter()
+        .map(|(repo, _)| {
+            (
+                format!("{}/{repo}:v1", src.host()),
+                format!("{}/{repo}:v1", peer_dst.host()),
+            )
+        })
+        .collect();
+    let hosts = [src.host().to_owned(), peer_dst.host().to_owned()];
+    let config = crate::peers::regsync_config(&pairs, &hosts, 16, dir.path());
+    let peer = crate::peers::regsync_once(&config, false, &dir.path().join("cache"));
+    for (repo, image) in corpus {
+        for dst in [&ours_dst, &peer_dst] {
+            let got = skopeo::manifest_digest(&format!("{}/{repo}:v1", dst.host()));
+            assert_eq!(&got, image.digest(), "{repo} differs at {}", dst.host());
+        }
+    }
+    report_many(
+        &format!(
+            "bulk: all {} corpus images at once (`run --workers 16` / `regsync once`, parallel 16)",
+            corpus.len()
+        ),
+        &[("image-mirror run", ours), ("regsync once", peer)],
+        gib,
+    );
 }
 
 /// Where the two cores went while each tool ran: the registries' CPU seconds next to the
@@ -268,38 +350,39 @@ fn report_registries(ours: Side, rival: &str, theirs: Side) {
     }
 }
 
-/// The big blob scenario.
+/// The big blob scenario: image-mirror, skopeo and regctl, each into a registry of its own,
+/// each copy checked by digest.
 pub async fn big_blob_scenario(binary: &Path) {
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path();
     let src = Registry::start();
-    let ours_dst = Registry::start();
-    let theirs_dst = Registry::start();
     let size = 1024 * MIB;
     let layer = Blob::new(OCI_LAYER, images::random_bytes(4242, size));
     let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
     push_image(&src.url(), "big/blob", "v1", &image).await;
-    drop(image.blobs);
+    let digest = image.digest().clone();
+    drop(image);
     let from = format!("{}/big/blob:v1", src.host());
-    let ours = measure(
-        binary,
-        &copy_args_image_mirror(
-            &from,
-            &format!("{}/big/blob:v1", ours_dst.host()),
-            [src.host(), ours_dst.host()],
-        ),
-        cache,
-    );
-    let theirs = measure(
-        Path::new(SKOPEO),
-        &copy_args_skopeo(&from, &format!("{}/big/blob:v1", theirs_dst.host())),
-        cache,
-    );
-    report(
-        "big blob: one image with a 1 GiB layer",
-        ours,
-        "skopeo",
-        theirs,
-        1.0,
-    );
+    let mut rows = Vec::new();
+    for tool in ["image-mirror", "skopeo", "regctl"] {
+        let dst = Registry::start();
+        let to = format!("{}/big/blob:v1", dst.host());
+        let hosts = [src.host().to_owned(), dst.host().to_owned()];
+        let usage = match tool {
+            "image-mirror" => measure(
+                binary,
+                &copy_args_image_mirror(&from, &to, [src.host(), dst.host()]),
+                cache,
+            ),
+            "skopeo" => measure(Path::new(SKOPEO), &copy_args_skopeo(&from, &to), cache),
+            _ => measure(
+                &crate::peers::regctl(),
+                &crate::peers::regctl_copy_args(&from, &to, &hosts),
+                cache,
+            ),
+        };
+        assert_eq!(skopeo::manifest_digest(&to), digest, "{tool}");
+        rows.push((tool, usage));
+    }
+    report_many("big blob: one image with a 1 GiB layer", &rows, 1.0);
 }

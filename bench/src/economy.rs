@@ -97,6 +97,26 @@ fn skopeo_syncs(entries: &[(String, String, Image)], front: &str, targets: &[&st
     }
 }
 
+/// `regsync once` of `entries` into each of `targets`, one `type: image` entry per entry and
+/// target.
+fn regsync_syncs(entries: &[(String, String, Image)], front: &str, targets: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs: Vec<(String, String)> = entries
+        .iter()
+        .flat_map(|(repo, tag, _)| {
+            targets
+                .iter()
+                .map(move |t| (format!("{front}/{repo}:{tag}"), format!("{t}/{repo}:{tag}")))
+        })
+        .collect();
+    let hosts: Vec<String> = std::iter::once(front)
+        .chain(targets.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    let config = crate::peers::regsync_config(&pairs, &hosts, 4, dir.path());
+    crate::peers::regsync_once(&config, false, dir.path());
+}
+
 /// The pulls scenario.
 pub async fn pulls_scenario(binary: &Path) {
     let src = Registry::start();
@@ -109,9 +129,14 @@ pub async fn pulls_scenario(binary: &Path) {
     let fh = front.host();
     let dir = tempfile::tempdir().unwrap();
     let list = write_list(dir.path(), &fh, &entries);
-    let tools = ["image-mirror run", "skopeo copy loop", "skopeo sync"];
-    let dsts: Vec<Registry> = (0..3).map(|_| Registry::start()).collect();
-    let three: Vec<Vec<Registry>> = (0..3)
+    let tools = [
+        "image-mirror run",
+        "skopeo copy loop",
+        "skopeo sync",
+        "regsync once",
+    ];
+    let dsts: Vec<Registry> = (0..4).map(|_| Registry::start()).collect();
+    let three: Vec<Vec<Registry>> = (0..4)
         .map(|_| (0..3).map(|_| Registry::start()).collect())
         .collect();
     let pulls = |f: &dyn Fn()| {
@@ -119,13 +144,14 @@ pub async fn pulls_scenario(binary: &Path) {
         f();
         front.pulls() - before
     };
-    let mut rows: Vec<(String, [u64; 3])> = Vec::new();
-    let run_all = |entries: &[(String, String, Image)], list: &str, targets: [Vec<&str>; 3]| {
+    let mut rows: Vec<(String, [u64; 4])> = Vec::new();
+    let run_all = |entries: &[(String, String, Image)], list: &str, targets: [Vec<&str>; 4]| {
         let cache = tempfile::tempdir().unwrap();
         [
             pulls(&|| run_ours(binary, list, &fh, &targets[0], cache.path())),
             pulls(&|| skopeo_copies(entries, &fh, &targets[1])),
             pulls(&|| skopeo_syncs(entries, &fh, &targets[2])),
+            pulls(&|| regsync_syncs(entries, &fh, &targets[3])),
         ]
     };
     let one = |i: usize| vec![dsts[i].host()];
@@ -134,11 +160,11 @@ pub async fn pulls_scenario(binary: &Path) {
             "first mirror ({} entries, {manifests} manifests)",
             entries.len()
         ),
-        run_all(&entries, &list, [one(0), one(1), one(2)]),
+        run_all(&entries, &list, [one(0), one(1), one(2), one(3)]),
     ));
     rows.push((
         "no-op rerun".to_owned(),
-        run_all(&entries, &list, [one(0), one(1), one(2)]),
+        run_all(&entries, &list, [one(0), one(1), one(2), one(3)]),
     ));
     let (repo, _, image) = entries[0].clone();
     push_image(&src.url(), &repo, "v1.0-retag", &image).await;
@@ -151,6 +177,7 @@ pub async fn pulls_scenario(binary: &Path) {
             pulls(&|| run_ours(binary, &list, &fh, &one(0), dir.path())),
             pulls(&|| skopeo_copies(&retag, &fh, &one(1))),
             pulls(&|| skopeo_syncs(&retag, &fh, &one(2))),
+            pulls(&|| regsync_syncs(&retag, &fh, &one(3))),
         ],
     ));
     fn hosts(set: &[Registry]) -> Vec<&str> {
@@ -163,7 +190,12 @@ pub async fn pulls_scenario(binary: &Path) {
         run_all(
             &first_three,
             &list3,
-            [hosts(&three[0]), hosts(&three[1]), hosts(&three[2])],
+            [
+                hosts(&three[0]),
+                hosts(&three[1]),
+                hosts(&three[2]),
+                hosts(&three[3]),
+            ],
         ),
     ));
     for (repo, tag, image) in &first_three {
@@ -175,11 +207,15 @@ pub async fn pulls_scenario(binary: &Path) {
         }
     }
     println!("\n### pulls: manifest GETs at the source (a Docker Hub-style metering front)\n");
-    println!("| scenario | {} | {} | {} |", tools[0], tools[1], tools[2]);
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| scenario | {} | {} | {} | {} |",
+        tools[0], tools[1], tools[2], tools[3]
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (name, p) in rows {
-        println!("| {name} | {} | {} | {} |", p[0], p[1], p[2]);
+        println!("| {name} | {} | {} | {} | {} |", p[0], p[1], p[2], p[3]);
     }
+    println!("\n(regsync: `parallel: 4`, image-mirror's default workers.)");
 }
 
 /// 25 ms before every request: one round trip.
@@ -201,13 +237,15 @@ pub async fn latency_scenario(binary: &Path) {
         push_image(&src.url(), repo, "v1", image).await;
     }
     let src_front = Front::start(src.host(), slow());
-    let (ours_dst, theirs_dst) = (Registry::start(), Registry::start());
-    let (ours_front, theirs_front) = (
+    let (ours_dst, theirs_dst, peer_dst) =
+        (Registry::start(), Registry::start(), Registry::start());
+    let (ours_front, theirs_front, peer_front) = (
         Front::start(ours_dst.host(), slow()),
         Front::start(theirs_dst.host(), slow()),
+        Front::start(peer_dst.host(), slow()),
     );
     let cache = tempfile::tempdir().unwrap();
-    let (mut ours, mut theirs) = (0.0, 0.0);
+    let (mut ours, mut theirs, mut peer) = (0.0, 0.0, 0.0);
     for (repo, image) in &corpus {
         let from = format!("{}/{repo}:v1", src_front.host());
         let started = Instant::now();
@@ -229,18 +267,27 @@ pub async fn latency_scenario(binary: &Path) {
                 .arg(format!("docker://{}/{repo}:v1", theirs_front.host())),
         );
         theirs += started.elapsed().as_secs_f64();
-        for dst in [&ours_dst, &theirs_dst] {
+        let hosts = [src_front.host(), peer_front.host()];
+        let to = format!("{}/{repo}:v1", peer_front.host());
+        peer += measure(
+            &crate::peers::regctl(),
+            &crate::peers::regctl_copy_args(&from, &to, &hosts),
+            cache.path(),
+        )
+        .wall;
+        for dst in [&ours_dst, &theirs_dst, &peer_dst] {
             let got = skopeo::manifest_digest(&format!("{}/{repo}:v1", dst.host()));
             assert_eq!(&got, image.digest());
         }
     }
     println!("\n### latency: 25 ms before every request, source and target\n");
-    println!("| scenario | image-mirror wall s | skopeo wall s | image-mirror / skopeo |");
-    println!("|---|---:|---:|---:|");
+    println!("| scenario | image-mirror wall s | skopeo wall s | regctl wall s | image-mirror / skopeo | image-mirror / regctl |");
+    println!("|---|---:|---:|---:|---:|---:|");
     println!(
-        "| corpus: {} four-platform images, one after another | {ours:.2} | {theirs:.2} | {:.2} |",
+        "| corpus: {} four-platform images, one after another | {ours:.2} | {theirs:.2} | {peer:.2} | {:.2} | {:.2} |",
         corpus.len(),
-        ours / theirs
+        ours / theirs,
+        ours / peer
     );
     noop_through_fronts(binary).await;
 }
@@ -293,5 +340,29 @@ async fn noop_through_fronts(binary: &Path) {
         "no-op run through the slow fronts: 100 entries already mirrored, `image-mirror run --workers 16` vs a `skopeo inspect --raw` loop",
         ours,
         theirs,
+    );
+    let pairs: Vec<(String, String)> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (s, t, tag) = (f.next()?, f.next()?, f.next()?);
+            Some((format!("{s}:{tag}"), format!("{t}:{tag}")))
+        })
+        .collect();
+    let config = crate::peers::regsync_config(
+        &pairs,
+        &[src_front.host(), dst_front.host()],
+        16,
+        dir.path(),
+    );
+    let peer = crate::peers::regsync_once(&config, false, &dir.path().join("cache"));
+    println!(
+        "\n| the same no-op | wall s | CPU s |\n|---|---:|---:|\n| image-mirror run | {:.2} | {:.2} |\n| regsync once (parallel 16) | {:.2} | {:.2} |\n| image-mirror / regsync | {:.2} | {:.2} |",
+        ours.wall,
+        ours.cpu,
+        peer.wall,
+        peer.cpu,
+        ours.wall / peer.wall,
+        ours.cpu / peer.cpu
     );
 }

@@ -1,4 +1,4 @@
-//! Benchmarks image-mirror against skopeo in one run, on the same data between local
+//! Benchmarks image-mirror against skopeo, regctl and regsync in one run, on the same data between local
 //! registries, and prints wall time, CPU time, peak RSS and the ratios. Run it with
 //! `bench/run`; it is not part of the tests.
 //!
@@ -16,6 +16,8 @@
 //!   images sharing a base, and a worker killed halfway through a 1 GiB blob;
 //! - `ghcr`: the 1 GiB image into a front answering as GHCR does (bodies over 4 MiB refused),
 //!   by image-mirror, skopeo and regctl, and into plain registries;
+//! - `cut`: a cut at the 512th MiB of a 1 GiB upload, for image-mirror, regctl and skopeo,
+//!   into distribution 2.8 and 3: the bytes sent again;
 //! - `missing`: a no-op of the real list through 25 ms fronts, HEAD/HEAD against `--missing`;
 //! - `broker`: the broker's memory and lease rate for 1k, 10k and 50k blobs through the fleet's
 //!   coordination;
@@ -28,9 +30,11 @@
 mod broker;
 mod copy;
 mod crash_resume;
+mod cut;
 mod economy;
 mod fleet;
 mod measure;
+mod peers;
 mod pipeline;
 mod registries;
 mod soak;
@@ -39,7 +43,7 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "corpus",
     "big-blob",
     "noop-run",
@@ -48,6 +52,7 @@ const SCENARIOS: [&str; 12] = [
     "latency",
     "fleet",
     "ghcr",
+    "cut",
     "missing",
     "broker",
     "crash-resume",
@@ -72,7 +77,7 @@ async fn main() {
         );
         std::process::exit(2);
     }
-    println!("# image-mirror vs skopeo, one run");
+    println!("# image-mirror vs skopeo, regctl and regsync, one run");
     for scenario in &chosen {
         match scenario.as_str() {
             "corpus" => copy::corpus_scenario(&binary).await,
@@ -82,6 +87,7 @@ async fn main() {
             "latency" => economy::latency_scenario(&binary).await,
             "fleet" => fleet::fleet_scenario(&binary).await,
             "ghcr" => registries::ghcr_scenario(&binary).await,
+            "cut" => cut::cut_scenario(&binary).await,
             "missing" => pipeline::missing_scenario(&binary).await,
             "broker" => broker::broker_scenario().await,
             "crash-resume" => crash_resume::crash_resume_scenario(&binary).await,

@@ -87,12 +87,13 @@ fn run_measured(program: &Path, args: &[String], cache: &Path) -> Result<(Usage,
     Ok((usage, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-/// The table of one copy scenario: image-mirror against `rival` (skopeo, or another build).
-pub fn report(name: &str, ours: Usage, rival: &str, theirs: Usage, gib: f64) {
+/// The table of one copy scenario for several tools, image-mirror first, then image-mirror's
+/// ratio to each of the others (below 1: image-mirror used less).
+pub fn report_many(name: &str, rows: &[(&str, Usage)], gib: f64) {
     println!("\n### {name}\n");
     println!("| tool | wall s | CPU s | CPU s per GiB | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
-    for (tool, u) in [("image-mirror", ours), (rival, theirs)] {
+    for (tool, u) in rows {
         println!(
             "| {tool} | {:.2} | {:.2} | {:.2} | {:.1} |",
             u.wall,
@@ -101,13 +102,18 @@ pub fn report(name: &str, ours: Usage, rival: &str, theirs: Usage, gib: f64) {
             u.peak_rss_mib
         );
     }
-    println!(
-        "| image-mirror / {rival} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        ours.wall / theirs.wall,
-        ours.cpu / theirs.cpu,
-        ours.cpu / theirs.cpu,
-        ours.peak_rss_mib / theirs.peak_rss_mib
-    );
+    let Some((_, ours)) = rows.first() else {
+        return;
+    };
+    for (tool, theirs) in &rows[1..] {
+        println!(
+            "| image-mirror / {tool} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ours.wall / theirs.wall,
+            ours.cpu / theirs.cpu,
+            ours.cpu / theirs.cpu,
+            ours.peak_rss_mib / theirs.peak_rss_mib
+        );
+    }
 }
 
 /// A table for scenarios where bytes copied mean nothing; the last row says how many times

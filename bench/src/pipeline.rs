@@ -343,19 +343,14 @@ pub async fn missing_scenario(binary: &Path) {
 /// regsync's configuration for `list`, as its users write one: an image entry per line,
 /// plain HTTP to both registries, the same concurrency as image-mirror's.
 fn regsync_config(list: &Path, src: &str, dst: &str, dir: &Path) -> PathBuf {
-    let mut yaml = format!(
-        "version: 1\ncreds:\n  - registry: {src}\n    tls: disabled\n    reqConcurrent: 16\n  \
-         - registry: {dst}\n    tls: disabled\n    reqConcurrent: 16\ndefaults:\n  parallel: 16\nsync:\n"
-    );
-    for line in std::fs::read_to_string(list).unwrap().lines() {
-        let mut f = line.split_whitespace();
-        if let (Some(s), Some(t), Some(tag)) = (f.next(), f.next(), f.next()) {
-            yaml.push_str(&format!(
-                "  - source: {s}:{tag}\n    target: {t}:{tag}\n    type: image\n"
-            ));
-        }
-    }
-    let path = dir.join("regsync.yml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+    let pairs: Vec<(String, String)> = std::fs::read_to_string(list)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (s, t, tag) = (f.next()?, f.next()?, f.next()?);
+            Some((format!("{s}:{tag}"), format!("{t}:{tag}")))
+        })
+        .collect();
+    crate::peers::regsync_config(&pairs, &[src.to_owned(), dst.to_owned()], 16, dir)
 }

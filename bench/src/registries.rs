@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
-use image_mirror_testkit::{crane, tools, Front, FrontOptions, Quirk, Registry};
+use image_mirror_testkit::{crane, Front, FrontOptions, Quirk, Registry};
 
 use crate::copy::{copy_args_image_mirror, copy_args_skopeo};
 use crate::measure::{try_measure, Usage};
@@ -33,15 +33,10 @@ fn args_of(
             copy_args_image_mirror(from, to, [&hosts[0], &hosts[1]]),
         ),
         "skopeo" => (SKOPEO.into(), copy_args_skopeo(from, to)),
-        _ => {
-            let mut args = Vec::new();
-            for h in hosts {
-                args.push("--host".into());
-                args.push(format!("reg={h},tls=disabled"));
-            }
-            args.extend(["image".into(), "copy".into(), from.into(), to.into()]);
-            (tools::path("regctl"), args)
-        }
+        _ => (
+            crate::peers::regctl(),
+            crate::peers::regctl_copy_args(from, to, hosts),
+        ),
     }
 }
 
