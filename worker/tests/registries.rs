@@ -18,6 +18,10 @@ use image_mirror_worker::{CopyEngine, CopyError, CopyOptions};
 const MIB: u64 = 1024 * 1024;
 
 fn engine(hosts: &[String]) -> CopyEngine {
+    engine_with(hosts, CopyOptions::default())
+}
+
+fn engine_with(hosts: &[String], options: CopyOptions) -> CopyEngine {
     let client = RegistryClient::new(ClientOptions {
         insecure_hosts: hosts.to_vec(),
         retry: RetryPolicy {
@@ -28,7 +32,7 @@ fn engine(hosts: &[String]) -> CopyEngine {
         ..ClientOptions::default()
     })
     .unwrap();
-    CopyEngine::new(client, CopyOptions::default())
+    CopyEngine::new(client, options)
 }
 
 fn reference(s: &str) -> ImageRef {
@@ -236,7 +240,16 @@ async fn acr_kills_the_session_at_a_cut_and_the_blob_starts_over_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advertised_chunk_minimum_is_honoured() {
     let min = 32 * MIB;
-    let p = profile(Quirk::ChunkMin(min), 9600, false).await;
+    let mut p = profile(Quirk::ChunkMin(min), 9600, false).await;
+    // Chunks of 16 MiB asked for: the registry's minimum raises them.
+    let hosts = [p.src.host().to_owned(), p.front.host()];
+    p.engine = engine_with(
+        &hosts,
+        CopyOptions {
+            chunk_size: 16 * MIB,
+            ..CopyOptions::default()
+        },
+    );
     p.copy_all("mirror").await;
     assert_eq!(
         p.front.quirk_refusals(),
