@@ -10,8 +10,8 @@ use image_mirror_producer::{discover, Helm, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
 use crate::args::GlobalArgs;
-use crate::commands::producer::overrides;
 use crate::exit::BadInput;
+use crate::planning::overrides;
 use crate::registry_client;
 
 /// Keys run at once.
@@ -49,7 +49,7 @@ pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
         hub: registry_client::hub(global, &registry)?,
         registry,
         new_images: NewImages::for_list(list, None),
-        overrides: crate::commands::producer::overrides(global)?,
+        overrides: overrides(global)?,
         helm: Helm {
             program: global.helm.clone(),
             ..Helm::default()

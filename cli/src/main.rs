@@ -7,6 +7,7 @@ mod commands;
 mod discovery;
 mod exit;
 mod pipeline;
+mod planning;
 mod progress;
 mod registry_client;
 mod serve;

@@ -11,8 +11,8 @@ use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
 
 use crate::args::{AddImageArgs, AddTagArgs, GlobalArgs};
-use crate::commands::producer::overrides;
 use crate::exit::{BadInput, FAILED};
+use crate::planning::overrides;
 use crate::{broker, pipeline, registry_client};
 
 pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {

@@ -49,7 +49,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     let repos = TargetRepos {
         registry: &registry,
         hub: &registry_client::hub(global, &registry)?,
-        overrides: &crate::commands::producer::overrides(global)?,
+        overrides: &crate::planning::overrides(global)?,
     };
     let known = base.unwrap_or_default();
     for problem in repos.problems_of_new(&known, &added).await {

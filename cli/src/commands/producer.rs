@@ -3,53 +3,14 @@
 //! --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_common::{Config, ImagesList, MirrorJob};
-use image_mirror_producer::publish;
-use image_mirror_producer::{only_missing, plan_sync, AttachRules, TargetOverrides};
+use image_mirror_producer::{only_missing, publish};
 use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
-use regex::Regex;
 
 use crate::args::{GlobalArgs, SyncArgs};
-use crate::commands::run::print_missing;
-use crate::exit::{BadInput, OK};
+use crate::exit::OK;
+use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
-
-/// The target overrides of the global flags, and config.json's `referrers`/`digestTags`
-/// rules when the file exists. Commands that only copy do not otherwise need the file: one
-/// that does not read as rules (a Docker `config.json` in the working folder, say) is named
-/// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it.
-pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
-    let attach = if global.config.exists() {
-        match Config::load(&global.config) {
-            Ok(config) => AttachRules::of(&config),
-            Err(e) => {
-                tracing::warn!("{e}; its referrers and digestTags rules are not applied");
-                AttachRules::default()
-            }
-        }
-    } else {
-        AttachRules::default()
-    };
-    Ok(TargetOverrides {
-        registries: global.dest_registries.clone(),
-        org: global.dest_org.clone(),
-        attach,
-    })
-}
-
-/// The images-list and one job per entry and target whose line matches `filter`; bad input
-/// (the list, the regex, an override) is reported as such.
-pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Vec<MirrorJob>)> {
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
-    let filter = filter
-        .map(Regex::new)
-        .transpose()
-        .map_err(|e| BadInput(format!("--filter: {e}")))?;
-    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global)?)
-        .map_err(|e| BadInput(format!("target override: {e}")))?;
-    Ok((list, jobs))
-}
 
 pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
     let broker = std::sync::Arc::new(broker::rabbitmq(global, "producer sync").await?);

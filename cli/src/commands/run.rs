@@ -7,12 +7,12 @@
 use anyhow::{Context, Result};
 use futures_util::{stream, StreamExt};
 use image_mirror_common::MirrorJob;
-use image_mirror_producer::{only_missing, Missing};
+use image_mirror_producer::only_missing;
 use image_mirror_worker::{Comparison, CopyEngine};
 
 use crate::args::{GlobalArgs, RunArgs};
-use crate::commands::producer::plan;
 use crate::exit::{BadInput, FAILED, OK};
+use crate::planning::{plan, print_missing};
 use crate::{discovery, pipeline, registry_client};
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
@@ -75,24 +75,6 @@ async fn missing_only(engine: &CopyEngine, jobs: Vec<MirrorJob>) -> Vec<MirrorJo
     let missing = only_missing(engine.client(), jobs).await;
     print_missing(&missing);
     missing.jobs
-}
-
-/// One line on what `--missing` found.
-pub fn print_missing(missing: &Missing) {
-    let unreadable = if missing.unreadable.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; tags unreadable, copied as missing: {}",
-            missing.unreadable.join(", ")
-        )
-    };
-    println!(
-        "missing: {} targets lack their tag, {} present and left alone ({} target repositories read){unreadable}",
-        missing.jobs.iter().map(|j| j.targets().len()).sum::<usize>(),
-        missing.present,
-        missing.repositories
-    );
 }
 
 async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {

@@ -1,0 +1,65 @@
+//! From the flags and files to the producer's inputs, shared by the commands that plan jobs
+//! (`run`, `producer sync`, `add-tag`, `add-image`, `check`, discovery): the target overrides,
+//! the jobs of images-list, and the line that says what `--missing` found.
+
+use anyhow::Result;
+use image_mirror_common::{Config, ImagesList, MirrorJob};
+use image_mirror_producer::{plan_sync, AttachRules, Missing, TargetOverrides};
+use regex::Regex;
+
+use crate::args::GlobalArgs;
+use crate::exit::BadInput;
+
+/// The target overrides of the global flags, and config.json's `referrers`/`digestTags`
+/// rules when the file exists. Commands that only copy do not otherwise need the file: one
+/// that does not read as rules (a Docker `config.json` in the working folder, say) is named
+/// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it.
+pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
+    let attach = if global.config.exists() {
+        match Config::load(&global.config) {
+            Ok(config) => AttachRules::of(&config),
+            Err(e) => {
+                tracing::warn!("{e}; its referrers and digestTags rules are not applied");
+                AttachRules::default()
+            }
+        }
+    } else {
+        AttachRules::default()
+    };
+    Ok(TargetOverrides {
+        registries: global.dest_registries.clone(),
+        org: global.dest_org.clone(),
+        attach,
+    })
+}
+
+/// The images-list and one job per entry and target whose line matches `filter`; bad input
+/// (the list, the regex, an override) is reported as such.
+pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Vec<MirrorJob>)> {
+    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+    let filter = filter
+        .map(Regex::new)
+        .transpose()
+        .map_err(|e| BadInput(format!("--filter: {e}")))?;
+    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global)?)
+        .map_err(|e| BadInput(format!("target override: {e}")))?;
+    Ok((list, jobs))
+}
+
+/// One line on what `--missing` found.
+pub fn print_missing(missing: &Missing) {
+    let unreadable = if missing.unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; tags unreadable, copied as missing: {}",
+            missing.unreadable.join(", ")
+        )
+    };
+    println!(
+        "missing: {} targets lack their tag, {} present and left alone ({} target repositories read){unreadable}",
+        missing.jobs.iter().map(|j| j.targets().len()).sum::<usize>(),
+        missing.present,
+        missing.repositories
+    );
+}
