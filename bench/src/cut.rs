@@ -1,7 +1,8 @@
 //! A cut in the middle of a 1 GiB upload: the connection carrying the target's 512th MiB is
 //! cut once, by a TCP proxy before the target registry, for image-mirror, regctl and skopeo,
 //! into distribution 2.8 and 3. What counts is the bytes each tool sent the registry in all
-//! (the blob once is 1 GiB; the rest was sent again), and whether the copy ended whole.
+//! (the blob once is 1 GiB; the rest was sent again), and whether the copy ended whole. A
+//! tool that does not end within three minutes is killed and counted as hung.
 
 use std::path::Path;
 
@@ -12,7 +13,10 @@ use image_mirror_testkit::registry::{Implementation, RegistryOptions};
 use image_mirror_testkit::{crane, Registry};
 
 use crate::copy::{copy_args_image_mirror, copy_args_skopeo};
-use crate::measure::try_measure;
+use crate::measure::try_measure_within;
+
+/// How long a tool may take after the cut before it counts as hung.
+const HUNG_AFTER: std::time::Duration = std::time::Duration::from_secs(180);
 use crate::{MIB, SKOPEO};
 
 /// One tool's copy through the cut.
@@ -64,7 +68,8 @@ pub async fn cut_scenario(binary: &Path) {
                     crate::peers::regctl_copy_args(&from, &to, &hosts),
                 ),
             };
-            let mut result = try_measure(&program, &args, cache.path()).map(|u| u.wall);
+            let mut result =
+                try_measure_within(&program, &args, cache.path(), HUNG_AFTER).map(|u| u.wall);
             if result.is_ok() && crane::digest(&format!("{}/big/blob:v1", dst.host())) != digest {
                 result = Err("the target does not hold the source digest".into());
             }

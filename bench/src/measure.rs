@@ -50,6 +50,46 @@ pub fn try_measure(program: &Path, args: &[String], cache: &Path) -> Result<Usag
     run_measured(program, args, cache).map(|(usage, _)| usage)
 }
 
+/// Like [`try_measure`], for a command that may never end: killed after `limit`, and an
+/// error saying so.
+pub fn try_measure_within(
+    program: &Path,
+    args: &[String],
+    cache: &Path,
+    limit: std::time::Duration,
+) -> Result<Usage, String> {
+    let mut child = Command::new(program)
+        .env("IMAGE_MIRROR_CACHE_DIR", cache)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let wall = started.elapsed().as_secs_f64();
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(err);
+            }
+            return Ok(Usage {
+                wall,
+                ..Usage::default()
+            });
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("hung: no end within {} s, killed", limit.as_secs()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn run_measured(program: &Path, args: &[String], cache: &Path) -> Result<(Usage, String), String> {
     let stats = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
