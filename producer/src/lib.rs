@@ -7,7 +7,8 @@
 //! filters applied to what they find),
 //! where a new tag goes ([`targets`]), the checks of a manual request ([`add_tag`]), and which
 //! targets lack their tag ([`missing`], one tag list per target repository), and the publish
-//! step ([`publish`]: a trace per job, confirmed). It speaks to the queue only through the
+//! step ([`publish`]: a trace per job, confirmed), and the loop that repeats a pass on an
+//! interval ([`schedule`], `run_producer`). It speaks to the queue only through the
 //! port of `image-mirror-queue`.
 
 pub mod add_tag;
@@ -17,6 +18,7 @@ pub mod helm;
 pub mod jobs;
 pub mod missing;
 pub mod publish;
+pub mod schedule;
 pub mod sync;
 pub mod targets;
 pub mod versions;
@@ -30,5 +32,6 @@ pub use helm::{Helm, HelmError};
 pub use jobs::{AttachRules, TargetOverrides};
 pub use missing::{only_missing, Missing};
 pub use publish::{job_message, publish};
+pub use schedule::run_producer;
 pub use sync::plan_sync;
 pub use targets::{target_for, NewImages, TargetError};

@@ -3,7 +3,7 @@
 //! with --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_producer::publish;
+use image_mirror_producer::{publish, run_producer};
 
 use crate::args::{DiscoverArgs, GlobalArgs};
 use crate::discovery::{discover_keys, print_key_lines};
@@ -18,21 +18,23 @@ pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
     if let Some(addr) = global.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
-    let stop = stop::signal();
-    tokio::pin!(stop);
-    loop {
-        if let Err(e) = once(global, args, &broker).await {
-            // A failed round (config unreadable, broker gone) is reported; the next may pass.
-            for line in format!("{e:#}").lines() {
-                eprintln!("error: {line}");
+    run_producer(
+        every,
+        stop::signal(),
+        || async { once(global, args, &broker).await.map(|_| ()) },
+        |outcome| {
+            if let Err(e) = outcome {
+                // A failed pass (config unreadable, broker gone) is reported; the next may
+                // pass.
+                for line in format!("{e:#}").lines() {
+                    eprintln!("error: {line}");
+                }
             }
-        }
-        println!("next discovery in {}s", every.as_secs());
-        tokio::select! {
-            () = &mut stop => return Ok(OK),
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+            println!("next discovery in {}s", every.as_secs());
+        },
+    )
+    .await;
+    Ok(OK)
 }
 
 async fn once(

@@ -3,7 +3,7 @@
 //! --every, again on that interval until SIGTERM/SIGINT.
 
 use anyhow::Result;
-use image_mirror_producer::{only_missing, publish};
+use image_mirror_producer::{only_missing, publish, run_producer};
 use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
 
@@ -25,22 +25,27 @@ pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
     if let Some(addr) = global.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
-    let stop = stop::signal();
-    tokio::pin!(stop);
-    loop {
-        if let Err(e) = sync_once(global, args, &broker, client.as_ref()).await {
-            // A failed round (images-list unreadable, broker gone) is reported; the next may
-            // pass.
-            for line in format!("{e:#}").lines() {
-                eprintln!("error: {line}");
+    run_producer(
+        every,
+        stop::signal(),
+        || async {
+            sync_once(global, args, &broker, client.as_ref())
+                .await
+                .map(|_| ())
+        },
+        |outcome| {
+            if let Err(e) = outcome {
+                // A failed pass (images-list unreadable, broker gone) is reported; the next
+                // may pass.
+                for line in format!("{e:#}").lines() {
+                    eprintln!("error: {line}");
+                }
             }
-        }
-        println!("next sync in {}s", every.as_secs());
-        tokio::select! {
-            () = &mut stop => return Ok(OK),
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+            println!("next sync in {}s", every.as_secs());
+        },
+    )
+    .await;
+    Ok(OK)
 }
 
 /// One pass: the images-list read anew, its jobs (only the missing ones with `--missing`)
