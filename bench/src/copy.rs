@@ -350,19 +350,23 @@ fn report_registries(ours: Side, rival: &str, theirs: Side) {
     }
 }
 
+/// A source registry holding `big/blob:v1`, one image with a 1 GiB layer of `seed`'s bytes:
+/// the registry, the reference and the image's digest.
+pub(crate) async fn big_image(seed: u64) -> (Registry, String, image_mirror_common::Digest) {
+    let src = Registry::start();
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(seed, 1024 * MIB));
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    push_image(&src.url(), "big/blob", "v1", &image).await;
+    let from = format!("{}/big/blob:v1", src.host());
+    (src, from, image.digest().clone())
+}
+
 /// The big blob scenario: image-mirror, skopeo and regctl, each into a registry of its own,
 /// each copy checked by digest.
 pub async fn big_blob_scenario(binary: &Path) {
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path();
-    let src = Registry::start();
-    let size = 1024 * MIB;
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(4242, size));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image(&src.url(), "big/blob", "v1", &image).await;
-    let digest = image.digest().clone();
-    drop(image);
-    let from = format!("{}/big/blob:v1", src.host());
+    let (src, from, digest) = big_image(4242).await;
     let mut rows = Vec::new();
     for tool in ["image-mirror", "skopeo", "regctl"] {
         let dst = Registry::start();

@@ -7,8 +7,6 @@
 use std::path::Path;
 
 use image_mirror_testkit::fault_proxy::{FaultProxy, Faults};
-use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
-use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::{Implementation, RegistryOptions};
 use image_mirror_testkit::{crane, Registry};
 
@@ -30,14 +28,8 @@ struct Row {
 /// The cut scenario.
 pub async fn cut_scenario(binary: &Path) {
     let cache = tempfile::tempdir().unwrap();
-    let src = Registry::start();
     let size = 1024 * MIB;
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(4545, size));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image(&src.url(), "big/blob", "v1", &image).await;
-    let digest = image.digest().clone();
-    drop(image);
-    let from = format!("{}/big/blob:v1", src.host());
+    let (src, from, digest) = crate::copy::big_image(4545).await;
     let mut rows = Vec::new();
     for (into, implementation) in [
         ("distribution 2.8", Implementation::Distribution2),

@@ -286,21 +286,9 @@ pub async fn missing_scenario(binary: &Path) {
         ("`regsync once`", false),
         ("`regsync once --missing`", true),
     ] {
-        let mut args = vec![
-            "once".to_owned(),
-            "-c".to_owned(),
-            config.display().to_string(),
-        ];
-        if missing {
-            args.push("--missing".into());
-        }
         let before = (src_front.requests().len(), dst_front.requests().len());
         let cpu_before = src.cpu_seconds() + dst.cpu_seconds();
-        let usage = measure(
-            &image_mirror_testkit::tools::path("regsync"),
-            &args,
-            &dir.path().join("cache"),
-        );
+        let usage = crate::peers::regsync_once(&config, missing, &dir.path().join("cache"));
         registry_cpu.push(src.cpu_seconds() + dst.cpu_seconds() - cpu_before);
         rows.push((
             mode,

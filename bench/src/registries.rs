@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
-use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{crane, Front, FrontOptions, Quirk, Registry};
 
 use crate::copy::{copy_args_image_mirror, copy_args_skopeo};
@@ -43,14 +41,8 @@ fn args_of(
 /// The GHCR scenario.
 pub async fn ghcr_scenario(binary: &Path) {
     let cache = tempfile::tempdir().unwrap();
-    let src = Registry::start();
     let size = 1024 * MIB;
-    let layer = Blob::new(OCI_LAYER, images::random_bytes(4343, size));
-    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
-    push_image(&src.url(), "big/blob", "v1", &image).await;
-    let digest = image.digest().clone();
-    drop(image);
-    let from = format!("{}/big/blob:v1", src.host());
+    let (src, from, digest) = crate::copy::big_image(4343).await;
     let mut attempts = Vec::new();
     for into in ["ghcr profile", "plain registry"] {
         for tool in ["image-mirror", "skopeo", "regctl"] {

@@ -180,21 +180,7 @@ impl Transport {
                 err
             })?;
             self.unreachable.forget(&host);
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = if status.is_success() {
-                body::read_capped(response, cap)
-                    .await
-                    .map_err(|e| read_error(registry, operation, e, cap))?
-            } else {
-                body::read_prefix(response).await
-            };
-            Ok(Reply {
-                status,
-                headers,
-                body,
-                url: url.clone(),
-            })
+            read_whole(response, registry, operation, url.clone(), cap).await
         };
         let deadline = self.options.request_timeout;
         match tokio::time::timeout(deadline, exchange).await {
@@ -447,12 +433,23 @@ pub(crate) async fn whole(
     url: Url,
     cap: usize,
 ) -> Result<Reply, RegistryError> {
+    read_whole(response, call.registry, call.operation, url, cap).await
+}
+
+/// [`whole`] for a request named by its registry and operation.
+async fn read_whole(
+    response: Response,
+    registry: &str,
+    operation: &str,
+    url: Url,
+    cap: usize,
+) -> Result<Reply, RegistryError> {
     let status = response.status();
     let headers = response.headers().clone();
     let body = if status.is_success() {
         body::read_capped(response, cap)
             .await
-            .map_err(|e| read_error(call.registry, call.operation, e, cap))?
+            .map_err(|e| read_error(registry, operation, e, cap))?
     } else {
         body::read_prefix(response).await
     };
