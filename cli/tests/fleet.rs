@@ -21,7 +21,7 @@ use image_mirror_testkit::{process, skopeo, Front, FrontOptions, Quirk, Registry
 
 const MIB: u64 = 1024 * 1024;
 /// The engine's chunk size for large blobs.
-const CHUNK: u64 = 64 * MIB;
+const CHUNK: u64 = 16 * MIB;
 const WITHIN: Duration = Duration::from_secs(180);
 
 fn binary() -> &'static Path {

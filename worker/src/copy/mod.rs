@@ -79,7 +79,7 @@ pub struct CopyOptions {
 impl Default for CopyOptions {
     fn default() -> Self {
         Self {
-            chunk_size: 64 * 1024 * 1024,
+            chunk_size: 16 * 1024 * 1024,
             single_request_max: 16 * 1024 * 1024,
             blob_concurrency: 8,
         }
