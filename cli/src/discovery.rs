@@ -1,5 +1,5 @@
 //! Running config.json's rules for `tags`, `producer discover` and `run --discover`: the
-//! sources (GitHub from the environment, registries from the global flags), every key run
+//! sources (GitHub from the environment, registries from the flags), every key run
 //! concurrently, and how the results are shown.
 
 use anyhow::Result;
@@ -9,13 +9,20 @@ use image_mirror_github::GithubClient;
 use image_mirror_producer::{discover, Helm, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
-use crate::args::GlobalArgs;
+use crate::args::{DiscoveryFlags, PlanFlags, RegistryFlags};
 use crate::exit::BadInput;
 use crate::planning::overrides;
 use crate::registry_client;
 
 /// Keys run at once.
 const CONCURRENT_KEYS: usize = 4;
+
+/// What running config.json's rules reads from the command line.
+pub struct Discovering<'a> {
+    pub plan: &'a PlanFlags,
+    pub registry: &'a RegistryFlags,
+    pub discovery: &'a DiscoveryFlags,
+}
 
 /// The images-list discovery compared with, and one report per key run.
 pub struct Found {
@@ -31,40 +38,41 @@ impl Found {
         self.reports.iter().any(|r| !r.errors.is_empty())
     }
 
-    /// One job per new tag of every report, with the global flags' target overrides.
-    pub fn jobs(&self, global: &GlobalArgs) -> Result<Vec<MirrorJob>> {
+    /// One job per new tag of every report, with the flags' target overrides.
+    pub fn jobs(&self, plan: &PlanFlags) -> Result<Vec<MirrorJob>> {
         Ok(
-            image_mirror_producer::jobs_of(&self.reports, &overrides(global)?)
+            image_mirror_producer::jobs_of(&self.reports, &overrides(plan)?)
                 .map_err(|e| BadInput(format!("target override: {e}")))?,
         )
     }
 }
 
-/// The tag sources the environment and the global flags describe; new images a rule names go
+/// The tag sources the environment and the flags describe; new images a rule names go
 /// where most of `list`'s targets are.
-pub fn sources(global: &GlobalArgs, list: &ImagesList) -> Result<Sources> {
-    let registry = registry_client::client(global)?;
+pub fn sources(flags: &Discovering, list: &ImagesList) -> Result<Sources> {
+    let registry = registry_client::client(flags.registry, None)?;
     Ok(Sources {
         github: GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?,
-        hub: registry_client::hub(global, &registry)?,
+        hub: registry_client::hub(&flags.discovery.hub, &registry)?,
         registry,
         new_images: NewImages::for_list(list, None),
-        overrides: overrides(global)?,
+        overrides: overrides(flags.plan)?,
         helm: Helm {
-            program: global.helm.clone(),
+            program: flags.discovery.helm.clone(),
             ..Helm::default()
         },
     })
 }
 
 /// Runs the rules named in `keys` (all when empty). An unknown key is bad input.
-pub async fn discover_keys(global: &GlobalArgs, keys: &[String]) -> Result<Found> {
-    let config = Config::load(&global.config).map_err(|e| BadInput(e.to_string()))?;
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+pub async fn discover_keys(flags: &Discovering<'_>, keys: &[String]) -> Result<Found> {
+    let files = &flags.plan.files;
+    let config = Config::load(&files.config).map_err(|e| BadInput(e.to_string()))?;
+    let list = ImagesList::load(files.images_list()).map_err(|e| BadInput(e.to_string()))?;
     if let Some(unknown) = keys.iter().find(|k| config.rule(k).is_none()) {
-        return Err(BadInput(format!("{}: no key {unknown:?}", global.config.display())).into());
+        return Err(BadInput(format!("{}: no key {unknown:?}", files.config.display())).into());
     }
-    let sources = sources(global, &list)?;
+    let sources = sources(flags, &list)?;
     let rules: Vec<_> = config
         .rules()
         .iter()

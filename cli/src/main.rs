@@ -16,22 +16,20 @@ mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::args::{Cli, Command, ProducerCommand};
+use crate::args::{Command, Parsed, ProducerCommand};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = args::parse();
     // One `copy` is a handful of streams that mostly wait on the network: one thread serves
     // them with less CPU than a pool whose threads keep waking each other (a fifth less in
     // the corpus benchmark, and a little faster). The long-running roles keep a thread per
     // core for their many jobs.
-    let mut runtime = match cli.command {
+    let mut runtime = match parsed.cli.command {
         Command::Copy(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(run(cli)),
+        Ok(runtime) => runtime.block_on(run(parsed)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -39,47 +37,52 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(parsed: Parsed) -> ExitCode {
+    let Parsed { cli, ignored } = parsed;
     let prints_job_lines = matches!(
         cli.command,
         Command::Run(_) | Command::AddTag(_) | Command::AddImage(_)
     );
     let telemetry = telemetry::init(cli.global.log_format, cli.command.role(), prints_job_lines);
+    for i in ignored {
+        tracing::warn!(
+            "{} is not a flag of `{}`: ignored (`image-mirror {} --help` lists its flags)",
+            i.flag,
+            i.command,
+            i.command
+        );
+    }
     let result = match &cli.command {
-        Command::Sort(args) => commands::sort::run(&cli.global, args),
-        Command::Validate => commands::validate::run(&cli.global),
-        Command::Copy(args) => commands::copy::run(&cli.global, args).await,
-        Command::Producer(ProducerCommand::Sync(args)) => {
-            commands::producer::sync(&cli.global, args).await
-        }
-        Command::Producer(ProducerCommand::Discover(args)) => {
-            commands::discover::run(&cli.global, args).await
-        }
+        Command::Sort(args) => commands::sort::run(args),
+        Command::Validate(args) => commands::validate::run(args),
+        Command::Copy(args) => commands::copy::run(args).await,
+        Command::Producer(ProducerCommand::Sync(args)) => commands::producer::sync(args).await,
+        Command::Producer(ProducerCommand::Discover(args)) => commands::discover::run(args).await,
         Command::Producer(ProducerCommand::AddTag(args)) => {
-            if cli.global.amqp_url.is_none() {
+            if args.add.broker.amqp_url.is_none() {
                 Err(exit::BadInput("producer add-tag needs --amqp-url (or AMQP_URL)".into()).into())
             } else {
-                commands::add_tag::run(&cli.global, args).await
+                commands::add_tag::run(args).await
             }
         }
-        Command::Tags(args) => commands::tags::run(&cli.global, args).await,
-        Command::AddTag(args) => commands::add_tag::run(&cli.global, args).await,
-        Command::AddImage(args) => commands::add_tag::run_add_image(&cli.global, args).await,
+        Command::Tags(args) => commands::tags::run(args).await,
+        Command::AddTag(args) => commands::add_tag::run(args).await,
+        Command::AddImage(args) => commands::add_tag::run_add_image(args).await,
         Command::Producer(ProducerCommand::AddImage(args)) => {
-            if cli.global.amqp_url.is_none() {
+            if args.add.broker.amqp_url.is_none() {
                 Err(
                     exit::BadInput("producer add-image needs --amqp-url (or AMQP_URL)".into())
                         .into(),
                 )
             } else {
-                commands::add_tag::run_add_image(&cli.global, args).await
+                commands::add_tag::run_add_image(args).await
             }
         }
-        Command::Check(args) => commands::check::run(&cli.global, args).await,
-        Command::Committer(args) => commands::committer::run(&cli.global, args).await,
-        Command::Worker(args) => commands::worker::run(&cli.global, args).await,
-        Command::Run(args) => commands::run::run(&cli.global, args).await,
-        Command::Status => commands::status::run(&cli.global).await,
+        Command::Check(args) => commands::check::run(args).await,
+        Command::Committer(args) => commands::committer::run(args).await,
+        Command::Worker(args) => commands::worker::run(args).await,
+        Command::Run(args) => commands::run::run(args).await,
+        Command::Status(args) => commands::status::run(args).await,
     };
     let code = match result {
         Ok(code) => ExitCode::from(code),

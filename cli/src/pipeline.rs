@@ -4,6 +4,7 @@
 //! RabbitMQ with --amqp-url), showing progress.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use image_mirror_queue::{Broker, JobRetries};
 use image_mirror_registry::QuotaView;
 use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
 
-use crate::args::GlobalArgs;
+use crate::args::{BrokerFlags, MetricsFlag};
 use crate::progress::Progress;
 use crate::{broker, stop};
 
@@ -32,8 +33,8 @@ const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(60),
 ];
 
-fn in_process_retries(global: &GlobalArgs) -> Result<JobRetries> {
-    match &global.retry_delays {
+fn in_process_retries(flags: &BrokerFlags) -> Result<JobRetries> {
+    match &flags.retry_delays {
         Some(retries) => Ok(retries.clone()),
         None => Ok(JobRetries::new(IN_PROCESS_RETRY_DELAYS.to_vec())?),
     }
@@ -64,19 +65,27 @@ pub struct Mirrored {
     pub quotas: Vec<(String, QuotaView)>,
 }
 
+/// What the roles in one process read from the command line.
+pub struct PipelineFlags<'a> {
+    pub broker: &'a BrokerFlags,
+    pub metrics: &'a MetricsFlag,
+    /// Where the committer records.
+    pub images_list: &'a Path,
+}
+
 /// Mirrors `jobs` with `workers` jobs in progress at once. `None` when a stop signal came
 /// first.
 pub async fn mirror(
-    global: &GlobalArgs,
+    flags: &PipelineFlags<'_>,
     engine: CopyEngine,
     jobs: &[MirrorJob],
     workers: u16,
 ) -> Result<Option<Mirrored>> {
-    let broker = Arc::new(match global.amqp_url {
-        Some(_) => broker::rabbitmq(global, "run").await?,
-        None => Broker::Memory(MemoryBroker::new(in_process_retries(global)?)),
+    let broker = Arc::new(match flags.broker.amqp_url {
+        Some(_) => broker::rabbitmq(flags.broker, "run").await?,
+        None => Broker::Memory(MemoryBroker::new(in_process_retries(flags.broker)?)),
     });
-    if let Some(addr) = global.metrics_addr {
+    if let Some(addr) = flags.metrics.metrics_addr {
         crate::serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
     let client = engine.client().clone();
@@ -111,7 +120,7 @@ pub async fn mirror(
             Err(e) => format!("their task died: {e}"),
         }
     };
-    let destination = Destination::Local(global.images_list.clone());
+    let destination = Destination::Local(flags.images_list.to_path_buf());
     let committer = Committer {
         broker: &broker,
         registry: &client,
@@ -162,7 +171,7 @@ pub async fn mirror(
 }
 
 /// Prints the lines the committer added to the local images-list, and those it left out.
-pub fn record(global: &GlobalArgs, mirrored: &Mirrored) {
+pub fn record(images_list: &Path, mirrored: &Mirrored) {
     for why in &mirrored.rejected {
         eprintln!("not recorded: {why}");
     }
@@ -172,7 +181,7 @@ pub fn record(global: &GlobalArgs, mirrored: &Mirrored) {
     println!(
         "recorded {} new line(s) in {}",
         mirrored.recorded.len(),
-        global.images_list.display()
+        images_list.display()
     );
     for e in &mirrored.recorded {
         println!("  + {}", e.line());

@@ -7,16 +7,17 @@ use image_mirror_common::{Config, ImagesList, MirrorJob};
 use image_mirror_producer::{plan_sync, AttachRules, Missing, TargetOverrides};
 use regex::Regex;
 
-use crate::args::GlobalArgs;
+use crate::args::PlanFlags;
 use crate::exit::BadInput;
 
-/// The target overrides of the global flags, and config.json's `referrers`/`digestTags`
+/// The target overrides of the flags, and config.json's `referrers`/`digestTags`
 /// rules when the file exists. Commands that only copy do not otherwise need the file: one
 /// that does not read as rules (a Docker `config.json` in the working folder, say) is named
 /// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it.
-pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
-    let attach = if global.config.exists() {
-        match Config::load(&global.config) {
+pub fn overrides(flags: &PlanFlags) -> Result<TargetOverrides, BadInput> {
+    let config = &flags.files.config;
+    let attach = if config.exists() {
+        match Config::load(config) {
             Ok(config) => AttachRules::of(&config),
             Err(e) => {
                 tracing::warn!("{e}; its referrers and digestTags rules are not applied");
@@ -27,21 +28,21 @@ pub fn overrides(global: &GlobalArgs) -> Result<TargetOverrides, BadInput> {
         AttachRules::default()
     };
     Ok(TargetOverrides {
-        registries: global.dest_registries.clone(),
-        org: global.dest_org.clone(),
+        registries: flags.dest_registries.clone(),
+        org: flags.dest_org.clone(),
         attach,
     })
 }
 
 /// The images-list and one job per entry and target whose line matches `filter`; bad input
 /// (the list, the regex, an override) is reported as such.
-pub fn plan(global: &GlobalArgs, filter: Option<&str>) -> Result<(ImagesList, Vec<MirrorJob>)> {
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+pub fn plan(flags: &PlanFlags, filter: Option<&str>) -> Result<(ImagesList, Vec<MirrorJob>)> {
+    let list = ImagesList::load(flags.images_list()).map_err(|e| BadInput(e.to_string()))?;
     let filter = filter
         .map(Regex::new)
         .transpose()
         .map_err(|e| BadInput(format!("--filter: {e}")))?;
-    let jobs = plan_sync(&list, filter.as_ref(), &overrides(global)?)
+    let jobs = plan_sync(&list, filter.as_ref(), &overrides(flags)?)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
     Ok((list, jobs))
 }

@@ -1,4 +1,4 @@
-//! Building the registry client and copy engine from the global flags.
+//! Building the registry client and copy engine from the registry and transfer flags.
 
 use std::time::Duration;
 
@@ -12,35 +12,41 @@ use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::copy::{BackupTag, DriftPolicy, OnDrift};
 use image_mirror_worker::{CopyEngine, CopyOptions};
 
-use crate::args::{DriftChoice, GlobalArgs};
+use crate::args::{DriftChoice, HubFlag, RegistryFlags, TransferFlags};
 use crate::exit::BadInput;
 
-/// The registry client the global flags describe: credentials from the Docker config, plain
-/// HTTP only for `--insecure-registry` hosts.
-pub fn client(global: &GlobalArgs) -> Result<RegistryClient> {
+/// The registry client the flags describe: credentials from the Docker config, plain HTTP
+/// only for `--insecure-registry` hosts; blob transfers as `transfer` says (a command that
+/// moves no blob has none, and the defaults).
+pub fn client(
+    registry: &RegistryFlags,
+    transfer: Option<&TransferFlags>,
+) -> Result<RegistryClient> {
     let docker_config = DockerConfig::load_default().map_err(|e| BadInput(e.to_string()))?;
     let options = ClientOptions {
-        insecure_hosts: global.insecure_registries.clone(),
+        insecure_hosts: registry.insecure_registries.clone(),
         docker_config,
-        request_timeout: Duration::from_secs(global.request_timeout),
-        connect_timeout: Duration::from_secs(global.connect_timeout),
-        stall: StallRule {
-            window: Duration::from_secs(global.stall_timeout),
+        request_timeout: Duration::from_secs(registry.request_timeout),
+        connect_timeout: Duration::from_secs(registry.connect_timeout),
+        stall: transfer.map_or_else(StallRule::default, |t| StallRule {
+            window: Duration::from_secs(t.stall_timeout),
             ..StallRule::default()
-        },
+        }),
         rate_limits: RateLimitPolicy {
-            reserve: global.rate_limit_reserve,
-            max_wait: Duration::from_secs(global.rate_limit_max_wait),
+            reserve: registry.rate_limit_reserve,
+            max_wait: Duration::from_secs(registry.rate_limit_max_wait),
         },
-        upload_settings: settings_of(&global.blob_chunk, &global.blob_max),
+        upload_settings: transfer.map_or_else(Default::default, |t| {
+            settings_of(&t.blob_chunk, &t.blob_max)
+        }),
         ..ClientOptions::default()
     };
     Ok(RegistryClient::new(options)?)
 }
 
 /// Docker Hub's web API through `client`'s transport, with its Docker Hub credentials.
-pub fn hub(global: &GlobalArgs, client: &RegistryClient) -> Result<DockerHub> {
-    Ok(DockerHub::new(&global.docker_hub_api, client)
+pub fn hub(flag: &HubFlag, client: &RegistryClient) -> Result<DockerHub> {
+    Ok(DockerHub::new(&flag.docker_hub_api, client)
         .map_err(|e| BadInput(format!("--docker-hub-api: {e}")))?)
 }
 
@@ -63,14 +69,14 @@ pub fn drift_policy(on_drift: DriftChoice, backup_tag: Option<&str>) -> Result<D
 }
 
 /// A copy engine over [`client`], remembering blob locations in the cache folder.
-pub fn engine(global: &GlobalArgs) -> Result<CopyEngine> {
-    let path = match &global.cache_dir {
+pub fn engine(registry: &RegistryFlags, transfer: &TransferFlags) -> Result<CopyEngine> {
+    let path = match &transfer.cache_dir {
         Some(dir) => Some(dir.join("blob-locations")),
         None => MountIndex::default_path(),
     };
     let mounts = path.map_or_else(MountIndex::in_memory, |p| MountIndex::persistent(&p));
     Ok(CopyEngine::with_mounts(
-        client(global)?,
+        client(registry, Some(transfer))?,
         CopyOptions::default(),
         mounts,
     ))

@@ -11,6 +11,10 @@
 //! Hub-style metering with 429 at a quota; [`fault_proxy`]: cut connections and canned
 //! errors).
 //!
+//! Its `tests/house_rules.rs` holds the rules of the whole workspace (function length, crate
+//! shares, import cycles, no rules in the binary), read with a parser, as rust-analyzer's tidy
+//! test does; they belong to no one crate.
+//!
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

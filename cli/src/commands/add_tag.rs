@@ -10,49 +10,51 @@ use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
 use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
 
-use crate::args::{AddImageArgs, AddTagArgs, GlobalArgs};
+use crate::args::{AddFlags, AddImageArgs, AddTagArgs};
 use crate::exit::{BadInput, FAILED};
+use crate::pipeline::PipelineFlags;
 use crate::planning::overrides;
 use crate::{broker, pipeline, registry_client};
 
-pub async fn run(global: &GlobalArgs, args: &AddTagArgs) -> Result<u8> {
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+pub async fn run(args: &AddTagArgs) -> Result<u8> {
+    let flags = &args.add;
+    let list = ImagesList::load(flags.plan.images_list()).map_err(|e| BadInput(e.to_string()))?;
     let images = parse_all::<Repository>("IMAGES", &args.images)?;
     let tags = parse_all::<Tag>("TAGS", &args.tags)?;
-    let registry = registry_client::client(global)?;
+    let registry = registry_client::client(&flags.registry, None)?;
     let planned = plan_add_tag(&list, &images, &tags, &registry).await;
-    add(global, "add-tag", planned, args.workers).await
+    add(flags, "add-tag", planned).await
 }
 
 /// `image-mirror add-image SOURCE:TAG,…` (or FULL_IMAGES): new images, each to its derived
 /// `mirrored-` target (or the mapping images-list already has for its source), checked, then
 /// mirrored and recorded, or published.
-pub async fn run_add_image(global: &GlobalArgs, args: &AddImageArgs) -> Result<u8> {
-    let list = ImagesList::load(&global.images_list).map_err(|e| BadInput(e.to_string()))?;
+pub async fn run_add_image(args: &AddImageArgs) -> Result<u8> {
+    let flags = &args.add;
+    let list = ImagesList::load(flags.plan.images_list()).map_err(|e| BadInput(e.to_string()))?;
     let images = parse_all::<ImageRef>("FULL_IMAGES", &args.images)?;
     let rule = NewImages::for_list(&list, args.target_org.as_deref()).ok_or_else(|| {
         BadInput(
             "images-list names no target yet: say where new images go with --target-org".into(),
         )
     })?;
-    let registry = registry_client::client(global)?;
-    let hub = registry_client::hub(global, &registry)?;
+    let registry = registry_client::client(&flags.registry, None)?;
+    let hub = registry_client::hub(&args.hub, &registry)?;
     let repos = TargetRepos {
         registry: &registry,
         hub: &hub,
-        overrides: &overrides(global)?,
+        overrides: &overrides(&flags.plan)?,
     };
     let planned = plan_add_image(&list, &images, &rule, &repos).await;
-    add(global, "add-image", planned, args.workers).await
+    add(flags, "add-image", planned).await
 }
 
 /// Mirrors and records the planned lines, or publishes their jobs for the committer; with
 /// problems, names each and changes nothing.
 async fn add(
-    global: &GlobalArgs,
+    flags: &AddFlags,
     command: &str,
     planned: Result<Vec<Entry>, Vec<String>>,
-    workers: u16,
 ) -> Result<u8> {
     let entries = match planned {
         Ok(e) => e,
@@ -64,11 +66,11 @@ async fn add(
             return Ok(FAILED);
         }
     };
-    let jobs = overrides(global)?
+    let jobs = overrides(&flags.plan)?
         .jobs_for(&entries, true, &Origin::AddTag)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
-    if global.amqp_url.is_some() {
-        let broker = broker::rabbitmq(global, "add-tag").await?;
+    if flags.broker.amqp_url.is_some() {
+        let broker = broker::rabbitmq(&flags.broker, "add-tag").await?;
         let published = publish(&broker, &jobs).await?;
         for e in &entries {
             println!("queued {}", e.line());
@@ -80,12 +82,17 @@ async fn add(
         );
         return Ok(crate::exit::OK);
     }
-    let engine = registry_client::engine(global)?;
-    let Some(mirrored) = pipeline::mirror(global, engine, &jobs, workers).await? else {
+    let engine = registry_client::engine(&flags.registry, &flags.transfer)?;
+    let here = PipelineFlags {
+        broker: &flags.broker,
+        metrics: &flags.metrics,
+        images_list: flags.plan.images_list(),
+    };
+    let Some(mirrored) = pipeline::mirror(&here, engine, &jobs, flags.workers).await? else {
         eprintln!("interrupted: nothing recorded");
         return Ok(FAILED);
     };
-    pipeline::record(global, &mirrored);
+    pipeline::record(flags.plan.images_list(), &mirrored);
     Ok(pipeline::summary(&mirrored, false))
 }
 

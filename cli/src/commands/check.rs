@@ -14,12 +14,12 @@ use image_mirror_producer::{
 };
 use tokio::process::Command;
 
-use crate::args::{CheckArgs, GlobalArgs};
+use crate::args::CheckArgs;
 use crate::exit::{BadInput, FAILED, OK};
 use crate::registry_client;
 
-pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
-    let path = &global.images_list;
+pub async fn run(args: &CheckArgs) -> Result<u8> {
+    let path = args.plan.images_list();
     let current = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
     let base = list_at(path, &args.base).await?;
     let added = added_since(base.as_ref(), &current);
@@ -31,7 +31,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
         );
         return Ok(if failures == 0 { OK } else { FAILED });
     }
-    let registry = registry_client::client(global)?;
+    let registry = registry_client::client(&args.registry, None)?;
     for (entry, found) in added.iter().zip(source_tags(&registry, &added).await) {
         let what = format!("{}:{}", entry.source.short(), entry.tag);
         match found {
@@ -48,8 +48,8 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
     }
     let repos = TargetRepos {
         registry: &registry,
-        hub: &registry_client::hub(global, &registry)?,
-        overrides: &crate::planning::overrides(global)?,
+        hub: &registry_client::hub(&args.hub, &registry)?,
+        overrides: &crate::planning::overrides(&args.plan)?,
     };
     let known = base.unwrap_or_default();
     for problem in repos.problems_of_new(&known, &added).await {

@@ -11,11 +11,11 @@ use image_mirror_committer::{
 use image_mirror_common::config::GithubRepo;
 use image_mirror_github::GithubClient;
 
-use crate::args::{CommitterArgs, GlobalArgs};
+use crate::args::CommitterArgs;
 use crate::exit::{BadInput, OK};
 use crate::{broker, registry_client, serve, stop};
 
-pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
+pub async fn run(args: &CommitterArgs) -> Result<u8> {
     let destination = match args.github_repo.as_deref().filter(|r| !r.trim().is_empty()) {
         Some(repo) => {
             let repo: GithubRepo = repo
@@ -31,11 +31,11 @@ pub async fn run(global: &GlobalArgs, args: &CommitterArgs) -> Result<u8> {
                 },
             }
         }
-        None => Destination::Local(global.images_list.clone()),
+        None => Destination::Local(args.list.images_list.clone()),
     };
-    let registry = registry_client::client(global)?;
-    let broker = std::sync::Arc::new(broker::rabbitmq(global, "committer").await?);
-    if let Some(addr) = global.metrics_addr {
+    let registry = registry_client::client(&args.registry, None)?;
+    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "committer").await?);
+    if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
     let max = args.max_batch.max(1);

@@ -4,11 +4,11 @@ use anyhow::Result;
 use image_mirror_common::ImageRef;
 use image_mirror_worker::{CopyOutcome, CopyReport};
 
-use crate::args::{CopyArgs, GlobalArgs};
+use crate::args::CopyArgs;
 use crate::exit::{BadInput, FAILED, OK};
 use crate::registry_client;
 
-pub async fn run(global: &GlobalArgs, args: &CopyArgs) -> Result<u8> {
+pub async fn run(args: &CopyArgs) -> Result<u8> {
     let source: ImageRef = args
         .source
         .parse()
@@ -18,7 +18,7 @@ pub async fn run(global: &GlobalArgs, args: &CopyArgs) -> Result<u8> {
         .parse()
         .map_err(|e| BadInput(format!("target: {e}")))?;
     let drift = registry_client::drift_policy(args.on_drift, args.backup_tag.as_deref())?;
-    let engine = registry_client::engine(global)?
+    let engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?);

@@ -5,23 +5,23 @@
 use anyhow::Result;
 use image_mirror_producer::{publish, run_producer};
 
-use crate::args::{DiscoverArgs, GlobalArgs};
-use crate::discovery::{discover_keys, print_key_lines};
+use crate::args::DiscoverArgs;
+use crate::discovery::{discover_keys, print_key_lines, Discovering};
 use crate::exit::{FAILED, OK};
 use crate::{broker, serve, stop};
 
-pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
-    let broker = std::sync::Arc::new(broker::rabbitmq(global, "producer discover").await?);
+pub async fn run(args: &DiscoverArgs) -> Result<u8> {
+    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "producer discover").await?);
     let Some(every) = args.every else {
-        return once(global, args, &broker).await;
+        return once(args, &broker).await;
     };
-    if let Some(addr) = global.metrics_addr {
+    if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
     run_producer(
         every,
         stop::signal(),
-        || async { once(global, args, &broker).await.map(|_| ()) },
+        || async { once(args, &broker).await.map(|_| ()) },
         |outcome| {
             if let Err(e) = outcome {
                 // A failed pass (config unreadable, broker gone) is reported; the next may
@@ -37,14 +37,15 @@ pub async fn run(global: &GlobalArgs, args: &DiscoverArgs) -> Result<u8> {
     Ok(OK)
 }
 
-async fn once(
-    global: &GlobalArgs,
-    args: &DiscoverArgs,
-    broker: &image_mirror_queue::Broker,
-) -> Result<u8> {
-    let found = discover_keys(global, &args.keys).await?;
+async fn once(args: &DiscoverArgs, broker: &image_mirror_queue::Broker) -> Result<u8> {
+    let flags = Discovering {
+        plan: &args.plan,
+        registry: &args.registry,
+        discovery: &args.discovery,
+    };
+    let found = discover_keys(&flags, &args.keys).await?;
     print_key_lines(&found.reports);
-    let jobs = found.jobs(global)?;
+    let jobs = found.jobs(&args.plan)?;
     let published = publish(broker, &jobs).await?;
     let failed = found
         .reports

@@ -7,32 +7,28 @@ use image_mirror_producer::{only_missing, publish, run_producer};
 use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
 
-use crate::args::{GlobalArgs, SyncArgs};
+use crate::args::SyncArgs;
 use crate::exit::OK;
 use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
 
-pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
-    let broker = std::sync::Arc::new(broker::rabbitmq(global, "producer sync").await?);
+pub async fn sync(args: &SyncArgs) -> Result<u8> {
+    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "producer sync").await?);
     let client = if args.missing {
-        Some(registry_client::client(global)?)
+        Some(registry_client::client(&args.registry, None)?)
     } else {
         None
     };
     let Some(every) = args.every else {
-        return sync_once(global, args, &broker, client.as_ref()).await;
+        return sync_once(args, &broker, client.as_ref()).await;
     };
-    if let Some(addr) = global.metrics_addr {
+    if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
     run_producer(
         every,
         stop::signal(),
-        || async {
-            sync_once(global, args, &broker, client.as_ref())
-                .await
-                .map(|_| ())
-        },
+        || async { sync_once(args, &broker, client.as_ref()).await.map(|_| ()) },
         |outcome| {
             if let Err(e) = outcome {
                 // A failed pass (images-list unreadable, broker gone) is reported; the next
@@ -51,12 +47,11 @@ pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<u8> {
 /// One pass: the images-list read anew, its jobs (only the missing ones with `--missing`)
 /// published with confirms.
 async fn sync_once(
-    global: &GlobalArgs,
     args: &SyncArgs,
     broker: &Broker,
     client: Option<&RegistryClient>,
 ) -> Result<u8> {
-    let (list, jobs) = plan(global, args.filter.as_deref())?;
+    let (list, jobs) = plan(&args.plan, args.filter.as_deref())?;
     let jobs = match client {
         Some(client) => {
             let missing = only_missing(client, jobs).await;

@@ -10,12 +10,14 @@ use image_mirror_common::MirrorJob;
 use image_mirror_producer::only_missing;
 use image_mirror_worker::{Comparison, CopyEngine};
 
-use crate::args::{GlobalArgs, RunArgs};
+use crate::args::RunArgs;
+use crate::discovery::Discovering;
 use crate::exit::{BadInput, FAILED, OK};
+use crate::pipeline::PipelineFlags;
 use crate::planning::{plan, print_missing};
 use crate::{discovery, pipeline, registry_client};
 
-pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
+pub async fn run(args: &RunArgs) -> Result<u8> {
     let (entries, jobs, discovery_failed) = if args.discover {
         if args.filter.is_some() {
             return Err(BadInput(
@@ -23,17 +25,25 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
             )
             .into());
         }
-        let found = discovery::discover_keys(global, &[]).await?;
+        let found = discovery::discover_keys(
+            &Discovering {
+                plan: &args.plan,
+                registry: &args.registry,
+                discovery: &args.discovery,
+            },
+            &[],
+        )
+        .await?;
         discovery::print_key_lines(&found.reports);
-        let jobs = found.jobs(global)?;
+        let jobs = found.jobs(&args.plan)?;
         (found.list.len(), jobs, found.failed())
     } else {
-        let (list, jobs) = plan(global, args.filter.as_deref())?;
+        let (list, jobs) = plan(&args.plan, args.filter.as_deref())?;
         (list.len(), jobs, false)
     };
     let drift =
         registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
-    let engine = registry_client::engine(global)?
+    let engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?);
@@ -54,7 +64,12 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
             jobs.len()
         );
     }
-    let Some(mirrored) = pipeline::mirror(global, engine, &jobs, args.workers).await? else {
+    let flags = PipelineFlags {
+        broker: &args.broker,
+        metrics: &args.metrics,
+        images_list: args.plan.images_list(),
+    };
+    let Some(mirrored) = pipeline::mirror(&flags, engine, &jobs, args.workers).await? else {
         eprintln!("interrupted: jobs not finished will not be reported");
         return Ok(FAILED);
     };
@@ -63,7 +78,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<u8> {
         image_mirror_common::atomic_file::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    pipeline::record(global, &mirrored);
+    pipeline::record(args.plan.images_list(), &mirrored);
     pipeline::time_spent(&mirrored);
     pipeline::pulls(&mirrored);
     let code = pipeline::summary(&mirrored, args.fail_on_drift);

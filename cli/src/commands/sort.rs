@@ -3,11 +3,11 @@
 use anyhow::Result;
 use image_mirror_common::ImagesList;
 
-use crate::args::{GlobalArgs, SortArgs};
+use crate::args::SortArgs;
 use crate::exit::{BadInput, FAILED, OK};
 
-pub fn run(global: &GlobalArgs, args: &SortArgs) -> Result<u8> {
-    let path = &global.images_list;
+pub fn run(args: &SortArgs) -> Result<u8> {
+    let path = &args.list.images_list;
     let mut list = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
     match list.first_disorder() {
         None => {

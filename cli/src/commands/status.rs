@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 
-use crate::args::GlobalArgs;
+use crate::args::StatusArgs;
 use crate::broker;
 use crate::exit::OK;
 
-pub async fn run(global: &GlobalArgs) -> Result<u8> {
-    let broker = broker::rabbitmq(global, "status").await?;
+pub async fn run(args: &StatusArgs) -> Result<u8> {
+    let broker = broker::rabbitmq(&args.broker, "status").await?;
     let t = broker.topology().clone();
     println!("{:<40} {:>8} {:>10}  role", "queue", "ready", "consumers");
     for d in broker.depths().await? {

@@ -3,12 +3,20 @@
 
 use anyhow::Result;
 
-use crate::args::{GlobalArgs, TagsArgs};
-use crate::discovery::{discover_keys, report_json};
+use crate::args::TagsArgs;
+use crate::discovery::{discover_keys, report_json, Discovering};
 use crate::exit::{FAILED, OK};
 
-pub async fn run(global: &GlobalArgs, args: &TagsArgs) -> Result<u8> {
-    let found = discover_keys(global, &args.keys).await?;
+pub async fn run(args: &TagsArgs) -> Result<u8> {
+    let found = discover_keys(
+        &Discovering {
+            plan: &args.plan,
+            registry: &args.registry,
+            discovery: &args.discovery,
+        },
+        &args.keys,
+    )
+    .await?;
     let json: Vec<_> = found.reports.iter().map(report_json).collect();
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(if found.failed() { FAILED } else { OK })

@@ -3,24 +3,21 @@
 use anyhow::Result;
 use image_mirror_common::{Config, ImagesList};
 
-use crate::args::GlobalArgs;
+use crate::args::ValidateArgs;
 use crate::exit::{BadInput, OK};
 
-pub fn run(global: &GlobalArgs) -> Result<u8> {
-    let list = ImagesList::load(&global.images_list);
-    let config = Config::load(&global.config);
+pub fn run(args: &ValidateArgs) -> Result<u8> {
+    let files = &args.files;
+    let list = ImagesList::load(files.images_list());
+    let config = Config::load(&files.config);
     let mut errors = Vec::new();
     match &list {
-        Ok(list) => println!("{}: {} entries", global.images_list.display(), list.len()),
+        Ok(list) => println!("{}: {} entries", files.images_list().display(), list.len()),
         Err(e) => errors.push(e.to_string()),
     }
     match &config {
         Ok(config) => {
-            println!(
-                "{}: {} rules",
-                global.config.display(),
-                config.rules().len()
-            );
+            println!("{}: {} rules", files.config.display(), config.rules().len());
             for (key, kind) in config.unsupported() {
                 println!(
                     "  {key}: versionSource kind {kind:?} is not supported; this rule is skipped"
@@ -37,7 +34,7 @@ pub fn run(global: &GlobalArgs) -> Result<u8> {
                         "  {}: image {} has no line in {}, so new tags have no target",
                         rule.key,
                         image.short(),
-                        global.images_list.display()
+                        files.images_list().display()
                     );
                 }
             }

@@ -6,23 +6,23 @@ use std::time::Duration;
 use anyhow::Result;
 use image_mirror_worker::{run_worker, Deferral, WorkerOptions};
 
-use crate::args::{GlobalArgs, WorkerArgs};
+use crate::args::WorkerArgs;
 use crate::exit::OK;
 use crate::{broker, registry_client, serve, stop};
 
-pub async fn run(global: &GlobalArgs, args: &WorkerArgs) -> Result<u8> {
-    let broker = Arc::new(broker::rabbitmq(global, "worker").await?);
-    if let Some(addr) = global.metrics_addr {
+pub async fn run(args: &WorkerArgs) -> Result<u8> {
+    let broker = Arc::new(broker::rabbitmq(&args.broker, "worker").await?);
+    if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
     let drift =
         registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
-    let mut engine = registry_client::engine(global)?
+    let mut engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?);
     if args.fleet == "on" {
-        let coordinator = broker::coordinator(global).await?;
+        let coordinator = broker::coordinator(&args.broker).await?;
         engine = engine.join_fleet(coordinator).await?;
     }
     let options = WorkerOptions {

@@ -1,10 +1,18 @@
-//! The command line: global flags (each also read from an environment variable) and commands.
+//! The command line: the commands, each with the flag groups it uses, and the one global
+//! flag (the log format).
+
+mod flags;
+mod reorder;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use image_mirror_common::secret::Secret;
-use image_mirror_registry::upload_limits::HostSize;
+
+pub use flags::{
+    BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, PlanFlags,
+    RegistryFlags, TransferFlags,
+};
+pub use reorder::{parse, Parsed};
 
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
 /// date.
@@ -22,205 +30,6 @@ pub struct Cli {
 /// Settings every command reads.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The images-list file.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_IMAGES_LIST",
-        default_value = "images-list",
-        value_name = "PATH"
-    )]
-    pub images_list: PathBuf,
-
-    /// The config.json file of tag discovery rules.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_CONFIG",
-        default_value = "config.json",
-        value_name = "PATH"
-    )]
-    pub config: PathBuf,
-
-    /// RabbitMQ URL; for `run` and `add-tag`, absent means the in-memory queue.
-    #[arg(
-        long,
-        global = true,
-        env = "AMQP_URL",
-        value_name = "URL",
-        hide_env_values = true,
-        value_parser = |s: &str| Ok::<_, String>(Secret::new(s))
-    )]
-    pub amqp_url: Option<Secret>,
-
-    /// A registry host that may be reached over plain HTTP (repeatable).
-    #[arg(
-        long = "insecure-registry",
-        global = true,
-        env = "IMAGE_MIRROR_INSECURE_REGISTRIES",
-        value_delimiter = ',',
-        value_name = "HOST[:PORT]"
-    )]
-    pub insecure_registries: Vec<String>,
-
-    /// Replace the targets' registry; several values mirror every entry to each of them.
-    #[arg(
-        long = "dest-registry",
-        global = true,
-        env = "DEST_REGISTRY_OVERRIDE",
-        value_delimiter = ',',
-        value_name = "HOST[:PORT]"
-    )]
-    pub dest_registries: Vec<String>,
-
-    /// Replace the targets' organisation.
-    #[arg(long, global = true, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
-    pub dest_org: Option<String>,
-
-    /// Folder for the cache of where blobs live in target registries (for mounts across
-    /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_CACHE_DIR",
-        value_name = "DIR"
-    )]
-    pub cache_dir: Option<PathBuf>,
-
-    /// Prefix of every RabbitMQ queue and exchange name (several systems can share a broker).
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_QUEUE_PREFIX",
-        default_value = "mirror",
-        value_name = "PREFIX"
-    )]
-    pub queue_prefix: String,
-
-    /// Delays before each retry of a job that failed for now (a job gets one attempt more
-    /// than there are delays). Every role on one queue prefix must give the same: each delay
-    /// is a RabbitMQ queue. Default 10s,30s,2m,10m,30m; in one process (run, add-tag
-    /// without --amqp-url) 2s,5s,15s,30s,1m.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_RETRY_DELAYS",
-        value_name = "DELAYS",
-        value_parser = parse_retries
-    )]
-    pub retry_delays: Option<image_mirror_queue::JobRetries>,
-
-    /// Serve /metrics, /healthz and /readyz here (worker, committer, producer discover, run).
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_METRICS_ADDR",
-        value_name = "HOST:PORT"
-    )]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-
-    /// Deadline, in seconds, of every registry request that carries no blob body (manifests,
-    /// tokens, tag pages, upload sessions, mounts), from sending it to the end of its answer.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_REQUEST_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub request_timeout: u64,
-
-    /// A blob body (up or down) that moves less than 64 KiB in this many seconds is stalled:
-    /// the transfer is cut and resumed.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_STALL_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub stall_timeout: u64,
-
-    /// Pulls (manifest GETs) left untouched in every registry's quota, as its
-    /// `ratelimit-remaining` reports it: at the reserve, pulls pause.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_RATE_LIMIT_RESERVE",
-        default_value_t = 2,
-        value_name = "PULLS"
-    )]
-    pub rate_limit_reserve: u64,
-
-    /// The longest pause for a registry's rate limit that is waited out; a longer one defers
-    /// the job (a worker: to a delay queue timed to the reset; `run`: reported, exit 1).
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_RATE_LIMIT_MAX_WAIT",
-        default_value_t = 300,
-        value_name = "SECONDS"
-    )]
-    pub rate_limit_max_wait: u64,
-
-    /// Seconds to wait for a registry connection to open.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_CONNECT_TIMEOUT",
-        default_value_t = 15,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub connect_timeout: u64,
-
-    /// Bytes per request of a chunked blob upload to a registry, as HOST=SIZE (`ghcr.io=4MiB`;
-    /// repeatable). Known hosts start with their known limits (ghcr.io: 4 MiB requests; ECR:
-    /// parts of at least 5 MiB), and a registry that refuses a request as too large teaches
-    /// the process a smaller size.
-    #[arg(
-        long = "blob-chunk",
-        global = true,
-        env = "IMAGE_MIRROR_BLOB_CHUNK",
-        value_delimiter = ',',
-        value_name = "HOST=SIZE"
-    )]
-    pub blob_chunk: Vec<HostSize>,
-
-    /// The largest blob sent to a registry in one request, as HOST=SIZE (repeatable); larger
-    /// blobs go in chunks. Default 16 MiB, less where the registry takes less.
-    #[arg(
-        long = "blob-max",
-        global = true,
-        env = "IMAGE_MIRROR_BLOB_MAX",
-        value_delimiter = ',',
-        value_name = "HOST=SIZE"
-    )]
-    pub blob_max: Vec<HostSize>,
-
-    /// The helm program that renders the charts of `helm-latest` rules: a path, or a name
-    /// looked up on PATH.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_HELM",
-        default_value = "helm",
-        value_name = "PATH"
-    )]
-    pub helm: PathBuf,
-
-    /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
-    #[arg(
-        long,
-        global = true,
-        env = "IMAGE_MIRROR_DOCKER_HUB_API",
-        default_value = image_mirror_registry::dockerhub::DEFAULT_HUB_API,
-        value_name = "URL"
-    )]
-    pub docker_hub_api: String,
-
     /// Log line format.
     #[arg(
         long,
@@ -246,7 +55,7 @@ pub enum Command {
     /// Put images-list in `sort -V` order, or check that it is.
     Sort(SortArgs),
     /// Parse images-list and config.json and report every error.
-    Validate,
+    Validate(ValidateArgs),
     /// Copy one image (tag or digest), every platform, byte for byte; no queue.
     Copy(CopyArgs),
     /// Publish jobs to RabbitMQ.
@@ -261,7 +70,7 @@ pub enum Command {
     /// events, in one process (in-memory queue unless --amqp-url).
     Run(RunArgs),
     /// Ready messages and consumers per queue.
-    Status,
+    Status(StatusArgs),
     /// For each config.json key (or those named): the images, the tags found, the new ones,
     /// and any error, as JSON on stdout. Nothing is published.
     Tags(TagsArgs),
@@ -282,6 +91,12 @@ pub struct TagsArgs {
     /// Only these keys of config.json.
     #[arg(value_name = "KEY")]
     pub keys: Vec<String>,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub discovery: DiscoveryFlags,
 }
 
 #[derive(Debug, Args)]
@@ -304,9 +119,8 @@ pub struct AddTagArgs {
         value_name = "TAG,..."
     )]
     pub tags: Vec<String>,
-    /// Jobs in progress at once when mirroring here.
-    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
-    pub workers: u16,
+    #[command(flatten)]
+    pub add: AddFlags,
 }
 
 #[derive(Debug, Args)]
@@ -323,9 +137,29 @@ pub struct AddImageArgs {
     /// The organisation new images go to (default: the one most images-list targets use).
     #[arg(long, env = "IMAGE_MIRROR_TARGET_ORG", value_name = "ORG")]
     pub target_org: Option<String>,
+    #[command(flatten)]
+    pub hub: HubFlag,
+    #[command(flatten)]
+    pub add: AddFlags,
+}
+
+/// What `add-tag` and `add-image` share: where the lines go, and how they are mirrored here
+/// or published.
+#[derive(Debug, Args)]
+pub struct AddFlags {
     /// Jobs in progress at once when mirroring here.
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 #[derive(Debug, Args)]
@@ -338,6 +172,12 @@ pub struct CheckArgs {
         value_name = "REV"
     )]
     pub base: String,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub hub: HubFlag,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +197,14 @@ pub struct WorkerArgs {
     /// each worker on its own).
     #[arg(long, env = "IMAGE_MIRROR_FLEET", default_value = "on", value_parser = ["on", "off"])]
     pub fleet: String,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 impl Command {
@@ -407,6 +255,14 @@ pub struct CommitterArgs {
     /// The most events in one batch.
     #[arg(long, env = "IMAGE_MIRROR_MAX_BATCH", default_value_t = 100)]
     pub max_batch: u16,
+    #[command(flatten)]
+    pub list: ListFlag,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 #[derive(Debug, Args)]
@@ -438,6 +294,18 @@ pub struct RunArgs {
     /// Exit 1 when a target drifted (its tag holds another digest than the source's).
     #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
     pub fail_on_drift: bool,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
+    #[command(flatten)]
+    pub discovery: DiscoveryFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 /// What travels with each image (nothing unless asked: no request is spent on it otherwise).
@@ -523,6 +391,16 @@ pub struct DiscoverArgs {
     /// Only these keys of config.json.
     #[arg(value_name = "KEY")]
     pub keys: Vec<String>,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub discovery: DiscoveryFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 /// Reads `90s`, `15m`, `6h`, `1d`, or plain seconds.
@@ -557,6 +435,14 @@ pub struct SyncArgs {
     /// Run again on this interval (`15m`, `1h`, `1d`) until SIGTERM/SIGINT.
     #[arg(long, env = "IMAGE_MIRROR_SYNC_EVERY", value_name = "DURATION", value_parser = parse_duration)]
     pub every: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
 }
 
 #[derive(Debug, Args)]
@@ -575,6 +461,10 @@ pub struct CopyArgs {
     pub backup_tag: Option<String>,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
 }
 
 #[derive(Debug, Args)]
@@ -582,8 +472,18 @@ pub struct SortArgs {
     /// Only check the order: exit 1 naming the first line out of order.
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub list: ListFlag,
 }
 
-fn parse_retries(text: &str) -> Result<image_mirror_queue::JobRetries, String> {
-    image_mirror_queue::JobRetries::parse(text).map_err(|e| e.to_string())
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub files: FilesFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub broker: BrokerFlags,
 }

@@ -1,0 +1,233 @@
+//! The flag groups: each command flattens the groups it uses, so it takes (and its `--help`
+//! lists) only flags it reads. Each flag is also read from its environment variable, by the
+//! commands that take it.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use image_mirror_common::secret::Secret;
+use image_mirror_registry::upload_limits::HostSize;
+
+/// The images-list file.
+#[derive(Debug, Args)]
+pub struct ListFlag {
+    /// The images-list file.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_IMAGES_LIST",
+        default_value = "images-list",
+        value_name = "PATH"
+    )]
+    pub images_list: PathBuf,
+}
+
+/// images-list and config.json.
+#[derive(Debug, Args)]
+pub struct FilesFlags {
+    #[command(flatten)]
+    pub list: ListFlag,
+    /// The config.json file of tag discovery rules (its `referrers` and `digestTags` rules
+    /// apply to every command that plans jobs).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_CONFIG",
+        default_value = "config.json",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+}
+
+impl FilesFlags {
+    /// The images-list path.
+    pub fn images_list(&self) -> &Path {
+        &self.list.images_list
+    }
+}
+
+/// What a command that plans jobs reads: the files, and where the targets go.
+#[derive(Debug, Args)]
+pub struct PlanFlags {
+    #[command(flatten)]
+    pub files: FilesFlags,
+    /// Replace the targets' registry; several values mirror every entry to each of them.
+    #[arg(
+        long = "dest-registry",
+        env = "DEST_REGISTRY_OVERRIDE",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub dest_registries: Vec<String>,
+    /// Replace the targets' organisation.
+    #[arg(long, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
+    pub dest_org: Option<String>,
+}
+
+impl PlanFlags {
+    /// The images-list path.
+    pub fn images_list(&self) -> &Path {
+        self.files.images_list()
+    }
+}
+
+/// How registries are reached: every command that asks one.
+#[derive(Debug, Args)]
+pub struct RegistryFlags {
+    /// A registry host that may be reached over plain HTTP (repeatable).
+    #[arg(
+        long = "insecure-registry",
+        env = "IMAGE_MIRROR_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Deadline, in seconds, of every registry request that carries no blob body (manifests,
+    /// tokens, tag pages, upload sessions, mounts), from sending it to the end of its answer.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_REQUEST_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub request_timeout: u64,
+    /// Seconds to wait for a registry connection to open.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_CONNECT_TIMEOUT",
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub connect_timeout: u64,
+    /// Pulls (manifest GETs) left untouched in every registry's quota, as its
+    /// `ratelimit-remaining` reports it: at the reserve, pulls pause.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_RATE_LIMIT_RESERVE",
+        default_value_t = 2,
+        value_name = "PULLS"
+    )]
+    pub rate_limit_reserve: u64,
+    /// The longest pause for a registry's rate limit that is waited out; a longer one defers
+    /// the job (a worker: to a delay queue timed to the reset; `run`: reported, exit 1).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_RATE_LIMIT_MAX_WAIT",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub rate_limit_max_wait: u64,
+}
+
+/// How blobs move: every command that copies.
+#[derive(Debug, Args)]
+pub struct TransferFlags {
+    /// A blob body (up or down) that moves less than 64 KiB in this many seconds is stalled:
+    /// the transfer is cut and resumed.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_STALL_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub stall_timeout: u64,
+    /// Bytes per request of a chunked blob upload to a registry, as HOST=SIZE (`ghcr.io=4MiB`;
+    /// repeatable). Known hosts start with their known limits (ghcr.io: 4 MiB requests; ECR:
+    /// parts of at least 5 MiB), and a registry that refuses a request as too large teaches
+    /// the process a smaller size.
+    #[arg(
+        long = "blob-chunk",
+        env = "IMAGE_MIRROR_BLOB_CHUNK",
+        value_delimiter = ',',
+        value_name = "HOST=SIZE"
+    )]
+    pub blob_chunk: Vec<HostSize>,
+    /// The largest blob sent to a registry in one request, as HOST=SIZE (repeatable); larger
+    /// blobs go in chunks. Default 16 MiB, less where the registry takes less.
+    #[arg(
+        long = "blob-max",
+        env = "IMAGE_MIRROR_BLOB_MAX",
+        value_delimiter = ',',
+        value_name = "HOST=SIZE"
+    )]
+    pub blob_max: Vec<HostSize>,
+    /// Folder for the cache of where blobs live in target registries (for mounts across
+    /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
+    #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Docker Hub's web API: commands that check whether a new target repository exists.
+#[derive(Debug, Args)]
+pub struct HubFlag {
+    /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_DOCKER_HUB_API",
+        default_value = image_mirror_registry::dockerhub::DEFAULT_HUB_API,
+        value_name = "URL"
+    )]
+    pub docker_hub_api: String,
+}
+
+/// What running config.json's rules needs beyond the registries.
+#[derive(Debug, Args)]
+pub struct DiscoveryFlags {
+    #[command(flatten)]
+    pub hub: HubFlag,
+    /// The helm program that renders the charts of `helm-latest` rules: a path, or a name
+    /// looked up on PATH.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_HELM",
+        default_value = "helm",
+        value_name = "PATH"
+    )]
+    pub helm: PathBuf,
+}
+
+/// The broker: every role that publishes or consumes.
+#[derive(Debug, Args)]
+pub struct BrokerFlags {
+    /// RabbitMQ URL; for `run` and `add-tag`, absent means the in-memory queue.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, String>(Secret::new(s))
+    )]
+    pub amqp_url: Option<Secret>,
+    /// Prefix of every RabbitMQ queue and exchange name (several systems can share a broker).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_QUEUE_PREFIX",
+        default_value = "mirror",
+        value_name = "PREFIX"
+    )]
+    pub queue_prefix: String,
+    /// Delays before each retry of a job that failed for now (a job gets one attempt more
+    /// than there are delays). Every role on one queue prefix must give the same: each delay
+    /// is a RabbitMQ queue. Default 10s,30s,2m,10m,30m; in one process (run, add-tag
+    /// without --amqp-url) 2s,5s,15s,30s,1m.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_RETRY_DELAYS",
+        value_name = "DELAYS",
+        value_parser = parse_retries
+    )]
+    pub retry_delays: Option<image_mirror_queue::JobRetries>,
+}
+
+/// The metrics and health endpoint of a long-running role.
+#[derive(Debug, Args)]
+pub struct MetricsFlag {
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, env = "IMAGE_MIRROR_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+fn parse_retries(text: &str) -> Result<image_mirror_queue::JobRetries, String> {
+    image_mirror_queue::JobRetries::parse(text).map_err(|e| e.to_string())
+}
