@@ -3,7 +3,7 @@
 //! once and mount it everywhere else; a worker killed with `kill -9` halfway through a 1 GiB
 //! blob leaves its upload to another, which takes the lease within seconds and sends only what
 //! the registry did not have; when the registry has lost that upload, the blob starts over,
-//! once; a registry's request limit, learned by one worker, is known to a worker that joins
+//! once, unless the first worker's closing request went through (then nothing is sent); a registry's request limit, learned by one worker, is known to a worker that joins
 //! later, which pays no refusal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,7 +15,7 @@ use image_mirror_common::Outcome;
 use image_mirror_testkit::fleet::{self, chunk_start, upload_bytes, HeldUpload, BIG};
 use image_mirror_testkit::http::Logged;
 use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
-use image_mirror_testkit::push::push_image_lacking;
+use image_mirror_testkit::push::{push_blob, push_image_lacking};
 use image_mirror_testkit::workers::{stop, Deployment};
 use image_mirror_testkit::{process, skopeo, Front, FrontOptions, Quirk, Registry};
 
@@ -162,6 +162,51 @@ async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() 
         .filter(|r| r.method == "PATCH" && chunk_start(r) == Some(0))
         .count();
     assert_eq!(from_zero, 2, "the first worker's start and the second's");
+    stop(second);
+    up.fleet.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_finds_the_blob_its_predecessor_finished_and_sends_nothing() {
+    let size = 128 * MIB;
+    let src = Registry::start();
+    fleet::push_big(&src, size, 1850).await;
+    let mut up = HeldUpload::start(binary(), "fleet-landed", &src, size, &[]);
+    up.first.kill().unwrap();
+    up.first.wait().unwrap();
+    // The first worker's closing request went through before it died: the registry closed
+    // the session and holds the blob (done here, straight to the registry).
+    let location = up
+        .front
+        .requests()
+        .iter()
+        .rev()
+        .find(|r| r.method == "PATCH")
+        .map(|r| r.target.clone())
+        .unwrap();
+    let http = reqwest::Client::new();
+    let closed = http
+        .delete(format!("{}{location}", up.dst.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 204);
+    let blob = Blob::new(OCI_LAYER, images::random_bytes(1850, size as usize));
+    push_blob(&http, &up.dst.url(), "mirror/big", &blob.digest, blob.bytes).await;
+    let sent_before = upload_bytes(&up.front.requests());
+
+    let second = up.fleet.worker("second", &[]);
+    let events = up.fleet.events(1, WITHIN).await;
+    assert_eq!(events[0].outcome, Outcome::Copied, "{events:?}");
+    big_is_digest_exact(&src, &up.dst);
+    // It asked where the upload stood, heard it was gone, found the blob, and sent nothing.
+    let sent_after = upload_bytes(&up.front.requests());
+    assert_eq!(
+        sent_after - sent_before,
+        0,
+        "{} MiB sent again",
+        (sent_after - sent_before) / MIB
+    );
     stop(second);
     up.fleet.tear_down().await;
 }

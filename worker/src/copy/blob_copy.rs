@@ -49,6 +49,16 @@ enum Placed {
     Send(Option<Upload>),
 }
 
+/// What a successor found where another worker left a blob.
+enum TakenOver {
+    /// The upload, ready to go on.
+    Resumed(Box<Started>),
+    /// The blob itself: that worker's closing request went through.
+    Landed,
+    /// Neither: the blob starts over.
+    StartOver,
+}
+
 /// What claiming a blob in the fleet came to.
 enum Claimed {
     /// Skipped or mounted after all.
@@ -246,16 +256,23 @@ impl CopyEngine {
     ) -> Result<BlobOutcome, CopyError> {
         let taken_over = match left_off {
             Some(left) => self.take_over(t, left).await?,
-            None => None,
+            None => TakenOver::StartOver,
         };
         let mut started = match taken_over {
-            Some(started) => {
+            TakenOver::Resumed(started) => {
                 if let Some(u) = upload {
                     self.client.cancel_upload(t.target, &u).await;
                 }
-                started
+                *started
             }
-            None => {
+            TakenOver::Landed => {
+                if let Some(u) = upload {
+                    self.client.cancel_upload(t.target, &u).await;
+                }
+                self.stored(t, BlobOutcome::Skipped);
+                return Ok(BlobOutcome::Skipped);
+            }
+            TakenOver::StartOver => {
                 let tee = match answer.0.take() {
                     Some(supply) => supply.join(self, t.source, t.blob).await,
                     None => None,
@@ -311,9 +328,24 @@ impl CopyEngine {
             .plan(t.target.registry(), t.blob.size, defaults, advertised_min)
     }
 
+    /// Where another worker left the blob at `left`: its upload, ready to go on from where the
+    /// registry has it; else the blob itself, when that worker's closing request went through
+    /// before it died (one HEAD); else nothing, and the blob starts over.
+    async fn take_over(&self, t: &Transfer<'_>, left: LeftOff) -> Result<TakenOver, CopyError> {
+        if let Some(started) = self.resume_left(t, left).await? {
+            return Ok(TakenOver::Resumed(Box::new(started)));
+        }
+        if self.client.blob_exists(t.target, &t.blob.digest).await? {
+            tracing::info!(blob = %t.blob.digest, "the upload another worker left was finished: the blob is in the repository");
+            return Ok(TakenOver::Landed);
+        }
+        tracing::info!(blob = %t.blob.digest, "the registry no longer has the upload another worker left; starting the blob over");
+        Ok(TakenOver::StartOver)
+    }
+
     /// The upload another worker left at `left`, when the registry still has it where the
-    /// checkpoint says: ready to go on from there. `None`: start over.
-    async fn take_over(
+    /// checkpoint says: ready to go on from there.
+    async fn resume_left(
         &self,
         t: &Transfer<'_>,
         left: LeftOff,
@@ -336,10 +368,7 @@ impl CopyEngine {
         }
         match client.upload_status(t.target, &mut upload).await {
             Ok(()) if upload.offset > 0 && upload.offset < t.blob.size => {}
-            Ok(()) | Err(_) => {
-                tracing::info!(blob = %t.blob.digest, "the registry no longer has the upload another worker left; starting the blob over");
-                return Ok(None);
-            }
+            Ok(()) | Err(_) => return Ok(None),
         }
         tracing::info!(blob = %t.blob.digest, offset = upload.offset, "taking over the upload another worker left");
         metrics::UPLOAD_TAKEOVERS.inc(&[]);
