@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 
 use image_mirror_common::{
     Digest, ImagesList, JobEvent, MirrorJob, Origin, Outcome, Repository, Tag,
@@ -16,6 +16,7 @@ use image_mirror_queue::{Broker, Message};
 use image_mirror_testkit::github::FakeGithub;
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::{Running, SpawnRunning};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Registry};
 
@@ -119,7 +120,7 @@ impl World {
         }
     }
 
-    fn committer(&self, github: Option<&FakeGithub>) -> (Child, BufReader<ChildStdout>) {
+    fn committer(&self, github: Option<&FakeGithub>) -> (Running, BufReader<ChildStdout>) {
         self.committer_with_window(github, "2s")
     }
 
@@ -127,7 +128,7 @@ impl World {
         &self,
         github: Option<&FakeGithub>,
         window: &str,
-    ) -> (Child, BufReader<ChildStdout>) {
+    ) -> (Running, BufReader<ChildStdout>) {
         let mut c = Command::new(env!("CARGO_BIN_EXE_image-mirror"));
         c.current_dir(self.dir.path())
             .arg("--insecure-registry")
@@ -146,7 +147,7 @@ impl World {
                 "main",
             ]);
         }
-        let mut child = c.spawn().unwrap();
+        let mut child = c.running();
         let out = BufReader::new(child.stdout.take().unwrap());
         (child, out)
     }
@@ -167,9 +168,9 @@ fn line_starting(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     }
 }
 
-fn stop(child: Child) -> String {
+fn stop(child: Running) -> String {
     process::terminate(&child);
-    let out = child.wait_with_output().unwrap();
+    let out = child.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -358,7 +359,7 @@ async fn a_refusal_that_will_not_pass_stops_the_committer_and_keeps_the_events()
     let broker = w.broker().await;
     w.publish(&broker, &w.good_events()).await;
     let (child, _out) = w.committer(Some(&github));
-    let out = child.wait_with_output().unwrap();
+    let out = child.into_inner().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

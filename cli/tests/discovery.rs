@@ -10,6 +10,7 @@ use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 use serde_json::{json, Value};
@@ -424,8 +425,7 @@ async fn producer_discover_publishes_jobs_to_record_and_survives_a_failing_key()
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .running();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut rounds = 0;
     for line in std::io::BufRead::lines(stdout) {

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use image_mirror_testkit::images::{self, Image};
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{skopeo, Front, FrontOptions, Quota, Registry};
 
@@ -337,8 +338,7 @@ async fn a_worker_keeps_a_deferred_job_in_a_delay_queue_until_the_quota_is_back(
         .args(["--rate-limit-max-wait", "1", "worker"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .running();
     let mut logs = BufReader::new(worker.stderr.take().unwrap());
     process::wait_for_line(&mut logs, "worker started", "the worker");
     let mut producer = Command::new(env!("CARGO_BIN_EXE_image-mirror"));

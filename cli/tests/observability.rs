@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::front::Hook;
 use image_mirror_testkit::http::{Reply, Response};
 use image_mirror_testkit::ports::free_port;
+use image_mirror_testkit::process::{Running, SpawnRunning};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{images, process, rabbitmq};
 use image_mirror_testkit::{Front, FrontOptions, Prometheus, Quota, Registry};
@@ -182,7 +183,7 @@ fn the_kubernetes_prometheus_rule_holds_the_same_alerts() {
 
 /// A role of the binary, up and serving /metrics on `port`.
 struct Role {
-    child: Child,
+    child: Running,
 }
 
 impl Role {
@@ -194,8 +195,7 @@ impl Role {
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .running();
         let mut logs = BufReader::new(child.stderr.take().unwrap());
         process::wait_for_line(&mut logs, ready, args[0]);
         process::drain(logs);

@@ -9,6 +9,7 @@ use std::process::Command;
 use image_mirror_common::{ImagesList, MirrorJob};
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::rabbitmq;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -139,8 +140,7 @@ async fn sync_every_publishes_the_missing_on_schedule_and_stops_on_sigterm() {
         .env("DOCKER_CONFIG", dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .running();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let (mut rounds, mut said) = (0, Vec::new());
     for line in std::io::BufRead::lines(stdout) {

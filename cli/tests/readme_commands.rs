@@ -15,6 +15,7 @@ use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::github::FakeGithub;
 use image_mirror_testkit::images;
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, Registry};
 use serde_json::json;
@@ -223,11 +224,7 @@ async fn every_command_in_the_readme_runs() {
         let long_running = args.iter().any(|a| a == "worker" || a == "committer");
         if long_running {
             // A role: it must come up, then stop cleanly on SIGTERM.
-            let mut child = c
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = c.stdout(Stdio::null()).stderr(Stdio::piped()).running();
             let role = args
                 .iter()
                 .find(|a| *a == "worker" || *a == "committer")

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use image_mirror_common::JobEvent;
@@ -12,6 +12,7 @@ use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::{Running, SpawnRunning};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 
@@ -56,12 +57,11 @@ impl Fleet {
         c
     }
 
-    fn worker(&self) -> Child {
+    fn worker(&self) -> Running {
         self.command(&["worker", "--concurrency", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+            .running()
     }
 
     fn sync(&self) {
@@ -80,7 +80,7 @@ impl Fleet {
     }
 }
 
-fn stop(mut worker: Child) {
+fn stop(mut worker: Running) {
     process::terminate(&worker);
     worker.wait().unwrap();
 }
@@ -187,10 +187,9 @@ async fn producer_and_workers_ride_out_a_broker_restart() {
         .command(&["producer", "sync", "--filter", "/second/"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .running();
     rabbitmq::start_private_node();
-    let out = producer.wait_with_output().unwrap();
+    let out = producer.into_inner().wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -11,6 +11,7 @@ use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::{Topology, REASON_HEADER};
 use image_mirror_testkit::images::{self, Image};
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{rabbitmq, skopeo, Registry};
 
@@ -238,8 +239,7 @@ async fn producer_and_three_worker_processes_mirror_thirty_images() {
             with_broker(&["worker", "--concurrency", "2"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+                .running()
         })
         .collect();
 

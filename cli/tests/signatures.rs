@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use image_mirror_common::Digest;
 use image_mirror_registry::referrers::fallback_tag;
 use image_mirror_testkit::images::{self, Blob};
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::{push_image, push_manifest};
 use image_mirror_testkit::{crane, tools, Front, FrontOptions, Registry};
 use serde_json::{json, Value};
@@ -238,12 +239,11 @@ async fn an_artifact_in_a_fallback_tag_is_listed_once_after_two_copies_at_once()
             .env_remove("AMQP_URL")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+            .running()
     };
     let (a, b) = (spawn(1), spawn(2));
     for child in [a, b] {
-        let out = child.wait_with_output().unwrap();
+        let out = child.into_inner().wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
     let listed = fallback_entries(dst.host(), "mirror/app", image.digest());

@@ -15,6 +15,7 @@ use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images;
 use image_mirror_testkit::ports::free_port;
 use image_mirror_testkit::process;
+use image_mirror_testkit::process::SpawnRunning;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
 use image_mirror_testkit::{rabbitmq, Registry};
@@ -210,8 +211,7 @@ async fn the_metrics_endpoint_counts_what_a_running_worker_does() {
         .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "worker"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .running();
     let mut logs = BufReader::new(worker.stderr.take().unwrap());
     process::wait_for_line(&mut logs, "serving /metrics", "the worker");
     process::drain(logs);
@@ -414,8 +414,7 @@ async fn readyz_follows_the_broker_connection() {
         .env("DOCKER_CONFIG", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .running();
     let mut logs = BufReader::new(worker.stderr.take().unwrap());
     process::wait_for_line(&mut logs, "worker started", "the worker");
     process::drain(logs);

@@ -3,12 +3,12 @@
 //! while its worker is killed.
 
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use crate::front::{hold_chunk_from, HeldChunk};
 use crate::http::Logged;
 use crate::images::{self, Blob, Format, Platform, OCI_LAYER};
+use crate::process::Running;
 use crate::push::push_image_lacking;
 use crate::workers::Deployment;
 use crate::{Front, FrontOptions, Registry};
@@ -64,7 +64,7 @@ pub struct HeldUpload {
     /// The workers' deployment.
     pub fleet: Deployment,
     /// The worker whose chunk is held.
-    pub first: Child,
+    pub first: Running,
     /// The held chunk's start offset.
     pub held_at: u64,
     /// Every request the front saw, with when.

@@ -78,3 +78,68 @@ pub fn terminate(child: &Child) {
         .expect("run kill");
     assert!(status.success(), "kill -TERM {}", child.id());
 }
+
+/// A process a test started: killed (SIGKILL) and reaped when dropped while it still runs, so
+/// that a test that fails leaves no process behind. It derefs to the [`Child`].
+pub struct Running(Option<Child>);
+
+/// Starting a [`Running`] process.
+pub trait SpawnRunning {
+    /// Spawns the command, panicking with its program's name when it cannot start.
+    fn running(&mut self) -> Running;
+}
+
+impl SpawnRunning for Command {
+    fn running(&mut self) -> Running {
+        let child = self
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.get_program()));
+        Running(Some(child))
+    }
+}
+
+impl Running {
+    /// The child, whose end is now the caller's (`wait_with_output`, say).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("a running child")
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a running child")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a running child")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_dropped_while_running_is_killed_and_reaped() {
+        let running = Command::new("sleep").arg("600").running();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", running.id()));
+        assert!(proc_dir.exists());
+        drop(running);
+        assert!(!proc_dir.exists(), "the process is still there");
+    }
+}

@@ -5,14 +5,15 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use image_mirror_common::JobEvent;
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
 
-use crate::{process, rabbitmq};
+use crate::process::{self, Running, SpawnRunning};
+use crate::rabbitmq;
 
 /// Worker processes on one broker prefix, and a folder for their files.
 pub struct Deployment {
@@ -69,7 +70,7 @@ impl Deployment {
     }
 
     /// A worker process named `name` (two jobs at a time), returned once it consumes.
-    pub fn worker(&self, name: &str, extra: &[&str]) -> Child {
+    pub fn worker(&self, name: &str, extra: &[&str]) -> Running {
         let (child, logs) = self.worker_logged(name, extra);
         process::drain(logs);
         child
@@ -77,15 +78,14 @@ impl Deployment {
 
     /// A worker as [`worker`](Self::worker) does, with the rest of its log to read (read it
     /// to its end, or drain it, so that the worker never blocks writing).
-    pub fn worker_logged(&self, name: &str, extra: &[&str]) -> (Child, BufReader<ChildStderr>) {
+    pub fn worker_logged(&self, name: &str, extra: &[&str]) -> (Running, BufReader<ChildStderr>) {
         let mut child = self
             .command(name)
             .args(["worker", "--concurrency", "2"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a worker");
+            .running();
         let mut logs = BufReader::new(child.stderr.take().expect("stderr"));
         process::wait_for_line(&mut logs, "worker started", name);
         (child, logs)
@@ -143,7 +143,7 @@ impl Deployment {
 }
 
 /// Stops `worker` as an orchestrator does (SIGTERM); it must exit cleanly.
-pub fn stop(mut worker: Child) {
+pub fn stop(mut worker: Running) {
     process::terminate(&worker);
     assert!(worker.wait().expect("wait for the worker").success());
 }
