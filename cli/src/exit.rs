@@ -1,6 +1,8 @@
-//! Exit statuses and the error that carries "bad input" (exit 2) from a command to `main`.
+//! Exit statuses, the error that carries "bad input" (exit 2) from a command to `main`, and
+//! how an error is shown.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Everything done.
 pub const OK: u8 = 0;
@@ -13,6 +15,24 @@ pub const BAD_INPUT: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInput(pub String);
+
+/// Writes `err` and its causes on stderr, a line each, as `error: …`.
+pub fn print_error(err: &anyhow::Error) {
+    for line in format!("{err:#}").lines() {
+        eprintln!("error: {line}");
+    }
+}
+
+/// What a repeating producer says after each pass: its error, if any (the next pass may
+/// succeed), then when `what` runs again.
+pub fn after_pass(what: &'static str, every: Duration) -> impl FnMut(anyhow::Result<()>) {
+    move |outcome| {
+        if let Err(e) = outcome {
+            print_error(&e);
+        }
+        println!("next {what} in {}s", every.as_secs());
+    }
+}
 
 /// The exit status for an error that ended a command.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {

@@ -87,9 +87,7 @@ async fn run(parsed: Parsed) -> ExitCode {
     let code = match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            for line in format!("{err:#}").lines() {
-                eprintln!("error: {line}");
-            }
+            exit::print_error(&err);
             exit::code_for(&err)
         }
     };

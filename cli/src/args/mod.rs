@@ -17,6 +17,8 @@ pub use reorder::{parse, Parsed};
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
 /// date.
 ///
+/// Each command takes the flags it uses, after it: `image-mirror COMMAND --help` lists them.
+///
 /// Exit status: 0 all done, 1 something failed (a job, a check), 2 bad usage or bad input.
 #[derive(Debug, Parser)]
 #[command(name = "image-mirror", version, propagate_version = true)]

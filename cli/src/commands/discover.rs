@@ -7,7 +7,7 @@ use image_mirror_producer::{publish, run_producer};
 
 use crate::args::DiscoverArgs;
 use crate::discovery::{discover_keys, print_key_lines, Discovering};
-use crate::exit::{FAILED, OK};
+use crate::exit::{after_pass, FAILED, OK};
 use crate::{broker, serve, stop};
 
 pub async fn run(args: &DiscoverArgs) -> Result<u8> {
@@ -22,16 +22,8 @@ pub async fn run(args: &DiscoverArgs) -> Result<u8> {
         every,
         stop::signal(),
         || async { once(args, &broker).await.map(|_| ()) },
-        |outcome| {
-            if let Err(e) = outcome {
-                // A failed pass (config unreadable, broker gone) is reported; the next may
-                // pass.
-                for line in format!("{e:#}").lines() {
-                    eprintln!("error: {line}");
-                }
-            }
-            println!("next discovery in {}s", every.as_secs());
-        },
+        // A failed pass (config unreadable, broker gone) is reported; the next may pass.
+        after_pass("discovery", every),
     )
     .await;
     Ok(OK)

@@ -8,7 +8,7 @@ use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
 
 use crate::args::SyncArgs;
-use crate::exit::OK;
+use crate::exit::{after_pass, OK};
 use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
 
@@ -29,16 +29,9 @@ pub async fn sync(args: &SyncArgs) -> Result<u8> {
         every,
         stop::signal(),
         || async { sync_once(args, &broker, client.as_ref()).await.map(|_| ()) },
-        |outcome| {
-            if let Err(e) = outcome {
-                // A failed pass (images-list unreadable, broker gone) is reported; the next
-                // may pass.
-                for line in format!("{e:#}").lines() {
-                    eprintln!("error: {line}");
-                }
-            }
-            println!("next sync in {}s", every.as_secs());
-        },
+        // A failed pass (images-list unreadable, broker gone) is reported; the next may
+        // pass.
+        after_pass("sync", every),
     )
     .await;
     Ok(OK)
