@@ -10,6 +10,7 @@ use image_mirror_registry::upload_limits::HostSize;
 
 /// The images-list file.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Files")]
 pub struct ListFlag {
     /// The images-list file.
     #[arg(
@@ -23,6 +24,7 @@ pub struct ListFlag {
 
 /// images-list and config.json.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Files")]
 pub struct FilesFlags {
     #[command(flatten)]
     pub list: ListFlag,
@@ -46,19 +48,26 @@ impl FilesFlags {
 
 /// What a command that plans jobs reads: the files, and where the targets go.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Targets")]
 pub struct PlanFlags {
     #[command(flatten)]
     pub files: FilesFlags,
     /// Replace the targets' registry; several values mirror every entry to each of them.
     #[arg(
         long = "dest-registry",
+        help_heading = "Targets",
         env = "DEST_REGISTRY_OVERRIDE",
         value_delimiter = ',',
         value_name = "HOST[:PORT]"
     )]
     pub dest_registries: Vec<String>,
     /// Replace the targets' organisation.
-    #[arg(long, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
+    #[arg(
+        long,
+        help_heading = "Targets",
+        env = "DEST_ORG_OVERRIDE",
+        value_name = "ORG"
+    )]
     pub dest_org: Option<String>,
 }
 
@@ -71,6 +80,7 @@ impl PlanFlags {
 
 /// How registries are reached: every command that asks one.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Registries")]
 pub struct RegistryFlags {
     /// A registry host that may be reached over plain HTTP (repeatable).
     #[arg(
@@ -121,6 +131,7 @@ pub struct RegistryFlags {
 
 /// How blobs move: every command that copies.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Blob transfers")]
 pub struct TransferFlags {
     /// A blob body (up or down) that moves less than 64 KiB in this many seconds is stalled:
     /// the transfer is cut and resumed.
@@ -160,6 +171,7 @@ pub struct TransferFlags {
 
 /// Docker Hub's web API: commands that check whether a new target repository exists.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Discovery")]
 pub struct HubFlag {
     /// Docker Hub's web API, asked whether a new Docker Hub target repository exists.
     #[arg(
@@ -173,6 +185,7 @@ pub struct HubFlag {
 
 /// What running config.json's rules needs beyond the registries.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Discovery")]
 pub struct DiscoveryFlags {
     #[command(flatten)]
     pub hub: HubFlag,
@@ -189,6 +202,7 @@ pub struct DiscoveryFlags {
 
 /// The broker: every role that publishes or consumes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Broker")]
 pub struct BrokerFlags {
     /// RabbitMQ URL; for `run` and `add-tag`, absent means the in-memory queue.
     #[arg(
@@ -222,6 +236,7 @@ pub struct BrokerFlags {
 
 /// The metrics and health endpoint of a long-running role.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Metrics")]
 pub struct MetricsFlag {
     /// Serve /metrics, /healthz and /readyz here.
     #[arg(long, env = "IMAGE_MIRROR_METRICS_ADDR", value_name = "HOST:PORT")]
