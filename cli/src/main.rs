@@ -59,24 +59,18 @@ async fn run(parsed: Parsed) -> ExitCode {
         Command::Producer(ProducerCommand::Sync(args)) => commands::producer::sync(args).await,
         Command::Producer(ProducerCommand::Discover(args)) => commands::discover::run(args).await,
         Command::Producer(ProducerCommand::AddTag(args)) => {
-            if args.add.broker.amqp_url.is_none() {
-                Err(exit::BadInput("producer add-tag needs --amqp-url (or AMQP_URL)".into()).into())
-            } else {
-                commands::add_tag::run(args).await
-            }
+            commands::add_tag::run(&args.what, &args.add, None).await
+        }
+        Command::Producer(ProducerCommand::AddImage(args)) => {
+            commands::add_tag::run_add_image(&args.what, &args.hub, &args.add, None).await
         }
         Command::Tags(args) => commands::tags::run(args).await,
-        Command::AddTag(args) => commands::add_tag::run(args).await,
-        Command::AddImage(args) => commands::add_tag::run_add_image(args).await,
-        Command::Producer(ProducerCommand::AddImage(args)) => {
-            if args.add.broker.amqp_url.is_none() {
-                Err(
-                    exit::BadInput("producer add-image needs --amqp-url (or AMQP_URL)".into())
-                        .into(),
-                )
-            } else {
-                commands::add_tag::run_add_image(args).await
-            }
+        Command::AddTag(args) => {
+            commands::add_tag::run(&args.what, &args.add, Some(&args.here)).await
+        }
+        Command::AddImage(args) => {
+            commands::add_tag::run_add_image(&args.what, &args.hub, &args.add, Some(&args.here))
+                .await
         }
         Command::Check(args) => commands::check::run(args).await,
         Command::Committer(args) => commands::committer::run(args).await,

@@ -94,16 +94,23 @@ async fn sync_publishes_one_job_per_source_tag_to_every_target() {
 }
 
 #[test]
-fn sync_without_a_broker_url_is_bad_usage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
-        .arg("--images-list")
-        .arg(fixture("images-list"))
-        .args(["producer", "sync"])
-        .env_remove("AMQP_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --amqp-url"));
+fn producer_commands_without_a_broker_url_are_bad_usage() {
+    for args in [
+        &["producer", "sync"][..],
+        &["producer", "add-tag", "--images", "a.io/x", "--tags", "v1"],
+        &["producer", "add-image", "--images", "a.io/x:v1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+            .args(args)
+            .arg("--images-list")
+            .arg(fixture("images-list"))
+            .env_remove("AMQP_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("needs --amqp-url"), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

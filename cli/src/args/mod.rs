@@ -101,8 +101,9 @@ pub struct TagsArgs {
     pub discovery: DiscoveryFlags,
 }
 
+/// The tags `add-tag` adds.
 #[derive(Debug, Args)]
-pub struct AddTagArgs {
+pub struct TagsToAdd {
     /// Source images, as images-list writes them (comma list).
     #[arg(
         long,
@@ -121,12 +122,11 @@ pub struct AddTagArgs {
         value_name = "TAG,..."
     )]
     pub tags: Vec<String>,
-    #[command(flatten)]
-    pub add: AddFlags,
 }
 
+/// The images `add-image` adds.
 #[derive(Debug, Args)]
-pub struct AddImageArgs {
+pub struct ImagesToAdd {
     /// Full references of the images to add, `SOURCE:TAG` (comma list).
     #[arg(
         long,
@@ -139,29 +139,70 @@ pub struct AddImageArgs {
     /// The organisation new images go to (default: the one most images-list targets use).
     #[arg(long, env = "IMAGE_MIRROR_TARGET_ORG", value_name = "ORG")]
     pub target_org: Option<String>,
-    #[command(flatten)]
-    pub hub: HubFlag,
-    #[command(flatten)]
-    pub add: AddFlags,
 }
 
-/// What `add-tag` and `add-image` share: where the lines go, and how they are mirrored here
-/// or published.
+/// What adding lines reads, whether they are mirrored here or published: the files and
+/// targets, the registries that check them, the broker.
 #[derive(Debug, Args)]
 pub struct AddFlags {
-    /// Jobs in progress at once when mirroring here.
-    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
-    pub workers: u16,
     #[command(flatten)]
     pub plan: PlanFlags,
     #[command(flatten)]
     pub registry: RegistryFlags,
     #[command(flatten)]
+    pub broker: BrokerFlags,
+}
+
+/// How lines are mirrored here (without --amqp-url).
+#[derive(Debug, Args)]
+pub struct HereFlags {
+    /// Jobs in progress at once when mirroring here.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    #[command(flatten)]
     pub transfer: TransferFlags,
     #[command(flatten)]
-    pub broker: BrokerFlags,
-    #[command(flatten)]
     pub metrics: MetricsFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct AddTagArgs {
+    #[command(flatten)]
+    pub what: TagsToAdd,
+    #[command(flatten)]
+    pub add: AddFlags,
+    #[command(flatten)]
+    pub here: HereFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct AddImageArgs {
+    #[command(flatten)]
+    pub what: ImagesToAdd,
+    #[command(flatten)]
+    pub hub: HubFlag,
+    #[command(flatten)]
+    pub add: AddFlags,
+    #[command(flatten)]
+    pub here: HereFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ProducerAddTagArgs {
+    #[command(flatten)]
+    pub what: TagsToAdd,
+    #[command(flatten)]
+    pub add: AddFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ProducerAddImageArgs {
+    #[command(flatten)]
+    pub what: ImagesToAdd,
+    #[command(flatten)]
+    pub hub: HubFlag,
+    #[command(flatten)]
+    pub add: AddFlags,
 }
 
 #[derive(Debug, Args)]
@@ -380,9 +421,9 @@ pub enum ProducerCommand {
     /// stop the others.
     Discover(DiscoverArgs),
     /// The same as `image-mirror add-tag` with --amqp-url.
-    AddTag(AddTagArgs),
+    AddTag(ProducerAddTagArgs),
     /// The same as `image-mirror add-image` with --amqp-url.
-    AddImage(AddImageArgs),
+    AddImage(ProducerAddImageArgs),
 }
 
 #[derive(Debug, Args)]

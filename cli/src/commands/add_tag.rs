@@ -10,49 +10,57 @@ use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
 use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
 
-use crate::args::{AddFlags, AddImageArgs, AddTagArgs};
+use crate::args::{AddFlags, HereFlags, HubFlag, ImagesToAdd, TagsToAdd};
 use crate::exit::{BadInput, FAILED};
 use crate::pipeline::PipelineFlags;
 use crate::planning::overrides;
 use crate::{broker, pipeline, registry_client};
 
-pub async fn run(args: &AddTagArgs) -> Result<u8> {
-    let flags = &args.add;
+/// Adds `what`: mirrored here with `here` (`add-tag`), or published (with --amqp-url, and
+/// always for `producer add-tag`, which has no `here`).
+pub async fn run(what: &TagsToAdd, flags: &AddFlags, here: Option<&HereFlags>) -> Result<u8> {
+    let to = destination("add-tag", flags, here)?;
     let list = ImagesList::load(flags.plan.images_list()).map_err(|e| BadInput(e.to_string()))?;
-    let images = parse_all::<Repository>("IMAGES", &args.images)?;
-    let tags = parse_all::<Tag>("TAGS", &args.tags)?;
+    let images = parse_all::<Repository>("IMAGES", &what.images)?;
+    let tags = parse_all::<Tag>("TAGS", &what.tags)?;
     let registry = registry_client::client(&flags.registry, None)?;
     let planned = plan_add_tag(&list, &images, &tags, &registry).await;
-    add(flags, "add-tag", planned).await
+    add(flags, to, "add-tag", planned).await
 }
 
 /// `image-mirror add-image SOURCE:TAG,…` (or FULL_IMAGES): new images, each to its derived
 /// `mirrored-` target (or the mapping images-list already has for its source), checked, then
 /// mirrored and recorded, or published.
-pub async fn run_add_image(args: &AddImageArgs) -> Result<u8> {
-    let flags = &args.add;
+pub async fn run_add_image(
+    what: &ImagesToAdd,
+    hub: &HubFlag,
+    flags: &AddFlags,
+    here: Option<&HereFlags>,
+) -> Result<u8> {
+    let to = destination("add-image", flags, here)?;
     let list = ImagesList::load(flags.plan.images_list()).map_err(|e| BadInput(e.to_string()))?;
-    let images = parse_all::<ImageRef>("FULL_IMAGES", &args.images)?;
-    let rule = NewImages::for_list(&list, args.target_org.as_deref()).ok_or_else(|| {
+    let images = parse_all::<ImageRef>("FULL_IMAGES", &what.images)?;
+    let rule = NewImages::for_list(&list, what.target_org.as_deref()).ok_or_else(|| {
         BadInput(
             "images-list names no target yet: say where new images go with --target-org".into(),
         )
     })?;
     let registry = registry_client::client(&flags.registry, None)?;
-    let hub = registry_client::hub(&args.hub, &registry)?;
+    let hub = registry_client::hub(hub, &registry)?;
     let repos = TargetRepos {
         registry: &registry,
         hub: &hub,
         overrides: &overrides(&flags.plan)?,
     };
     let planned = plan_add_image(&list, &images, &rule, &repos).await;
-    add(flags, "add-image", planned).await
+    add(flags, to, "add-image", planned).await
 }
 
 /// Mirrors and records the planned lines, or publishes their jobs for the committer; with
 /// problems, names each and changes nothing.
 async fn add(
     flags: &AddFlags,
+    to: AddTo<'_>,
     command: &str,
     planned: Result<Vec<Entry>, Vec<String>>,
 ) -> Result<u8> {
@@ -69,31 +77,58 @@ async fn add(
     let jobs = overrides(&flags.plan)?
         .jobs_for(&entries, true, &Origin::AddTag)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
-    if flags.broker.amqp_url.is_some() {
-        let broker = broker::rabbitmq(&flags.broker, "add-tag").await?;
-        let published = publish(&broker, &jobs).await?;
-        for e in &entries {
-            println!("queued {}", e.line());
+    let here = match to {
+        AddTo::Here(here) => here,
+        AddTo::Broker => {
+            let broker = broker::rabbitmq(&flags.broker, "add-tag").await?;
+            let published = publish(&broker, &jobs).await?;
+            for e in &entries {
+                println!("queued {}", e.line());
+            }
+            println!(
+                "{command}: {} jobs published to {}; the committer records them once mirrored",
+                published,
+                broker.topology().jobs()
+            );
+            return Ok(crate::exit::OK);
         }
-        println!(
-            "{command}: {} jobs published to {}; the committer records them once mirrored",
-            published,
-            broker.topology().jobs()
-        );
-        return Ok(crate::exit::OK);
-    }
-    let engine = registry_client::engine(&flags.registry, &flags.transfer)?;
-    let here = PipelineFlags {
+    };
+    let engine = registry_client::engine(&flags.registry, &here.transfer)?;
+    let pipeline = PipelineFlags {
         broker: &flags.broker,
-        metrics: &flags.metrics,
+        metrics: &here.metrics,
         images_list: flags.plan.images_list(),
     };
-    let Some(mirrored) = pipeline::mirror(&here, engine, &jobs, flags.workers).await? else {
+    let Some(mirrored) = pipeline::mirror(&pipeline, engine, &jobs, here.workers).await? else {
         eprintln!("interrupted: nothing recorded");
         return Ok(FAILED);
     };
     pipeline::record(flags.plan.images_list(), &mirrored);
     Ok(pipeline::summary(&mirrored, false))
+}
+
+/// Where added lines go.
+enum AddTo<'a> {
+    /// Mirrored and recorded in this process.
+    Here(&'a HereFlags),
+    /// Published for the fleet, recorded by its committer.
+    Broker,
+}
+
+/// Published when a broker is named, else mirrored here; `producer add-tag` and `producer
+/// add-image` have no `here`, so they need --amqp-url, checked before any work.
+fn destination<'a>(
+    command: &str,
+    flags: &AddFlags,
+    here: Option<&'a HereFlags>,
+) -> Result<AddTo<'a>> {
+    match (flags.broker.amqp_url.is_some(), here) {
+        (true, _) => Ok(AddTo::Broker),
+        (false, Some(here)) => Ok(AddTo::Here(here)),
+        (false, None) => {
+            Err(BadInput(format!("producer {command} needs --amqp-url (or AMQP_URL)")).into())
+        }
+    }
 }
 
 /// Parses every non-empty item, naming the variable and the item that is wrong.
