@@ -216,6 +216,13 @@ mod tests {
             )
         );
         assert_eq!(
+            reordered("im --missing --insecure-registry h run --workers 2"),
+            (
+                "im run --missing --insecure-registry h --workers 2".to_owned(),
+                vec![]
+            )
+        );
+        assert_eq!(
             reordered("im --amqp-url=amqp://x producer --queue-prefix p sync --missing"),
             (
                 "im producer sync --amqp-url=amqp://x --queue-prefix p --missing".to_owned(),
