@@ -10,11 +10,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use std::time::{Duration, Instant};
 
 use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
+use image_mirror_testkit::process::{Running, SpawnRunning};
 use image_mirror_testkit::push::push_image_lacking;
 use image_mirror_testkit::workers::Deployment;
 use image_mirror_testkit::{process, rabbitmq, skopeo, FaultProxy, Faults, Registry};
@@ -118,8 +119,8 @@ async fn push_sources(src: &Registry) {
 /// The deployment's long-running processes, started again when they exit.
 struct Processes<'a> {
     d: &'a Deployment,
-    workers: Vec<Option<Child>>,
-    committer: Option<Child>,
+    workers: Vec<Option<Running>>,
+    committer: Option<Running>,
     started: usize,
 }
 
@@ -172,9 +173,9 @@ impl<'a> Processes<'a> {
 }
 
 fn restart_if_gone(
-    slot: &mut Option<Child>,
+    slot: &mut Option<Running>,
     started: &mut usize,
-    launch: impl FnOnce() -> Option<Child>,
+    launch: impl FnOnce() -> Option<Running>,
 ) {
     let gone = match slot {
         Some(c) => c.try_wait().ok().flatten().is_some(),
@@ -190,7 +191,7 @@ fn restart_if_gone(
 
 /// Starts `args` of the deployment's binary, its log in the deployment's folder, and waits
 /// (up to 30 s) for `ready` in it; `None` when it exited first or never said it.
-fn launch(d: &Deployment, name: &str, args: &[&str], ready: &str) -> Option<Child> {
+fn launch(d: &Deployment, name: &str, args: &[&str], ready: &str) -> Option<Running> {
     let logs = d.dir().join("logs");
     std::fs::create_dir_all(&logs).expect("a log folder");
     let n = std::fs::read_dir(&logs).map(Iterator::count).unwrap_or(0);
@@ -200,8 +201,7 @@ fn launch(d: &Deployment, name: &str, args: &[&str], ready: &str) -> Option<Chil
         .args(args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("a log file"))
-        .spawn()
-        .expect("start the binary");
+        .running();
     let deadline = Instant::now() + Duration::from_secs(30);
     // A driver's poll of a log file, not a test's synchronisation.
     while Instant::now() < deadline {
