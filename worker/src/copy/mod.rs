@@ -17,6 +17,7 @@
 mod attachments;
 mod blob_copy;
 mod compare;
+mod copying;
 mod drift;
 mod error;
 mod fleet;
@@ -55,11 +56,10 @@ pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};
 
 use crate::copy::attachments::Attach;
 use crate::copy::blob_copy::BlobOutcome;
+use crate::copy::copying::{finish, Copying};
 use crate::copy::fleet::Fleet;
 use crate::copy::flights::Flights;
-use crate::copy::progress::Progress;
 use crate::copy::push::Pushing;
-use crate::copy::report::Counters;
 use crate::copy::resolve::{platforms_of, Plan, Resolution};
 use crate::copy::tee::{Supplies, Supply};
 use crate::copy::upload::Transfer;
@@ -106,77 +106,6 @@ pub struct CopyEngine {
 type BlobTask<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<BlobOutcome, CopyError>> + Send + 'a>,
 >;
-
-/// The state one copy's steps share.
-struct Copying<'a> {
-    source: &'a Repository,
-    target: &'a Repository,
-    counters: Counters,
-    progress: Progress,
-    started: Instant,
-}
-
-impl<'a> Copying<'a> {
-    fn new(source: &'a Repository, target: &'a Repository, started: Instant) -> Self {
-        Self {
-            source,
-            target,
-            counters: Counters::default(),
-            progress: Progress::new(),
-            started,
-        }
-    }
-}
-
-impl Copying<'_> {
-    /// The report of a target left as it was: up to date, or drifted and kept (`held` is
-    /// what its tag holds).
-    fn untouched(
-        &self,
-        outcome: CopyOutcome,
-        digest: &image_mirror_common::Digest,
-        media_type: Option<String>,
-        held: Option<image_mirror_common::Digest>,
-    ) -> CopyReport {
-        let mut report = self.counters.report(
-            outcome,
-            digest.clone(),
-            media_type.unwrap_or_default(),
-            Vec::new(),
-            self.started,
-            Phases {
-                resolve: self.started.elapsed(),
-                ..Phases::default()
-            },
-        );
-        report.target_digest = held;
-        report
-    }
-}
-
-/// Each target's result, in order: a refusal of the target named as such, and the digest an
-/// overwritten drifted target held.
-fn finish(
-    results: Vec<Option<Result<CopyReport, CopyError>>>,
-    targets: &[ImageRef],
-    replaced: Vec<Option<image_mirror_common::Digest>>,
-) -> Vec<Result<CopyReport, CopyError>> {
-    results
-        .into_iter()
-        .zip(targets)
-        .zip(replaced)
-        .map(|((r, target), replaced)| {
-            r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
-                .map(|mut report| {
-                    if replaced.is_some() {
-                        report.target_digest = replaced;
-                    }
-                    report
-                })
-                .map_err(|e| e.into_target_refusal(target.repository()))
-        })
-        .collect()
-}
 
 impl CopyEngine {
     /// An engine over `client` that remembers blob locations for this process only.
