@@ -5,39 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use image_mirror_common::ImageRef;
-use image_mirror_registry::{ClientOptions, RegistryClient, RetryPolicy};
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
 use image_mirror_testkit::{crane, Front, FrontOptions, Quirk, Registry};
 use image_mirror_worker::{CopyEngine, CopyError, CopyOptions};
 
-const MIB: u64 = 1024 * 1024;
+mod support;
 
-fn engine(hosts: &[String]) -> CopyEngine {
-    engine_with(hosts, CopyOptions::default())
-}
-
-fn engine_with(hosts: &[String], options: CopyOptions) -> CopyEngine {
-    let client = RegistryClient::new(ClientOptions {
-        insecure_hosts: hosts.to_vec(),
-        retry: RetryPolicy {
-            min_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(500),
-            max_retries: 5,
-        },
-        ..ClientOptions::default()
-    })
-    .unwrap();
-    CopyEngine::new(client, options)
-}
-
-fn reference(s: &str) -> ImageRef {
-    s.parse().unwrap()
-}
+use support::{engine, engine_with, reference, MIB};
 
 /// The images every profile carries: a four-platform index over a shared 8 MiB base layer, a
 /// 40 MiB single-layer image, and, when `big`, a 1 GiB single-layer image.
