@@ -125,15 +125,11 @@ async fn a_worker_killed_halfway_through_a_1_gib_blob_leaves_the_rest_to_another
     up.fleet.tear_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() {
-    let size = 128 * MIB;
-    let src = Registry::start();
-    fleet::push_big(&src, size, 1830).await;
-    let mut up = HeldUpload::start(binary(), "fleet-lost", &src, size, &[]);
+/// The first worker killed with `kill -9`, then the session of its upload closed at the
+/// registry (straight, not through the front).
+async fn killed_and_its_session_closed(mut up: HeldUpload) -> HeldUpload {
     up.first.kill().unwrap();
     up.first.wait().unwrap();
-    // The registry loses the session before anyone takes it over.
     let location = up
         .front
         .requests()
@@ -142,12 +138,23 @@ async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() 
         .find(|r| r.method == "PATCH")
         .map(|r| r.target.clone())
         .unwrap();
-    let cancelled = reqwest::Client::new()
+    let closed = reqwest::Client::new()
         .delete(format!("{}{location}", up.dst.url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(cancelled.status(), 204);
+    assert_eq!(closed.status(), 204);
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() {
+    let size = 128 * MIB;
+    let src = Registry::start();
+    fleet::push_big(&src, size, 1830).await;
+    let up = HeldUpload::start(binary(), "fleet-lost", &src, size, &[]);
+    // The registry loses the session before anyone takes it over.
+    let up = killed_and_its_session_closed(up).await;
 
     let second = up.fleet.worker("second", &[]);
     let events = up.fleet.events(1, WITHIN).await;
@@ -171,26 +178,11 @@ async fn a_successor_finds_the_blob_its_predecessor_finished_and_sends_nothing()
     let size = 128 * MIB;
     let src = Registry::start();
     fleet::push_big(&src, size, 1850).await;
-    let mut up = HeldUpload::start(binary(), "fleet-landed", &src, size, &[]);
-    up.first.kill().unwrap();
-    up.first.wait().unwrap();
+    let up = HeldUpload::start(binary(), "fleet-landed", &src, size, &[]);
     // The first worker's closing request went through before it died: the registry closed
     // the session and holds the blob (done here, straight to the registry).
-    let location = up
-        .front
-        .requests()
-        .iter()
-        .rev()
-        .find(|r| r.method == "PATCH")
-        .map(|r| r.target.clone())
-        .unwrap();
+    let up = killed_and_its_session_closed(up).await;
     let http = reqwest::Client::new();
-    let closed = http
-        .delete(format!("{}{location}", up.dst.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(closed.status(), 204);
     let blob = Blob::new(OCI_LAYER, images::random_bytes(1850, size as usize));
     push_blob(&http, &up.dst.url(), "mirror/big", &blob.digest, blob.bytes).await;
     let sent_before = upload_bytes(&up.front.requests());
