@@ -17,7 +17,7 @@ use image_mirror_testkit::http::Logged;
 use image_mirror_testkit::images::{self, Blob, Format, Platform, OCI_LAYER};
 use image_mirror_testkit::push::{push_blob, push_image_lacking};
 use image_mirror_testkit::workers::{stop, Deployment};
-use image_mirror_testkit::{process, skopeo, Front, FrontOptions, Quirk, Registry};
+use image_mirror_testkit::{process, skopeo, Front, FrontOptions, Implementation, Quirk, Registry};
 
 const MIB: u64 = 1024 * 1024;
 /// The engine's chunk size for large blobs.
@@ -175,10 +175,19 @@ async fn a_successor_whose_upload_the_registry_lost_starts_the_blob_over_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_finds_the_blob_its_predecessor_finished_and_sends_nothing() {
+    a_successor_finds_the_landed_blob(Implementation::Distribution2, "fleet-landed-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_finds_the_blob_its_predecessor_finished_on_distribution_3() {
+    a_successor_finds_the_landed_blob(Implementation::Distribution3, "fleet-landed-3").await;
+}
+
+async fn a_successor_finds_the_landed_blob(implementation: Implementation, name: &str) {
     let size = 128 * MIB;
     let src = Registry::start();
     fleet::push_big(&src, size, 1850).await;
-    let up = HeldUpload::start(binary(), "fleet-landed", &src, size, &[]);
+    let up = HeldUpload::start_on(implementation, binary(), name, &src, size, &[]);
     // The first worker's closing request went through before it died: the registry closed
     // the session and holds the blob (done here, straight to the registry).
     let up = killed_and_its_session_closed(up).await;

@@ -10,8 +10,9 @@ use crate::http::Logged;
 use crate::images::{self, Blob, Format, Platform, OCI_LAYER};
 use crate::process::Running;
 use crate::push::push_image_lacking;
+use crate::registry::RegistryOptions;
 use crate::workers::Deployment;
-use crate::{Front, FrontOptions, Registry};
+use crate::{Front, FrontOptions, Implementation, Registry};
 
 /// The repository and tag of the large image [`push_big`] pushes.
 pub const BIG: &str = "big/app";
@@ -75,7 +76,19 @@ impl HeldUpload {
     /// Mirrors [`BIG`]`:v1` of `src` (a blob of `size` bytes) to `mirror/big` with a first
     /// worker started with `args`, and returns once its chunk at half the blob is held.
     pub fn start(binary: &Path, name: &str, src: &Registry, size: u64, args: &[&str]) -> Self {
-        let dst = Registry::start();
+        Self::start_on(Implementation::Distribution2, binary, name, src, size, args)
+    }
+
+    /// [`start`](Self::start) with a target registry of `implementation`.
+    pub fn start_on(
+        implementation: Implementation,
+        binary: &Path,
+        name: &str,
+        src: &Registry,
+        size: u64,
+        args: &[&str],
+    ) -> Self {
+        let dst = Registry::start_with(&RegistryOptions::default().on(implementation));
         let (hook, halfway) = hold_chunk_from(size / 2);
         let front = Front::start(
             dst.host(),
