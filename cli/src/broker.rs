@@ -1,14 +1,26 @@
-//! Connecting to the broker the broker flags name.
+//! Connecting to the broker the broker flags name: within `--amqp-connect-timeout` for a
+//! command that runs once, or, for a long-running role, until it answers (a WARN line per
+//! attempt, never silence).
 
 use anyhow::{Context, Result};
 use image_mirror_common::secret::{redact_url, Secret};
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::coordination::Coordinator;
+use image_mirror_queue::reach::Reach;
 use image_mirror_queue::topology::Topology;
 use image_mirror_queue::Broker;
 
 use crate::args::BrokerFlags;
 use crate::exit::BadInput;
+
+/// How a command waits for the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Runs once: no answer within the bound is the command's error.
+    Once,
+    /// A long-running role: it says it waits, and tries again until the broker answers.
+    Wait,
+}
 
 /// The fleet's coordination through RabbitMQ at `--amqp-url` (a connection of its own).
 pub async fn coordinator(flags: &BrokerFlags) -> Result<Coordinator> {
@@ -32,14 +44,18 @@ fn topology(flags: &BrokerFlags) -> Topology {
 }
 
 /// RabbitMQ at `--amqp-url`, with the topology declared; bad usage when no URL is given.
-pub async fn rabbitmq(flags: &BrokerFlags, command: &str) -> Result<Broker> {
+pub async fn rabbitmq(flags: &BrokerFlags, command: &str, patience: Patience) -> Result<Broker> {
     let url = flags
         .amqp_url
         .as_ref()
         .map(Secret::expose)
         .ok_or_else(|| BadInput(format!("{command} needs --amqp-url (or AMQP_URL)")))?;
-    let broker = AmqpBroker::connect(url, topology(flags))
+    let reach = Reach {
+        timeout: flags.amqp_connect_timeout,
+        wait: patience == Patience::Wait,
+    };
+    let broker = AmqpBroker::reach(url, topology(flags), reach)
         .await
-        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+        .context("the broker cannot be reached")?;
     Ok(Broker::Amqp(Box::new(broker)))
 }

@@ -10,7 +10,9 @@ use image_mirror_producer::{discover, Helm, KeyReport, NewImages, Sources};
 use serde_json::{json, Value};
 
 use crate::args::{DiscoveryFlags, PlanFlags, RegistryFlags};
+use crate::console::{say, Level};
 use crate::exit::BadInput;
+use crate::outln;
 use crate::planning::overrides;
 use crate::registry_client;
 
@@ -33,9 +35,9 @@ pub struct Found {
 }
 
 impl Found {
-    /// Whether some key failed.
-    pub fn failed(&self) -> bool {
-        self.reports.iter().any(|r| !r.errors.is_empty())
+    /// How many keys failed.
+    pub fn failed_rules(&self) -> usize {
+        self.reports.iter().filter(|r| !r.errors.is_empty()).count()
     }
 
     /// One job per new tag of every report, with the flags' target overrides.
@@ -107,13 +109,13 @@ pub fn report_json(r: &KeyReport) -> Value {
 pub fn print_key_lines(reports: &[KeyReport]) {
     for r in reports {
         if let Some(kind) = &r.unsupported {
-            println!(
+            outln!(
                 "{}: versionSource kind {kind:?} is not supported; skipped",
                 r.key
             );
             continue;
         }
-        println!(
+        outln!(
             "{}: {} found, {} new{}",
             r.key,
             r.found.len(),
@@ -121,7 +123,7 @@ pub fn print_key_lines(reports: &[KeyReport]) {
             if r.errors.is_empty() { "" } else { ", failed" }
         );
         for e in &r.errors {
-            eprintln!("{}: {e}", r.key);
+            say(Level::Error, "rule_failed", format!("{}: {e}", r.key));
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::console::{say, Level};
+
 /// Everything done.
 pub const OK: u8 = 0;
 /// Something failed: a job, a check.
@@ -16,10 +18,16 @@ pub const BAD_INPUT: u8 = 2;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
-/// Writes `err` and its causes on stderr, a line each, as `error: …`.
+/// Writes `err` and its causes on stderr, a line each, as `error: …` (one JSON object with
+/// `--log-format json`).
 pub fn print_error(err: &anyhow::Error) {
-    for line in format!("{err:#}").lines() {
-        eprintln!("error: {line}");
+    match crate::console::format() {
+        crate::args::LogFormat::Text => {
+            for line in format!("{err:#}").lines() {
+                say(Level::Error, "error", format!("error: {line}"));
+            }
+        }
+        crate::args::LogFormat::Json => say(Level::Error, "error", format!("{err:#}")),
     }
 }
 
@@ -30,7 +38,7 @@ pub fn after_pass(what: &'static str, every: Duration) -> impl FnMut(anyhow::Res
         if let Err(e) = outcome {
             print_error(&e);
         }
-        println!("next {what} in {}s", every.as_secs());
+        crate::outln!("next {what} in {}s", every.as_secs());
     }
 }
 

@@ -4,12 +4,14 @@
 mod args;
 mod broker;
 mod commands;
+mod console;
 mod discovery;
 mod exit;
 mod pipeline;
 mod planning;
 mod progress;
 mod registry_client;
+mod run_report;
 mod serve;
 mod stop;
 mod telemetry;
@@ -43,7 +45,18 @@ async fn run(parsed: Parsed) -> ExitCode {
         cli.command,
         Command::Run(_) | Command::AddTag(_) | Command::AddImage(_)
     );
-    let telemetry = telemetry::init(cli.global.log_format, cli.command.role(), prints_job_lines);
+    console::init(cli.global.log_format, cli.global.quiet);
+    let verbosity = telemetry::Verbosity {
+        quiet: cli.global.quiet,
+        verbose: cli.global.verbose,
+    };
+    let telemetry = telemetry::init(
+        cli.global.log_format,
+        verbosity,
+        cli.command.role(),
+        prints_job_lines,
+    );
+    stop::install();
     for i in ignored {
         tracing::warn!(
             "{} is not a flag of `{}`: ignored (`image-mirror {} --help` lists its flags)",
@@ -77,6 +90,8 @@ async fn run(parsed: Parsed) -> ExitCode {
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Run(args) => commands::run::run(args).await,
         Command::Status(args) => commands::status::run(args).await,
+        Command::Completions(args) => commands::manual::completions(args),
+        Command::Man(args) => commands::manual::man(args),
     };
     let code = match result {
         Ok(code) => ExitCode::from(code),
@@ -84,6 +99,11 @@ async fn run(parsed: Parsed) -> ExitCode {
             exit::print_error(&err);
             exit::code_for(&err)
         }
+    };
+    let code = if console::stdout_closed() {
+        ExitCode::from(console::CLOSED_PIPE)
+    } else {
+        code
     };
     // The batch exporter blocks while it sends: off the async workers.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

@@ -1,55 +1,35 @@
-//! The roles in one process, shared by `run` and `add-tag`: the producer's publish step, the
-//! worker loop with N jobs at once, and a run's committer (which records exactly as a
-//! fleet's committer does, and ends once every job has ended), over the in-memory queue (or
-//! RabbitMQ with --amqp-url), showing progress.
+//! The roles in one process, shared by `run`, `add-tag` and `add-image`: the producer's
+//! publish step, the worker loop with N jobs at once, and a run's committer (which records
+//! exactly as a fleet's committer does, and ends once every job has ended), over the
+//! in-memory queue (or RabbitMQ with --amqp-url), shown as it goes (`progress.rs`).
+//!
+//! A first stop (Ctrl-C, SIGTERM, stdout closed) stops taking jobs and tells the copies to
+//! stop at their next checkpoint; what ended by then is recorded and summed up as usual, the
+//! rest is counted as not finished.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use image_mirror_committer::{
-    commit_run, BatchOptions, Committer, Destination, RunRecord, RunSummary,
-};
-use image_mirror_common::{Entry, JobEvent, MirrorJob, Outcome};
+use image_mirror_committer::{commit_run, BatchOptions, Committer, Destination, RunRecord};
+use image_mirror_common::{Entry, JobEvent, MirrorJob};
 use image_mirror_queue::memory::MemoryBroker;
 use image_mirror_queue::{Broker, JobRetries};
 use image_mirror_registry::QuotaView;
-use image_mirror_worker::{run_worker, CopyEngine, Deferral, WorkerOptions};
+use image_mirror_worker::{run_worker, Activity, CopyEngine, Deferral, StopSignal, WorkerOptions};
 
 use crate::args::{BrokerFlags, MetricsFlag};
-use crate::progress::Progress;
+use crate::broker::Patience;
+use crate::progress::{Display, Setup};
+use crate::stop::Why;
 use crate::{broker, stop};
 
-/// Retry delays of the in-memory queue (unless --retry-delays says otherwise): a run in one
-/// process waits less than a fleet does.
-const IN_PROCESS_RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(15),
-    Duration::from_secs(30),
-    Duration::from_secs(60),
-];
-
-fn in_process_retries(flags: &BrokerFlags) -> Result<JobRetries> {
-    match &flags.retry_delays {
-        Some(retries) => Ok(retries.clone()),
-        None => Ok(JobRetries::new(IN_PROCESS_RETRY_DELAYS.to_vec())?),
-    }
-}
-
-/// How a run's committer cuts batches: a short window, so that the run ends soon after its
-/// last event.
-const RUN_BATCHES: BatchOptions = BatchOptions {
-    window: Duration::from_millis(100),
-    max: 256,
-};
-
-/// What a finished in-process run produced.
+/// What a finished (or stopped) in-process run produced.
 pub struct Mirrored {
-    /// One event per job, in the jobs' order.
+    /// One event per job that ended, in the jobs' order.
     pub events: Vec<JobEvent>,
     /// The lines the committer added to the images-list.
     pub recorded: Vec<Entry>,
@@ -63,6 +43,10 @@ pub struct Mirrored {
     pub retries: u64,
     /// What each registry's quota came to: pulls, HEADs, refusals.
     pub quotas: Vec<(String, QuotaView)>,
+    /// Why the run was stopped before every job ended, if it was.
+    pub stopped: Option<Why>,
+    /// Jobs (one per target) that had not ended when it stopped.
+    pub unfinished: usize,
 }
 
 /// What the roles in one process read from the command line.
@@ -71,37 +55,45 @@ pub struct PipelineFlags<'a> {
     pub metrics: &'a MetricsFlag,
     /// Where the committer records.
     pub images_list: &'a Path,
+    /// How progress is shown.
+    pub display: Setup,
 }
 
-/// Mirrors `jobs` with `workers` jobs in progress at once. `None` when a stop signal came
-/// first.
+/// Mirrors `jobs` with `workers` jobs in progress at once.
 pub async fn mirror(
     flags: &PipelineFlags<'_>,
     engine: CopyEngine,
     jobs: &[MirrorJob],
     workers: u16,
-) -> Result<Option<Mirrored>> {
+) -> Result<Mirrored> {
     let broker = Arc::new(match flags.broker.amqp_url {
-        Some(_) => broker::rabbitmq(flags.broker, "run").await?,
-        None => Broker::Memory(MemoryBroker::new(in_process_retries(flags.broker)?)),
+        Some(_) => broker::rabbitmq(flags.broker, "run", Patience::Once).await?,
+        None => Broker::Memory(MemoryBroker::new(in_process_retries(flags.broker))),
     });
     if let Some(addr) = flags.metrics.metrics_addr {
         crate::serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
+    let (stop_copies, activity) = (StopSignal::new(), Activity::new());
+    let engine = engine
+        .with_stop(stop_copies.clone())
+        .with_activity(Arc::clone(&activity));
     let client = engine.client().clone();
     let started = Instant::now();
     let mut events = broker
-        .consume(&broker.topology().committer(), RUN_BATCHES.max as u16)
+        .consume(&broker.topology().committer(), BatchOptions::RUN.max as u16)
         .await?;
+    let stop_asked = stop::requested();
     image_mirror_producer::publish(&broker, jobs).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
     let mut worker = tokio::spawn(run_worker(
         Arc::clone(&broker),
         engine,
         WorkerOptions {
             concurrency: workers.max(1),
-            grace: Duration::from_secs(5),
+            // Stopped, its copies stop at their checkpoints at once.
+            grace: Duration::ZERO,
             // One run: a host that cannot be reached fails its jobs now, with the reason,
             // and a spent rate limit ends its jobs as deferred, naming the limit.
             retry_unreachable: false,
@@ -112,12 +104,14 @@ pub async fn mirror(
         },
     ));
     let expected: HashSet<String> = jobs.iter().flat_map(MirrorJob::event_ids).collect();
-    let progress = Progress::new(expected.len());
+    let display = Display::start(activity, &flags.display);
+    let stopping = AtomicBool::new(false);
     let workers_ended = async {
         match (&mut worker).await {
-            Ok(Ok(_)) => "they ended without an error".to_owned(),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("their task died: {e}"),
+            Ok(Ok(_)) if stopping.load(Ordering::Relaxed) => Ok(()),
+            Ok(Ok(_)) => Err("they ended without an error".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("their task died: {e}")),
         }
     };
     let destination = Destination::Local(flags.images_list.to_path_buf());
@@ -125,41 +119,47 @@ pub async fn mirror(
         broker: &broker,
         registry: &client,
         destination: &destination,
-        batch: RUN_BATCHES,
+        batch: BatchOptions::RUN,
     };
-    let committed = commit_run(&committer, &mut events, &expected, workers_ended, |e, n| {
-        progress.finished(e, n)
-    });
-    let collected = tokio::select! {
-        r = committed => Some(r),
-        () = stop::signal() => None,
-    };
-    progress.finish();
-    let _ = stop_tx.send(());
-    if !worker.is_finished() {
-        match worker.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the workers ended with an error after the run")
+    let mut committed = Box::pin(commit_run(
+        &committer,
+        &mut events,
+        &expected,
+        workers_ended,
+        |e, n| display.finished(e, n),
+    ));
+    let (collected, stopped) = tokio::select! {
+        r = &mut committed => (r, None),
+        why = stop_asked => {
+            stopping.store(true, Ordering::Relaxed);
+            stop_copies.stop();
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(());
             }
-            Err(e) => tracing::warn!(error = %e, "the workers' task died after the run"),
+            (committed.as_mut().await, Some(why))
         }
-    }
-    let Some(collected) = collected else {
-        return Ok(None);
     };
+    drop(committed);
+    display.finish();
+    // Every job ended (or the run failed): the workers stop as they would at a Ctrl-C.
+    stop_copies.stop();
+    if let Some(tx) = stop_tx.take() {
+        let _ = tx.send(());
+    }
+    end_workers(worker).await;
     let RunRecord {
         events: mut collected,
         recorded,
         rejected,
     } = collected?;
-    let events = jobs
+    let events: Vec<JobEvent> = jobs
         .iter()
         .flat_map(MirrorJob::event_ids)
         .filter_map(|id| collected.remove(&id))
         .collect();
     let stats = client.stats();
-    Ok(Some(Mirrored {
+    Ok(Mirrored {
+        unfinished: expected.len().saturating_sub(events.len()),
         events,
         recorded,
         rejected,
@@ -167,133 +167,26 @@ pub async fn mirror(
         retry_wait: Duration::from_millis(stats.retry_wait_ms.load(Ordering::Relaxed)),
         retries: stats.retries.load(Ordering::Relaxed),
         quotas: client.quotas(),
-    }))
+        stopped,
+    })
 }
 
-/// Prints the lines the committer added to the local images-list, and those it left out.
-pub fn record(images_list: &Path, mirrored: &Mirrored) {
-    for why in &mirrored.rejected {
-        eprintln!("not recorded: {why}");
-    }
-    if mirrored.recorded.is_empty() {
+/// The retry delays of jobs in this process: `--retry-delays`, else the in-process ones.
+fn in_process_retries(flags: &BrokerFlags) -> JobRetries {
+    flags
+        .retry_delays
+        .clone()
+        .unwrap_or_else(JobRetries::in_process)
+}
+
+/// Waits for the worker loop, told to stop, to end.
+async fn end_workers(worker: tokio::task::JoinHandle<Result<u64, image_mirror_queue::QueueError>>) {
+    if worker.is_finished() {
         return;
     }
-    println!(
-        "recorded {} new line(s) in {}",
-        mirrored.recorded.len(),
-        images_list.display()
-    );
-    for e in &mirrored.recorded {
-        println!("  + {}", e.line());
-    }
-}
-
-/// Prints where the time of the jobs went, summed over jobs (several run at once).
-pub fn time_spent(mirrored: &Mirrored) {
-    let sum = |f: fn(&JobEvent) -> u64| {
-        Duration::from_millis(mirrored.events.iter().map(f).sum::<u64>()).as_secs_f64()
-    };
-    let job_retries: u32 = mirrored
-        .events
-        .iter()
-        .map(|e| e.attempts.saturating_sub(1))
-        .sum();
-    println!(
-        "time in jobs (summed over jobs running at once): resolve {:.1}s, blob transfer {:.1}s, \
-         manifest push {:.1}s, waiting on registry retries {:.1}s ({} requests retried, {} jobs retried)",
-        sum(|e| e.resolve_ms),
-        sum(|e| e.blobs_ms),
-        sum(|e| e.manifests_ms),
-        mirrored.retry_wait.as_secs_f64(),
-        mirrored.retries,
-        job_retries
-    );
-}
-
-/// Prints the pulls (manifest GETs, as Docker Hub counts them) each registry cost.
-pub fn pulls(mirrored: &Mirrored) {
-    let spent: Vec<String> = mirrored
-        .quotas
-        .iter()
-        .map(|(registry, q)| {
-            let mut s = format!("{registry} {} pulls, {} HEADs", q.pulls, q.heads);
-            if q.refused > 0 {
-                s.push_str(&format!(", {} refused", q.refused));
-            }
-            if let Some(left) = q.remaining {
-                s.push_str(&format!(", {left} left"));
-            }
-            s
-        })
-        .collect();
-    if !spent.is_empty() {
-        println!("registry quotas: {}", spent.join("; "));
-    }
-}
-
-/// Prints each failure, one line per host that could not be reached, and the summary line;
-/// the exit status (failed too when a line was left out of the images-list).
-pub fn summary(mirrored: &Mirrored, fail_on_drift: bool) -> u8 {
-    let (events, elapsed) = (&mirrored.events, mirrored.elapsed);
-    let s = RunSummary::of(events);
-    for e in events.iter().filter(|e| e.outcome == Outcome::Drifted) {
-        let source = e.digest.as_ref().map_or(String::new(), ToString::to_string);
-        let target = e
-            .target_digest
-            .as_ref()
-            .map_or(String::new(), ToString::to_string);
-        eprintln!(
-            "drifted: {}: the target holds {target}, the source {source}; kept (--on-drift overwrite replaces it)",
-            e.describe()
-        );
-    }
-    for e in events.iter().filter(|e| e.outcome == Outcome::Failed) {
-        let (class, message) = e
-            .error
-            .as_ref()
-            .map_or(("unknown", ""), |f| (f.class.as_str(), f.message.as_str()));
-        eprintln!("failed: {}: {class}: {message}", e.describe());
-    }
-    for e in events.iter().filter(|e| e.outcome == Outcome::Deferred) {
-        let why = e.error.as_ref().map_or("", |f| f.message.as_str());
-        eprintln!("deferred: {}: {why}", e.describe());
-    }
-    for host in &s.unreachable {
-        eprintln!("unreachable: {} ({} jobs)", host.message, host.jobs);
-    }
-    let causes = if s.failed == 0 {
-        String::new()
-    } else {
-        format!(" ({})", s.causes())
-    };
-    let deferred = if s.deferred == 0 {
-        String::new()
-    } else {
-        format!(", {} deferred (rate limit)", s.deferred)
-    };
-    let drifted = if s.drifted == 0 {
-        String::new()
-    } else {
-        format!(", {} drifted", s.drifted)
-    };
-    let attached = match (s.attached, s.signed) {
-        (0, 0) => String::new(),
-        (a, 0) => format!(", {a} referrers and digest tags"),
-        (0, v) => format!(", {v} signatures verified"),
-        (a, v) => format!(", {a} referrers and digest tags, {v} signatures verified"),
-    };
-    println!(
-        "summary: {} copied, {} already present, {} failed{causes}{deferred}{drifted}{attached}, {} bytes sent, {:.1}s",
-        s.copied,
-        s.already_present,
-        s.failed,
-        s.bytes_sent,
-        elapsed.as_secs_f64()
-    );
-    let recorded_all = mirrored.rejected.is_empty();
-    if s.failed == 0 && s.deferred == 0 && (s.drifted == 0 || !fail_on_drift) && recorded_all {
-        crate::exit::OK
-    } else {
-        crate::exit::FAILED
+    match worker.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "the workers ended with an error after the run"),
+        Err(e) => tracing::warn!(error = %e, "the workers' task died after the run"),
+        Ok(Ok(_)) => {}
     }
 }

@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::args::PlanFlags;
 use crate::exit::BadInput;
+use crate::outln;
 
 /// The target overrides of the flags, and config.json's `referrers`/`digestTags`
 /// rules when the file exists. Commands that only copy do not otherwise need the file: one
@@ -57,7 +58,7 @@ pub fn print_missing(missing: &Missing) {
             missing.unreadable.join(", ")
         )
     };
-    println!(
+    outln!(
         "missing: {} targets lack their tag, {} present and left alone ({} target repositories read){unreadable}",
         missing.jobs.iter().map(|j| j.targets().len()).sum::<usize>(),
         missing.present,

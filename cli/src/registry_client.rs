@@ -1,7 +1,5 @@
 //! Building the registry client and copy engine from the registry and transfer flags.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use image_mirror_registry::dockerhub::DockerHub;
 use image_mirror_registry::upload_limits::settings_of;
@@ -10,7 +8,7 @@ use image_mirror_registry::{
 };
 use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::copy::{BackupTag, DriftPolicy, OnDrift};
-use image_mirror_worker::{CopyEngine, CopyOptions};
+use image_mirror_worker::{CopyEngine, CopyOptions, SavedUploads};
 
 use crate::args::{DriftChoice, HubFlag, RegistryFlags, TransferFlags};
 use crate::exit::BadInput;
@@ -26,15 +24,15 @@ pub fn client(
     let options = ClientOptions {
         insecure_hosts: registry.insecure_registries.clone(),
         docker_config,
-        request_timeout: Duration::from_secs(registry.request_timeout),
-        connect_timeout: Duration::from_secs(registry.connect_timeout),
+        request_timeout: registry.request_timeout,
+        connect_timeout: registry.connect_timeout,
         stall: transfer.map_or_else(StallRule::default, |t| StallRule {
-            window: Duration::from_secs(t.stall_timeout),
+            window: t.stall_timeout,
             ..StallRule::default()
         }),
         rate_limits: RateLimitPolicy {
             reserve: registry.rate_limit_reserve,
-            max_wait: Duration::from_secs(registry.rate_limit_max_wait),
+            max_wait: registry.rate_limit_max_wait,
         },
         upload_settings: transfer.map_or_else(Default::default, |t| {
             settings_of(&t.blob_chunk, &t.blob_max)
@@ -68,16 +66,20 @@ pub fn drift_policy(on_drift: DriftChoice, backup_tag: Option<&str>) -> Result<D
     })
 }
 
-/// A copy engine over [`client`], remembering blob locations in the cache folder.
+/// A copy engine over [`client`], remembering in the cache folder where blobs are (for
+/// mounts) and where its chunked uploads stand (to go on from there after a stop).
 pub fn engine(registry: &RegistryFlags, transfer: &TransferFlags) -> Result<CopyEngine> {
-    let path = match &transfer.cache_dir {
-        Some(dir) => Some(dir.join("blob-locations")),
-        None => MountIndex::default_path(),
-    };
-    let mounts = path.map_or_else(MountIndex::in_memory, |p| MountIndex::persistent(&p));
+    let dir = transfer.cache_dir.clone().or_else(MountIndex::default_dir);
+    let mounts = dir.as_ref().map_or_else(MountIndex::in_memory, |d| {
+        MountIndex::persistent(&d.join("blob-locations"))
+    });
+    let saved = dir
+        .as_ref()
+        .map_or_else(SavedUploads::nowhere, |d| SavedUploads::in_dir(d));
     Ok(CopyEngine::with_mounts(
         client(registry, Some(transfer))?,
         CopyOptions::default(),
         mounts,
-    ))
+    )
+    .with_saved_uploads(saved))
 }

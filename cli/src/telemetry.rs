@@ -1,5 +1,8 @@
-//! Logs and traces. `tracing` events go to stderr as text or JSON lines, filtered by
-//! `RUST_LOG` (default `info`), in colour only on a terminal and without `NO_COLOR`. When `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! Logs and traces. `tracing` events go to stderr as text or JSON lines (around the live
+//! progress display, see `console.rs`), in colour only on a terminal and without `NO_COLOR`.
+//! Which lines: `RUST_LOG` when set; else this program's own at INFO (`-q`: WARN, `-v`:
+//! DEBUG), other crates' (the HTTP, AMQP and GitHub libraries) only from `-vv`, at DEBUG
+//! (`-vvv`: everything at TRACE). When `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also exported over OTLP/HTTP
 //! (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `http/json`) with the
 //! resource the standard `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` describe, through a
@@ -16,6 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::args::LogFormat;
+use crate::console::{say, Level};
 
 /// Keeps the trace pipeline; [`Telemetry::shutdown`] sends what is buffered.
 pub struct Telemetry {
@@ -27,7 +31,11 @@ impl Telemetry {
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             if let Err(e) = provider.shutdown() {
-                eprintln!("warning: could not send the last spans: {e}");
+                say(
+                    Level::Warn,
+                    "traces",
+                    format!("warning: could not send the last spans: {e}"),
+                );
             }
         }
     }
@@ -48,21 +56,49 @@ fn endpoint_set() -> bool {
     .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
+/// How many lines of logs: `-q`, nothing, `-v`, `-vv`, `-vvv`.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbosity {
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Verbosity {
+    /// The filter when `RUST_LOG` does not set one. Other crates log only from `-vv`: their
+    /// errors (a connection the program retries, a GitHub call it reports itself) are this
+    /// program's to tell, once, in its own words.
+    fn directives(self, prints_job_lines: bool) -> String {
+        let ours = match (self.quiet, self.verbose) {
+            (true, _) => "image_mirror=warn",
+            (false, 0) => "image_mirror=info",
+            (false, 1) => "image_mirror=debug",
+            (false, 2) => "debug",
+            (false, _) => "trace",
+        };
+        // `run` and `add-tag` show each finished job themselves: the worker's own line per
+        // job would say it twice.
+        if prints_job_lines && !self.quiet && self.verbose == 0 {
+            format!("{ours},image_mirror_worker::job_runner=error,image_mirror_worker::job_outcome=error")
+        } else {
+            ours.to_owned()
+        }
+    }
+}
+
 /// Sets up logging, and tracing when an OTLP endpoint is configured. `role` names the service
 /// when `OTEL_SERVICE_NAME` does not; `prints_job_lines` when the command shows each finished
 /// job itself (`run`, `add-tag`).
-pub fn init(format: LogFormat, role: &str, prints_job_lines: bool) -> Telemetry {
+pub fn init(
+    format: LogFormat,
+    verbosity: Verbosity,
+    role: &str,
+    prints_job_lines: bool,
+) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    // `run` and `add-tag` print a line per finished job themselves: the worker's own line
-    // per job would say it twice.
-    let default = if prints_job_lines {
-        "info,image_mirror_worker::job_runner=error,image_mirror_worker::job_outcome=error"
-    } else {
-        "info"
-    };
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let default = verbosity.directives(prints_job_lines);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::console::StderrSink)
         .with_ansi(colour_wanted());
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
@@ -72,7 +108,11 @@ pub fn init(format: LogFormat, role: &str, prints_job_lines: bool) -> Telemetry 
         match provider(role) {
             Ok(p) => Some(p),
             Err(e) => {
-                eprintln!("warning: traces are off: {e}");
+                say(
+                    Level::Warn,
+                    "traces",
+                    format!("warning: traces are off: {e}"),
+                );
                 None
             }
         }
@@ -88,7 +128,11 @@ pub fn init(format: LogFormat, role: &str, prints_job_lines: bool) -> Telemetry 
         .with(fmt.with_filter(filter()))
         .with(otel);
     if registry.try_init().is_err() {
-        eprintln!("warning: logging was already set up");
+        say(
+            Level::Warn,
+            "logging",
+            "warning: logging was already set up",
+        );
     }
     Telemetry { provider }
 }

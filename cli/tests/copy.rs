@@ -93,25 +93,26 @@ async fn htpasswd_registry_takes_docker_config_credentials_and_refuses_wrong_one
         .unwrap();
     };
 
-    // No credentials: a clear 401.
+    // No credentials: a clear 401, saying there are none.
     let none = tempfile::tempdir().unwrap();
     let out = copy(&[&from, &to], none.path(), &hosts);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("refuses pushes") && t.contains(dst.host()),
-        "{t}"
-    );
+    assert!(t.contains("failed (auth)") && t.contains(dst.host()), "{t}");
+    assert!(t.contains("no credentials: "), "{t}");
 
-    // Wrong password: a clear 401, and the password is nowhere.
+    // Wrong password: authentication failed, naming where the credentials came from, and
+    // the password is nowhere.
     let wrong = tempfile::tempdir().unwrap();
     let wrong_password = "wrong-password-77aa";
     write_config(wrong.path(), "mirror", wrong_password);
     let out = copy(&[&from, &to], wrong.path(), &hosts);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("refuses pushes"), "{t}");
-    assert!(t.contains("failed (target_refused)"), "{t}");
+    assert!(t.contains("failed (auth)"), "{t}");
+    assert!(t.contains("authentication failed (HTTP 401)"), "{t}");
+    assert!(t.contains("the auths entry for"), "{t}");
+    assert!(!t.contains("refuses pushes"), "{t}");
     assert!(!t.contains(wrong_password), "the password leaked: {t}");
 
     // The right password: copied, and the password is nowhere in the output.

@@ -182,9 +182,17 @@ async fn producer_and_workers_ride_out_a_broker_restart() {
         "no job finished"
     );
     rabbitmq::stop_private_node();
-    // The second half is published while the broker is down: the producer waits for it.
+    // The second half is published while the broker is down: the producer waits for it, as
+    // long as its connect timeout says.
     let producer = fleet
-        .command(&["producer", "sync", "--filter", "/second/"])
+        .command(&[
+            "producer",
+            "sync",
+            "--filter",
+            "/second/",
+            "--amqp-connect-timeout",
+            "3m",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .running();

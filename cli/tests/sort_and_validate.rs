@@ -187,12 +187,12 @@ fn each_bad_config_gives_exit_2_naming_file_and_key() {
         BadConfig {
             name: "unknown key",
             content: br#"{"t": {"images": ["a/b"], "versionSource": "registry", "versionFiltr": "x"}}"#,
-            expect: "config.json: key t.versionFiltr: unknown field `versionFiltr`",
+            expect: "config.json: key t.versionFiltr: unknown key (a rule's keys: images, versionSource",
         },
         BadConfig {
             name: "wrong JSON type",
             content: b"{\"t\": {\"images\": \"a/b\",\n \"versionSource\": \"registry\"}}",
-            expect: "config.json: key t.images: invalid type: string \"a/b\", expected a sequence at line 1",
+            expect: "config.json: key t.images: invalid type: string \"a/b\", expected a sequence",
         },
         BadConfig {
             name: "latest neither bool nor boolean string",
@@ -225,6 +225,46 @@ fn each_bad_config_gives_exit_2_naming_file_and_key() {
         assert_eq!(std::fs::read(&config).unwrap(), before);
         assert_eq!(std::fs::read(&list).unwrap(), GOOD_LIST.as_bytes());
     }
+}
+
+#[test]
+fn validate_reports_every_problem_of_both_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("images-list");
+    let config = dir.path().join("config.json");
+    std::fs::write(&list, "b/b rancher/b 1\nb/b rancher/b\nc/c rancher/c -1\n").unwrap();
+    std::fs::write(
+        &config,
+        br#"{"a": {"images": "a/b", "versionSource": "registry", "typo": 1},
+            "b": {"images": ["a/b"], "versionSource": "registry", "versionFilter": "^(v"},
+            "c": {"images": ["a/b"]}}"#,
+    )
+    .unwrap();
+    let out = image_mirror(&list, &config, &["validate"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    for expected in [
+        "images-list:2:",
+        "images-list:3:",
+        "key a.images: invalid type",
+        "key a.typo: unknown key",
+        "key b.versionFilter",
+        "key c.versionSource: missing",
+    ] {
+        assert!(t.contains(expected), "{expected:?} missing from {t}");
+    }
+}
+
+#[test]
+fn validate_reads_a_missing_config_json_as_no_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("images-list");
+    std::fs::write(&list, GOOD_LIST).unwrap();
+    let out = image_mirror(&list, &dir.path().join("config.json"), &["validate"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("images-list: 1 entries"), "{t}");
+    assert!(t.contains("config.json: absent: no rules"), "{t}");
 }
 
 #[test]

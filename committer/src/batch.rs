@@ -18,6 +18,15 @@ pub struct BatchOptions {
     pub max: usize,
 }
 
+impl BatchOptions {
+    /// A run's committer (`run`, `add-tag` in one process): short batches, so that the run
+    /// ends soon after its last event.
+    pub const RUN: Self = Self {
+        window: Duration::from_millis(100),
+        max: 256,
+    };
+}
+
 /// The next batch, or `None` when the consumer ended or `stop` completed before a batch
 /// began. A batch that has begun is returned when `stop` completes, for its owner to settle.
 pub async fn next_batch(

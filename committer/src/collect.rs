@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use image_mirror_common::{Entry, JobEvent};
 use image_mirror_queue::{Consumer, QueueError};
@@ -60,22 +61,44 @@ impl RunRecord {
     }
 }
 
+/// How long a run's committer goes on taking events after its workers were stopped: what
+/// they published before they ended is in the queue already.
+const DRAIN: Duration = Duration::from_millis(500);
+
 /// Runs `committer` over `consumer` until each id in `expected` has its event, while
-/// `workers_ended` (which completes, with why, when the workers stop) has not completed:
-/// events that will never come are not waited for. Events of other jobs are recorded as the
+/// `workers_ended` has not completed: events that will never come are not waited for. Workers
+/// that end with an error (why) end the run with it; workers that were stopped (`Ok`) end it
+/// with the events they published before, recorded. Events of other jobs are recorded as the
 /// committer records any event, and left out of the run's events.
 pub async fn commit_run(
     committer: &Committer<'_>,
     consumer: &mut Consumer,
     expected: &HashSet<String>,
-    workers_ended: impl Future<Output = String>,
+    workers_ended: impl Future<Output = Result<(), String>>,
     mut on_event: impl FnMut(&JobEvent, usize),
 ) -> Result<RunRecord, CollectError> {
     let record = Mutex::new(RunRecord::default());
     let all_in = Notify::new();
+    let stopped = Notify::new();
     let stop = async {
-        if !expected.is_empty() {
-            all_in.notified().await;
+        if expected.is_empty() {
+            return;
+        }
+        tokio::select! {
+            () = all_in.notified() => {}
+            () = async {
+                stopped.notified().await;
+                tokio::time::sleep(DRAIN).await;
+            } => {}
+        }
+    };
+    let workers = async {
+        match workers_ended.await {
+            Ok(()) => {
+                stopped.notify_one();
+                std::future::pending::<String>().await
+            }
+            Err(why) => why,
         }
     };
     let committed = run_committer(committer, consumer, stop, |outcome| {
@@ -90,7 +113,7 @@ pub async fn commit_run(
             CommitterError::Queue(q) => CollectError::Queue(q),
             other => CollectError::Committer(other),
         })?,
-        why = workers_ended => return Err(CollectError::WorkersStopped(why)),
+        why = workers => return Err(CollectError::WorkersStopped(why)),
     }
     Ok(record.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
@@ -128,7 +151,7 @@ mod tests {
             &committer,
             &mut events,
             &expected,
-            async { "the broker connection is gone".to_owned() },
+            async { Err("the broker connection is gone".to_owned()) },
             |_, _| {},
         )
         .await

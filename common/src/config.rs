@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use regex::Regex;
 use semver::VersionReq;
-use serde::Deserialize;
 
 use crate::helm_charts::{parse_helm_charts, HelmChart};
 
@@ -159,28 +158,95 @@ fn render_invalid(path: &Path, problems: &[(String, String)]) -> String {
         .join("\n")
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// The keys a rule may have.
+const RULE_KEYS: [&str; 10] = [
+    "images",
+    "versionSource",
+    "versionConstraint",
+    "versionFilter",
+    "latest",
+    "helmCharts",
+    "imagesFilePath",
+    "imageDenylist",
+    "referrers",
+    "digestTags",
+];
+
+#[derive(Debug)]
 struct RawRule {
-    #[serde(default)]
     images: Vec<String>,
     version_source: String,
     version_constraint: Option<String>,
     version_filter: Option<String>,
-    latest: Option<RawFlag>,
+    latest: Option<serde_json::Value>,
     helm_charts: Option<serde_json::Map<String, serde_json::Value>>,
     images_file_path: Option<String>,
-    #[serde(default)]
     image_denylist: Vec<String>,
-    referrers: Option<RawFlag>,
-    digest_tags: Option<RawFlag>,
+    referrers: Option<serde_json::Value>,
+    digest_tags: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawFlag {
-    Bool(bool),
-    Text(String),
+impl RawRule {
+    /// A rule's JSON object, each key read on its own: every unknown key and every value of
+    /// the wrong type is a problem, named `rule.key`.
+    fn read(key: &str, value: serde_json::Value) -> Result<Self, Vec<(String, String)>> {
+        let serde_json::Value::Object(object) = value else {
+            return Err(vec![(key.to_owned(), "a rule is a JSON object".to_owned())]);
+        };
+        let mut problems = Vec::new();
+        for name in object.keys().filter(|k| !RULE_KEYS.contains(&k.as_str())) {
+            problems.push((
+                format!("{key}.{name}"),
+                format!("unknown key (a rule's keys: {})", RULE_KEYS.join(", ")),
+            ));
+        }
+        let mut field = Fields {
+            key,
+            object: &object,
+            problems: &mut problems,
+        };
+        let version_source = field.get::<String>("versionSource");
+        let raw = RawRule {
+            images: field.get("images").unwrap_or_default(),
+            version_constraint: field.get("versionConstraint"),
+            version_filter: field.get("versionFilter"),
+            latest: field.get("latest"),
+            helm_charts: field.get("helmCharts"),
+            images_file_path: field.get("imagesFilePath"),
+            image_denylist: field.get("imageDenylist").unwrap_or_default(),
+            referrers: field.get("referrers"),
+            digest_tags: field.get("digestTags"),
+            version_source: version_source.unwrap_or_default(),
+        };
+        if !object.contains_key("versionSource") {
+            problems.push((format!("{key}.versionSource"), "missing".to_owned()));
+        }
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Reading a rule's keys one by one, each problem kept.
+struct Fields<'a> {
+    key: &'a str,
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    problems: &'a mut Vec<(String, String)>,
+}
+
+impl Fields<'_> {
+    /// The value of `name`, when present and of the right type (else a problem is kept).
+    fn get<T: serde::de::DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        let value = self.object.get(name)?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| {
+                self.problems
+                    .push((format!("{}.{name}", self.key), e.to_string()));
+            })
+            .ok()
+    }
 }
 
 impl Config {
@@ -203,8 +269,8 @@ impl Config {
                 .count(),
         })?;
         let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: IndexMap<String, RawRule> =
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Shape {
+        let raw: IndexMap<String, serde_json::Value> = serde_path_to_error::deserialize(de)
+            .map_err(|e| ConfigError::Shape {
                 path: path.to_owned(),
                 key: match e.path().to_string() {
                     p if p == "." => "(top level)".to_owned(),
@@ -212,10 +278,13 @@ impl Config {
                 },
                 message: e.inner().to_string(),
             })?;
+        // Every problem of every rule, not only the first: each rule's keys are read one by
+        // one, so that a wrong type in one does not hide an unknown key in another.
         let mut problems = Vec::new();
         let mut rules = Vec::with_capacity(raw.len());
-        for (key, raw) in raw {
-            match Rule::from_raw(&key, raw) {
+        for (key, value) in raw {
+            let read = RawRule::read(&key, value).and_then(|raw| Rule::from_raw(&key, raw));
+            match read {
                 Ok(rule) => rules.push(rule),
                 Err(mut p) => problems.append(&mut p),
             }
@@ -324,14 +393,23 @@ impl Rule {
 }
 
 /// A `true`/`false` field (the strings `"true"` and `"false"` too, as the original tool took).
-fn flag(field: &str, raw: Option<&RawFlag>, problem: &mut dyn FnMut(&str, String)) -> bool {
+fn flag(
+    field: &str,
+    raw: Option<&serde_json::Value>,
+    problem: &mut dyn FnMut(&str, String),
+) -> bool {
+    use serde_json::Value;
     match raw {
         None => false,
-        Some(RawFlag::Bool(b)) => *b,
-        Some(RawFlag::Text(t)) if t == "true" => true,
-        Some(RawFlag::Text(t)) if t == "false" => false,
-        Some(RawFlag::Text(t)) => {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(t)) if t == "true" => true,
+        Some(Value::String(t)) if t == "false" => false,
+        Some(Value::String(t)) => {
             problem(field, format!("expected true or false, found {t:?}"));
+            false
+        }
+        Some(other) => {
+            problem(field, format!("expected true or false, found {other}"));
             false
         }
     }
@@ -496,8 +574,10 @@ mod tests {
             error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latst": true}}"#);
         assert!(e.contains("config.json: key t.latst"), "{e}");
         let e = error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latest": 5}}"#);
-        assert!(e.contains("key t.latest"), "{e}");
-        assert!(e.contains("line 1"), "{e}");
+        assert!(
+            e.contains("key t.latest: expected true or false, found 5"),
+            "{e}"
+        );
         let e =
             error_of(r#"{"t": {"images": ["x/y"], "versionSource": "registry", "latest": "yes"}}"#);
         assert!(e.contains("key t.latest: expected true or false"), "{e}");

@@ -12,6 +12,7 @@
 pub mod atomic_file;
 pub mod config;
 pub mod digest;
+pub mod duration;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod helm_charts;
@@ -21,6 +22,7 @@ pub mod link_header;
 pub mod message;
 pub mod metrics;
 pub mod reference;
+pub mod retry;
 pub mod secret;
 pub mod version_sort;
 

@@ -328,6 +328,55 @@ impl ImageRef {
     }
 }
 
+/// skopeo's and containers-image's transports other than a registry's, by prefix, and what
+/// each names.
+const OTHER_TRANSPORTS: [(&str, &str); 8] = [
+    ("oci:", "an OCI image layout on disk"),
+    ("oci-archive:", "an OCI image layout in a tar file"),
+    ("docker-archive:", "a `docker save` tar file"),
+    ("docker-daemon:", "an image in a Docker engine"),
+    ("containers-storage:", "an image in podman's storage"),
+    ("dir:", "a folder of blobs"),
+    ("ostree:", "an OSTree repository"),
+    ("sif:", "a Singularity image"),
+];
+
+impl ImageRef {
+    /// A reference as a person writes it on a command line: this project's form
+    /// (`quay.io/coreos/etcd:v3.5.21`), or skopeo's registry transport `docker://` before it.
+    /// A reference to anything but a registry (skopeo's `oci:`, `docker-archive:`, …) or a
+    /// URL is refused, naming what it is.
+    pub fn from_arg(text: &str) -> Result<Self, ReferenceError> {
+        if let Some(rest) = text.strip_prefix("docker://") {
+            return rest.parse();
+        }
+        for (prefix, what) in OTHER_TRANSPORTS {
+            if text.starts_with(prefix) {
+                return Err(ReferenceError::new(
+                    "reference",
+                    text,
+                    format!(
+                        "the {} transport ({what}) is not a registry: image-mirror copies \
+                         between registries (write HOST/REPOSITORY:TAG, or docker://…)",
+                        prefix.trim_end_matches(':')
+                    ),
+                ));
+            }
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(ReferenceError::new(
+                "reference",
+                text,
+                format!(
+                    "a reference is HOST/REPOSITORY:TAG without a scheme ({scheme}:// is not \
+                     one); a registry over plain HTTP is named with --insecure-registry HOST"
+                ),
+            ));
+        }
+        text.parse()
+    }
+}
+
 impl FromStr for ImageRef {
     type Err = ReferenceError;
 
@@ -519,6 +568,10 @@ mod tests {
         assert_eq!(r.repository().registry(), "127.0.0.1:5000");
         assert_eq!(r.reference(), "1.0");
         let r: ImageRef = "127.0.0.1:5000/x/y".parse().unwrap();
+        assert_eq!(
+            ImageRef::from_arg("docker://127.0.0.1:5000/x/y").unwrap(),
+            r
+        );
         assert_eq!(r.tag(), None);
         assert_eq!(r.reference(), "latest");
 
@@ -531,6 +584,23 @@ mod tests {
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn other_transports_and_urls_are_refused_by_name() {
+        for (text, named) in [
+            ("oci:/dir:tag", "the oci transport"),
+            ("oci-archive:/tmp/x.tar", "the oci-archive transport"),
+            ("docker-archive:x.tar", "a `docker save` tar file"),
+            ("containers-storage:x", "podman"),
+            ("http://127.0.0.1:5000/x/y:1", "http:// is not one"),
+            ("https://quay.io/x/y", "https:// is not one"),
+        ] {
+            let err = ImageRef::from_arg(text).unwrap_err().to_string();
+            assert!(err.contains(named), "{text}: {err}");
+            assert!(!err.contains("invalid port"), "{text}: {err}");
+        }
+        assert!(ImageRef::from_arg("docker://quay.io/coreos/etcd:v3").is_ok());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Faults {
     /// Forward each request only once its body has fully arrived, as a front proxy with
     /// request buffering (nginx's default) does: a request cut short never reaches the server.
     pub buffer_requests: bool,
+    /// Carry at most this many bytes a second from the client to the server, on each
+    /// connection: a slow link.
+    pub upload_rate: Option<u64>,
 }
 
 impl Faults {
@@ -66,6 +69,7 @@ struct State {
     cut_up_done: AtomicBool,
     buffer_requests: bool,
     cut_down_done: AtomicBool,
+    upload_rate: Option<u64>,
     canned: Mutex<VecDeque<Vec<u8>>>,
     canned_served: AtomicU64,
     in_flight: AtomicU64,
@@ -92,6 +96,7 @@ impl FaultProxy {
             cut_down: faults.cut_downstream_after,
             canned: Mutex::new(faults.canned.into()),
             buffer_requests: faults.buffer_requests,
+            upload_rate: faults.upload_rate,
             ..State::default()
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
@@ -242,6 +247,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, state: &State) {
                 &mut server_write,
                 &state.up,
                 (state.cut_up, &state.cut_up_done),
+                state.upload_rate,
                 &asked,
             )
             .await;
@@ -252,6 +258,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, state: &State) {
         &mut client_write,
         &state.down,
         (state.cut_down, &state.cut_down_done),
+        None,
         &answered,
     );
     // Either direction ending (end of stream or a cut) ends the connection.
@@ -271,12 +278,15 @@ async fn pump<R, W>(
     to: &mut W,
     counter: &AtomicU64,
     (cut_at, cut_done): (Option<u64>, &AtomicBool),
+    rate: Option<u64>,
     on_bytes: &(dyn Fn() + Sync),
 ) where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
 {
     let mut buf = vec![0_u8; 64 * 1024];
+    let started = tokio::time::Instant::now();
+    let mut carried = 0_u64;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -296,6 +306,12 @@ async fn pump<R, W>(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        carried += n as u64;
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            // Not ahead of the rate: wait until these bytes are due.
+            let due = started + std::time::Duration::from_secs_f64(carried as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
         }
     }
 }

@@ -21,7 +21,7 @@ use image_mirror_registry::ErrorClass;
 use tracing::Instrument;
 
 use crate::copy::{CopyError, CopyOutcome, CopyReport};
-use crate::job_runner::{Deferral, Handled, Mirror, WorkerOptions};
+use crate::job::{Deferral, Handled, Mirror, WorkerOptions};
 
 /// The pause before a delivery is given back after the broker refused what the worker
 /// published for it (so that a refusal never turns into a tight loop).
@@ -69,8 +69,8 @@ impl JobRun<'_> {
         let copied = AssertUnwindSafe(mirror.mirror(&self.job))
             .catch_unwind()
             .await;
-        let results = match copied {
-            Ok(results) => results,
+        let outcomes = match copied {
+            Ok(outcomes) => outcomes,
             Err(panic) => {
                 let why = panic_text(&panic);
                 tracing::error!(job = %self.job.id, attempt = self.attempt, panic = %why, "the copy panicked; the job will be tried again later");
@@ -80,13 +80,20 @@ impl JobRun<'_> {
                     .await;
             }
         };
-        let verdicts: Vec<(Repository, Verdict)> = self
-            .job
-            .targets()
+        if outcomes
+            .iter()
+            .any(|o| matches!(o.result, Err(CopyError::Interrupted)))
+        {
+            // Stopping: the job comes again, as it was, where it will go on from its
+            // checkpoints.
+            tracing::info!(job = %self.job.id, "stopped before the copy ended; the job will come again");
+            return give_back(delivery).await;
+        }
+        let verdicts: Vec<(Repository, Verdict)> = outcomes
             .into_iter()
-            .zip(results)
-            .map(|(target, result)| {
-                let verdict = self.judge(&target, result, started);
+            .map(|o| {
+                let target = o.target.repository().clone();
+                let verdict = self.judge(&target, o.result, started);
                 (target, verdict)
             })
             .collect();

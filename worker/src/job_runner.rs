@@ -11,94 +11,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::{metrics, MirrorJob, Outcome};
+use image_mirror_common::{metrics, MirrorJob};
 use image_mirror_queue::trace_context;
 use image_mirror_queue::{Broker, Delivery, QueueError};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::copy::{AttachOptions, CopyEngine, CopyError, CopyReport};
+use crate::copy::stop::CHECKPOINT_GRACE;
+use crate::job::{Handled, Mirror, WorkerOptions};
 use crate::job_outcome::{dead_letter, JobRun};
-
-/// What a worker does with a job: the copy engine, or a stand-in in tests.
-pub trait Mirror: Clone + Send + Sync + 'static {
-    /// Copies the job's source to each of its targets: one result per target, in the order
-    /// of [`MirrorJob::targets`].
-    fn mirror(
-        &self,
-        job: &MirrorJob,
-    ) -> impl Future<Output = Vec<Result<CopyReport, CopyError>>> + Send;
-}
-
-impl Mirror for CopyEngine {
-    fn mirror(
-        &self,
-        job: &MirrorJob,
-    ) -> impl Future<Output = Vec<Result<CopyReport, CopyError>>> + Send {
-        let source = job.source_ref();
-        let targets: Vec<_> = job
-            .targets()
-            .into_iter()
-            .map(|t| t.at_tag(job.tag.clone()))
-            .collect();
-        let asked = AttachOptions {
-            referrers: job.referrers,
-            artifact_types: Vec::new(),
-            digest_tags: job.digest_tags,
-        };
-        let engine = self.clone();
-        async move { engine.copy_many_with(&source, &targets, &asked).await }
-    }
-}
-
-/// How a worker runs.
-#[derive(Debug, Clone, Copy)]
-pub struct WorkerOptions {
-    /// Jobs in progress at once (also the prefetch).
-    pub concurrency: u16,
-    /// After a stop signal, how long jobs in progress may take before they are left for
-    /// redelivery.
-    pub grace: Duration,
-    /// Whether a job whose registry cannot be reached at all is tried again later (a fleet
-    /// worker: the network may come back) or fails at once (a one-off run).
-    pub retry_unreachable: bool,
-    /// What becomes of a job whose registry's rate limit is spent for longer than the
-    /// client waits.
-    pub deferral: Deferral,
-}
-
-/// What a worker does with a job deferred by a spent rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deferral {
-    /// Keeps it in a delay queue timed to when the quota is expected back (a fleet worker).
-    DelayQueue,
-    /// Ends it with a `deferred` event, naming the limit (a one-off run).
-    Report,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        Self {
-            concurrency: 4,
-            grace: Duration::from_secs(30),
-            retry_unreachable: true,
-            deferral: Deferral::DelayQueue,
-        }
-    }
-}
-
-/// What happened to one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handled {
-    /// Done: an event with this outcome was published and the delivery acknowledged.
-    Finished(Outcome),
-    /// Scheduled for another attempt.
-    Retrying(u32),
-    /// Put aside for this long, until a registry's quota is expected back.
-    Deferred(Duration),
-    /// Given back unacknowledged (the broker was unavailable); it will come again.
-    Returned,
-}
 
 /// Runs jobs from `broker` until `stop` completes, then lets jobs in progress finish within
 /// the grace period. Returns how many deliveries were handled.
@@ -131,19 +52,29 @@ pub async fn run_worker<M: Mirror>(
         }
     }
     tracing::info!(in_progress = running.len(), "stopping: no new jobs taken");
-    let drain = async {
+    handled += drain(&mut running, options.grace).await;
+    if !running.is_empty() {
+        tracing::info!(
+            left = running.len(),
+            "grace period over; stopping the copies at their checkpoints, their jobs will be delivered again"
+        );
+        mirror.stop_copies();
+        handled += drain(&mut running, CHECKPOINT_GRACE * 3).await;
+        running.abort_all();
+    }
+    Ok(handled)
+}
+
+/// The deliveries handled while `running` ends, within `within`.
+async fn drain(running: &mut JoinSet<Handled>, within: Duration) -> u64 {
+    let mut handled = 0;
+    let draining = async {
         while let Some(done) = running.join_next().await {
             handled += count(done);
         }
     };
-    if tokio::time::timeout(options.grace, drain).await.is_err() {
-        tracing::warn!(
-            left = running.len(),
-            "grace period over; unfinished jobs will be delivered again"
-        );
-        running.abort_all();
-    }
-    Ok(handled)
+    let _ = tokio::time::timeout(within, draining).await;
+    handled
 }
 
 /// 1 for a delivery handled; a task that died is logged (its delivery comes again when the

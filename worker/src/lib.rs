@@ -8,12 +8,15 @@
 //! and the loop that consumes jobs. It never edits images-list.
 
 pub mod copy;
+mod job;
 mod job_outcome;
 pub mod job_runner;
 
 pub use copy::{verify_bundle, verify_simple_signing};
 pub use copy::{
-    AttachOptions, Attached, Comparison, CopyEngine, CopyError, CopyOptions, CopyOutcome,
-    CopyReport, Phases, TrustedKeys,
+    Activity, AttachOptions, Attached, Compared, Comparison, CopyEngine, CopyError, CopyOptions,
+    CopyOutcome, CopyReport, CopyView, Phases, SavedUploads, StopSignal, TargetOutcome,
+    TrustedKeys,
 };
-pub use job_runner::{handle, run_worker, Deferral, Handled, Mirror, WorkerOptions};
+pub use job::{Deferral, Handled, Mirror, WorkerOptions};
+pub use job_runner::{handle, run_worker};

@@ -14,7 +14,7 @@ use image_mirror_queue::topology::REASON_HEADER;
 use image_mirror_queue::{Broker, Delivery, JobRetries};
 use image_mirror_registry::RegistryError;
 use image_mirror_worker::{
-    run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, WorkerOptions,
+    run_worker, CopyError, CopyOutcome, CopyReport, Mirror, Phases, TargetOutcome, WorkerOptions,
 };
 
 /// Copies nothing, counts its calls, and panics on the calls `panic_on` lists; with `defer`,
@@ -31,8 +31,15 @@ struct Stub {
 impl Mirror for Stub {
     fn mirror(
         &self,
-        _job: &MirrorJob,
-    ) -> impl std::future::Future<Output = Vec<Result<CopyReport, CopyError>>> + Send {
+        job: &MirrorJob,
+    ) -> impl std::future::Future<Output = Vec<TargetOutcome>> + Send {
+        let target = job.target_ref();
+        let outcome = move |result: Result<CopyReport, CopyError>| {
+            vec![TargetOutcome {
+                target: target.clone(),
+                result,
+            }]
+        };
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let panics = self.panic_on.contains(&call);
         let defer = self.defer;
@@ -40,19 +47,19 @@ impl Mirror for Stub {
         async move {
             assert!(!panics, "copy number {call} blew up");
             if fail {
-                return vec![Err(CopyError::Registry(RegistryError::NotFound {
+                return outcome(Err(CopyError::Registry(RegistryError::NotFound {
                     registry: "reg.test".into(),
                     operation: "manifest up/app:v1".into(),
-                }))];
+                })));
             }
             if defer {
-                return vec![Err(CopyError::Registry(RegistryError::RateLimited {
+                return outcome(Err(CopyError::Registry(RegistryError::RateLimited {
                     registry: "reg.test".into(),
                     message: "the pull rate limit (100 per 6h) is spent".into(),
                     reset_in: Duration::from_secs(3600),
-                }))];
+                })));
             }
-            vec![Ok(CopyReport {
+            outcome(Ok(CopyReport {
                 outcome: CopyOutcome::AlreadyPresent,
                 digest: Digest::sha256_of(b"image"),
                 target_digest: None,
@@ -67,7 +74,7 @@ impl Mirror for Stub {
                 duration: Duration::ZERO,
                 phases: Phases::default(),
                 attached: Default::default(),
-            })]
+            }))
         }
     }
 }

@@ -9,11 +9,11 @@ use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYE
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::registry::RegistryOptions;
 use image_mirror_testkit::{crane, Front, FrontOptions, Quirk, Registry};
-use image_mirror_worker::{CopyEngine, CopyError, CopyOptions};
+use image_mirror_worker::{CopyEngine, CopyError};
 
 mod support;
 
-use support::{engine, engine_with, reference, MIB};
+use support::{engine, reference, MIB};
 
 /// The images every profile carries: a four-platform index over a shared 8 MiB base layer, a
 /// 40 MiB single-layer image, and, when `big`, a 1 GiB single-layer image.
@@ -203,7 +203,7 @@ async fn acr_kills_the_session_at_a_cut_and_the_blob_starts_over_once() {
         "the dead session was never asked about"
     );
     // What was sent of the 40 MiB blob up to the end of the cut chunk went again, once.
-    let chunk = CopyOptions::default().chunk_size;
+    let chunk = image_mirror_registry::upload_limits::DEFAULT_CHUNK;
     let before_cut = cut_at.div_ceil(chunk) * chunk;
     let extra = p.front.bytes_taken().saturating_sub(p.total_bytes());
     assert!(
@@ -217,15 +217,9 @@ async fn acr_kills_the_session_at_a_cut_and_the_blob_starts_over_once() {
 async fn an_advertised_chunk_minimum_is_honoured() {
     let min = 32 * MIB;
     let mut p = profile(Quirk::ChunkMin(min), 9600, false).await;
-    // Chunks of 16 MiB asked for: the registry's minimum raises them.
+    // Chunks of 16 MiB (the default) asked for: the registry's minimum raises them.
     let hosts = [p.src.host().to_owned(), p.front.host()];
-    p.engine = engine_with(
-        &hosts,
-        CopyOptions {
-            chunk_size: 16 * MIB,
-            ..CopyOptions::default()
-        },
-    );
+    p.engine = engine(&hosts);
     p.copy_all("mirror").await;
     assert_eq!(
         p.front.quirk_refusals(),

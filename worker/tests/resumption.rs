@@ -13,7 +13,6 @@ use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::{
     skopeo, FaultProxy, Faults, Front, FrontOptions, Implementation, Registry,
 };
-use image_mirror_worker::CopyOptions;
 use support::{big_image, engine, reference, registry, MIB};
 
 /// Copies a 256 MiB blob to `dst` through a proxy that cuts the upload once at half the blob.
@@ -60,7 +59,7 @@ async fn a_cut_upload_resumes_from_the_registry_offset_and_resends_at_most_one_c
     // upload consistent when the client's connection breaks: the upload goes on from the
     // offset the registry reports.
     let (dst, proxy, _image, size) = copy_through_cut_upload(true, implementation).await;
-    let chunk = CopyOptions::default().chunk_size;
+    let chunk = image_mirror_registry::upload_limits::DEFAULT_CHUNK;
     let overhead = MIB; // headers, the config blob, the manifest
     assert!(
         proxy.bytes_up() <= size + chunk + overhead,
@@ -102,7 +101,7 @@ async fn a_chunk_cut_at_a_bare_distribution_3_goes_on_from_what_it_kept() {
     // the upload goes on from there in the same session, without starting the blob over.
     let (dst, proxy, _image, size) =
         copy_through_cut_upload(false, Implementation::Distribution3).await;
-    let chunk = CopyOptions::default().chunk_size;
+    let chunk = image_mirror_registry::upload_limits::DEFAULT_CHUNK;
     assert!(
         proxy.bytes_up() <= size + chunk + MIB,
         "sent {} bytes for a {size}-byte blob",
@@ -144,7 +143,7 @@ async fn a_cut_download_resumes_with_range() {
         .unwrap();
     assert!(proxy.cut_down_done(), "the proxy never cut the download");
     assert!(report.resumes >= 1);
-    let chunk = CopyOptions::default().chunk_size;
+    let chunk = image_mirror_registry::upload_limits::DEFAULT_CHUNK;
     assert!(
         proxy.bytes_down() <= size + chunk + MIB,
         "read {} bytes for a {size}-byte blob",

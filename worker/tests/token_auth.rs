@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use image_mirror_common::ImageRef;
-use image_mirror_registry::{ClientOptions, DockerConfig, RegistryClient, RetryPolicy};
+use image_mirror_registry::{
+    ClientOptions, DockerConfig, RegistryClient, RetryPolicy, UploadSettings,
+};
 use image_mirror_testkit::front::Hook;
 use image_mirror_testkit::http::{Reply, Response};
 use image_mirror_testkit::images::{self, Blob, Format, Image, Platform, OCI_LAYER};
@@ -54,6 +56,28 @@ impl World {
 
     /// An engine with credentials for `hosts` (the registry's, or a front's).
     fn engine(&self, hosts: &[String], options: CopyOptions) -> CopyEngine {
+        self.engine_sending(hosts, options, None)
+    }
+
+    /// [`engine`](Self::engine), uploading to `hosts` in requests of `chunk` bytes when set.
+    fn engine_sending(
+        &self,
+        hosts: &[String],
+        options: CopyOptions,
+        chunk: Option<u64>,
+    ) -> CopyEngine {
+        let upload_settings = chunk.map_or_else(Default::default, |size| {
+            hosts
+                .iter()
+                .map(|h| {
+                    let sizes = UploadSettings {
+                        chunk: Some(size),
+                        blob_max: Some(size),
+                    };
+                    (h.clone(), sizes)
+                })
+                .collect()
+        });
         let auth = base64::engine::general_purpose::STANDARD.encode(CREDS);
         let auths: Vec<String> = hosts
             .iter()
@@ -71,6 +95,7 @@ impl World {
                 max_delay: Duration::from_millis(500),
                 max_retries: 5,
             },
+            upload_settings,
             ..ClientOptions::default()
         })
         .unwrap();
@@ -286,12 +311,7 @@ async fn a_401_in_the_middle_of_a_chunked_upload_renews_the_token_and_goes_on() 
             ..FrontOptions::default()
         },
     );
-    let options = CopyOptions {
-        chunk_size: MIB as u64,
-        single_request_max: MIB as u64,
-        ..CopyOptions::default()
-    };
-    let engine = w.engine(&[front.host()], options);
+    let engine = w.engine_sending(&[front.host()], CopyOptions::default(), Some(MIB as u64));
     let to = format!("{}/mirror/big:v1", front.host());
     let issued = w.tokens.issued();
     let report = engine

@@ -3,6 +3,7 @@
 //! commands that take it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use image_mirror_common::secret::Secret;
@@ -90,25 +91,25 @@ pub struct RegistryFlags {
         value_name = "HOST[:PORT]"
     )]
     pub insecure_registries: Vec<String>,
-    /// Deadline, in seconds, of every registry request that carries no blob body (manifests,
-    /// tokens, tag pages, upload sessions, mounts), from sending it to the end of its answer.
+    /// Deadline of every registry request that carries no blob body (manifests, tokens, tag
+    /// pages, upload sessions, mounts), from sending it to the end of its answer (`30s`).
     #[arg(
         long,
         env = "IMAGE_MIRROR_REQUEST_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
     )]
-    pub request_timeout: u64,
-    /// Seconds to wait for a registry connection to open.
+    pub request_timeout: Duration,
+    /// How long a registry connection may take to open.
     #[arg(
         long,
         env = "IMAGE_MIRROR_CONNECT_TIMEOUT",
-        default_value_t = 15,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
+        default_value = "15s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
     )]
-    pub connect_timeout: u64,
+    pub connect_timeout: Duration,
     /// Pulls (manifest GETs) left untouched in every registry's quota, as its
     /// `ratelimit-remaining` reports it: at the reserve, pulls pause.
     #[arg(
@@ -123,26 +124,27 @@ pub struct RegistryFlags {
     #[arg(
         long,
         env = "IMAGE_MIRROR_RATE_LIMIT_MAX_WAIT",
-        default_value_t = 300,
-        value_name = "SECONDS"
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = super::parse_duration_or_zero
     )]
-    pub rate_limit_max_wait: u64,
+    pub rate_limit_max_wait: Duration,
 }
 
 /// How blobs move: every command that copies.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Blob transfers")]
 pub struct TransferFlags {
-    /// A blob body (up or down) that moves less than 64 KiB in this many seconds is stalled:
-    /// the transfer is cut and resumed.
+    /// A blob body (up or down) that moves less than 64 KiB in this long is stalled: the
+    /// transfer is cut and resumed.
     #[arg(
         long,
         env = "IMAGE_MIRROR_STALL_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..)
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
     )]
-    pub stall_timeout: u64,
+    pub stall_timeout: Duration,
     /// Bytes per request of a chunked blob upload to a registry, as HOST=SIZE (`ghcr.io=4MiB`;
     /// repeatable). Known hosts start with their known limits (ghcr.io: 4 MiB requests; ECR:
     /// parts of at least 5 MiB), and a registry that refuses a request as too large teaches
@@ -232,6 +234,65 @@ pub struct BrokerFlags {
         value_parser = parse_retries
     )]
     pub retry_delays: Option<image_mirror_queue::JobRetries>,
+    /// How long a connection to RabbitMQ may take to open (`10s`, `1m`). A command that
+    /// runs once fails after it, naming the broker; a long-running role (worker,
+    /// committer, a repeating producer) says so and tries again.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_AMQP_CONNECT_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
+    )]
+    pub amqp_connect_timeout: Duration,
+}
+
+/// How results are written on stdout.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputFlag {
+    /// `text` for people, or `json`: one JSON document on stdout, its shape documented in the
+    /// README (reference/output.md).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Text
+    )]
+    pub output: OutputFormat,
+}
+
+impl OutputFlag {
+    /// Whether results are one JSON document.
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+/// `--output` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// How progress is shown while blobs move.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct ProgressFlags {
+    /// Without a terminal on stderr (CI, a pipe, Kubernetes), how often a line of progress is
+    /// written while work goes on (`10s`, `1m`). On a terminal the display is live; `-q`
+    /// silences both.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_PROGRESS_INTERVAL",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
+    )]
+    pub progress_interval: Duration,
 }
 
 /// The metrics and health endpoint of a long-running role.

@@ -6,22 +6,36 @@ mod reorder;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use flags::{
-    BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, PlanFlags,
-    RegistryFlags, TransferFlags,
+    BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, OutputFlag, PlanFlags,
+    ProgressFlags, RegistryFlags, TransferFlags,
 };
+pub use help::grouped;
 pub use reorder::{parse, Parsed};
+
+mod help;
+
+/// What `--version` says: the version, the commit built and the day.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("IMAGE_MIRROR_BUILD_COMMIT"),
+    ", built ",
+    env!("IMAGE_MIRROR_BUILD_DATE"),
+    ")"
+);
 
 /// Mirror container images byte for byte into your own namespace, and keep images-list up to
 /// date.
 ///
 /// Each command takes the flags it uses, after it: `image-mirror COMMAND --help` lists them.
 ///
-/// Exit status: 0 all done, 1 something failed (a job, a check), 2 bad usage or bad input.
+/// Exit status: 0 all done, 1 something failed (a job, a check), 2 bad usage or bad input,
+/// 130 interrupted (Ctrl-C), 141 stdout closed.
 #[derive(Debug, Parser)]
-#[command(name = "image-mirror", version, propagate_version = true)]
+#[command(name = "image-mirror", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -41,6 +55,19 @@ pub struct GlobalArgs {
         default_value_t = LogFormat::Text
     )]
     pub log_format: LogFormat,
+    /// More log lines: `-v` this program's DEBUG lines, `-vv` every library's too, `-vvv`
+    /// TRACE (`RUST_LOG`, when set, decides instead).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress display, and only warnings and errors on stderr.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "IMAGE_MIRROR_QUIET",
+        conflicts_with = "verbose"
+    )]
+    pub quiet: bool,
 }
 
 /// How log lines are written.
@@ -86,6 +113,25 @@ pub enum Command {
     /// The entries added to images-list since a git revision must name source tags that
     /// exist, and target repositories that exist.
     Check(CheckArgs),
+    /// Print a shell completion script: `image-mirror completions bash > /etc/bash_completion.d/image-mirror`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `image-mirror.1` and a page per command (`image-mirror-copy.1`, …) here instead
+    /// of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +206,8 @@ pub struct HereFlags {
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
     #[command(flatten)]
+    pub progress: ProgressFlags,
+    #[command(flatten)]
     pub transfer: TransferFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
@@ -216,6 +264,8 @@ pub struct CheckArgs {
     )]
     pub base: String,
     #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
     pub plan: PlanFlags,
     #[command(flatten)]
     pub registry: RegistryFlags,
@@ -228,9 +278,17 @@ pub struct WorkerArgs {
     /// Jobs in progress at once (the prefetch).
     #[arg(long, env = "IMAGE_MIRROR_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
-    /// Seconds jobs in progress may take to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "IMAGE_MIRROR_SHUTDOWN_GRACE", default_value_t = 30)]
-    pub grace_seconds: u64,
+    /// How long jobs in progress may take to finish after SIGTERM/SIGINT (`30s`); then
+    /// their copies stop at their next checkpoint and the jobs go back to the queue.
+    #[arg(
+        long,
+        alias = "grace-seconds",
+        env = "IMAGE_MIRROR_SHUTDOWN_GRACE",
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = parse_duration_or_zero
+    )]
+    pub grace: std::time::Duration,
     #[command(flatten)]
     pub drift: DriftArgs,
     #[command(flatten)]
@@ -337,6 +395,10 @@ pub struct RunArgs {
     /// Exit 1 when a target drifted (its tag holds another digest than the source's).
     #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
     pub fail_on_drift: bool,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub progress: ProgressFlags,
     #[command(flatten)]
     pub plan: PlanFlags,
     #[command(flatten)]
@@ -446,25 +508,15 @@ pub struct DiscoverArgs {
     pub metrics: MetricsFlag,
 }
 
-/// Reads `90s`, `15m`, `6h`, `1d`, or plain seconds.
+/// A duration as every flag writes it (`90s`, `15m`, `6h`, `1d`, or plain seconds), more than
+/// zero.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, such as 15m"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    if seconds == 0 {
-        return Err(format!("{text:?}: must be more than zero"));
-    }
-    Ok(std::time::Duration::from_secs(seconds))
+    image_mirror_common::duration::parse_positive(text)
+}
+
+/// A duration as every flag writes it, zero allowed.
+pub fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
+    image_mirror_common::duration::parse(text)
 }
 
 #[derive(Debug, Args)]
@@ -490,9 +542,11 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Source image, such as `quay.io/coreos/etcd:v3.5.21` or `traefik@sha256:…`.
+    /// Source image, such as `quay.io/coreos/etcd:v3.5.21` or `traefik@sha256:…`
+    /// (`docker://` in front is accepted, as skopeo writes it).
     pub source: String,
-    /// Target image; without a tag it takes the source's.
+    /// Target image; without a tag it takes the source's (a copy by digest alone leaves the
+    /// target untagged).
     pub target: String,
     /// A target tag that holds another digest: `overwrite` (a one-off copy is the decision)
     /// or `keep` (exit 1, naming both digests).
@@ -504,6 +558,10 @@ pub struct CopyArgs {
     pub backup_tag: Option<String>,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub progress: ProgressFlags,
     #[command(flatten)]
     pub registry: RegistryFlags,
     #[command(flatten)]
@@ -527,6 +585,8 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub output: OutputFlag,
     #[command(flatten)]
     pub broker: BrokerFlags,
 }

@@ -26,7 +26,7 @@ pub struct IgnoredFlag {
 /// Parses the process's arguments; bad usage prints clap's error (and which commands take an
 /// unknown flag) and exits 2, `--help` and `--version` print and exit 0.
 pub fn parse() -> Parsed {
-    let mut root = Cli::command();
+    let mut root = super::grouped(Cli::command());
     root.build();
     let reordered = reorder(&root, std::env::args_os().collect());
     let parsed = root

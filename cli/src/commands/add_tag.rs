@@ -11,9 +11,14 @@ use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
 
 use crate::args::{AddFlags, HereFlags, HubFlag, ImagesToAdd, TagsToAdd};
+use crate::broker::Patience;
+use crate::console::{say, Level};
 use crate::exit::{BadInput, FAILED};
+use crate::outln;
 use crate::pipeline::PipelineFlags;
 use crate::planning::overrides;
+use crate::progress::Setup;
+use crate::run_report::{report, Reporting};
 use crate::{broker, pipeline, registry_client};
 
 /// Adds `what`: mirrored here with `here` (`add-tag`), or published (with --amqp-url, and
@@ -68,9 +73,13 @@ async fn add(
         Ok(e) => e,
         Err(problems) => {
             for p in &problems {
-                eprintln!("{command}: {p}");
+                say(Level::Error, "refused", format!("{command}: {p}"));
             }
-            eprintln!("{command}: nothing was added");
+            say(
+                Level::Error,
+                "refused",
+                format!("{command}: nothing was added"),
+            );
             return Ok(FAILED);
         }
     };
@@ -80,12 +89,12 @@ async fn add(
     let here = match to {
         AddTo::Here(here) => here,
         AddTo::Broker => {
-            let broker = broker::rabbitmq(&flags.broker, "add-tag").await?;
+            let broker = broker::rabbitmq(&flags.broker, "add-tag", Patience::Once).await?;
             let published = publish(&broker, &jobs).await?;
             for e in &entries {
-                println!("queued {}", e.line());
+                outln!("queued {}", e.line());
             }
-            println!(
+            outln!(
                 "{command}: {} jobs published to {}; the committer records them once mirrored",
                 published,
                 broker.topology().jobs()
@@ -98,13 +107,22 @@ async fn add(
         broker: &flags.broker,
         metrics: &here.metrics,
         images_list: flags.plan.images_list(),
+        display: Setup {
+            jobs: jobs.iter().map(|j| j.targets().len()).sum(),
+            interval: here.progress.progress_interval,
+            job_lines: true,
+        },
     };
-    let Some(mirrored) = pipeline::mirror(&pipeline, engine, &jobs, here.workers).await? else {
-        eprintln!("interrupted: nothing recorded");
-        return Ok(FAILED);
-    };
-    pipeline::record(flags.plan.images_list(), &mirrored);
-    Ok(pipeline::summary(&mirrored, false))
+    let mirrored = pipeline::mirror(&pipeline, engine, &jobs, here.workers).await?;
+    Ok(report(
+        &mirrored,
+        &Reporting {
+            json: false,
+            images_list: flags.plan.images_list(),
+            fail_on_drift: false,
+            rules_failed: 0,
+        },
+    ))
 }
 
 /// Where added lines go.

@@ -12,38 +12,87 @@ use image_mirror_common::ImagesList;
 use image_mirror_producer::{
     added_since, conflicts, removed_since, source_tags, SourceTag, TargetRepos,
 };
+use serde_json::{json, Value};
 use tokio::process::Command;
 
 use crate::args::CheckArgs;
 use crate::exit::{BadInput, FAILED, OK};
+use crate::outln;
 use crate::registry_client;
+
+/// What the check found, line by line for people or as one JSON document.
+struct Findings {
+    json: bool,
+    rows: Vec<Value>,
+    failures: usize,
+}
+
+impl Findings {
+    /// One finding: its state (`ok`, `missing`, `error`, `removed`, `twice`, `order`), what
+    /// it is about, and the detail.
+    fn add(&mut self, state: &str, subject: &str, detail: &str) {
+        if state != "ok" {
+            self.failures += 1;
+        }
+        if self.json {
+            self.rows
+                .push(json!({"state": state, "subject": subject, "detail": detail}));
+        } else {
+            outln!("{state:<8} {subject}{detail}");
+        }
+    }
+
+    /// The last line (or the document), and the exit status.
+    fn end(self, added: usize, base: &str) -> u8 {
+        let failures = self.failures;
+        if self.json {
+            outln!(
+                "{}",
+                json!({"base": base, "added": added, "failed": failures, "findings": self.rows})
+            );
+        } else if added == 0 {
+            outln!("check: no entries added since {base}, {failures} failed");
+        } else {
+            outln!("check: {added} entries added since {base}, {failures} failed");
+        }
+        if failures == 0 {
+            OK
+        } else {
+            FAILED
+        }
+    }
+}
 
 pub async fn run(args: &CheckArgs) -> Result<u8> {
     let path = args.plan.images_list();
     let current = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
     let base = list_at(path, &args.base).await?;
     let added = added_since(base.as_ref(), &current);
-    let mut failures = list_problems(path, &current, base.as_ref(), &added, &args.base);
+    let mut found = Findings {
+        json: args.output.json(),
+        rows: Vec::new(),
+        failures: 0,
+    };
+    list_problems(
+        &mut found,
+        path,
+        &current,
+        base.as_ref(),
+        &added,
+        &args.base,
+    );
     if added.is_empty() {
-        println!(
-            "check: no entries added since {}, {failures} failed",
-            args.base
-        );
-        return Ok(if failures == 0 { OK } else { FAILED });
+        return Ok(found.end(0, &args.base));
     }
     let registry = registry_client::client(&args.registry, None)?;
-    for (entry, found) in added.iter().zip(source_tags(&registry, &added).await) {
+    for (entry, tag) in added.iter().zip(source_tags(&registry, &added).await) {
         let what = format!("{}:{}", entry.source.short(), entry.tag);
-        match found {
-            SourceTag::Exists(digest) => println!("ok       {what} ({digest})"),
+        match tag {
+            SourceTag::Exists(digest) => found.add("ok", &what, &format!(" ({digest})")),
             SourceTag::Missing => {
-                failures += 1;
-                println!("missing  {what}: the tag does not exist at the source");
+                found.add("missing", &what, ": the tag does not exist at the source");
             }
-            SourceTag::Unknown(e) => {
-                failures += 1;
-                println!("error    {what}: {e}");
-            }
+            SourceTag::Unknown(e) => found.add("error", &what, &format!(": {e}")),
         }
     }
     let repos = TargetRepos {
@@ -53,55 +102,49 @@ pub async fn run(args: &CheckArgs) -> Result<u8> {
     };
     let known = base.unwrap_or_default();
     for problem in repos.problems_of_new(&known, &added).await {
-        failures += 1;
-        println!("missing  {problem}");
+        found.add("missing", &problem.to_string(), "");
     }
-    println!(
-        "check: {} entries added since {}, {failures} failed",
-        added.len(),
-        args.base
-    );
-    Ok(if failures == 0 { OK } else { FAILED })
+    Ok(found.end(added.len(), &args.base))
 }
 
 /// What is wrong with the list itself, each named: lines removed since the base, a target
-/// tag listed from two sources, an entry out of `sort -V` order. How many.
+/// tag listed from two sources, an entry out of `sort -V` order.
 fn list_problems(
+    found: &mut Findings,
     path: &Path,
     current: &ImagesList,
     base: Option<&ImagesList>,
     added: &[&image_mirror_common::Entry],
     rev: &str,
-) -> usize {
-    let mut failures = 0;
+) {
     for entry in removed_since(base, current) {
-        failures += 1;
-        println!(
-            "removed  {}: the line is gone since {rev} (mirrored tags stay listed)",
-            entry.line()
+        found.add(
+            "removed",
+            &entry.line(),
+            &format!(": the line is gone since {rev} (mirrored tags stay listed)"),
         );
     }
     for c in conflicts(current, added) {
-        failures += 1;
-        println!(
-            "twice    {}:{}: listed from {} and from {}",
-            c.second.target.short(),
-            c.second.tag,
-            c.first.source.short(),
-            c.second.source.short()
+        found.add(
+            "twice",
+            &format!("{}:{}", c.second.target.short(), c.second.tag),
+            &format!(
+                ": listed from {} and from {}",
+                c.first.source.short(),
+                c.second.source.short()
+            ),
         );
     }
     if let Some(d) = current.first_disorder() {
-        failures += 1;
-        println!(
-            "order    {}:{}: out of order: {:?} must come before line {}",
-            path.display(),
-            d.line,
-            d.text,
-            d.after_line
+        found.add(
+            "order",
+            &format!("{}:{}", path.display(), d.line),
+            &format!(
+                ": out of order: {:?} must come before line {}",
+                d.text, d.after_line
+            ),
         );
     }
-    failures
 }
 
 /// images-list as it was at `rev`, or `None` when the file did not exist there.

@@ -12,7 +12,10 @@ use image_mirror_common::config::GithubRepo;
 use image_mirror_github::GithubClient;
 
 use crate::args::CommitterArgs;
+use crate::broker::Patience;
+use crate::console::{say, Level};
 use crate::exit::{BadInput, OK};
+use crate::outln;
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(args: &CommitterArgs) -> Result<u8> {
@@ -34,20 +37,25 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
         None => Destination::Local(args.list.images_list.clone()),
     };
     let registry = registry_client::client(&args.registry, None)?;
-    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "committer").await?);
+    let mut stop = std::pin::pin!(stop::signal());
+    let broker = tokio::select! {
+        b = broker::rabbitmq(&args.broker, "committer", Patience::Wait) => std::sync::Arc::new(b?),
+        () = &mut stop => return Ok(OK),
+    };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
     }
     let max = args.max_batch.max(1);
     let mut consumer = broker.consume(&broker.topology().committer(), max).await?;
     match &destination {
-        Destination::Local(path) => println!("committer: recording in {}", path.display()),
-        Destination::Github { settings, .. } => println!(
+        Destination::Local(path) => outln!("committer: recording in {}", path.display()),
+        Destination::Github { settings, .. } => outln!(
             "committer: pull requests to {} ({} of {})",
-            settings.repo, settings.path, settings.base_branch
+            settings.repo,
+            settings.path,
+            settings.base_branch
         ),
     }
-    let stop = stop::signal();
     tracing::info!(queue = %broker.topology().committer(), "committer started");
     let committer = Committer {
         broker: &broker,
@@ -64,21 +72,21 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
 
 fn print_outcome(outcome: &BatchOutcome) {
     for why in &outcome.rejected {
-        eprintln!("not recorded: {why}");
+        say(Level::Warn, "not_recorded", format!("not recorded: {why}"));
     }
     let n = outcome.events;
     match &outcome.result {
-        BatchResult::NothingToRecord => println!("batch of {n} events: nothing to record"),
+        BatchResult::NothingToRecord => outln!("batch of {n} events: nothing to record"),
         BatchResult::Written(added) => {
-            println!("batch of {n} events: recorded {} new line(s)", added.len());
+            outln!("batch of {n} events: recorded {} new line(s)", added.len());
             for e in added {
-                println!("  + {}", e.line());
+                outln!("  + {}", e.line());
             }
         }
         BatchResult::Proposed(Proposal::NothingNew) => {
-            println!("batch of {n} events: the base branch already has every line");
+            outln!("batch of {n} events: the base branch already has every line");
         }
-        BatchResult::Proposed(Proposal::AlreadyProposed { numbers }) => println!(
+        BatchResult::Proposed(Proposal::AlreadyProposed { numbers }) => outln!(
             "batch of {n} events: pull request {} already proposes these lines",
             numbers
                 .iter()
@@ -91,7 +99,7 @@ fn print_outcome(outcome: &BatchOutcome) {
             url,
             branch,
             lines,
-        }) => println!(
+        }) => outln!(
             "batch of {n} events: opened pull request #{number} from {branch} adding {lines} line(s){}",
             url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
         ),

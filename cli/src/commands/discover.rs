@@ -6,12 +6,23 @@ use anyhow::Result;
 use image_mirror_producer::{publish, run_producer};
 
 use crate::args::DiscoverArgs;
+use crate::broker::Patience;
 use crate::discovery::{discover_keys, print_key_lines, Discovering};
 use crate::exit::{after_pass, FAILED, OK};
+use crate::outln;
 use crate::{broker, serve, stop};
 
 pub async fn run(args: &DiscoverArgs) -> Result<u8> {
-    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "producer discover").await?);
+    let patience = if args.every.is_some() {
+        Patience::Wait
+    } else {
+        Patience::Once
+    };
+    let mut stop = std::pin::pin!(stop::signal());
+    let broker = tokio::select! {
+        b = broker::rabbitmq(&args.broker, "producer discover", patience) => std::sync::Arc::new(b?),
+        () = &mut stop => return Ok(OK),
+    };
     let Some(every) = args.every else {
         return once(args, &broker).await;
     };
@@ -20,7 +31,7 @@ pub async fn run(args: &DiscoverArgs) -> Result<u8> {
     }
     run_producer(
         every,
-        stop::signal(),
+        stop,
         || async { once(args, &broker).await.map(|_| ()) },
         // A failed pass (config unreadable, broker gone) is reported; the next may pass.
         after_pass("discovery", every),
@@ -49,7 +60,7 @@ async fn once(args: &DiscoverArgs, broker: &image_mirror_queue::Broker) -> Resul
         .iter()
         .filter(|r| r.unsupported.is_some())
         .count();
-    println!(
+    outln!(
         "discover: {} keys, {} new tags published to {}, {failed} keys failed, {unsupported} unsupported",
         found.reports.len(),
         published,

@@ -5,6 +5,7 @@ pub mod check;
 pub mod committer;
 pub mod copy;
 pub mod discover;
+pub mod manual;
 pub mod producer;
 pub mod run;
 pub mod sort;

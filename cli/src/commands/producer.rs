@@ -8,12 +8,23 @@ use image_mirror_queue::Broker;
 use image_mirror_registry::RegistryClient;
 
 use crate::args::SyncArgs;
+use crate::broker::Patience;
 use crate::exit::{after_pass, OK};
+use crate::outln;
 use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn sync(args: &SyncArgs) -> Result<u8> {
-    let broker = std::sync::Arc::new(broker::rabbitmq(&args.broker, "producer sync").await?);
+    let patience = if args.every.is_some() {
+        Patience::Wait
+    } else {
+        Patience::Once
+    };
+    let mut stop = std::pin::pin!(stop::signal());
+    let broker = tokio::select! {
+        b = broker::rabbitmq(&args.broker, "producer sync", patience) => std::sync::Arc::new(b?),
+        () = &mut stop => return Ok(OK),
+    };
     let client = if args.missing {
         Some(registry_client::client(&args.registry, None)?)
     } else {
@@ -27,7 +38,7 @@ pub async fn sync(args: &SyncArgs) -> Result<u8> {
     }
     run_producer(
         every,
-        stop::signal(),
+        stop,
         || async { sync_once(args, &broker, client.as_ref()).await.map(|_| ()) },
         // A failed pass (images-list unreadable, broker gone) is reported; the next may
         // pass.
@@ -62,7 +73,7 @@ async fn sync_once(
     } else {
         format!(" ({targets} targets)")
     };
-    println!(
+    outln!(
         "published {} jobs for {} entries{each} to {} in {took:.2}s ({:.0} jobs/s, confirmed)",
         published,
         list.len(),

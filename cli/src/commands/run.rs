@@ -2,23 +2,26 @@
 //! with --discover, per new tag config.json finds), runs them with N workers over the
 //! in-memory queue (or RabbitMQ with --amqp-url), collects every job's event, records the
 //! discovered lines in images-list, and ends with a summary; exit 1 when any job failed,
-//! naming each.
+//! naming each, 130 when interrupted.
 
 use anyhow::{Context, Result};
-use futures_util::{stream, StreamExt};
 use image_mirror_common::MirrorJob;
 use image_mirror_producer::only_missing;
 use image_mirror_worker::{Comparison, CopyEngine};
+use serde_json::json;
 
 use crate::args::RunArgs;
 use crate::discovery::Discovering;
 use crate::exit::{BadInput, FAILED, OK};
+use crate::outln;
 use crate::pipeline::PipelineFlags;
 use crate::planning::{plan, print_missing};
+use crate::progress::Setup;
+use crate::run_report::{report, Reporting};
 use crate::{discovery, pipeline, registry_client};
 
 pub async fn run(args: &RunArgs) -> Result<u8> {
-    let (entries, jobs, discovery_failed) = if args.discover {
+    let (entries, jobs, rules_failed) = if args.discover {
         if args.filter.is_some() {
             return Err(BadInput(
                 "--filter applies to images-list entries, not to --discover".into(),
@@ -36,10 +39,10 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         .await?;
         discovery::print_key_lines(&found.reports);
         let jobs = found.jobs(&args.plan)?;
-        (found.list.len(), jobs, found.failed())
+        (found.list.len(), jobs, found.failed_rules())
     } else {
         let (list, jobs) = plan(&args.plan, args.filter.as_deref())?;
-        (list.len(), jobs, false)
+        (list.len(), jobs, 0)
     };
     let drift =
         registry_client::drift_policy(args.drift.on_drift, args.drift.backup_tag.as_deref())?;
@@ -53,36 +56,44 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         jobs
     };
     if args.dry_run {
-        return dry_run(&engine, &jobs).await;
+        return dry_run(&engine, &jobs, args.output.json()).await;
     }
-    let copies: usize = jobs.iter().map(|j| j.targets().len()).sum();
-    if copies == jobs.len() {
-        println!("{} jobs for {} entries", jobs.len(), entries);
-    } else {
-        println!(
-            "{} jobs for {entries} entries ({copies} targets; each source read once for all)",
-            jobs.len()
-        );
+    if !args.output.json() {
+        let copies: usize = jobs.iter().map(|j| j.targets().len()).sum();
+        if copies == jobs.len() {
+            outln!("{} jobs for {} entries", jobs.len(), entries);
+        } else {
+            outln!(
+                "{} jobs for {entries} entries ({copies} targets; each source read once for all)",
+                jobs.len()
+            );
+        }
     }
     let flags = PipelineFlags {
         broker: &args.broker,
         metrics: &args.metrics,
         images_list: args.plan.images_list(),
+        display: Setup {
+            jobs: jobs.iter().map(|j| j.targets().len()).sum(),
+            interval: args.progress.progress_interval,
+            job_lines: !args.output.json(),
+        },
     };
-    let Some(mirrored) = pipeline::mirror(&flags, engine, &jobs, args.workers).await? else {
-        eprintln!("interrupted: jobs not finished will not be reported");
-        return Ok(FAILED);
-    };
+    let mirrored = pipeline::mirror(&flags, engine, &jobs, args.workers).await?;
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&mirrored.events).context("serialising the report")?;
         image_mirror_common::atomic_file::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    pipeline::record(args.plan.images_list(), &mirrored);
-    pipeline::time_spent(&mirrored);
-    pipeline::pulls(&mirrored);
-    let code = pipeline::summary(&mirrored, args.fail_on_drift);
-    Ok(if discovery_failed { FAILED } else { code })
+    Ok(report(
+        &mirrored,
+        &Reporting {
+            json: args.output.json(),
+            images_list: args.plan.images_list(),
+            fail_on_drift: args.fail_on_drift,
+            rules_failed,
+        },
+    ))
 }
 
 /// The jobs whose targets lack their tag, as `--missing` asks; what was left alone is said.
@@ -92,42 +103,54 @@ async fn missing_only(engine: &CopyEngine, jobs: Vec<MirrorJob>) -> Vec<MirrorJo
     missing.jobs
 }
 
-async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob]) -> Result<u8> {
-    let each_target: Vec<MirrorJob> = jobs
-        .iter()
-        .flat_map(|j| j.targets().into_iter().map(|t| j.for_target(&t)))
-        .collect();
-    let checks: Vec<_> = each_target
-        .iter()
-        .map(|job| async move {
-            (
-                job,
-                engine.compare(&job.source_ref(), &job.target_ref()).await,
-            )
-        })
-        .collect();
-    let results: Vec<_> = stream::iter(checks).buffered(16).collect().await;
+/// `--dry-run`: how each target stands against its source, reading only.
+async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob], json: bool) -> Result<u8> {
+    let compared = engine.compare_jobs(jobs).await;
     let (mut missing, mut differs, mut current, mut errors) = (0, 0, 0, 0);
-    for (job, result) in results {
-        let what = job.describe();
-        match result {
-            Ok(Comparison::UpToDate { .. }) => current += 1,
+    let mut rows = Vec::new();
+    for c in &compared {
+        let what = c.job.describe();
+        let row = match &c.result {
+            Ok(Comparison::UpToDate { digest }) => {
+                current += 1;
+                json!({"job": what, "state": "up_to_date", "digest": digest})
+            }
             Ok(Comparison::Missing { source }) => {
                 missing += 1;
-                println!("missing  {what} ({source})");
+                if !json {
+                    outln!("missing  {what} ({source})");
+                }
+                json!({"job": what, "state": "missing", "source": source})
             }
             Ok(Comparison::Differs { source, target }) => {
                 differs += 1;
-                println!("differs  {what} (source {source}, target {target})");
+                if !json {
+                    outln!("differs  {what} (source {source}, target {target})");
+                }
+                json!({"job": what, "state": "differs", "source": source, "target": target})
             }
             Err(e) => {
                 errors += 1;
-                println!("error    {what}: {} ({})", e, e.class());
+                if !json {
+                    outln!("error    {what}: {} ({})", e, e.class());
+                }
+                json!({"job": what, "state": "error", "class": e.class(), "message": e.to_string()})
             }
-        }
+        };
+        rows.push(row);
     }
-    println!(
-        "dry run: {missing} missing, {differs} differ, {current} up to date, {errors} errors; nothing written"
-    );
+    if json {
+        outln!(
+            "{}",
+            json!({
+                "summary": {"missing": missing, "differ": differs, "up_to_date": current, "errors": errors},
+                "targets": rows,
+            })
+        );
+    } else {
+        outln!(
+            "dry run: {missing} missing, {differs} differ, {current} up to date, {errors} errors; nothing written"
+        );
+    }
     Ok(if errors == 0 { OK } else { FAILED })
 }

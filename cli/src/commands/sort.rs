@@ -5,13 +5,14 @@ use image_mirror_common::ImagesList;
 
 use crate::args::SortArgs;
 use crate::exit::{BadInput, FAILED, OK};
+use crate::outln;
 
 pub fn run(args: &SortArgs) -> Result<u8> {
     let path = &args.list.images_list;
     let mut list = ImagesList::load(path).map_err(|e| BadInput(e.to_string()))?;
     match list.first_disorder() {
         None => {
-            println!(
+            outln!(
                 "{}: {} entries in sort -V order",
                 path.display(),
                 list.len()
@@ -19,7 +20,7 @@ pub fn run(args: &SortArgs) -> Result<u8> {
             Ok(OK)
         }
         Some(d) if args.check => {
-            println!(
+            outln!(
                 "{}:{}: out of order: {:?} must come before line {}",
                 path.display(),
                 d.line,
@@ -31,7 +32,7 @@ pub fn run(args: &SortArgs) -> Result<u8> {
         Some(_) => {
             list.sort();
             list.save(path)?;
-            println!("{}: sorted {} entries", path.display(), list.len());
+            outln!("{}: sorted {} entries", path.display(), list.len());
             Ok(OK)
         }
     }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use crate::args::TagsArgs;
 use crate::discovery::{discover_keys, report_json, Discovering};
 use crate::exit::{FAILED, OK};
+use crate::outln;
 
 pub async fn run(args: &TagsArgs) -> Result<u8> {
     let found = discover_keys(
@@ -18,6 +19,10 @@ pub async fn run(args: &TagsArgs) -> Result<u8> {
     )
     .await?;
     let json: Vec<_> = found.reports.iter().map(report_json).collect();
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    Ok(if found.failed() { FAILED } else { OK })
+    outln!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(if found.failed_rules() == 0 {
+        OK
+    } else {
+        FAILED
+    })
 }

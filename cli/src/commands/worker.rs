@@ -1,17 +1,21 @@
 //! `image-mirror worker`: consume jobs, copy, publish events, until stopped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use image_mirror_worker::{run_worker, Deferral, WorkerOptions};
 
 use crate::args::WorkerArgs;
+use crate::broker::Patience;
 use crate::exit::OK;
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(args: &WorkerArgs) -> Result<u8> {
-    let broker = Arc::new(broker::rabbitmq(&args.broker, "worker").await?);
+    let mut stop = std::pin::pin!(stop::signal());
+    let broker = tokio::select! {
+        b = broker::rabbitmq(&args.broker, "worker", Patience::Wait) => Arc::new(b?),
+        () = &mut stop => return Ok(OK),
+    };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(Arc::clone(&broker))).await?;
     }
@@ -27,11 +31,10 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
     }
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),
-        grace: Duration::from_secs(args.grace_seconds),
+        grace: args.grace,
         retry_unreachable: true,
         deferral: Deferral::DelayQueue,
     };
-    let stop = stop::signal();
     tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), fleet = %args.fleet, "worker started");
     let handled = run_worker(broker, engine, options, stop).await?;
     tracing::info!(handled, "worker stopped");

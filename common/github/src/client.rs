@@ -3,15 +3,17 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-
 use crate::error::GithubError;
+use image_mirror_common::retry::{RetryPolicy, Transient};
 use image_mirror_common::secret::Secret;
 
 /// The public API, used when `GITHUB_API_URL` is not set.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// The longest wait for a rate limit to reset before the request is reported as failed.
 const MAX_WAIT: Duration = Duration::from_secs(120);
+/// GitHub calls: 5 retries, 0.5 s doubling to 30 s.
+pub const CALLS: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(30), 5);
 
 /// The methods that send a body.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +28,7 @@ pub(crate) enum Method {
 pub struct GithubClient {
     octocrab: octocrab::Octocrab,
     base: String,
-    backoff: ExponentialBuilder,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for GithubClient {
@@ -70,18 +72,14 @@ impl GithubClient {
         Ok(Self {
             octocrab,
             base: base.to_owned(),
-            backoff: ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(500))
-                .with_max_delay(Duration::from_secs(30))
-                .with_max_times(5)
-                .with_jitter(),
+            retry: CALLS,
         })
     }
 
-    /// The same client with another backoff (tests make it quick).
+    /// The same client with another retry policy (tests make it quick).
     #[must_use]
-    pub fn with_backoff(mut self, backoff: ExponentialBuilder) -> Self {
-        self.backoff = backoff;
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -184,12 +182,22 @@ impl GithubClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, GithubError>>,
     {
-        op.retry(self.backoff)
-            .when(|e: &GithubError| e.transient && e.retry_after.is_none_or(|w| w <= MAX_WAIT))
-            .adjust(|e: &GithubError, computed| computed.map(|d| e.retry_after.unwrap_or(d)))
-            .notify(|e, delay| {
+        self.retry
+            // GitHub's errors do not single out timeouts: no separate bound for them.
+            .run(0, op, |e: &GithubError, delay| {
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "GitHub: retrying");
             })
             .await
+    }
+}
+
+impl Transient for GithubError {
+    /// A failure that may pass, unless GitHub asks for a longer wait than is worth it.
+    fn is_transient(&self) -> bool {
+        self.transient && self.retry_after.is_none_or(|w| w <= MAX_WAIT)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }

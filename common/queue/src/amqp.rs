@@ -14,9 +14,27 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 
 use futures_util::StreamExt;
 
+use std::time::Duration;
+
+use image_mirror_common::retry::RetryPolicy;
+
+use crate::reach::Reach;
 use crate::topology::Topology;
 use crate::{Acker, Delivery, Headers, Message, QueueDepth, QueueError};
 use image_mirror_common::secret::redact_url;
+
+/// The pauses between reconnections after a broker restart: 0.5 s doubling to 10 s, 32 times
+/// (about five minutes).
+pub const RECONNECT: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(10), 32);
+
+/// The pauses while a channel waits for a recovering connection: 0.1 s doubling to 2 s, for
+/// a minute.
+const CHANNEL_WAIT: RetryPolicy = RetryPolicy::new(
+    Duration::from_millis(100),
+    Duration::from_secs(2),
+    usize::MAX,
+);
 
 /// A connection to RabbitMQ with a confirming publish channel.
 pub struct AmqpBroker {
@@ -42,25 +60,34 @@ fn quorum() -> FieldTable {
 }
 
 impl AmqpBroker {
-    /// Connects to `url` and declares the topology. While the broker cannot be reached (at
-    /// start or after a restart) the connection is tried again for about five minutes, then
-    /// fails. The URL's password never appears in an error.
+    /// Connects to `url` within the default bound ([`Reach::default`]: 10 s) and declares
+    /// the topology. After a broker restart the connection is tried again for about five
+    /// minutes ([`RECONNECT`]), then fails. The URL's password never appears in an error.
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, QueueError> {
-        // No jitter: with a jittered backoff lapin 4.12.3 never comes back from its first
-        // reconnection pause (found by restarting a broker under a worker).
-        let patient = backon::ExponentialBuilder::default()
-            .with_min_delay(std::time::Duration::from_millis(500))
-            .with_max_delay(std::time::Duration::from_secs(10))
-            .with_max_times(32);
-        Self::connect_with(url, topology, patient).await
+        Self::reach(url, topology, Reach::default()).await
     }
 
-    /// Like [`connect`](Self::connect), with the given reconnection backoff.
+    /// [`connect`](Self::connect) within `reach`'s bound, or, for a role that waits, once
+    /// the broker answers.
+    pub async fn reach(url: &str, topology: Topology, reach: Reach) -> Result<Self, QueueError> {
+        reach
+            .connect(url, || Self::connect_with(url, topology.clone(), RECONNECT))
+            .await
+    }
+
+    /// Connects to `url` at once (no bound of its own), with `reconnect` as the pauses
+    /// between reconnections after the connection broke.
     pub async fn connect_with(
         url: &str,
         topology: Topology,
-        reconnect: backon::ExponentialBuilder,
+        reconnect: RetryPolicy,
     ) -> Result<Self, QueueError> {
+        // No jitter: with a jittered backoff lapin 4.12.3 never comes back from its first
+        // reconnection pause (found by restarting a broker under a worker).
+        let reconnect = backon::ExponentialBuilder::default()
+            .with_min_delay(reconnect.min_delay)
+            .with_max_delay(reconnect.max_delay)
+            .with_max_times(reconnect.max_retries);
         let shown = redact_url(url);
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(b"image-mirror".to_vec()))
@@ -255,15 +282,15 @@ impl AmqpBroker {
     /// A new channel; while the connection is recovering from a broker restart, waits for it
     /// (about a minute at most).
     async fn channel(&self) -> Result<Channel, QueueError> {
-        let mut delay = std::time::Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut failures = 0;
         loop {
             match self.connection.create_channel().await {
                 Ok(c) => return Ok(c),
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "no channel yet; waiting for the connection");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    failures += 1;
+                    tokio::time::sleep(CHANNEL_WAIT.delay(failures)).await;
                 }
                 Err(e) => return Err(broker_error(&self.url, &e)),
             }

@@ -203,7 +203,11 @@ async fn a_broker_url_password_never_appears_in_errors() {
     let password = "pw-5b1f0c";
     let port = image_mirror_testkit::ports::free_port();
     let url = format!("amqp://guest:{password}@127.0.0.1:{port}/%2f");
-    let once = backon::ExponentialBuilder::default().with_max_times(1);
+    let once = image_mirror_common::retry::RetryPolicy::new(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(10),
+        1,
+    );
     let err = match AmqpBroker::connect_with(&url, Topology::default(), once).await {
         Err(e) => e.to_string(),
         Ok(_) => panic!("connected to a closed port"),

@@ -89,6 +89,11 @@ impl Auth {
         .cloned()
     }
 
+    /// Where `registry`'s credentials come from, for messages.
+    pub(crate) fn source_of(&self, registry: &str) -> String {
+        self.docker_config.source_of(registry)
+    }
+
     /// The scheme `registry` asked for, if it has asked.
     pub(crate) fn scheme(&self, registry: &str) -> Option<HostAuth> {
         self.schemes

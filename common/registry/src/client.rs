@@ -24,6 +24,32 @@ use crate::transport::{protocol, Call, ClientStats, Opened, Read, Reply, Round, 
 use crate::upload_limits::UploadLimits;
 use image_mirror_common::secret::Secret;
 
+/// A 401 to a request that carried a token its realm granted: the credentials were taken,
+/// and the access they give does not cover this (a repository that does not exist, or may
+/// not be pushed to), as Docker Hub answers `denied: requested access to the resource is
+/// denied`.
+fn denial(refused: RegistryError) -> RegistryError {
+    match refused {
+        RegistryError::Auth {
+            registry,
+            operation,
+            status,
+            message,
+        } => RegistryError::Auth {
+            registry,
+            operation,
+            status,
+            message: format!(
+                "denied: the token its realm granted does not give this access ({message})"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// What precedes the credentials' source in an auth error's message.
+const CREDENTIALS_NAMED: &str = "; credentials: ";
+
 struct Inner {
     transport: Transport,
     auth: Auth,
@@ -126,7 +152,11 @@ impl RegistryClient {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
-        self.inner.transport.with_retries(op).await
+        self.inner
+            .transport
+            .with_retries(op)
+            .await
+            .map_err(|e| self.naming_credentials(e))
     }
 
     pub(crate) fn transport(&self) -> &Transport {
@@ -194,6 +224,17 @@ impl RegistryClient {
         &self,
         call: Call<'_>,
         body: reqwest::Body,
+        slot: &UploadSlot,
+    ) -> Result<Reply, RegistryError> {
+        self.send_stream_once(call, body, slot)
+            .await
+            .map_err(|e| self.naming_credentials(e))
+    }
+
+    async fn send_stream_once(
+        &self,
+        call: Call<'_>,
+        body: reqwest::Body,
         _slot: &UploadSlot,
     ) -> Result<Reply, RegistryError> {
         let transport = &self.inner.transport;
@@ -234,8 +275,37 @@ impl RegistryClient {
         }
     }
 
-    /// Sends `call` past the rate-limit gate, answering one 401 challenge of the registry's.
+    /// `e`, when it is a refusal of credentials, saying which were consulted (never the
+    /// secret): the helper, the store or the Docker config entry, or none.
+    fn naming_credentials(&self, e: RegistryError) -> RegistryError {
+        match e {
+            RegistryError::Auth {
+                registry,
+                operation,
+                status,
+                message,
+            } if !message.contains(CREDENTIALS_NAMED) => {
+                let source = self.inner.auth.source_of(&registry);
+                RegistryError::Auth {
+                    message: format!("{message}{CREDENTIALS_NAMED}{source}"),
+                    registry,
+                    operation,
+                    status,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `call` past the rate-limit gate, answering one 401 challenge of the registry's;
+    /// a refusal names the credentials consulted.
     async fn request(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
+        self.challenged(call, read)
+            .await
+            .map_err(|e| self.naming_credentials(e))
+    }
+
+    async fn challenged(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
         let transport = &self.inner.transport;
         let probe_auth = self.authorization(call.registry, call.scope, None).await?;
         let _ticket = transport.pass_gate(call, probe_auth.as_ref()).await?;
@@ -250,7 +320,9 @@ impl RegistryClient {
             };
             let learned = HostAuth::from_challenge(reply.header(WWW_AUTHENTICATE.as_str()));
             if round == 1 || learned == HostAuth::Anonymous {
-                return Err(reply.into_error(call.registry, call.operation));
+                let refused = reply.into_error(call.registry, call.operation);
+                let granted = auth.as_ref().is_some_and(|a| a.token.is_some());
+                return Err(if granted { denial(refused) } else { refused });
             }
             self.inner.auth.learn(call.registry, learned);
             rejected = auth.and_then(|a| a.token);

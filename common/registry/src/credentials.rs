@@ -187,6 +187,37 @@ impl DockerConfig {
         self.path.as_deref()
     }
 
+    /// Where the credentials for `registry` come from, for people (never the secret): the
+    /// helper, the store or the `auths` entry consulted, or that there are none.
+    pub fn source_of(&self, registry: &str) -> String {
+        let registry = normalise_server(registry);
+        let file = self.path.clone().or_else(Self::default_path).map_or_else(
+            || "the Docker config".to_owned(),
+            |p| p.display().to_string(),
+        );
+        if self.path.is_none() {
+            return format!("no credentials: {file} does not exist, so requests go without");
+        }
+        if let Some(helper) = self.helpers.get(&registry) {
+            return format!(
+                "the credential helper docker-credential-{helper} (credHelpers in {file})"
+            );
+        }
+        let entry = self.auths.contains_key(&registry);
+        match (&self.store, entry) {
+            (Some(store), true) => format!(
+                "the credential store docker-credential-{store} (credsStore in {file}), else the auths entry for {registry} there"
+            ),
+            (Some(store), false) => {
+                format!("the credential store docker-credential-{store} (credsStore in {file})")
+            }
+            (None, true) => format!("the auths entry for {registry} in {file}"),
+            (None, false) => format!(
+                "no credentials: {file} has no entry for {registry}, so requests go without"
+            ),
+        }
+    }
+
     /// The same config finding its helpers on `path` (tests).
     #[cfg(test)]
     pub(crate) fn with_helper_path(mut self, path: &std::ffi::OsStr) -> Self {

@@ -40,7 +40,7 @@ impl Default for ClientOptions {
         Self {
             insecure_hosts: Vec::new(),
             max_requests_per_host: 16,
-            retry: RetryPolicy::default(),
+            retry: crate::retry::REQUESTS,
             docker_config: DockerConfig::default(),
             connect_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(30),

@@ -24,6 +24,11 @@ use tokio::sync::Notify;
 
 use crate::error::RegistryError;
 
+/// The pause of a registry after a plain 429 without `Retry-After`: 5 s, doubling with each
+/// one in a row, at most 40 s (no jitter: every request of the process waits the same pause).
+pub const BURST_PAUSES: crate::retry::RetryPolicy =
+    crate::retry::RetryPolicy::new(Duration::from_secs(5), Duration::from_secs(40), usize::MAX);
+
 /// How a process spends registry quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitPolicy {
@@ -296,7 +301,7 @@ impl RateLimits {
                 );
             } else {
                 s.bursts += 1;
-                let backoff = Duration::from_secs(5 * 2_u64.pow(s.bursts.min(4) - 1));
+                let backoff = BURST_PAUSES.base_delay(s.bursts as usize);
                 let until = now + retry_after.unwrap_or(backoff);
                 self.start_pause(registry, &mut s, PauseKind::Burst, Some(until), now);
             }

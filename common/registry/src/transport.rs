@@ -143,7 +143,7 @@ impl Transport {
         let stats = &self.stats;
         self.options
             .retry
-            .run(op, |err, delay| {
+            .run(crate::retry::TIMEOUT_RETRIES, op, |err: &RegistryError, delay| {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 image_mirror_common::metrics::RETRIES.inc(&[&err.retry_class()]);
                 stats

@@ -22,6 +22,13 @@ const MIB: u64 = 1024 * 1024;
 /// A learned request limit is never lowered below this.
 pub const MIN_REQUEST_LIMIT: u64 = MIB;
 
+/// Bytes per request of a chunked upload, unless the registry or the user says otherwise: a
+/// cut or a killed worker costs at most this much again (BENCHMARKS.md weighs it against
+/// 64 MiB).
+pub const DEFAULT_CHUNK: u64 = 16 * MIB;
+/// The largest blob sent in one request, unless the registry or the user says otherwise.
+pub const DEFAULT_BLOB_MAX: u64 = 16 * MIB;
+
 /// The sizes the user set for one registry (flags `--blob-chunk`, `--blob-max`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UploadSettings {
@@ -158,18 +165,13 @@ impl UploadLimits {
             .or_else(|| (!set).then(|| known(registry).max_request).flatten())
     }
 
-    /// How a blob of `size` bytes goes up to `registry`. `chunk` and `blob_max` are the
-    /// engine's defaults; `advertised_min` is the `OCI-Chunk-Min-Length` of the session.
-    pub fn plan(
-        &self,
-        registry: &str,
-        size: u64,
-        defaults: UploadSettings,
-        advertised_min: Option<u64>,
-    ) -> UploadPlan {
+    /// How a blob of `size` bytes goes up to `registry`: within what is known, set and
+    /// learned of it, else [`DEFAULT_BLOB_MAX`] and [`DEFAULT_CHUNK`]; `advertised_min` is
+    /// the `OCI-Chunk-Min-Length` of the session.
+    pub fn plan(&self, registry: &str, size: u64, advertised_min: Option<u64>) -> UploadPlan {
         let set = self.settings.get(registry).copied().unwrap_or_default();
         let cap = self.max_request(registry).unwrap_or(u64::MAX);
-        let blob_max = set.blob_max.or(defaults.blob_max).unwrap_or(0).min(cap);
+        let blob_max = set.blob_max.unwrap_or(DEFAULT_BLOB_MAX).min(cap);
         if size <= blob_max {
             return UploadPlan::Whole;
         }
@@ -179,7 +181,7 @@ impl UploadLimits {
             known(registry).min_chunk
         };
         let min = known_min.max(advertised_min).unwrap_or(1).max(1);
-        let chunk = set.chunk.or(defaults.chunk).unwrap_or(16 * MIB).max(min);
+        let chunk = set.chunk.unwrap_or(DEFAULT_CHUNK).max(min);
         UploadPlan::Chunked {
             chunk: chunk.min(cap).max(1),
         }
@@ -337,11 +339,6 @@ pub fn says_too_large(message: &str) -> bool {
 mod tests {
     use super::*;
 
-    const DEFAULTS: UploadSettings = UploadSettings {
-        chunk: Some(16 * MIB),
-        blob_max: Some(16 * MIB),
-    };
-
     #[test]
     fn sizes_parse_as_people_write_them() {
         assert_eq!(parse_size("4194304"), Ok(4 * MIB));
@@ -385,24 +382,18 @@ mod tests {
     fn known_hosts_start_with_their_limits() {
         let limits = UploadLimits::default();
         assert_eq!(
-            limits.plan("ghcr.io", 40 * MIB, DEFAULTS, None),
+            limits.plan("ghcr.io", 40 * MIB, None),
             UploadPlan::Chunked { chunk: 4 * MIB }
         );
-        assert_eq!(
-            limits.plan("ghcr.io", 4 * MIB, DEFAULTS, None),
-            UploadPlan::Whole
-        );
+        assert_eq!(limits.plan("ghcr.io", 4 * MIB, None), UploadPlan::Whole);
         let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-        let small = UploadSettings {
-            chunk: Some(MIB),
-            blob_max: Some(MIB),
-        };
+        assert_eq!(known(ecr).min_chunk, Some(5 * MIB));
         assert_eq!(
-            limits.plan(ecr, 40 * MIB, small, None),
-            UploadPlan::Chunked { chunk: 5 * MIB }
+            limits.plan(ecr, 40 * MIB, None),
+            UploadPlan::Chunked { chunk: 16 * MIB }
         );
         assert_eq!(
-            limits.plan("registry.example", 40 * MIB, DEFAULTS, None),
+            limits.plan("registry.example", 40 * MIB, None),
             UploadPlan::Chunked { chunk: 16 * MIB }
         );
     }
@@ -419,7 +410,7 @@ mod tests {
         );
         let limits = UploadLimits::new(settings);
         assert_eq!(
-            limits.plan("r.example", 3 * MIB, DEFAULTS, None),
+            limits.plan("r.example", 3 * MIB, None),
             UploadPlan::Chunked { chunk: 8 * MIB }
         );
         // The user's sizes win over what is known of a host.
@@ -433,13 +424,13 @@ mod tests {
         );
         let set = UploadLimits::new(ghcr);
         assert_eq!(
-            set.plan("ghcr.io", 40 * MIB, DEFAULTS, None),
+            set.plan("ghcr.io", 40 * MIB, None),
             UploadPlan::Chunked { chunk: 8 * MIB }
         );
         // A refusal without a stated limit halves what was sent.
         assert_eq!(limits.refused("r.example", 8 * MIB, None), Some(4 * MIB));
         assert_eq!(
-            limits.plan("r.example", 40 * MIB, DEFAULTS, None),
+            limits.plan("r.example", 40 * MIB, None),
             UploadPlan::Chunked { chunk: 4 * MIB }
         );
         // A stated limit is taken at its word; never below 1 MiB, and never raised.
@@ -493,11 +484,11 @@ mod tests {
     fn an_advertised_minimum_raises_the_chunk_but_not_past_the_cap() {
         let limits = UploadLimits::default();
         assert_eq!(
-            limits.plan("r.example", 100 * MIB, DEFAULTS, Some(32 * MIB)),
+            limits.plan("r.example", 100 * MIB, Some(32 * MIB)),
             UploadPlan::Chunked { chunk: 32 * MIB }
         );
         assert_eq!(
-            limits.plan("ghcr.io", 100 * MIB, DEFAULTS, Some(32 * MIB)),
+            limits.plan("ghcr.io", 100 * MIB, Some(32 * MIB)),
             UploadPlan::Chunked { chunk: 4 * MIB }
         );
     }

@@ -20,10 +20,11 @@ use image_mirror_registry::referrers::{
 };
 use image_mirror_registry::Manifest;
 
+use crate::copy::copying::TargetOutcome;
 use crate::copy::drift::{DriftPolicy, OnDrift};
+use crate::copy::engine::CopyEngine;
 use crate::copy::error::CopyError;
 use crate::copy::signatures::TrustedKeys;
-use crate::copy::CopyEngine;
 
 /// Levels of referrers followed (a signature of an SBOM of an image is level 2).
 pub const MAX_DEPTH: usize = 4;
@@ -121,10 +122,11 @@ fn by_tag(repo: &Repository, tag: &str) -> Result<ImageRef, CopyError> {
         .map_err(|e| CopyError::Invalid(format!("{e}")))
 }
 
-impl CopyEngine {
+impl Attach {
     /// Copies what travels with `digest` from `source` to `target`, as the options say.
-    pub(crate) async fn attach(
+    pub(crate) async fn copy_along(
         &self,
+        engine: &CopyEngine,
         source: &Repository,
         target: &Repository,
         digest: &Digest,
@@ -132,10 +134,12 @@ impl CopyEngine {
     ) -> Result<Attached, CopyError> {
         let mut attached = Attached::default();
         if options.referrers {
-            attached.referrers = self.copy_referrers(source, target, digest, options).await?;
+            attached.referrers = self
+                .copy_referrers(engine, source, target, digest, options)
+                .await?;
         }
         if options.digest_tags {
-            attached.digest_tags = self.copy_digest_tags(source, target, digest).await?;
+            attached.digest_tags = copy_digest_tags(engine, source, target, digest).await?;
         }
         Ok(attached)
     }
@@ -144,6 +148,7 @@ impl CopyEngine {
     /// target made to hold them.
     async fn copy_referrers(
         &self,
+        engine: &CopyEngine,
         source: &Repository,
         target: &Repository,
         digest: &Digest,
@@ -155,7 +160,7 @@ impl CopyEngine {
         for _ in 0..MAX_DEPTH {
             let mut next = Vec::new();
             for subject in &level {
-                let listed = self.client.referrers(source, subject).await?;
+                let listed = engine.client.referrers(source, subject).await?;
                 let wanted: Vec<&Referrer> = listed
                     .list()
                     .iter()
@@ -173,11 +178,8 @@ impl CopyEngine {
                 for r in wanted {
                     let src = by_digest(source, &r.digest)?;
                     let dst = by_digest(target, &r.digest)?;
-                    Box::pin(self.copy_images(&src, std::slice::from_ref(&dst)))
-                        .await
-                        .pop()
-                        .unwrap_or_else(|| Err(CopyError::Invalid("no target".into())))?;
-                    let manifest = self
+                    only(Box::pin(engine.copy_images(&src, std::slice::from_ref(&dst))).await)?;
+                    let manifest = engine
                         .client
                         .get_manifest(target, &r.digest.to_string())
                         .await?;
@@ -185,7 +187,8 @@ impl CopyEngine {
                     next.push(r.digest.clone());
                     copied += 1;
                 }
-                self.list_at_target(target, subject, &written).await?;
+                self.list_at_target(engine, target, subject, &written)
+                    .await?;
             }
             if next.is_empty() {
                 break;
@@ -199,11 +202,12 @@ impl CopyEngine {
     /// answers the referrers API, else its fallback tag's index gets them.
     async fn list_at_target(
         &self,
+        engine: &CopyEngine,
         target: &Repository,
         subject: &Digest,
         written: &[Referrer],
     ) -> Result<(), CopyError> {
-        let Referrers::FallbackTag(listed) = self.client.referrers(target, subject).await? else {
+        let Referrers::FallbackTag(listed) = engine.client.referrers(target, subject).await? else {
             return Ok(());
         };
         let listed: HashSet<&Digest> = listed.iter().map(|r| &r.digest).collect();
@@ -211,9 +215,9 @@ impl CopyEngine {
             return Ok(());
         }
         let tag = fallback_tag(subject);
-        let lock = self.attach.lock_of(format!("{target}:{tag}")).await;
+        let lock = self.lock_of(format!("{target}:{tag}")).await;
         let _held = lock.lock().await;
-        let lease = match &self.fleet {
+        let lease = match &engine.fleet {
             Some(fleet) => {
                 fleet
                     .lease_tag(target.registry(), &format!("{target}:{tag}"))
@@ -221,67 +225,70 @@ impl CopyEngine {
             }
             None => None,
         };
-        let result = self.merge_fallback(target, subject, &tag, written).await;
+        let result = merge_fallback(engine, target, subject, &tag, written).await;
         if let Some(lease) = lease {
             let _ = lease.landed().await;
         }
         result
     }
+}
 
-    /// Read, add, write, read again: the fallback index of `subject` holds `written`.
-    async fn merge_fallback(
-        &self,
-        target: &Repository,
-        subject: &Digest,
-        tag: &str,
-        written: &[Referrer],
-    ) -> Result<(), CopyError> {
-        for _ in 0..FALLBACK_WRITES {
-            let index = self.client.fallback_index(target, subject).await?;
-            let Some(bytes) = merged_index(index.as_ref(), written).map_err(CopyError::Invalid)?
-            else {
-                return Ok(());
-            };
-            let manifest = Manifest {
-                digest: Digest::sha256_of(&bytes),
-                bytes,
-                media_type: OCI_INDEX.to_owned(),
-            };
-            self.client.put_manifest(target, tag, &manifest).await?;
-        }
-        Err(CopyError::Invalid(format!(
-            "{target}:{tag}: the referrers fallback index lost entries {FALLBACK_WRITES} times \
+/// Read, add, write, read again: the fallback index of `subject` holds `written`.
+async fn merge_fallback(
+    engine: &CopyEngine,
+    target: &Repository,
+    subject: &Digest,
+    tag: &str,
+    written: &[Referrer],
+) -> Result<(), CopyError> {
+    for _ in 0..FALLBACK_WRITES {
+        let index = engine.client.fallback_index(target, subject).await?;
+        let Some(bytes) = merged_index(index.as_ref(), written).map_err(CopyError::Invalid)? else {
+            return Ok(());
+        };
+        let manifest = Manifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+            media_type: OCI_INDEX.to_owned(),
+        };
+        engine.client.put_manifest(target, tag, &manifest).await?;
+    }
+    Err(CopyError::Invalid(format!(
+        "{target}:{tag}: the referrers fallback index lost entries {FALLBACK_WRITES} times \
              in a row (another writer without a lease?)"
-        )))
-    }
+    )))
+}
 
-    /// cosign's legacy tags of `digest` at the source, copied under the same tags (their
-    /// content follows the source's: a new signature replaces the tag).
-    async fn copy_digest_tags(
-        &self,
-        source: &Repository,
-        target: &Repository,
-        digest: &Digest,
-    ) -> Result<u64, CopyError> {
-        let tags: HashSet<String> = self.client.list_tags(source).await?.into_iter().collect();
-        let base = fallback_tag(digest);
-        let overwrite = self.clone().with_drift(DriftPolicy {
-            on_drift: OnDrift::Overwrite,
-            backup_tag: None,
-        });
-        let mut copied = 0;
-        for suffix in DIGEST_TAG_SUFFIXES {
-            let tag = format!("{base}{suffix}");
-            if !tags.contains(&tag) {
-                continue;
-            }
-            let (src, dst) = (by_tag(source, &tag)?, by_tag(target, &tag)?);
-            Box::pin(overwrite.copy_images(&src, std::slice::from_ref(&dst)))
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(CopyError::Invalid("no target".into())))?;
-            copied += 1;
+/// cosign's legacy tags of `digest` at the source, copied under the same tags (their
+/// content follows the source's: a new signature replaces the tag).
+async fn copy_digest_tags(
+    engine: &CopyEngine,
+    source: &Repository,
+    target: &Repository,
+    digest: &Digest,
+) -> Result<u64, CopyError> {
+    let tags: HashSet<String> = engine.client.list_tags(source).await?.into_iter().collect();
+    let base = fallback_tag(digest);
+    let overwrite = engine.clone().with_drift(DriftPolicy {
+        on_drift: OnDrift::Overwrite,
+        backup_tag: None,
+    });
+    let mut copied = 0;
+    for suffix in DIGEST_TAG_SUFFIXES {
+        let tag = format!("{base}{suffix}");
+        if !tags.contains(&tag) {
+            continue;
         }
-        Ok(copied)
+        let (src, dst) = (by_tag(source, &tag)?, by_tag(target, &tag)?);
+        only(Box::pin(overwrite.copy_images(&src, std::slice::from_ref(&dst))).await)?;
+        copied += 1;
     }
+    Ok(copied)
+}
+
+/// The result of a copy to one target.
+fn only(mut outcomes: Vec<TargetOutcome>) -> Result<crate::copy::report::CopyReport, CopyError> {
+    outcomes
+        .pop()
+        .map_or_else(|| Err(CopyError::Invalid("no target".into())), |t| t.result)
 }

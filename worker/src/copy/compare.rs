@@ -1,10 +1,40 @@
 //! What a copy would do, reading only (`run --dry-run`): the source's digest and how the
 //! target's tag stands against it, from one `HEAD` at each end, asked together.
 
-use image_mirror_common::{Digest, ImageRef};
-use image_mirror_registry::RegistryError;
+use futures_util::{stream, StreamExt};
+use image_mirror_common::{Digest, ImageRef, MirrorJob};
+use image_mirror_registry::{RegistryClient, RegistryError};
 
-use crate::copy::{CopyEngine, CopyError};
+use crate::copy::error::CopyError;
+
+/// Targets compared at once.
+const AT_ONCE: usize = 16;
+
+/// How one job's target stands (`run --dry-run`).
+#[derive(Debug)]
+pub struct Compared {
+    /// The job, for that one target.
+    pub job: MirrorJob,
+    /// How its target stands against its source.
+    pub result: Result<Comparison, CopyError>,
+}
+
+/// How every target of `jobs` stands against its source, [`AT_ONCE`] at a time, in the jobs'
+/// order.
+pub(crate) async fn compare_jobs(client: &RegistryClient, jobs: &[MirrorJob]) -> Vec<Compared> {
+    let each_target: Vec<MirrorJob> = jobs
+        .iter()
+        .flat_map(|j| j.targets().into_iter().map(|t| j.for_target(&t)))
+        .collect();
+    stream::iter(each_target)
+        .map(|job| async move {
+            let result = compare(client, &job.source_ref(), &job.target_ref()).await;
+            Compared { job, result }
+        })
+        .buffered(AT_ONCE)
+        .collect()
+        .await
+}
 
 /// How a target stands against its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,41 +58,38 @@ pub enum Comparison {
     },
 }
 
-impl CopyEngine {
-    /// What a copy would do, reading only: the source digest and whether the target has it.
-    pub async fn compare(
-        &self,
-        source: &ImageRef,
-        target: &ImageRef,
-    ) -> Result<Comparison, CopyError> {
-        let reference = target
-            .tag()
-            .or(source.tag())
-            .map(ToString::to_string)
-            .unwrap_or_else(|| source.reference());
-        let source_reference = source.reference();
-        let (src, dst) = tokio::join!(
-            self.client
-                .manifest_digest(source.repository(), &source_reference),
-            self.client.manifest_digest(target.repository(), &reference)
-        );
-        let src = src?.ok_or_else(|| {
-            CopyError::Registry(RegistryError::NotFound {
-                registry: source.repository().registry().to_owned(),
-                operation: format!(
-                    "HEAD manifest {}:{}",
-                    source.repository().path(),
-                    source.reference()
-                ),
-            })
-        })?;
-        Ok(match dst? {
-            None => Comparison::Missing { source: src },
-            Some(d) if d == src => Comparison::UpToDate { digest: src },
-            Some(d) => Comparison::Differs {
-                source: src,
-                target: d,
-            },
+/// What a copy would do, reading only: the source digest and whether the target has it.
+pub(crate) async fn compare(
+    client: &RegistryClient,
+    source: &ImageRef,
+    target: &ImageRef,
+) -> Result<Comparison, CopyError> {
+    let reference = target
+        .tag()
+        .or(source.tag())
+        .map(ToString::to_string)
+        .unwrap_or_else(|| source.reference());
+    let source_reference = source.reference();
+    let (src, dst) = tokio::join!(
+        client.manifest_digest(source.repository(), &source_reference),
+        client.manifest_digest(target.repository(), &reference)
+    );
+    let src = src?.ok_or_else(|| {
+        CopyError::Registry(RegistryError::NotFound {
+            registry: source.repository().registry().to_owned(),
+            operation: format!(
+                "HEAD manifest {}:{}",
+                source.repository().path(),
+                source.reference()
+            ),
         })
-    }
+    })?;
+    Ok(match dst? {
+        None => Comparison::Missing { source: src },
+        Some(d) if d == src => Comparison::UpToDate { digest: src },
+        Some(d) => Comparison::Differs {
+            source: src,
+            target: d,
+        },
+    })
 }

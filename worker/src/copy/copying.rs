@@ -1,44 +1,72 @@
-//! The state one copy's steps share (the source and target repositories, its counters and
-//! progress, when it began), and the reports it ends with.
+//! One image copy to one target: the state its steps share (the source and target
+//! repositories, its counters, blob states and activity entry, when it began), and the outcome
+//! it ends with, named by its target.
 
 use std::time::Instant;
 
-use image_mirror_common::{ImageRef, Repository};
+use image_mirror_common::{Digest, ImageRef, Repository};
 
+use crate::copy::activity::Watched;
+use crate::copy::error::CopyError;
 use crate::copy::progress::Progress;
-use crate::copy::report::Counters;
-use crate::copy::{CopyError, CopyOutcome, CopyReport, Phases};
+use crate::copy::report::{CopyOutcome, CopyReport, Counters, Phases};
+
+/// One target's outcome of a copy: results are named by their target, never matched by
+/// position.
+#[derive(Debug)]
+pub struct TargetOutcome {
+    /// The target, as asked.
+    pub target: ImageRef,
+    /// What the copy to it came to.
+    pub result: Result<CopyReport, CopyError>,
+}
+
+impl TargetOutcome {
+    pub(crate) fn of(target: &ImageRef, result: Result<CopyReport, CopyError>) -> Self {
+        Self {
+            target: target.clone(),
+            result,
+        }
+    }
+}
 
 /// The state one copy's steps share.
-pub(super) struct Copying<'a> {
-    pub(super) source: &'a Repository,
-    pub(super) target: &'a Repository,
-    pub(super) counters: Counters,
-    pub(super) progress: Progress,
-    pub(super) started: Instant,
+pub(crate) struct Copying<'a> {
+    pub(crate) source: &'a Repository,
+    pub(crate) target: &'a Repository,
+    pub(crate) counters: Counters,
+    pub(crate) progress: Progress,
+    /// Its place in what people watch.
+    pub(crate) watched: Watched,
+    pub(crate) started: Instant,
 }
 
 impl<'a> Copying<'a> {
-    pub(super) fn new(source: &'a Repository, target: &'a Repository, started: Instant) -> Self {
+    pub(crate) fn new(source: &'a Repository, target: &'a Repository, started: Instant) -> Self {
         Self {
             source,
             target,
             counters: Counters::default(),
             progress: Progress::new(),
+            watched: Watched::unwatched(),
             started,
         }
     }
-}
 
-impl Copying<'_> {
+    /// This copy, watched through `watched`.
+    pub(crate) fn watched(mut self, watched: Watched) -> Self {
+        self.watched = watched;
+        self
+    }
+
     /// The report of a target left as it was: up to date, or drifted and kept (`held` is
     /// what its tag holds).
-    pub(super) fn untouched(
+    pub(crate) fn untouched(
         &self,
         outcome: CopyOutcome,
-        digest: &image_mirror_common::Digest,
+        digest: &Digest,
         media_type: Option<String>,
-        held: Option<image_mirror_common::Digest>,
+        held: Option<Digest>,
     ) -> CopyReport {
         let mut report = self.counters.report(
             outcome,
@@ -56,26 +84,28 @@ impl Copying<'_> {
     }
 }
 
-/// Each target's result, in order: a refusal of the target named as such, and the digest an
-/// overwritten drifted target held.
-pub(super) fn finish(
+/// Each target's outcome: a refusal of the target named as such, and the digest an
+/// overwritten drifted target held. `results` and `replaced` are in the order of `targets`.
+pub(crate) fn finish(
     results: Vec<Option<Result<CopyReport, CopyError>>>,
     targets: &[ImageRef],
-    replaced: Vec<Option<image_mirror_common::Digest>>,
-) -> Vec<Result<CopyReport, CopyError>> {
+    replaced: Vec<Option<Digest>>,
+) -> Vec<TargetOutcome> {
     results
         .into_iter()
         .zip(targets)
         .zip(replaced)
         .map(|((r, target), replaced)| {
-            r.unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
+            let result = r
+                .unwrap_or_else(|| Err(CopyError::Invalid("target not copied".into())))
                 .map(|mut report| {
                     if replaced.is_some() {
                         report.target_digest = replaced;
                     }
                     report
                 })
-                .map_err(|e| e.into_target_refusal(target.repository()))
+                .map_err(|e| e.into_target_refusal(target.repository()));
+            TargetOutcome::of(target, result)
         })
         .collect()
 }

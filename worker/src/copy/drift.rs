@@ -5,9 +5,9 @@
 //! tag (`--backup-tag '{tag}-{digest12}'`) so that nothing is lost.
 
 use image_mirror_common::{Digest, Repository, Tag};
+use image_mirror_registry::RegistryClient;
 
 use crate::copy::error::CopyError;
-use crate::copy::CopyEngine;
 
 /// What to do with a drifted target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,29 +80,27 @@ impl BackupTag {
     }
 }
 
-impl CopyEngine {
-    /// Tags the manifest `old` that `repo:tag` holds with the policy's backup tag, before the
-    /// tag is overwritten. The manifest is read from the target and pushed back as it is.
-    pub(crate) async fn back_up(
-        &self,
-        repo: &Repository,
-        tag: &str,
-        old: &Digest,
-        template: &BackupTag,
-    ) -> Result<Tag, CopyError> {
-        let tag: Tag = tag
-            .parse()
-            .map_err(|e| CopyError::Invalid(format!("{repo}:{tag}: {e}")))?;
-        let backup = template
-            .render(&tag, old)
-            .map_err(|e| CopyError::Invalid(format!("{repo}:{tag}: {e}")))?;
-        let manifest = self.client.get_manifest(repo, old.as_str()).await?;
-        self.client
-            .put_manifest(repo, backup.as_str(), &manifest)
-            .await?;
-        tracing::info!(target = %repo, %tag, backup = %backup, old = %old, "kept the drifted target under a backup tag before overwriting it");
-        Ok(backup)
-    }
+/// Tags the manifest `old` that `repo:tag` holds with the policy's backup tag, before the tag
+/// is overwritten. The manifest is read from the target and pushed back as it is.
+pub(crate) async fn back_up(
+    client: &RegistryClient,
+    repo: &Repository,
+    tag: &str,
+    old: &Digest,
+    template: &BackupTag,
+) -> Result<Tag, CopyError> {
+    let tag: Tag = tag
+        .parse()
+        .map_err(|e| CopyError::Invalid(format!("{repo}:{tag}: {e}")))?;
+    let backup = template
+        .render(&tag, old)
+        .map_err(|e| CopyError::Invalid(format!("{repo}:{tag}: {e}")))?;
+    let manifest = client.get_manifest(repo, old.as_str()).await?;
+    client
+        .put_manifest(repo, backup.as_str(), &manifest)
+        .await?;
+    tracing::info!(target = %repo, %tag, backup = %backup, old = %old, "kept the drifted target under a backup tag before overwriting it");
+    Ok(backup)
 }
 
 #[cfg(test)]

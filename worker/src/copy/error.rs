@@ -37,6 +37,12 @@ pub enum CopyError {
         /// What was found.
         detail: String,
     },
+    /// The process is stopping: the copy stopped at a checkpoint (a chunked upload's place
+    /// saved for the next run) or before it wrote anything more.
+    #[error(
+        "interrupted: the copy stopped before it ended (the next run goes on from where it stood)"
+    )]
+    Interrupted,
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -58,7 +64,7 @@ impl CopyError {
             | Self::TargetRefused { .. }
             | Self::ReadOnly { .. }
             | Self::Unsigned { .. } => ErrorClass::Permanent,
-            Self::Verify { .. } => ErrorClass::Transient,
+            Self::Verify { .. } | Self::Interrupted => ErrorClass::Transient,
         }
     }
 
@@ -91,14 +97,16 @@ impl CopyError {
             Self::TargetRefused { .. } | Self::ReadOnly { .. } => "target_refused".into(),
             Self::Verify { .. } => "verify".into(),
             Self::Unsigned { .. } => "unsigned".into(),
+            Self::Interrupted => "interrupted".into(),
         }
     }
 }
 
 impl CopyError {
-    /// This error as the target's refusal, when it is one: the target registry refused
-    /// credentials or access (401/403, `DENIED`), does not know the repository
-    /// (`NAME_UNKNOWN`), or refuses writes (405).
+    /// This error as the target's refusal, when it is one: the target registry refused access
+    /// to the repository (403, `DENIED`), does not know it (`NAME_UNKNOWN`), or refuses
+    /// writes (405). Credentials it refused (401) stay an authentication failure, naming the
+    /// credentials consulted.
     pub(crate) fn into_target_refusal(self, target: &image_mirror_common::Repository) -> Self {
         let Self::Registry(e) = &self else {
             return self;
@@ -123,6 +131,11 @@ impl CopyError {
             };
         }
         let detail = match e {
+            RegistryError::Auth {
+                status: 401,
+                message,
+                ..
+            } if !is_denial(message) => return self,
             RegistryError::Auth { message, .. } => message.clone(),
             RegistryError::NotFound { operation, .. }
                 if ["start upload", "mount", "PUT manifest"]
@@ -145,4 +158,11 @@ impl CopyError {
             detail,
         }
     }
+}
+
+/// A 401 that says the repository is denied (Docker Hub's answer for a repository that does
+/// not exist or may not be pushed), not that the credentials are wrong.
+fn is_denial(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("denied") || lower.contains("insufficient_scope")
 }

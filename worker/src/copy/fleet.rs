@@ -25,7 +25,7 @@ use image_mirror_queue::coordination::{
     BlobLocation, BlobState, Coordinator, FleetNews, Lease, LocationFeed, ReadFrom,
 };
 use image_mirror_queue::QueueError;
-use image_mirror_registry::{Lesson, RegistryClient};
+use image_mirror_registry::{Lesson, RegistryClient, RetryPolicy};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -38,6 +38,14 @@ pub(crate) const LEASE_MIN: u64 = 1024 * 1024;
 pub(crate) const LEASE_POLL: Duration = Duration::from_secs(1);
 /// The longest wait for another worker's upload; then the blob is sent anyway.
 const LEASE_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// The pauses before listening to the fleet again after its stream broke: 0.5 s doubling
+/// to 30 s, for as long as the fleet lives.
+const LISTEN_AGAIN: RetryPolicy = RetryPolicy::new(
+    Duration::from_millis(500),
+    Duration::from_secs(30),
+    usize::MAX,
+);
 
 /// How often a tag lease held by another worker is tried again (a tag write is short).
 const TAG_POLL: Duration = Duration::from_millis(100);
@@ -286,7 +294,7 @@ impl Hearing {
 /// connection broke, from the news after the last one heard (from an hour back when it never
 /// heard any).
 async fn listen(fleet: Weak<Fleet>, mut feed: Option<LocationFeed>, hearing: Hearing) {
-    let mut pause = Duration::from_millis(500);
+    let mut failures = 0;
     let mut resume = ReadFrom::LookBack;
     loop {
         if let Some(mut heard) = feed.take() {
@@ -301,15 +309,15 @@ async fn listen(fleet: Weak<Fleet>, mut feed: Option<LocationFeed>, hearing: Hea
         let Some(f) = fleet.upgrade() else {
             return;
         };
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(LISTEN_AGAIN.base_delay(failures + 1)).await;
         match f.coordinator.listen(resume).await {
             Ok(heard) => {
                 feed = Some(heard);
-                pause = Duration::from_millis(500);
+                failures = 0;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot hear the fleet yet");
-                pause = (pause * 2).min(Duration::from_secs(30));
+                failures += 1;
             }
         }
     }

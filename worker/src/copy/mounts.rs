@@ -119,18 +119,22 @@ impl MountIndex {
         }
     }
 
-    /// The default cache file: `$IMAGE_MIRROR_CACHE_DIR`, else `$XDG_CACHE_HOME/image-mirror`,
-    /// else `~/.cache/image-mirror`, then `blob-locations`.
+    /// The default cache file: `blob-locations` in [`default_dir`](Self::default_dir).
     pub fn default_path() -> Option<PathBuf> {
-        let dir = std::env::var_os("IMAGE_MIRROR_CACHE_DIR")
+        Self::default_dir().map(|d| d.join("blob-locations"))
+    }
+
+    /// The default cache folder: `$IMAGE_MIRROR_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/image-mirror`, else `~/.cache/image-mirror`.
+    pub fn default_dir() -> Option<PathBuf> {
+        std::env::var_os("IMAGE_MIRROR_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| {
                 std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("image-mirror"))
             })
             .or_else(|| {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/image-mirror"))
-            })?;
-        Some(dir.join("blob-locations"))
+            })
     }
 
     /// Remembers that `repo` holds `digest`.

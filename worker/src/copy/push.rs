@@ -12,18 +12,20 @@ use image_mirror_common::Repository;
 use image_mirror_registry::{Manifest, ManifestKind, RegistryError};
 use tracing::Instrument;
 
+use crate::copy::activity::Watched;
+use crate::copy::blob::BlobCopy;
+use crate::copy::engine::CopyEngine;
 use crate::copy::error::CopyError;
 use crate::copy::progress::Progress;
 use crate::copy::report::Counters;
-use crate::copy::upload::Transfer;
 use crate::copy::walk::Tree;
-use crate::copy::CopyEngine;
 
 /// Pushes tried again after a registry race.
 pub const RACE_RETRIES: usize = 3;
 
 /// What a manifest push needs to repair a race: the tree and the copy's state.
 pub(crate) struct Pushing<'a> {
+    pub(crate) engine: &'a CopyEngine,
     pub(crate) source: &'a Repository,
     pub(crate) target: &'a Repository,
     pub(crate) tree: &'a Tree,
@@ -31,11 +33,12 @@ pub(crate) struct Pushing<'a> {
     pub(crate) counters: &'a Counters,
 }
 
-impl CopyEngine {
+impl Pushing<'_> {
     /// Pushes the image manifests below the top level by digest, all at once (a PUT of a
     /// manifest the target has costs no more than asking whether it has it), each as soon as
     /// [`Progress`] allows: its blobs in the target, every blob of the image checked.
-    pub(crate) async fn push_children(&self, p: &Pushing<'_>) -> Result<(), CopyError> {
+    pub(crate) async fn push_children(&self) -> Result<(), CopyError> {
+        let p = self;
         let Some((_top, children)) = p.tree.manifests.split_last() else {
             return Ok(());
         };
@@ -51,7 +54,7 @@ impl CopyEngine {
                         .map(|b| b.iter().map(|d| d.digest.clone()).collect())
                         .unwrap_or_default();
                     p.progress.ready_for(&blobs).await;
-                    self.push_manifest(p, child.digest.as_str(), child).await
+                    self.push_manifest(child.digest.as_str(), child).await
                 })
             });
         // Waiting costs nothing; the per-host request limit bounds the PUTs themselves.
@@ -61,11 +64,8 @@ impl CopyEngine {
 
     /// After the image manifests: the nested indexes in order (each after its own children),
     /// then the top level under `reference`.
-    pub(crate) async fn push_indexes_and_top(
-        &self,
-        p: &Pushing<'_>,
-        reference: &str,
-    ) -> Result<(), CopyError> {
+    pub(crate) async fn push_indexes_and_top(&self, reference: &str) -> Result<(), CopyError> {
+        let p = self;
         let Some((top, children)) = p.tree.manifests.split_last() else {
             return Ok(());
         };
@@ -74,19 +74,19 @@ impl CopyEngine {
             .filter(|m| m.kind() == ManifestKind::Index)
             .collect();
         for index in indexes {
-            self.push_manifest(p, index.digest.as_str(), index).await?;
+            self.push_manifest(index.digest.as_str(), index).await?;
         }
-        self.push_manifest(p, reference, top).await
+        self.push_manifest(reference, top).await
     }
 
     /// Writes one manifest under `reference`, in its span, counted; after a registry race,
     /// repairs what it lists and tries again.
     pub(crate) async fn push_manifest(
         &self,
-        p: &Pushing<'_>,
         reference: &str,
         manifest: &Manifest,
     ) -> Result<(), CopyError> {
+        let p = self;
         let span = tracing::info_span!(
             "copy.manifest",
             digest = %manifest.digest,
@@ -96,6 +96,7 @@ impl CopyEngine {
         let mut races = 0;
         loop {
             let pushed = self
+                .engine
                 .client
                 .put_manifest(p.target, reference, manifest)
                 .instrument(span.clone())
@@ -108,7 +109,7 @@ impl CopyEngine {
                 Err(e) if is_registry_race(&e) && races < RACE_RETRIES => {
                     races += 1;
                     tracing::debug!(manifest = %manifest.digest, error = %e, "the registry lost track of what the manifest lists; checking it again");
-                    Box::pin(self.repair(p, manifest)).await?;
+                    Box::pin(self.repair(manifest)).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -117,21 +118,26 @@ impl CopyEngine {
 
     /// Makes sure the target holds everything `manifest` lists: blobs of an image manifest,
     /// child manifests of an index; whatever is missing is sent again.
-    async fn repair(&self, p: &Pushing<'_>, manifest: &Manifest) -> Result<(), CopyError> {
+    async fn repair(&self, manifest: &Manifest) -> Result<(), CopyError> {
+        let (p, client) = (self, &self.engine.client);
         match manifest.kind() {
             ManifestKind::Image => {
                 let blobs = manifest.blobs().map_err(CopyError::Invalid)?;
                 for blob in &blobs {
-                    if !self.client.blob_exists(p.target, &blob.digest).await? {
-                        let t = Transfer {
+                    if !client.blob_exists(p.target, &blob.digest).await? {
+                        let meter = Watched::unwatched().blob(blob.size);
+                        BlobCopy {
+                            engine: p.engine,
                             source: p.source,
                             target: p.target,
                             blob,
                             counters: p.counters,
                             progress: p.progress,
-                            lease: None,
-                        };
-                        self.copy_blob(&t, false, None).await?;
+                            meter: &meter,
+                            target_is_new: false,
+                        }
+                        .run(None)
+                        .await?;
                     }
                 }
             }
@@ -143,10 +149,7 @@ impl CopyEngine {
                     .cloned()
                     .unwrap_or_default();
                 for digest in children {
-                    let held = self
-                        .client
-                        .manifest_digest(p.target, digest.as_str())
-                        .await?;
+                    let held = client.manifest_digest(p.target, digest.as_str()).await?;
                     if held.as_ref() == Some(&digest) {
                         continue;
                     }
@@ -155,7 +158,7 @@ impl CopyEngine {
                             "child manifest {digest} vanished from the target"
                         ))
                     })?;
-                    self.push_manifest(p, digest.as_str(), child).await?;
+                    self.push_manifest(digest.as_str(), child).await?;
                 }
             }
         }

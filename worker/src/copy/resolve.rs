@@ -10,11 +10,17 @@
 
 use futures_util::future::join_all;
 use image_mirror_common::{Digest, ImageRef, Repository};
-use image_mirror_registry::{Manifest, ManifestHead, ManifestKind, RegistryError};
+use image_mirror_registry::{Manifest, ManifestHead, ManifestKind, RegistryClient, RegistryError};
 
-use crate::copy::drift::OnDrift;
+use crate::copy::drift::{back_up, DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;
-use crate::copy::CopyEngine;
+
+/// The first step of a copy, with what it reads: the registries, and what a drifted target
+/// gets.
+pub(crate) struct Resolve<'a> {
+    pub(crate) client: &'a RegistryClient,
+    pub(crate) drift: &'a DriftPolicy,
+}
 
 /// What one target needs.
 pub(crate) enum Plan {
@@ -50,7 +56,7 @@ pub(crate) struct SourceHead {
     pub(crate) read: Option<Manifest>,
 }
 
-impl CopyEngine {
+impl Resolve<'_> {
     /// Asks the source once and every target, at the same time, and decides what each target
     /// needs. An error of the source is every target's; a target's own error is its alone.
     pub(crate) async fn resolve(
@@ -58,7 +64,7 @@ impl CopyEngine {
         source: &ImageRef,
         targets: &[ImageRef],
     ) -> Result<(SourceHead, Vec<Result<Resolution, CopyError>>), CopyError> {
-        let client = &self.client;
+        let client = self.client;
         let named: Vec<Option<String>> = targets
             .iter()
             .map(|t| t.tag().or(source.tag()).map(ToString::to_string))
@@ -171,7 +177,7 @@ impl CopyEngine {
             })),
             OnDrift::Overwrite => {
                 if let Some(template) = &self.drift.backup_tag {
-                    self.back_up(repo, reference, held, template).await?;
+                    back_up(self.client, repo, reference, held, template).await?;
                 }
                 Ok(None)
             }
@@ -187,7 +193,7 @@ impl CopyEngine {
         reference: String,
         tag_absent: bool,
     ) -> Result<Resolution, CopyError> {
-        let client = &self.client;
+        let client = self.client;
         let up_to_date = Plan::UpToDate {
             media_type: head.media_type.clone(),
         };

@@ -20,14 +20,13 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use image_mirror_common::{Digest, ImageRef, Repository};
 use image_mirror_registry::referrers::fallback_tag;
-use image_mirror_registry::{Manifest, RegistryError};
+use image_mirror_registry::{Manifest, RegistryClient, RegistryError};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use serde_json::Value;
 
 use crate::copy::error::CopyError;
-use crate::copy::CopyEngine;
 
 /// The largest signature payload or bundle read.
 pub const MAX_PAYLOAD: u64 = 1024 * 1024;
@@ -208,27 +207,24 @@ fn layers(manifest: &Manifest) -> Vec<Layer> {
         .collect()
 }
 
-impl CopyEngine {
+impl TrustedKeys {
     /// With trusted keys: `source` pinned to the digest a trusted key signed (so that what is
     /// copied is what was verified), and that key's name; refused when unsigned. Without
     /// keys: `source` as it is.
-    pub(crate) async fn signed(
+    pub(crate) async fn pin(
         &self,
+        client: &RegistryClient,
         source: &ImageRef,
     ) -> Result<(ImageRef, Option<String>), CopyError> {
-        if self.attach.keys.is_empty() {
+        if self.is_empty() {
             return Ok((source.clone(), None));
         }
         let repo = source.repository();
-        let Some(digest) = self
-            .client
-            .manifest_digest(repo, &source.reference())
-            .await?
-        else {
+        let Some(digest) = client.manifest_digest(repo, &source.reference()).await? else {
             // Not there: the copy says so.
             return Ok((source.clone(), None));
         };
-        let key = self.require_signature(repo, &digest).await?;
+        let key = self.require_signature(client, repo, &digest).await?;
         let pinned = match source.tag() {
             Some(tag) => format!("{repo}:{tag}@{digest}"),
             None => format!("{repo}@{digest}"),
@@ -243,13 +239,13 @@ impl CopyEngine {
     /// Refuses `digest` of `source` unless a trusted key signed it; the name of that key.
     pub(crate) async fn require_signature(
         &self,
+        client: &RegistryClient,
         source: &Repository,
         digest: &Digest,
     ) -> Result<String, CopyError> {
-        let keys = &self.attach.keys;
+        let keys = self;
         let mut candidates = Vec::new();
-        match self
-            .client
+        match client
             .get_manifest(source, &format!("{}.sig", fallback_tag(digest)))
             .await
         {
@@ -257,14 +253,14 @@ impl CopyEngine {
             Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let referrers = self.client.referrers(source, digest).await?;
+        let referrers = client.referrers(source, digest).await?;
         for r in referrers.list().iter().take(MAX_CANDIDATES) {
             if r.artifact_type.as_deref() == Some(BUNDLE_TYPE) {
-                candidates.push(self.client.get_manifest(source, r.digest.as_str()).await?);
+                candidates.push(client.get_manifest(source, r.digest.as_str()).await?);
             }
         }
         for manifest in &candidates {
-            if let Some(key) = self.verified_by(source, manifest, digest, keys).await? {
+            if let Some(key) = verified_by(client, source, manifest, digest, keys).await? {
                 return Ok(key.to_owned());
             }
         }
@@ -280,58 +276,58 @@ impl CopyEngine {
             },
         })
     }
+}
 
-    async fn verified_by<'k>(
-        &self,
-        source: &Repository,
-        manifest: &Manifest,
-        digest: &Digest,
-        keys: &'k TrustedKeys,
-    ) -> Result<Option<&'k str>, CopyError> {
-        for layer in layers(manifest).into_iter().take(MAX_CANDIDATES) {
-            let is_bundle = layer.media_type == BUNDLE_TYPE;
-            if !is_bundle && (layer.media_type != SIMPLE_SIGNING || layer.signature.is_none()) {
-                continue;
-            }
-            if layer.size > MAX_PAYLOAD {
-                continue;
-            }
-            let bytes = self.small_blob(source, &layer.digest, layer.size).await?;
-            let key = match (&layer.signature, is_bundle) {
-                (_, true) => verify_bundle(keys, &bytes, digest),
-                (Some(sig), false) => verify_simple_signing(keys, &bytes, sig, digest),
-                (None, false) => None,
-            };
-            if key.is_some() {
-                return Ok(key);
-            }
+async fn verified_by<'k>(
+    client: &RegistryClient,
+    source: &Repository,
+    manifest: &Manifest,
+    digest: &Digest,
+    keys: &'k TrustedKeys,
+) -> Result<Option<&'k str>, CopyError> {
+    for layer in layers(manifest).into_iter().take(MAX_CANDIDATES) {
+        let is_bundle = layer.media_type == BUNDLE_TYPE;
+        if !is_bundle && (layer.media_type != SIMPLE_SIGNING || layer.signature.is_none()) {
+            continue;
         }
-        Ok(None)
+        if layer.size > MAX_PAYLOAD {
+            continue;
+        }
+        let bytes = small_blob(client, source, &layer.digest, layer.size).await?;
+        let key = match (&layer.signature, is_bundle) {
+            (_, true) => verify_bundle(keys, &bytes, digest),
+            (Some(sig), false) => verify_simple_signing(keys, &bytes, sig, digest),
+            (None, false) => None,
+        };
+        if key.is_some() {
+            return Ok(key);
+        }
     }
+    Ok(None)
+}
 
-    /// A blob of at most [`MAX_PAYLOAD`] bytes, whole, its digest checked.
-    async fn small_blob(
-        &self,
-        repo: &Repository,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<Bytes, CopyError> {
-        let mut download = self.client.get_blob(repo, digest, 0, size).await?;
-        let mut bytes = BytesMut::new();
-        while let Some(chunk) = download.chunk().await? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() as u64 > size {
-                break;
-            }
+/// A blob of at most [`MAX_PAYLOAD`] bytes, whole, its digest checked.
+async fn small_blob(
+    client: &RegistryClient,
+    repo: &Repository,
+    digest: &Digest,
+    size: u64,
+) -> Result<Bytes, CopyError> {
+    let mut download = client.get_blob(repo, digest, 0, size).await?;
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = download.chunk().await? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > size {
+            break;
         }
-        let bytes = bytes.freeze();
-        if bytes.len() as u64 != size || &Digest::sha256_of(&bytes) != digest {
-            return Err(CopyError::Invalid(format!(
-                "{repo}@{digest}: the signature blob does not match its descriptor"
-            )));
-        }
-        Ok(bytes)
     }
+    let bytes = bytes.freeze();
+    if bytes.len() as u64 != size || &Digest::sha256_of(&bytes) != digest {
+        return Err(CopyError::Invalid(format!(
+            "{repo}@{digest}: the signature blob does not match its descriptor"
+        )));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

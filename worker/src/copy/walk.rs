@@ -13,12 +13,11 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use image_mirror_common::{Digest, Repository};
-use image_mirror_registry::{Descriptor, Manifest, ManifestKind};
+use image_mirror_registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
 use tokio::sync::mpsc;
 
 use crate::copy::error::CopyError;
 use crate::copy::progress::Progress;
-use crate::copy::CopyEngine;
 
 /// Deepest nesting of indexes followed.
 pub const MAX_DEPTH: usize = 4;
@@ -103,7 +102,9 @@ pub(crate) struct WalkTarget<'a> {
 
 /// A walk of one copy, for all its targets at once: a child is read when any target lacks it.
 pub(crate) struct Walk<'a> {
-    pub(crate) engine: &'a CopyEngine,
+    pub(crate) client: &'a RegistryClient,
+    /// Manifests read (and targets asked) at once.
+    pub(crate) concurrency: usize,
     pub(crate) source: &'a Repository,
     pub(crate) targets: Vec<WalkTarget<'a>>,
 }
@@ -183,7 +184,7 @@ impl Walk<'_> {
         if self.targets.iter().any(|t| t.is_new) {
             return Ok(children);
         }
-        let client = &self.engine.client;
+        let client = self.client;
         let checks = children.into_iter().map(|child| -> BoxFuture<'_, _> {
             Box::pin(async move {
                 for t in &self.targets {
@@ -198,7 +199,7 @@ impl Walk<'_> {
             })
         });
         let found: Vec<Option<Descriptor>> = stream::iter(checks)
-            .buffered(self.engine.options.blob_concurrency.max(1))
+            .buffered(self.concurrency.max(1))
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().collect())
@@ -213,7 +214,7 @@ impl Walk<'_> {
         tree: &mut Tree,
         handed: &mut HashSet<Digest>,
     ) -> Result<Vec<Manifest>, CopyError> {
-        let client = &self.engine.client;
+        let client = self.client;
         let fetches = children.into_iter().map(|child| -> BoxFuture<'_, _> {
             Box::pin(async move {
                 let m = client
@@ -230,8 +231,7 @@ impl Walk<'_> {
                 Ok(m)
             })
         });
-        let mut fetched =
-            stream::iter(fetches).buffered(self.engine.options.blob_concurrency.max(1));
+        let mut fetched = stream::iter(fetches).buffered(self.concurrency.max(1));
         let mut arrived = Vec::new();
         while let Some(m) = fetched.try_next().await? {
             budget.take(&m)?;

@@ -1,5 +1,6 @@
 //! Reading a source blob from an offset: a broken or stalled download is resumed with a
-//! `Range` request from the byte it stopped at, within the retry policy's bound. A body
+//! `Range` request from the byte it stopped at, within the resume loop's bound
+//! ([`Attempts`]). A body
 //! longer than the blob's descriptor is always an error: the last bytes are handed out only
 //! once the body has ended where the descriptor says.
 
@@ -7,23 +8,23 @@ use bytes::Bytes;
 use image_mirror_common::Repository;
 use image_mirror_registry::{BlobDownload, Descriptor, NetworkFailure, RegistryError};
 
+use super::attempts::{Attempts, Halt};
+use crate::copy::engine::CopyEngine;
 use crate::copy::error::CopyError;
 use crate::copy::report::Counters;
-use crate::copy::CopyEngine;
 
 /// Reads a source blob from an offset, resuming broken downloads with `Range`.
 pub(crate) struct SourceReader<'a> {
     engine: &'a CopyEngine,
     repo: &'a Repository,
     blob: &'a Descriptor,
-    counters: &'a Counters,
     download: Option<BlobDownload>,
     /// Pieces of a download shared with other targets, while it lasts.
     tee: Option<tokio::sync::mpsc::Receiver<Bytes>>,
     pending: Bytes,
     /// The next byte [`next`](Self::next) hands out.
     pub(crate) position: u64,
-    failures: usize,
+    attempts: Attempts<'a>,
 }
 
 impl<'a> SourceReader<'a> {
@@ -38,12 +39,15 @@ impl<'a> SourceReader<'a> {
             engine,
             repo,
             blob,
-            counters,
             download: None,
             tee: None,
             pending: Bytes::new(),
             position,
-            failures: 0,
+            attempts: Attempts::new(
+                engine.client.retry_policy(),
+                &counters.resumes,
+                &engine.stop,
+            ),
         }
     }
 
@@ -118,7 +122,7 @@ impl<'a> SourceReader<'a> {
                         // The whole blob is in: the body must end here.
                         self.expect_end().await?;
                     }
-                    self.failures = 0;
+                    self.attempts.progressed();
                     self.pending = bytes;
                     continue;
                 }
@@ -164,27 +168,20 @@ impl<'a> SourceReader<'a> {
     /// The download broke: resume from here after a pause, or give up when it keeps breaking.
     async fn resume_after(&mut self, failure: &str) -> Result<(), CopyError> {
         self.download = None;
-        self.failures += 1;
-        if self
-            .engine
-            .client
-            .retry_policy()
-            .gives_up_after(self.failures)
-        {
-            return Err(RegistryError::Network {
+        let what = format!("GET blob {}", self.blob.digest);
+        match self.attempts.broke(&what, self.position, failure).await {
+            Ok(()) => Ok(()),
+            Err(Halt::Stopped) => Err(CopyError::Interrupted),
+            Err(Halt::GaveUp) => Err(RegistryError::Network {
                 registry: self.repo.registry().to_owned(),
-                operation: format!("GET blob {}", self.blob.digest),
+                operation: what,
                 message: format!(
                     "download kept breaking at byte {} ({failure})",
                     self.position
                 ),
                 failure: NetworkFailure::Broken,
             }
-            .into());
+            .into()),
         }
-        tracing::debug!(blob = %self.blob.digest, offset = self.position, %failure, "download broke; resuming with Range");
-        Counters::add(&self.counters.resumes, 1);
-        tokio::time::sleep(self.engine.client.retry_policy().delay(self.failures)).await;
-        Ok(())
     }
 }

@@ -19,9 +19,9 @@ use image_mirror_registry::Descriptor;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::source::SourceReader;
+use crate::copy::engine::CopyEngine;
 use crate::copy::report::Counters;
-use crate::copy::source::SourceReader;
-use crate::copy::CopyEngine;
 
 /// How long the download of a blob waits for the other targets to ask for it.
 pub const JOIN_WAIT: Duration = Duration::from_secs(5);

@@ -1,0 +1,660 @@
+//! The copy engine and how it orchestrates one image to its targets: resolve both ends, walk
+//! the tree the targets lack while its blobs are copied (each a [`BlobCopy`]), push manifests
+//! children first, verify; then what travels with the image. One engine serves a whole
+//! process: connections, the knowledge of where blobs are, the blob flights under way, the
+//! fleet, what people watch and the stop signal are shared by all its copies.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use image_mirror_common::{metrics, Digest, ImageRef, Repository};
+use image_mirror_queue::coordination::Coordinator;
+use image_mirror_queue::QueueError;
+use image_mirror_registry::{Descriptor, Manifest, RegistryClient};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::copy::activity::{Activity, Watched};
+use crate::copy::attachments::{Attach, AttachOptions};
+use crate::copy::blob::{BlobCopy, BlobOutcome, SavedUploads, Supplies, Supply};
+use crate::copy::compare::{compare, compare_jobs, Compared, Comparison};
+use crate::copy::copying::{finish, Copying, TargetOutcome};
+use crate::copy::drift::DriftPolicy;
+use crate::copy::error::CopyError;
+use crate::copy::fleet::Fleet;
+use crate::copy::flights::Flights;
+use crate::copy::mounts::MountIndex;
+use crate::copy::push::Pushing;
+use crate::copy::report::{CopyOutcome, CopyReport, Phases};
+use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
+use crate::copy::signatures::TrustedKeys;
+use crate::copy::stop::{StopSignal, CHECKPOINT_GRACE};
+use crate::copy::walk::{Tree, Walk, WalkTarget};
+
+/// Tuning of the copy engine. How large upload requests are is the target registry's to say
+/// (`image_mirror_registry::UploadLimits`), not the engine's.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// Blobs of one image copied at the same time.
+    pub blob_concurrency: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            blob_concurrency: 8,
+        }
+    }
+}
+
+/// Copies images; one engine serves a whole process, sharing connections, the knowledge of
+/// where blobs are (for mounts), and the blob flights under way.
+#[derive(Clone)]
+pub struct CopyEngine {
+    pub(crate) client: RegistryClient,
+    pub(crate) mounts: Arc<MountIndex>,
+    pub(crate) flights: Arc<Flights>,
+    /// In a fleet of workers: leases, shared locations, checkpoints across processes.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// Where this process's own chunked uploads stand, for the next run.
+    pub(crate) saved: SavedUploads,
+    pub(crate) options: CopyOptions,
+    /// What a drifted target gets: kept (the default) or overwritten.
+    pub(crate) drift: Arc<DriftPolicy>,
+    /// What travels with each image (nothing by default).
+    pub(crate) attach: Arc<Attach>,
+    /// Tells copies to stop at a checkpoint.
+    pub(crate) stop: StopSignal,
+    /// Where people watch the copies in flight.
+    pub(crate) activity: Option<Arc<Activity>>,
+}
+
+/// A blob's copy as the transfer stream holds it.
+type BlobTask<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<BlobOutcome, CopyError>> + Send + 'a>,
+>;
+
+/// The targets of an image copy, sorted by what their plans ask (see [`CopyEngine::sort`]).
+#[derive(Default)]
+struct Sorted<'a> {
+    /// Each target's outcome, in their order, once known.
+    results: Vec<Option<Result<CopyReport, CopyError>>>,
+    /// The digest each drifted target held, when the policy overwrites it.
+    replaced: Vec<Option<Digest>>,
+    /// Targets the tree goes to.
+    to_copy: Vec<ToCopy<'a>>,
+    /// Targets that only need their tag.
+    finishing: Vec<Retag<'a>>,
+}
+
+/// A target that holds the manifest by digest and only needs its tag.
+struct Retag<'a> {
+    index: usize,
+    copying: Copying<'a>,
+    reference: String,
+    manifest: Manifest,
+}
+
+/// One target of an image copy still to go through transfer and push: its state, the
+/// reference it is written under, and whether its repository is new.
+struct ToCopy<'a> {
+    index: usize,
+    copying: Copying<'a>,
+    reference: String,
+    target_is_new: bool,
+}
+
+impl CopyEngine {
+    /// An engine over `client` that remembers blob locations for this process only.
+    pub fn new(client: RegistryClient, options: CopyOptions) -> Self {
+        Self::with_mounts(client, options, MountIndex::in_memory())
+    }
+
+    /// An engine over `client` with the given blob location index.
+    pub fn with_mounts(client: RegistryClient, options: CopyOptions, mounts: MountIndex) -> Self {
+        Self {
+            client,
+            mounts: Arc::new(mounts),
+            flights: Arc::default(),
+            fleet: None,
+            saved: SavedUploads::nowhere(),
+            options,
+            drift: Arc::default(),
+            attach: Arc::default(),
+            stop: StopSignal::new(),
+            activity: None,
+        }
+    }
+
+    /// This engine copying what `options` say travels with each image.
+    #[must_use]
+    pub fn with_attachments(mut self, options: AttachOptions) -> Self {
+        self.attach = Arc::new(Attach::new(options, self.attach.keys.clone()));
+        self
+    }
+
+    /// This engine mirroring only images a cosign signature of one of `keys` verifies.
+    #[must_use]
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
+        self.attach = Arc::new(Attach::new(self.attach.options.clone(), keys));
+        self
+    }
+
+    /// This engine with `policy` for drifted targets (a target tag that holds another
+    /// digest than the source's).
+    #[must_use]
+    pub fn with_drift(mut self, policy: DriftPolicy) -> Self {
+        self.drift = Arc::new(policy);
+        self
+    }
+
+    /// This engine saving where its chunked uploads stand in `saved`, and going on from
+    /// there the next time the same blob goes to the same repository.
+    #[must_use]
+    pub fn with_saved_uploads(mut self, saved: SavedUploads) -> Self {
+        self.saved = saved;
+        self
+    }
+
+    /// This engine stopping its copies at their next checkpoint when `stop` is given (see
+    /// `stop.rs`): they end with [`CopyError::Interrupted`].
+    #[must_use]
+    pub fn with_stop(mut self, stop: StopSignal) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// This engine showing its copies in flight in `activity`.
+    #[must_use]
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// This engine as a member of the fleet `coordinator` speaks for: each large blob goes to
+    /// a registry once across workers, the others mount it, and an upload a worker left
+    /// unfinished is taken over where it stopped (see `fleet.rs`).
+    pub async fn join_fleet(mut self, coordinator: Coordinator) -> Result<Self, QueueError> {
+        self.fleet = Some(Fleet::join(coordinator, Arc::clone(&self.mounts), &self.client).await?);
+        Ok(self)
+    }
+
+    /// The registry client the engine uses.
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// What a copy would do, reading only: the source digest and whether the target has it.
+    pub async fn compare(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+    ) -> Result<Comparison, CopyError> {
+        compare(&self.client, source, target).await
+    }
+
+    /// How every target of `jobs` stands against its source, reading only (a dry run).
+    pub async fn compare_jobs(&self, jobs: &[image_mirror_common::MirrorJob]) -> Vec<Compared> {
+        compare_jobs(&self.client, jobs).await
+    }
+
+    /// Copies `source` to `target`. The target takes the source's tag when it names none.
+    pub async fn copy(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+    ) -> Result<CopyReport, CopyError> {
+        let mut results = self.copy_many(source, std::slice::from_ref(target)).await;
+        results
+            .pop()
+            .map_or_else(|| Err(CopyError::Invalid("no target".into())), |t| t.result)
+    }
+
+    /// Copies `source` to every target at once, reading the source once for all of them: its
+    /// manifests, and each blob more than one target lacks (downloaded once, its pieces handed
+    /// to each; see `blob/tee.rs`), then what travels with it. Each target's outcome is its
+    /// own, and names its target.
+    pub async fn copy_many(&self, source: &ImageRef, targets: &[ImageRef]) -> Vec<TargetOutcome> {
+        self.copy_many_with(source, targets, &AttachOptions::default())
+            .await
+    }
+
+    /// [`copy_many`](Self::copy_many), with `more` travelling with the image besides what the
+    /// engine's options say (a job's own asks). After a stop, the copy has the checkpoint
+    /// grace to reach a checkpoint, then ends as interrupted.
+    pub async fn copy_many_with(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+        more: &AttachOptions,
+    ) -> Vec<TargetOutcome> {
+        let interrupted = || {
+            targets
+                .iter()
+                .map(|t| TargetOutcome::of(t, Err(CopyError::Interrupted)))
+                .collect()
+        };
+        if self.stop.is_stopped() {
+            return interrupted();
+        }
+        let copy = self.copy_attached(source, targets, more);
+        let stopped = async {
+            self.stop.stopped().await;
+            // A chunk in flight has its grace; a little more lets it save where it stands.
+            tokio::time::sleep(CHECKPOINT_GRACE * 2).await;
+        };
+        tokio::select! {
+            done = copy => done,
+            () = stopped => interrupted(),
+        }
+    }
+
+    /// The images, then what travels with each that was settled.
+    async fn copy_attached(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+        more: &AttachOptions,
+    ) -> Vec<TargetOutcome> {
+        let options = self.attach.options.with(more);
+        let (source, verified_by) = match self.attach.keys.pin(&self.client, source).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                return targets
+                    .iter()
+                    .map(|t| TargetOutcome::of(t, Err(e.clone())))
+                    .collect()
+            }
+        };
+        let mut outcomes = self.copy_images(&source, targets).await;
+        for outcome in &mut outcomes {
+            if let Ok(report) = &mut outcome.result {
+                report.attached.verified_by.clone_from(&verified_by);
+            }
+        }
+        if !options.any() {
+            return outcomes;
+        }
+        for outcome in &mut outcomes {
+            let Ok(report) = &mut outcome.result else {
+                continue;
+            };
+            if report.outcome == CopyOutcome::Drifted {
+                continue;
+            }
+            let (from, to) = (source.repository(), outcome.target.repository());
+            match self
+                .attach
+                .copy_along(self, from, to, &report.digest, &options)
+                .await
+            {
+                Ok(attached) => {
+                    report.attached.referrers = attached.referrers;
+                    report.attached.digest_tags = attached.digest_tags;
+                }
+                Err(e) => outcome.result = Err(e.into_target_refusal(to)),
+            }
+        }
+        outcomes
+    }
+
+    /// The images alone: see [`copy_many`](Self::copy_many).
+    pub(crate) async fn copy_images(
+        &self,
+        source: &ImageRef,
+        targets: &[ImageRef],
+    ) -> Vec<TargetOutcome> {
+        let span = tracing::info_span!(
+            "copy.resolve",
+            source = %source,
+            digest = tracing::field::Empty,
+            media_type = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let resolve = Resolve {
+            client: &self.client,
+            drift: &self.drift,
+        };
+        let (head, plans) = match resolve
+            .resolve(source, targets)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                return targets
+                    .iter()
+                    .map(|t| TargetOutcome::of(t, Err(e.clone())))
+                    .collect()
+            }
+        };
+        span.record("digest", tracing::field::display(&head.digest));
+        let Sorted {
+            mut results,
+            replaced,
+            to_copy,
+            finishing,
+        } = self.sort(source, targets, &head, plans, started);
+        let retags = finishing.iter().map(|r| async move {
+            let retagged = self
+                .retag(&r.copying, &r.reference, r.manifest.clone())
+                .await;
+            (r.index, retagged)
+        });
+        let copies = async {
+            if to_copy.is_empty() {
+                return Vec::new();
+            }
+            let top = match resolve
+                .source_top(source, head)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(top) => top,
+                Err(e) => return to_copy.iter().map(|t| (t.index, Err(e.clone()))).collect(),
+            };
+            record_top(&span, &top);
+            self.copy_tree(&to_copy, top, span.clone()).await
+        };
+        let (retagged, copied) = tokio::join!(futures_util::future::join_all(retags), copies);
+        for (i, result) in retagged.into_iter().chain(copied) {
+            results[i] = Some(result);
+        }
+        finish(results, targets, replaced)
+    }
+
+    /// Each target's plan, sorted: the outcomes already known (a target's error, up to date,
+    /// drifted and kept), the targets that only need their tag, and those to copy.
+    fn sort<'a>(
+        &self,
+        source: &'a ImageRef,
+        targets: &'a [ImageRef],
+        head: &SourceHead,
+        plans: Vec<Result<Resolution, CopyError>>,
+        started: Instant,
+    ) -> Sorted<'a> {
+        let mut sorted = Sorted::default();
+        for (index, (plan, target)) in plans.into_iter().zip(targets).enumerate() {
+            sorted.results.push(None);
+            sorted
+                .replaced
+                .push(plan.as_ref().ok().and_then(|r| r.replaces.clone()));
+            let c = Copying::new(source.repository(), target.repository(), started);
+            let known = match plan {
+                Err(e) => Err(e),
+                Ok(Resolution {
+                    plan: Plan::Drifted { target },
+                    ..
+                }) => {
+                    let media_type = head.media_type.clone();
+                    let held = Some(target);
+                    Ok(c.untouched(CopyOutcome::Drifted, &head.digest, media_type, held))
+                }
+                Ok(Resolution {
+                    plan: Plan::UpToDate { media_type },
+                    ..
+                }) => Ok(c.untouched(CopyOutcome::AlreadyPresent, &head.digest, media_type, None)),
+                Ok(Resolution {
+                    plan: Plan::Retag { manifest },
+                    reference,
+                    ..
+                }) => {
+                    sorted.finishing.push(Retag {
+                        index,
+                        copying: c,
+                        reference,
+                        manifest,
+                    });
+                    continue;
+                }
+                Ok(Resolution {
+                    plan: Plan::Copy { target_is_new },
+                    reference,
+                    ..
+                }) => {
+                    sorted.to_copy.push(ToCopy {
+                        index,
+                        copying: c.watched(self.watch(source, target)),
+                        reference,
+                        target_is_new,
+                    });
+                    continue;
+                }
+            };
+            sorted.results[index] = Some(known);
+        }
+        sorted
+    }
+
+    /// The activity entry of a copy from `source` to `target`, when people watch.
+    fn watch(&self, source: &ImageRef, target: &ImageRef) -> Watched {
+        match &self.activity {
+            Some(activity) => activity.watch(format!("{source} -> {target}")),
+            None => Watched::unwatched(),
+        }
+    }
+
+    /// The target holds the manifest by digest: push it under the tag, verify.
+    async fn retag(
+        &self,
+        c: &Copying<'_>,
+        reference: &str,
+        manifest: Manifest,
+    ) -> Result<CopyReport, CopyError> {
+        let resolved = c.started.elapsed();
+        let tree = Tree::single(manifest);
+        let p = self.pushing(c, &tree);
+        p.push_indexes_and_top(reference).await?;
+        let top = &tree.manifests[0];
+        self.verify(c.target, reference, &top.digest).await?;
+        Ok(c.counters.report(
+            CopyOutcome::Copied,
+            top.digest.clone(),
+            top.media_type.clone(),
+            platforms_of(top)?,
+            c.started,
+            Phases {
+                resolve: resolved,
+                blobs: std::time::Duration::ZERO,
+                manifests: c.started.elapsed().saturating_sub(resolved),
+            },
+        ))
+    }
+
+    /// Transfer, push, verify, for each target: the tree is read once, while its blobs are
+    /// copied (each image manifest hands its blobs over as soon as it is read), and each
+    /// target's child manifests go up while its other blobs are still on their way.
+    async fn copy_tree(
+        &self,
+        targets: &[ToCopy<'_>],
+        top: Manifest,
+        resolve_span: tracing::Span,
+    ) -> Vec<(usize, Result<CopyReport, CopyError>)> {
+        let Some(first) = targets.first() else {
+            return Vec::new();
+        };
+        let supplies = Supplies::new(targets.len());
+        let mut walk_targets = Vec::new();
+        let mut listed = Vec::new();
+        for t in targets {
+            let (found, rx) = mpsc::unbounded_channel::<Descriptor>();
+            walk_targets.push(WalkTarget {
+                repo: t.copying.target,
+                is_new: t.target_is_new,
+                found,
+                progress: &t.copying.progress,
+            });
+            listed.push(rx);
+        }
+        let (tree_tx, tree_rx) = watch::channel::<Option<Result<Arc<Tree>, CopyError>>>(None);
+        let walk = async {
+            let tree = Walk {
+                client: &self.client,
+                concurrency: self.options.blob_concurrency,
+                source: first.copying.source,
+                targets: walk_targets,
+            }
+            .run(top)
+            .instrument(resolve_span.clone())
+            .await;
+            drop(resolve_span);
+            tree_tx.send_replace(Some(tree.map(Arc::new)));
+        };
+        let pipelines = targets.iter().zip(listed).map(|(t, rx)| {
+            let tree = tree_rx.clone();
+            let supplies = &supplies;
+            async move { (t.index, self.target_pipeline(t, rx, tree, supplies).await) }
+        });
+        let ((), done) = tokio::join!(walk, futures_util::future::join_all(pipelines));
+        done
+    }
+
+    /// One target's part of a copy: its blobs, its manifests, the check.
+    async fn target_pipeline(
+        &self,
+        t: &ToCopy<'_>,
+        listed: mpsc::UnboundedReceiver<Descriptor>,
+        mut tree: watch::Receiver<Option<Result<Arc<Tree>, CopyError>>>,
+        supplies: &Supplies,
+    ) -> Result<CopyReport, CopyError> {
+        let c = &t.copying;
+        let (tree, ()) = tokio::try_join!(
+            async {
+                let walked = tree
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| CopyError::Invalid("the walk ended without a tree".into()))?
+                    .clone();
+                let tree = walked.unwrap_or_else(|| Err(CopyError::Invalid("no tree".into())))?;
+                c.progress.walked();
+                self.pushing(c, &tree).push_children().await?;
+                Ok(tree)
+            },
+            self.transfer_blobs(c, listed, t.target_is_new, supplies)
+        )?;
+        let resolved = tree.resolved.saturating_duration_since(c.started);
+        let transferred = c.started.elapsed();
+        self.pushing(c, &tree)
+            .push_indexes_and_top(&t.reference)
+            .await?;
+        let Some(top) = tree.manifests.last() else {
+            return Err(CopyError::Invalid("the source tree is empty".into()));
+        };
+        self.verify(c.target, &t.reference, &top.digest).await?;
+        Ok(c.counters.report(
+            CopyOutcome::Copied,
+            top.digest.clone(),
+            top.media_type.clone(),
+            tree.platforms.clone(),
+            c.started,
+            Phases {
+                resolve: resolved,
+                blobs: transferred.saturating_sub(resolved),
+                manifests: c.started.elapsed().saturating_sub(transferred),
+            },
+        ))
+    }
+
+    /// Copies every blob the walk lists, several at a time, as they arrive.
+    async fn transfer_blobs(
+        &self,
+        c: &Copying<'_>,
+        listed: mpsc::UnboundedReceiver<Descriptor>,
+        target_is_new: bool,
+        supplies: &Supplies,
+    ) -> Result<(), CopyError> {
+        let listed = stream::unfold(
+            listed,
+            |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+        );
+        listed
+            .map(|blob| {
+                let supply = supplies.of(&blob.digest);
+                self.blob_task(c, blob, target_is_new, supply)
+            })
+            .buffer_unordered(self.options.blob_concurrency.max(1))
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
+    fn pushing<'a>(&'a self, c: &'a Copying<'a>, tree: &'a Tree) -> Pushing<'a> {
+        Pushing {
+            engine: self,
+            source: c.source,
+            target: c.target,
+            tree,
+            progress: &c.progress,
+            counters: &c.counters,
+        }
+    }
+
+    /// The target must resolve `reference` to `digest`.
+    async fn verify(
+        &self,
+        target: &Repository,
+        reference: &str,
+        digest: &Digest,
+    ) -> Result<(), CopyError> {
+        let found = self.client.manifest_digest(target, reference).await?;
+        if found.as_ref() != Some(digest) {
+            return Err(CopyError::Verify {
+                target: format!("{target}:{reference}"),
+                found: found.map_or_else(|| "nothing".to_owned(), |d| d.to_string()),
+                expected: digest.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One blob's copy in its span, counted in the metrics. Boxed, so that the copy future
+    /// made in the transfer stream stays `Send` for spawned workers (rust#102211).
+    fn blob_task<'a>(
+        &'a self,
+        c: &'a Copying<'a>,
+        blob: Descriptor,
+        target_is_new: bool,
+        supply: Option<Arc<Supply>>,
+    ) -> BlobTask<'a> {
+        let span = tracing::info_span!(
+            "copy.blob",
+            digest = %blob.digest,
+            size = blob.size,
+            action = tracing::field::Empty,
+            bytes_sent = tracing::field::Empty,
+        );
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let meter = c.watched.blob(blob.size);
+                let outcome = BlobCopy {
+                    engine: self,
+                    source: c.source,
+                    target: c.target,
+                    blob: &blob,
+                    counters: &c.counters,
+                    progress: &c.progress,
+                    meter: &meter,
+                    target_is_new,
+                }
+                .run(supply)
+                .await?;
+                let sent = if outcome == BlobOutcome::Copied {
+                    blob.size
+                } else {
+                    0
+                };
+                recorded.record("action", outcome.as_str());
+                recorded.record("bytes_sent", sent);
+                metrics::BLOBS.inc(&[outcome.as_str()]);
+                Ok(outcome)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn record_top(span: &tracing::Span, top: &Manifest) {
+    span.record("digest", tracing::field::display(&top.digest));
+    span.record("media_type", top.media_type.as_str());
+}
