@@ -47,12 +47,59 @@ ensure_rabbitmq() {
   exit 1
 }
 
-# ensure_local_registry starts a docker-registry on 127.0.0.1:5000 (data under
-# target/local-registry) unless something already answers there.
-ensure_local_registry() {
-  if curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; then return 0; fi
-  ensure_packages docker-registry:/usr/bin/docker-registry curl:/usr/bin/curl
-  local dir="$PWD/target/local-registry"
+# need_tools NAME ... stops, naming the first command that is missing.
+need_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || {
+      echo "$tool not found: install it first" >&2
+      exit 2
+    }
+  done
+}
+
+answers_on() { # PORT: whether something takes connections on 127.0.0.1:PORT
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# free_port prints a port nothing listens on, from 5100 up.
+free_port() {
+  local port
+  for port in $(seq 5100 5999); do
+    answers_on "$port" || { echo "$port"; return 0; }
+  done
+  echo "no free port between 5100 and 5999" >&2
+  exit 1
+}
+
+# registry_program prints distribution's registry program: `registry` on the PATH or in
+# target/tools/bin, else Debian's docker-registry (installed when missing).
+registry_program() {
+  if command -v registry >/dev/null 2>&1; then command -v registry; return; fi
+  if [ -x "$PWD/target/tools/bin/registry" ]; then echo "$PWD/target/tools/bin/registry"; return; fi
+  ensure_packages docker-registry:/usr/bin/docker-registry >&2
+  echo /usr/bin/docker-registry
+}
+
+# registry_running DIR: whether the registry start_registry left in DIR still runs and answers.
+registry_running() {
+  local dir=$1 pid port
+  [ -f "$dir/pid" ] && [ -f "$dir/port" ] || return 1
+  pid=$(cat "$dir/pid")
+  port=$(cat "$dir/port")
+  kill -0 "$pid" 2>/dev/null && curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null
+}
+
+# start_registry DIR PORT starts a registry of its own on 127.0.0.1:PORT, its data, config,
+# log and pid in DIR. A port something else answers on is refused, never used.
+start_registry() {
+  local dir=$1 port=$2 program i
+  if answers_on "$port"; then
+    echo "127.0.0.1:$port is in use by something these scripts did not start: stop it, or choose another port" >&2
+    exit 1
+  fi
+  ensure_packages curl:/usr/bin/curl
+  program=$(registry_program)
   mkdir -p "$dir/storage"
   cat > "$dir/config.yml" <<YAML
 version: 0.1
@@ -61,18 +108,48 @@ log:
 storage:
   filesystem:
     rootdirectory: $dir/storage
+  delete:
+    enabled: true
 http:
-  addr: 127.0.0.1:5000
+  addr: 127.0.0.1:$port
 YAML
-  step "starting a local registry on 127.0.0.1:5000 (data in $dir)"
-  nohup /usr/bin/docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
-  local i
+  OTEL_TRACES_EXPORTER=none nohup "$program" serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+  echo $! > "$dir/pid"
+  echo "$port" > "$dir/port"
   for i in $(seq 1 50); do
-    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && return 0
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && return 0
     sleep 0.2
   done
-  echo "the local registry did not start; see $dir/registry.log" >&2
+  echo "the registry on 127.0.0.1:$port did not start; see $dir/registry.log" >&2
   exit 1
+}
+
+# stop_registry DIR stops the registry start_registry left in DIR, if it runs.
+stop_registry() {
+  local dir=$1 pid
+  [ -f "$dir/pid" ] || return 0
+  pid=$(cat "$dir/pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$dir/pid" "$dir/port"
+}
+
+# own_registry prints HOST:PORT of a registry of scripts/run's own (data under
+# target/local-registry): the one it started before when that still runs, else a new one on
+# a free port. A registry it did not start is never used.
+own_registry() {
+  local dir="$PWD/target/local-registry" port
+  if registry_running "$dir"; then
+    echo "127.0.0.1:$(cat "$dir/port")"
+    return 0
+  fi
+  stop_registry "$dir"
+  port=$(free_port)
+  step "starting a registry of its own on 127.0.0.1:$port (data in $dir)" >&2
+  start_registry "$dir" "$port" >&2
+  echo "127.0.0.1:$port"
 }
 
 # The folder the pinned Go tools live in (cargo clean resets it).

@@ -1,5 +1,5 @@
-//! Each command takes the flags it uses and no other, as the README's table says; command
-//! lines written when every flag was global keep working.
+//! Each command takes the flags it uses and no other, as the table of docs/configuration.md
+//! says; command lines written when every flag was global keep working.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,10 +47,13 @@ fn takes(help: &str, flag: &str) -> bool {
     })
 }
 
-/// The rows of the README's "flags | taken by" table: the flags, and the commands.
+/// The rows of docs/configuration.md's "flags | taken by" table: the flags, and the commands.
 fn readme_table() -> Vec<(Vec<String>, Vec<String>)> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
     let ticked = |cell: &str| -> Vec<String> {
         cell.split('`')
             .skip(1)
@@ -71,10 +74,10 @@ fn readme_table() -> Vec<(Vec<String>, Vec<String>)> {
 }
 
 #[test]
-fn every_command_takes_the_flags_the_readme_says_and_no_other() {
+fn every_command_takes_the_flags_the_configuration_page_says_and_no_other() {
     let helps: Vec<(&str, String)> = COMMANDS.iter().map(|c| (*c, help_of(c))).collect();
     let table = readme_table();
-    assert!(table.len() >= 9, "the README's table: {table:?}");
+    assert!(table.len() >= 9, "the table: {table:?}");
     for (flags, takers) in table {
         for flag in &flags {
             for (command, help) in &helps {
@@ -82,7 +85,7 @@ fn every_command_takes_the_flags_the_readme_says_and_no_other() {
                 assert_eq!(
                     takes(help, flag),
                     every || takers.iter().any(|t| t == command),
-                    "README: {flag} taken by {takers:?}; `{command} --help` says otherwise"
+                    "docs/configuration.md: {flag} taken by {takers:?}; `{command} --help` says otherwise"
                 );
             }
         }

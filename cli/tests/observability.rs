@@ -396,7 +396,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_from_a_real_w
         .filter_map(|n| n.as_str())
         .collect();
     let served = metric_names(&names.join(" "));
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
     let table: String = readme
         .lines()
         .filter(|l| l.starts_with("| `image_mirror_"))
@@ -405,7 +405,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_from_a_real_w
     assert_eq!(
         metric_names(&table),
         served,
-        "README's metric table against what is served"
+        "docs/operations.md's metric table against what is served"
     );
     let used: String = queries
         .iter()

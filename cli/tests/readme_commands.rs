@@ -1,7 +1,8 @@
-//! Every command the README shows (each `$ ` line of its `console` blocks) runs, in README
-//! order, against local registries, a real RabbitMQ and a GitHub stand-in. Host names of the
-//! examples are mapped onto the local registries; a command whose shown output is a failure
-//! must fail, every other one must succeed; long-running roles must start and stop cleanly.
+//! Every command the README and the pages of docs/ show (each `$ ` line of their `console`
+//! blocks) runs, in their order, against local registries, a real RabbitMQ and a GitHub
+//! stand-in. Host names of the examples are mapped onto the local registries; a command whose
+//! shown output is a failure must fail, every other one must succeed; long-running roles must
+//! start and stop cleanly. The README's quick start is run verbatim by `quick_start.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +26,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 /// A `$ ` line of the README and the output shown under it.
 struct Example {
     line: usize,
+    /// `page:line`.
+    command_at: String,
     command: String,
     output: Vec<String>,
 }
@@ -32,9 +35,17 @@ struct Example {
 fn examples(readme: &str) -> Vec<Example> {
     let mut out: Vec<Example> = Vec::new();
     let mut in_console = false;
+    let mut verbatim = false;
     for (i, line) in readme.lines().enumerate() {
+        if line.starts_with("<!-- quick start") {
+            verbatim = true;
+            continue;
+        }
         if line.starts_with("```") {
-            in_console = line.trim() == "```console";
+            in_console = line.trim() == "```console" && !verbatim;
+            if line.trim() == "```" {
+                verbatim = false;
+            }
             continue;
         }
         if !in_console {
@@ -43,6 +54,7 @@ fn examples(readme: &str) -> Vec<Example> {
         if let Some(cmd) = line.strip_prefix("$ ") {
             out.push(Example {
                 line: i + 1,
+                command_at: String::new(),
                 command: cmd.to_owned(),
                 output: Vec::new(),
             });
@@ -98,10 +110,26 @@ fn git(dir: &Path, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_in_the_readme_runs() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let examples = examples(&readme);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let examples: Vec<Example> = pages
+        .iter()
+        .flat_map(|page| {
+            let text = std::fs::read_to_string(page).unwrap();
+            let name = page.file_name().unwrap().to_string_lossy().into_owned();
+            examples(&text).into_iter().map(move |mut e| {
+                e.command_at = format!("{name}:{}", e.line);
+                e
+            })
+        })
+        .collect();
     assert!(
         examples.len() >= 15,
         "only {} commands found",
@@ -191,8 +219,8 @@ async fn every_command_in_the_readme_runs() {
         }
         assert_eq!(
             words[0], "image-mirror",
-            "README line {}: {}",
-            ex.line, ex.command
+            "{}: {}",
+            ex.command_at, ex.command
         );
         let args = &words[1..];
         let needs_broker = args
@@ -220,7 +248,7 @@ async fn every_command_in_the_readme_runs() {
         if needs_broker {
             c.env("AMQP_URL", env.get("AMQP_URL").unwrap_or(&url));
         }
-        let what = format!("README line {}: {}", ex.line, ex.command);
+        let what = format!("{}: {}", ex.command_at, ex.command);
         let long_running = args.iter().any(|a| a == "worker" || a == "committer");
         if long_running {
             // A role: it must come up, then stop cleanly on SIGTERM.
