@@ -18,10 +18,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use clap::ValueEnum;
 use indicatif::MultiProgress;
 use tokio::sync::watch;
-
-use crate::args::LogFormat;
 
 /// The exit status of a process whose stdout was closed under it (128 + SIGPIPE).
 pub const CLOSED_PIPE: u8 = 141;
@@ -63,6 +62,15 @@ impl Console {
 }
 
 /// Sets the log format and quietness, once, before anything is written.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 pub fn init(format: LogFormat, quiet: bool) {
     let _ = CONSOLE.set(Console::new(format, quiet));
 }

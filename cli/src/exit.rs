@@ -22,12 +22,12 @@ pub struct BadInput(pub String);
 /// `--log-format json`).
 pub fn print_error(err: &anyhow::Error) {
     match crate::console::format() {
-        crate::args::LogFormat::Text => {
+        crate::console::LogFormat::Text => {
             for line in format!("{err:#}").lines() {
                 say(Level::Error, "error", format!("error: {line}"));
             }
         }
-        crate::args::LogFormat::Json => say(Level::Error, "error", format!("{err:#}")),
+        crate::console::LogFormat::Json => say(Level::Error, "error", format!("{err:#}")),
     }
 }
 

@@ -18,7 +18,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::args::LogFormat;
+use crate::console::LogFormat;
 use crate::console::{say, Level};
 
 /// Keeps the trace pipeline; [`Telemetry::shutdown`] sends what is buffered.

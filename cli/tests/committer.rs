@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{ChildStdout, Command, Stdio};
 
 use image_mirror_common::{
-    Digest, ImagesList, JobEvent, MirrorJob, Origin, Outcome, Repository, Tag,
+    Digest, ImagesList, JobEvent, MirrorJob, Outcome, Repository, Requester, Tag,
 };
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
@@ -77,7 +77,13 @@ impl World {
             .parse()
             .unwrap();
         let tag: Tag = format!("v1.{i}.0").parse().unwrap();
-        let job = MirrorJob::new(source, target, tag, true, Origin::Discover("apps".into()));
+        let job = MirrorJob::new(
+            source,
+            target,
+            tag,
+            true,
+            Requester::Discover("apps".into()),
+        );
         let mut event = JobEvent::for_job(&job, Outcome::Copied);
         event.digest = Some(digest.clone());
         event

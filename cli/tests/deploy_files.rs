@@ -74,8 +74,8 @@ fn known_variable(name: &str) -> bool {
     }
     let sources = [
         "cli/src/telemetry.rs",
-        "common/github/src/client.rs",
-        "common/registry/src/credentials.rs",
+        "github/src/client.rs",
+        "registry/src/credentials.rs",
     ];
     sources.iter().any(|f| {
         std::fs::read_to_string(root().join(f))

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use image_mirror_common::{MirrorJob, Origin};
+use image_mirror_common::{MirrorJob, Requester};
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
 use image_mirror_testkit::images::{self, Image};
@@ -402,7 +402,7 @@ async fn producer_discover_publishes_jobs_to_record_and_survives_a_failing_key()
     let job = MirrorJob::from_json(&delivery.body).unwrap();
     delivery.ack().await.unwrap();
     assert!(job.record);
-    assert_eq!(job.origin, Origin::Discover("traefik3".into()));
+    assert_eq!(job.origin, Requester::Discover("traefik3".into()));
     assert_eq!(job.tag.as_str(), "3.1.2");
     assert_eq!(
         job.target.to_string(),

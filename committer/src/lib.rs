@@ -9,19 +9,17 @@
 //! through; and what a run came to ([`summary`]).
 
 pub mod batch;
-pub mod collect;
-pub mod committer;
+pub mod commit_run;
 pub mod local;
 pub mod pull_request;
+pub mod runner;
 pub mod summary;
 pub mod verify;
 
 pub use batch::BatchOptions;
-pub use collect::{commit_run, CollectError, RunRecord};
-pub use committer::{
-    run_committer, BatchOutcome, BatchResult, Committer, CommitterError, Destination,
-};
+pub use commit_run::{commit_run, CommitRunError, RunRecord};
 pub use local::record_in_file;
 pub use pull_request::{Proposal, PullRequestSettings, Recorded};
+pub use runner::{run_committer, BatchOutcome, BatchResult, Committer, CommitterError, Recorder};
 pub use summary::RunSummary;
 pub use verify::{verify, Verdict};

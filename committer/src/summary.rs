@@ -103,7 +103,7 @@ mod tests {
             "docker.io/c/d".parse().unwrap(),
             tag.parse().unwrap(),
             false,
-            image_mirror_common::Origin::Sync,
+            image_mirror_common::Requester::Sync,
         );
         let mut e = JobEvent::for_job(&job, Outcome::Failed);
         e.error = Some(JobFailure {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Committer, Destination};
-use image_mirror_common::{MirrorJob, Origin, Repository, Tag};
+use image_mirror_committer::{run_committer, BatchOptions, BatchResult, Committer, Recorder};
+use image_mirror_common::{MirrorJob, Repository, Requester, Tag};
 use image_mirror_queue::amqp::AmqpBroker;
 use image_mirror_queue::topology::Topology;
 use image_mirror_queue::Broker;
@@ -69,7 +69,7 @@ async fn a_job_is_one_trace_from_producer_to_committer() {
     let source: Repository = format!("{}/team/app", src.host()).parse().unwrap();
     let target: Repository = format!("{}/mirror/app", dst.host()).parse().unwrap();
     let tag: Tag = "v1".parse().unwrap();
-    let job = MirrorJob::new(source, target, tag, true, Origin::AddTag);
+    let job = MirrorJob::new(source, target, tag, true, Requester::AddTag);
     image_mirror_producer::publish(&producer, std::slice::from_ref(&job))
         .await
         .unwrap();
@@ -96,7 +96,7 @@ async fn a_job_is_one_trace_from_producer_to_committer() {
     let (batch_done, batch_seen) = tokio::sync::oneshot::channel::<usize>();
     let mut batch_done = Some(batch_done);
     let registry = client(&[dst.host()]);
-    let destination = Destination::Local(list.clone());
+    let destination = Recorder::Local(list.clone());
     let setup = Committer {
         broker: &committer_broker,
         registry: &registry,

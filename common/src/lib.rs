@@ -29,5 +29,5 @@ pub mod version_sort;
 pub use config::{Config, ConfigError, Rule, VersionSource};
 pub use digest::Digest;
 pub use images_list::{Entry, ImagesList, ImagesListError};
-pub use message::{JobEvent, MessageError, MirrorJob, Origin, Outcome};
+pub use message::{JobEvent, MessageError, MirrorJob, Outcome, Requester};
 pub use reference::{ImageRef, Repository, Tag};

@@ -32,7 +32,7 @@ pub enum MessageError {
 
 /// Which part of the system asked for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Origin {
+pub enum Requester {
     /// A line already in images-list (`producer sync`).
     Sync,
     /// A new tag found by the config.json rule with this key.
@@ -41,7 +41,7 @@ pub enum Origin {
     AddTag,
 }
 
-impl fmt::Display for Origin {
+impl fmt::Display for Requester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sync => f.write_str("sync"),
@@ -51,7 +51,7 @@ impl fmt::Display for Origin {
     }
 }
 
-impl FromStr for Origin {
+impl FromStr for Requester {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -66,13 +66,13 @@ impl FromStr for Origin {
     }
 }
 
-impl Serialize for Origin {
+impl Serialize for Requester {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Origin {
+impl<'de> Deserialize<'de> for Requester {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
             .parse()
@@ -107,7 +107,7 @@ pub struct MirrorJob {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_to: Vec<Repository>,
     /// Who asked.
-    pub origin: Origin,
+    pub origin: Requester,
     /// When it was asked.
     pub requested_at: DateTime<Utc>,
     /// Copy the image's referrers too (a config.json rule's `referrers`).
@@ -168,7 +168,7 @@ impl MirrorJob {
         target: Repository,
         tag: Tag,
         record: bool,
-        origin: Origin,
+        origin: Requester,
     ) -> Self {
         Self {
             schema: SCHEMA_VERSION,
@@ -324,7 +324,7 @@ pub struct JobEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_target: Option<Repository>,
     /// The job's origin.
-    pub origin: Origin,
+    pub origin: Requester,
     /// When the job was requested.
     pub requested_at: DateTime<Utc>,
     /// How it ended.
@@ -472,7 +472,7 @@ mod tests {
             "rancher/mirrored-library-traefik".parse().unwrap(),
             "v3.0.0".parse().unwrap(),
             true,
-            Origin::Discover("traefik3".into()),
+            Requester::Discover("traefik3".into()),
         )
     }
 
@@ -536,9 +536,9 @@ mod tests {
     #[test]
     fn origins_parse() {
         for o in ["sync", "add-tag", "discover:etcd"] {
-            assert_eq!(o.parse::<Origin>().unwrap().to_string(), o);
+            assert_eq!(o.parse::<Requester>().unwrap().to_string(), o);
         }
-        assert!("discover:".parse::<Origin>().is_err());
-        assert!("cron".parse::<Origin>().is_err());
+        assert!("discover:".parse::<Requester>().is_err());
+        assert!("cron".parse::<Requester>().is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! payload, verified against a fixed key (never verified: the key's private half is unknown).
 
 use image_mirror_common::Digest;
-use image_mirror_worker::{verify_bundle, verify_simple_signing, TrustedKeys};
+use image_mirror_trust::{verify_bundle, verify_simple_signing, TrustedKeys};
 
 const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEJw+jobGf9zqgb/B+p0DS7tPUV8Gl

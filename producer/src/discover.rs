@@ -4,7 +4,7 @@
 use image_mirror_common::config::GithubRepo;
 use image_mirror_common::reference::ReferenceError;
 use image_mirror_common::{
-    Entry, ImageRef, ImagesList, MirrorJob, Origin, Repository, Rule, Tag, VersionSource,
+    Entry, ImageRef, ImagesList, MirrorJob, Repository, Requester, Rule, Tag, VersionSource,
 };
 use image_mirror_github::{GithubClient, GithubError, Release};
 use image_mirror_registry::dockerhub::DockerHub;
@@ -58,7 +58,7 @@ pub struct KeyReport {
 impl KeyReport {
     /// One job per new tag, with the target overrides applied and `record: true`.
     pub fn jobs(&self, overrides: &TargetOverrides) -> Result<Vec<MirrorJob>, ReferenceError> {
-        overrides.jobs_for(&self.new, true, &Origin::Discover(self.key.clone()))
+        overrides.jobs_for(&self.new, true, &Requester::Discover(self.key.clone()))
     }
 }
 

@@ -3,7 +3,7 @@
 //! applied, for sync, discovery and add-tag alike.
 
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::{Config, Entry, MirrorJob, Origin, Repository};
+use image_mirror_common::{Config, Entry, MirrorJob, Repository, Requester};
 
 /// Where targets go instead of where images-list says, and which sources take their
 /// signatures along.
@@ -64,7 +64,7 @@ impl TargetOverrides {
         &self,
         entry: &Entry,
         record: bool,
-        origin: Origin,
+        origin: Requester,
     ) -> Result<Option<MirrorJob>, ReferenceError> {
         let targets = self.apply(&entry.target)?;
         let Some((first, rest)) = targets.split_first() else {
@@ -89,7 +89,7 @@ impl TargetOverrides {
         &self,
         entries: &[Entry],
         record: bool,
-        origin: &Origin,
+        origin: &Requester,
     ) -> Result<Vec<MirrorJob>, ReferenceError> {
         let mut jobs = Vec::new();
         for entry in entries {

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::{ImagesList, MirrorJob, Origin};
+use image_mirror_common::{ImagesList, MirrorJob, Requester};
 use regex::Regex;
 
 use crate::jobs::TargetOverrides;
@@ -28,7 +28,7 @@ pub fn plan_sync(
         if filter.is_some_and(|f| !f.is_match(&entry.line())) {
             continue;
         }
-        let Some(job) = overrides.job_for(entry, false, Origin::Sync)? else {
+        let Some(job) = overrides.job_for(entry, false, Requester::Sync)? else {
             continue;
         };
         let fresh: Vec<_> = job
@@ -64,7 +64,9 @@ mod tests {
         let list = ImagesList::parse(LIST).unwrap();
         let jobs = plan_sync(&list, None, &TargetOverrides::default()).unwrap();
         assert_eq!(jobs.len(), 3);
-        assert!(jobs.iter().all(|j| !j.record && j.origin == Origin::Sync));
+        assert!(jobs
+            .iter()
+            .all(|j| !j.record && j.origin == Requester::Sync));
         assert_eq!(jobs[2].source.to_string(), "quay.io/coreos/etcd");
         assert_eq!(
             jobs[2].target.to_string(),

@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 
 use syn::visit::Visit;
 
-/// The library crates, by directory (their `src/` is what is read).
-const LIBRARIES: [&str; 7] = [
-    "common",
-    "common/registry",
-    "common/queue",
-    "common/github",
-    "producer",
-    "worker",
-    "committer",
-];
+/// The library crates of the product, by directory (their `src/` is what is read): every
+/// member but the binary and the test and measuring tools.
+fn libraries() -> Vec<String> {
+    let libraries: Vec<String> = members()
+        .into_iter()
+        .filter(|m| m != "cli" && !NOT_PRODUCT.contains(&m.as_str()))
+        .collect();
+    assert!(libraries.iter().any(|l| l == "worker"), "{libraries:?}");
+    libraries
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -113,8 +113,8 @@ fn functions(file: &syn::File) -> Vec<Function> {
 #[test]
 fn no_function_of_a_library_crate_is_over_80_lines() {
     let mut long = Vec::new();
-    for krate in LIBRARIES {
-        for file in sources(&root().join(krate).join("src")) {
+    for krate in libraries() {
+        for file in sources(&root().join(&krate).join("src")) {
             for f in functions(&parse(&file)) {
                 if f.lines > 80 {
                     long.push(format!(
@@ -132,6 +132,29 @@ fn no_function_of_a_library_crate_is_over_80_lines() {
         long.is_empty(),
         "split into named steps:\n{}",
         long.join("\n")
+    );
+}
+
+#[test]
+fn every_library_opens_with_what_it_owns() {
+    let mut silent = Vec::new();
+    for krate in libraries() {
+        let lib = root().join(&krate).join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib).unwrap();
+        let opening: Vec<&str> = text.lines().take_while(|l| l.starts_with("//!")).collect();
+        let says_what_it_owns = opening.join(" ").contains("own");
+        if opening.len() < 3 || !says_what_it_owns {
+            silent.push(format!(
+                "{} ({} lines of //!)",
+                lib.display(),
+                opening.len()
+            ));
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "open lib.rs with what the crate owns:\n{}",
+        silent.join("\n")
     );
 }
 
@@ -317,7 +340,7 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 
 #[test]
 fn the_registry_client_s_files_import_without_a_cycle() {
-    let dir = root().join("common/registry/src");
+    let dir = root().join("registry/src");
     let files = sources(&dir);
     let modules: BTreeSet<String> = files
         .iter()
@@ -478,5 +501,313 @@ fn the_rule_finder_reads_code_not_text() {
             "Entry { … }",
             ".with_registry(…)"
         ]
+    );
+}
+
+/// A module of a crate: its path from the crate root (`copy::blob::claim`), and its file.
+#[derive(Debug, Clone)]
+struct Module {
+    path: Vec<String>,
+    file: PathBuf,
+}
+
+/// Every module file of the crate whose sources are in `src` (the root, `lib.rs` or
+/// `main.rs`, as the empty path).
+fn modules(src: &Path) -> Vec<Module> {
+    sources(src)
+        .into_iter()
+        .map(|file| {
+            let rel = file.strip_prefix(src).unwrap().with_extension("");
+            let mut path: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if matches!(
+                path.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
+                path.pop();
+            }
+            Module { path, file }
+        })
+        .collect()
+}
+
+/// The `use` paths and expression paths of a file that start at `crate`, `super` or
+/// `self`, each as its segments (test code and fuzzing entry points left out).
+#[derive(Default)]
+struct Paths(Vec<Vec<String>>);
+
+impl Paths {
+    fn note(&mut self, segments: Vec<String>) {
+        if segments
+            .first()
+            .is_some_and(|s| s == "crate" || s == "super" || s == "self")
+        {
+            self.0.push(segments);
+        }
+    }
+}
+
+fn use_paths(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Paths) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(p.ident.to_string());
+            use_paths(&p.tree, prefix, out);
+            prefix.pop();
+        }
+        syn::UseTree::Name(n) => {
+            let mut path = prefix.clone();
+            path.push(n.ident.to_string());
+            out.note(path);
+        }
+        syn::UseTree::Rename(r) => {
+            let mut path = prefix.clone();
+            path.push(r.ident.to_string());
+            out.note(path);
+        }
+        syn::UseTree::Group(g) => g.items.iter().for_each(|t| use_paths(t, prefix, out)),
+        syn::UseTree::Glob(_) => out.note(prefix.clone()),
+    }
+}
+
+impl<'ast> Visit<'ast> for Paths {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        let skipped = m.attrs.iter().any(|a| {
+            a.path().is_ident("cfg") && ["test", "fuzzing"].contains(&attr_text(&a.meta).as_str())
+        });
+        if !skipped {
+            syn::visit::visit_item_mod(self, m);
+        }
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        use_paths(&u.tree, &mut Vec::new(), self);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        self.note(path.segments.iter().map(|s| s.ident.to_string()).collect());
+        syn::visit::visit_path(self, path);
+    }
+}
+
+/// `path`, written in the module at `from`, from the crate root (`super` and `self` read).
+fn absolute(from: &[String], path: &[String]) -> Vec<String> {
+    let mut at: Vec<String> = from.to_vec();
+    let mut rest = path;
+    match path.first().map(String::as_str) {
+        Some("crate") => {
+            at.clear();
+            rest = &path[1..];
+        }
+        Some("self") => rest = &path[1..],
+        _ => {}
+    }
+    while rest.first().is_some_and(|s| s == "super") {
+        at.pop();
+        rest = &rest[1..];
+    }
+    at.extend(rest.iter().cloned());
+    at
+}
+
+/// The module a path (from the crate root) reaches: the longest prefix that is a module.
+fn module_of(path: &[String], known: &BTreeSet<Vec<String>>) -> Vec<String> {
+    (0..=path.len())
+        .rev()
+        .map(|n| path[..n].to_vec())
+        .find(|prefix| known.contains(prefix))
+        .unwrap_or_default()
+}
+
+/// The import graph among a crate's modules, its root left out (it declares them all).
+fn import_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let all = modules(src);
+    let known: BTreeSet<Vec<String>> = all.iter().map(|m| m.path.clone()).collect();
+    let mut graph = BTreeMap::new();
+    for m in all.iter().filter(|m| !m.path.is_empty()) {
+        let mut paths = Paths::default();
+        paths.visit_file(&parse(&m.file));
+        let edges: BTreeSet<String> = paths
+            .0
+            .iter()
+            .map(|p| module_of(&absolute(&m.path, p), &known))
+            .filter(|target| !target.is_empty() && target != &m.path)
+            .map(|target| target.join("::"))
+            .collect();
+        graph.insert(m.path.join("::"), edges);
+    }
+    graph
+}
+
+#[test]
+fn no_crate_has_an_import_cycle_among_its_modules() {
+    let mut found = Vec::new();
+    for krate in members()
+        .iter()
+        .filter(|m| !NOT_PRODUCT.contains(&m.as_str()))
+    {
+        let graph = import_graph(&root().join(krate).join("src"));
+        if let Some(c) = cycle(&graph) {
+            found.push(format!("{krate}: {}", c.join(" -> ")));
+        }
+    }
+    assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn no_module_of_the_copy_engine_imports_its_parent() {
+    let src = root().join("worker/src");
+    let all = modules(&src);
+    let known: BTreeSet<Vec<String>> = all.iter().map(|m| m.path.clone()).collect();
+    let mut found = Vec::new();
+    for m in all
+        .iter()
+        .filter(|m| m.path.first().is_some_and(|p| p == "copy"))
+    {
+        let mut paths = Paths::default();
+        paths.visit_file(&parse(&m.file));
+        for path in &paths.0 {
+            let full = absolute(&m.path, path);
+            // Through each ancestor (the copy module and below), the next segment must be a
+            // module of it: an item of the ancestor's own file is the parent imported.
+            for depth in 1..m.path.len() {
+                let ancestor = &m.path[..depth];
+                if full.len() > depth && full[..depth] == *ancestor {
+                    let mut next = ancestor.to_vec();
+                    next.push(full[depth].clone());
+                    if !known.contains(&next) {
+                        found.push(format!(
+                            "{}: {} is an item of its parent {}",
+                            m.file.display(),
+                            full.join("::"),
+                            ancestor.join("::")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Where the HTTP client is named: `reqwest::Client`, its builder, a request builder.
+#[derive(Default)]
+struct HttpClient(Vec<String>);
+
+impl<'ast> Visit<'ast> for HttpClient {
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        let text: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let named = text.windows(2).any(|w| {
+            w[0] == "reqwest"
+                && ["Client", "ClientBuilder", "RequestBuilder"].contains(&w[1].as_str())
+        });
+        if named {
+            self.0.push(text.join("::"));
+        }
+        syn::visit::visit_path(self, path);
+    }
+
+    fn visit_use_tree(&mut self, tree: &'ast syn::UseTree) {
+        if let syn::UseTree::Path(p) = tree {
+            if p.ident == "reqwest" {
+                let mut names = BTreeSet::new();
+                collect_heads(&p.tree, &mut names);
+                for n in ["Client", "ClientBuilder", "RequestBuilder"] {
+                    if names.contains(n) {
+                        self.0.push(format!("use reqwest::{n}"));
+                    }
+                }
+            }
+        }
+        syn::visit::visit_use_tree(self, tree);
+    }
+
+    fn visit_expr_method_call(&mut self, m: &'ast syn::ExprMethodCall) {
+        if m.method == "http" && m.args.is_empty() {
+            self.0.push(".http()".into());
+        }
+        syn::visit::visit_expr_method_call(self, m);
+    }
+}
+
+fn http_client_in(file: &syn::File) -> Vec<String> {
+    let mut found = HttpClient::default();
+    found.visit_file(file);
+    found.0
+}
+
+#[test]
+fn no_request_leaves_but_through_the_transport() {
+    let transport = root().join("registry/src/transport.rs");
+    let mut found = Vec::new();
+    for krate in members()
+        .iter()
+        .filter(|m| !NOT_PRODUCT.contains(&m.as_str()))
+    {
+        for file in sources(&root().join(krate).join("src")) {
+            if file == transport {
+                continue;
+            }
+            for named in http_client_in(&parse(&file)) {
+                found.push(format!("{}: {named}", file.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the HTTP client outside the registry transport (send through Transport::send):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_path_readers_read_code() {
+    let text = r#"
+        use reqwest::{Client, Url};
+        use crate::copy::engine::CopyEngine;
+        use super::{place::Planned, BlobCopy};
+        fn f() {
+            let c = reqwest::Client::new();
+            let r = transport.http().get(url);
+            crate::copy::stop::CHECKPOINT_GRACE;
+        }
+    "#;
+    let file = syn::parse_file(text).unwrap();
+    assert_eq!(
+        http_client_in(&file),
+        ["use reqwest::Client", "reqwest::Client::new", ".http()"]
+    );
+    let mut paths = Paths::default();
+    paths.visit_file(&file);
+    let from = vec!["copy".to_owned(), "blob".to_owned(), "claim".to_owned()];
+    let absolute: Vec<String> = paths
+        .0
+        .iter()
+        .map(|p| absolute(&from, p).join("::"))
+        .collect();
+    assert!(
+        absolute.contains(&"copy::engine::CopyEngine".to_owned()),
+        "{absolute:?}"
+    );
+    assert!(
+        absolute.contains(&"copy::blob::BlobCopy".to_owned()),
+        "{absolute:?}"
+    );
+    assert!(
+        absolute.contains(&"copy::blob::place::Planned".to_owned()),
+        "{absolute:?}"
+    );
+    let known: BTreeSet<Vec<String>> = [
+        vec![],
+        vec!["copy".to_owned()],
+        vec!["copy".to_owned(), "blob".to_owned()],
+    ]
+    .into_iter()
+    .collect();
+    let at = |p: &str| p.split("::").map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        module_of(&at("copy::blob::BlobCopy"), &known),
+        at("copy::blob")
     );
 }

@@ -39,7 +39,7 @@ impl Mirror for CopyEngine {
     }
 
     fn stop_copies(&self) {
-        self.stop.stop();
+        CopyEngine::stop_copies(self);
     }
 }
 

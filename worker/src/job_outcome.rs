@@ -37,7 +37,7 @@ pub(crate) struct JobRun<'a> {
 }
 
 /// What one target's copy came to, as the queue sees it.
-enum Verdict {
+enum Disposition {
     Done(JobEvent),
     TryAgain(String),
     /// A registry's rate limit is spent for this long; the event says so.
@@ -89,7 +89,7 @@ impl JobRun<'_> {
             tracing::info!(job = %self.job.id, "stopped before the copy ended; the job will come again");
             return give_back(delivery).await;
         }
-        let verdicts: Vec<(Repository, Verdict)> = outcomes
+        let verdicts: Vec<(Repository, Disposition)> = outcomes
             .into_iter()
             .map(|o| {
                 let target = o.target.repository().clone();
@@ -116,7 +116,7 @@ impl JobRun<'_> {
         target: &Repository,
         result: Result<CopyReport, CopyError>,
         started: Instant,
-    ) -> Verdict {
+    ) -> Disposition {
         let job = self.job.for_target(target);
         let mut event = JobEvent::for_job(&job, Outcome::Failed);
         event.attempts = self.attempt;
@@ -128,7 +128,7 @@ impl JobRun<'_> {
                     .record("job.digest", tracing::field::display(&report.digest));
                 self.span.record("job.bytes_copied", report.bytes_sent);
                 tracing::info!(job = %job.id, source = %job.source_ref(), target = %job.target_ref(), outcome = event.outcome.as_str(), "job done");
-                return Verdict::Done(event);
+                return Disposition::Done(event);
             }
             Err(e) => e,
         };
@@ -144,13 +144,13 @@ impl JobRun<'_> {
                     class: e.class(),
                     message: e.to_string(),
                 });
-                return Verdict::Defer(wait, event);
+                return Disposition::Defer(wait, event);
             }
             ErrorClass::Permanent => false,
         };
         if retryable && self.attempt < self.broker.topology().retries().max_attempts() {
             tracing::debug!(job = %job.id, attempt = self.attempt, error = %e, "transient failure; retrying later");
-            return Verdict::TryAgain(e.to_string());
+            return Disposition::TryAgain(e.to_string());
         }
         let class = if retryable {
             format!("{}_exhausted", e.class())
@@ -163,7 +163,7 @@ impl JobRun<'_> {
             class,
             message: e.to_string(),
         });
-        Verdict::Failed(event, reason)
+        Disposition::Failed(event, reason)
     }
 
     /// Dead-letters the targets that failed and publishes every target's event; notes the
@@ -171,12 +171,12 @@ impl JobRun<'_> {
     async fn publish_outcomes(
         &self,
         delivery: &Delivery,
-        verdicts: Vec<(Repository, Verdict)>,
+        verdicts: Vec<(Repository, Disposition)>,
         settling: &mut Settling,
     ) -> Result<(), Unsettled> {
         for (target, verdict) in verdicts {
             match verdict {
-                Verdict::Done(event) => {
+                Disposition::Done(event) => {
                     settling.outcome.get_or_insert(event.outcome);
                     if let Err(refusal) = self.publish_event(&event, delivery).await? {
                         tracing::error!(job = %event.job_id, %refusal, "the broker refused the job's event; the job will be tried again later");
@@ -184,11 +184,11 @@ impl JobRun<'_> {
                         settling.again.push(target);
                     }
                 }
-                Verdict::TryAgain(why) => {
+                Disposition::TryAgain(why) => {
                     settling.why_again.push(why);
                     settling.again.push(target);
                 }
-                Verdict::Defer(wait, event) => match self.options.deferral {
+                Disposition::Defer(wait, event) => match self.options.deferral {
                     Deferral::Report => {
                         settling.outcome.get_or_insert(Outcome::Deferred);
                         // The event is how the job is reported: no ack without it.
@@ -203,7 +203,7 @@ impl JobRun<'_> {
                         settling.deferred.push(target);
                     }
                 },
-                Verdict::Failed(event, reason) => {
+                Disposition::Failed(event, reason) => {
                     settling.outcome.get_or_insert(Outcome::Failed);
                     // The event first: a failure nobody heard of is not settled, so a refused
                     // event sends the target to wait like any other, never to an ack.

@@ -5,18 +5,19 @@
 //! It owns the copy engine (resolve, skip what the target has, stream blobs with resumption,
 //! push manifests children first, verify the digest), the rules by which a fleet of workers
 //! acts as one (one upload per blob, shared locations, taking over a stopped worker's upload),
-//! and the loop that consumes jobs. It never edits images-list.
+//! and the loop that consumes jobs. A source's signature is checked by the trust crate
+//! before anything of it is written. It never edits images-list.
 
 pub mod copy;
 mod job;
 mod job_outcome;
 pub mod job_runner;
 
-pub use copy::{verify_bundle, verify_simple_signing};
 pub use copy::{
     Activity, AttachOptions, Attached, Compared, Comparison, CopyEngine, CopyError, CopyOptions,
     CopyOutcome, CopyReport, CopyView, Phases, SavedUploads, StopSignal, TargetOutcome,
-    TrustedKeys,
 };
+/// The keys `--require-signature` names (the trust crate verifies them).
+pub use image_mirror_trust::TrustedKeys;
 pub use job::{Deferral, Handled, Mirror, WorkerOptions};
 pub use job_runner::{handle, run_worker};

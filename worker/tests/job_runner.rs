@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_mirror_common::{Digest, JobEvent, MirrorJob, Origin, Outcome};
+use image_mirror_common::{Digest, JobEvent, MirrorJob, Outcome, Requester};
 use image_mirror_queue::memory::MemoryBroker;
 use image_mirror_queue::topology::REASON_HEADER;
 use image_mirror_queue::{Broker, Delivery, JobRetries};
@@ -85,7 +85,7 @@ fn job() -> MirrorJob {
         "reg.test/mirror/app".parse().unwrap(),
         "v1".parse().unwrap(),
         false,
-        Origin::Sync,
+        Requester::Sync,
     )
 }
 

@@ -70,14 +70,7 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::console::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

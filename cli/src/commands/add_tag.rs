@@ -5,7 +5,7 @@
 //! and recorded in the local images-list.
 
 use anyhow::Result;
-use image_mirror_common::{Entry, ImageRef, ImagesList, Origin, Repository, Tag};
+use image_mirror_common::{Entry, ImageRef, ImagesList, Repository, Requester, Tag};
 use image_mirror_producer::add_tag::{plan_add_image, plan_add_tag};
 use image_mirror_producer::publish;
 use image_mirror_producer::{NewImages, TargetRepos};
@@ -84,7 +84,7 @@ async fn add(
         }
     };
     let jobs = overrides(&flags.plan)?
-        .jobs_for(&entries, true, &Origin::AddTag)
+        .jobs_for(&entries, true, &Requester::AddTag)
         .map_err(|e| BadInput(format!("target override: {e}")))?;
     let here = match to {
         AddTo::Here(here) => here,

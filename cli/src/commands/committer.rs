@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 use image_mirror_committer::{
-    run_committer, BatchOptions, BatchOutcome, BatchResult, Committer, Destination, Proposal,
-    PullRequestSettings,
+    run_committer, BatchOptions, BatchOutcome, BatchResult, Committer, Proposal,
+    PullRequestSettings, Recorder,
 };
 use image_mirror_common::config::GithubRepo;
 use image_mirror_github::GithubClient;
@@ -24,7 +24,7 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
             let repo: GithubRepo = repo
                 .parse()
                 .map_err(|e| BadInput(format!("--github-repo {e}")))?;
-            Destination::Github {
+            Recorder::Github {
                 client: Box::new(GithubClient::from_env().map_err(|e| BadInput(e.to_string()))?),
                 settings: PullRequestSettings {
                     repo,
@@ -34,7 +34,7 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
                 },
             }
         }
-        None => Destination::Local(args.list.images_list.clone()),
+        None => Recorder::Local(args.list.images_list.clone()),
     };
     let registry = registry_client::client(&args.registry, None)?;
     let mut stop = std::pin::pin!(stop::signal());
@@ -48,8 +48,8 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
     let max = args.max_batch.max(1);
     let mut consumer = broker.consume(&broker.topology().committer(), max).await?;
     match &destination {
-        Destination::Local(path) => outln!("committer: recording in {}", path.display()),
-        Destination::Github { settings, .. } => outln!(
+        Recorder::Local(path) => outln!("committer: recording in {}", path.display()),
+        Recorder::Github { settings, .. } => outln!(
             "committer: pull requests to {} ({} of {})",
             settings.repo,
             settings.path,

@@ -20,11 +20,14 @@ use image_mirror_registry::referrers::{
 };
 use image_mirror_registry::Manifest;
 
+use futures_util::future::BoxFuture;
+use image_mirror_registry::RegistryClient;
+
 use crate::copy::copying::TargetOutcome;
-use crate::copy::drift::{DriftPolicy, OnDrift};
-use crate::copy::engine::CopyEngine;
 use crate::copy::error::CopyError;
-use crate::copy::signatures::TrustedKeys;
+use crate::copy::fleet::Fleet;
+use crate::copy::report::Attached;
+use image_mirror_trust::TrustedKeys;
 
 /// Levels of referrers followed (a signature of an SBOM of an image is level 2).
 pub const MAX_DEPTH: usize = 4;
@@ -99,15 +102,26 @@ impl Attach {
     }
 }
 
-/// What travelled with one image, and whose signature let it through.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attached {
-    /// Referrers copied (or found at the target).
-    pub referrers: u64,
-    /// Digest tags copied.
-    pub digest_tags: u64,
-    /// The trusted key that verified the image's signature (`--require-signature`).
-    pub verified_by: Option<String>,
+/// What copies the images that travel with an image: the engine, which this module does not
+/// know (it orchestrates images, this is one of its steps).
+pub(crate) trait ImageCopier: Sync {
+    /// Copies `source` to `target`, overwriting a target tag that holds another digest when
+    /// `overwrite` (cosign's digest tags follow their source).
+    fn copy_images<'a>(
+        &'a self,
+        source: &'a ImageRef,
+        target: &'a ImageRef,
+        overwrite: bool,
+    ) -> BoxFuture<'a, Vec<TargetOutcome>>;
+}
+
+/// What copying what travels with an image reads.
+pub(crate) struct Along<'a> {
+    pub(crate) client: &'a RegistryClient,
+    /// The fleet, whose lease of a fallback tag serialises its writers across workers.
+    pub(crate) fleet: Option<&'a Fleet>,
+    pub(crate) copier: &'a dyn ImageCopier,
+    pub(crate) options: &'a AttachOptions,
 }
 
 fn by_digest(repo: &Repository, digest: &Digest) -> Result<ImageRef, CopyError> {
@@ -123,23 +137,20 @@ fn by_tag(repo: &Repository, tag: &str) -> Result<ImageRef, CopyError> {
 }
 
 impl Attach {
-    /// Copies what travels with `digest` from `source` to `target`, as the options say.
+    /// Copies what travels with `digest` from `source` to `target`, as `along`'s options say.
     pub(crate) async fn copy_along(
         &self,
-        engine: &CopyEngine,
+        along: &Along<'_>,
         source: &Repository,
         target: &Repository,
         digest: &Digest,
-        options: &AttachOptions,
     ) -> Result<Attached, CopyError> {
         let mut attached = Attached::default();
-        if options.referrers {
-            attached.referrers = self
-                .copy_referrers(engine, source, target, digest, options)
-                .await?;
+        if along.options.referrers {
+            attached.referrers = self.copy_referrers(along, source, target, digest).await?;
         }
-        if options.digest_tags {
-            attached.digest_tags = copy_digest_tags(engine, source, target, digest).await?;
+        if along.options.digest_tags {
+            attached.digest_tags = copy_digest_tags(along, source, target, digest).await?;
         }
         Ok(attached)
     }
@@ -148,19 +159,19 @@ impl Attach {
     /// target made to hold them.
     async fn copy_referrers(
         &self,
-        engine: &CopyEngine,
+        along: &Along<'_>,
         source: &Repository,
         target: &Repository,
         digest: &Digest,
-        options: &AttachOptions,
     ) -> Result<u64, CopyError> {
+        let (client, options) = (along.client, along.options);
         let mut level = vec![digest.clone()];
         let mut seen: HashSet<Digest> = HashSet::from([digest.clone()]);
         let mut copied = 0_u64;
         for _ in 0..MAX_DEPTH {
             let mut next = Vec::new();
             for subject in &level {
-                let listed = engine.client.referrers(source, subject).await?;
+                let listed = client.referrers(source, subject).await?;
                 let wanted: Vec<&Referrer> = listed
                     .list()
                     .iter()
@@ -178,16 +189,13 @@ impl Attach {
                 for r in wanted {
                     let src = by_digest(source, &r.digest)?;
                     let dst = by_digest(target, &r.digest)?;
-                    only(Box::pin(engine.copy_images(&src, std::slice::from_ref(&dst))).await)?;
-                    let manifest = engine
-                        .client
-                        .get_manifest(target, &r.digest.to_string())
-                        .await?;
+                    only(along.copier.copy_images(&src, &dst, false).await)?;
+                    let manifest = client.get_manifest(target, &r.digest.to_string()).await?;
                     written.push(descriptor_of(&manifest).map_err(CopyError::Invalid)?);
                     next.push(r.digest.clone());
                     copied += 1;
                 }
-                self.list_at_target(engine, target, subject, &written)
+                self.list_at_target(along, target, subject, &written)
                     .await?;
             }
             if next.is_empty() {
@@ -202,12 +210,12 @@ impl Attach {
     /// answers the referrers API, else its fallback tag's index gets them.
     async fn list_at_target(
         &self,
-        engine: &CopyEngine,
+        along: &Along<'_>,
         target: &Repository,
         subject: &Digest,
         written: &[Referrer],
     ) -> Result<(), CopyError> {
-        let Referrers::FallbackTag(listed) = engine.client.referrers(target, subject).await? else {
+        let Referrers::FallbackTag(listed) = along.client.referrers(target, subject).await? else {
             return Ok(());
         };
         let listed: HashSet<&Digest> = listed.iter().map(|r| &r.digest).collect();
@@ -217,7 +225,7 @@ impl Attach {
         let tag = fallback_tag(subject);
         let lock = self.lock_of(format!("{target}:{tag}")).await;
         let _held = lock.lock().await;
-        let lease = match &engine.fleet {
+        let lease = match along.fleet {
             Some(fleet) => {
                 fleet
                     .lease_tag(target.registry(), &format!("{target}:{tag}"))
@@ -225,7 +233,7 @@ impl Attach {
             }
             None => None,
         };
-        let result = merge_fallback(engine, target, subject, &tag, written).await;
+        let result = merge_fallback(along.client, target, subject, &tag, written).await;
         if let Some(lease) = lease {
             let _ = lease.landed().await;
         }
@@ -235,14 +243,14 @@ impl Attach {
 
 /// Read, add, write, read again: the fallback index of `subject` holds `written`.
 async fn merge_fallback(
-    engine: &CopyEngine,
+    client: &RegistryClient,
     target: &Repository,
     subject: &Digest,
     tag: &str,
     written: &[Referrer],
 ) -> Result<(), CopyError> {
     for _ in 0..FALLBACK_WRITES {
-        let index = engine.client.fallback_index(target, subject).await?;
+        let index = client.fallback_index(target, subject).await?;
         let Some(bytes) = merged_index(index.as_ref(), written).map_err(CopyError::Invalid)? else {
             return Ok(());
         };
@@ -251,7 +259,7 @@ async fn merge_fallback(
             bytes,
             media_type: OCI_INDEX.to_owned(),
         };
-        engine.client.put_manifest(target, tag, &manifest).await?;
+        client.put_manifest(target, tag, &manifest).await?;
     }
     Err(CopyError::Invalid(format!(
         "{target}:{tag}: the referrers fallback index lost entries {FALLBACK_WRITES} times \
@@ -262,17 +270,13 @@ async fn merge_fallback(
 /// cosign's legacy tags of `digest` at the source, copied under the same tags (their
 /// content follows the source's: a new signature replaces the tag).
 async fn copy_digest_tags(
-    engine: &CopyEngine,
+    along: &Along<'_>,
     source: &Repository,
     target: &Repository,
     digest: &Digest,
 ) -> Result<u64, CopyError> {
-    let tags: HashSet<String> = engine.client.list_tags(source).await?.into_iter().collect();
+    let tags: HashSet<String> = along.client.list_tags(source).await?.into_iter().collect();
     let base = fallback_tag(digest);
-    let overwrite = engine.clone().with_drift(DriftPolicy {
-        on_drift: OnDrift::Overwrite,
-        backup_tag: None,
-    });
     let mut copied = 0;
     for suffix in DIGEST_TAG_SUFFIXES {
         let tag = format!("{base}{suffix}");
@@ -280,7 +284,7 @@ async fn copy_digest_tags(
             continue;
         }
         let (src, dst) = (by_tag(source, &tag)?, by_tag(target, &tag)?);
-        only(Box::pin(overwrite.copy_images(&src, std::slice::from_ref(&dst))).await)?;
+        only(along.copier.copy_images(&src, &dst, true).await)?;
         copied += 1;
     }
     Ok(copied)

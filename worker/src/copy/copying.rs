@@ -7,8 +7,8 @@ use std::time::Instant;
 use image_mirror_common::{Digest, ImageRef, Repository};
 
 use crate::copy::activity::Watched;
+use crate::copy::blob_states::BlobStates;
 use crate::copy::error::CopyError;
-use crate::copy::progress::Progress;
 use crate::copy::report::{CopyOutcome, CopyReport, Counters, Phases};
 
 /// One target's outcome of a copy: results are named by their target, never matched by
@@ -35,7 +35,7 @@ pub(crate) struct Copying<'a> {
     pub(crate) source: &'a Repository,
     pub(crate) target: &'a Repository,
     pub(crate) counters: Counters,
-    pub(crate) progress: Progress,
+    pub(crate) blob_states: BlobStates,
     /// Its place in what people watch.
     pub(crate) watched: Watched,
     pub(crate) started: Instant,
@@ -47,7 +47,7 @@ impl<'a> Copying<'a> {
             source,
             target,
             counters: Counters::default(),
-            progress: Progress::new(),
+            blob_states: BlobStates::new(),
             watched: Watched::unwatched(),
             started,
         }

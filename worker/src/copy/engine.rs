@@ -16,58 +16,30 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::copy::activity::{Activity, Watched};
-use crate::copy::attachments::{Attach, AttachOptions};
-use crate::copy::blob::{BlobCopy, BlobOutcome, SavedUploads, Supplies, Supply};
+use crate::copy::attachments::{Along, Attach, AttachOptions, ImageCopier};
+use crate::copy::blob::blob_copy::{BlobCopy, BlobOutcome};
+use crate::copy::blob::flight::bring;
+use crate::copy::blob::saved::SavedUploads;
+use crate::copy::blob::tee::{Supplies, Supply};
 use crate::copy::compare::{compare, compare_jobs, Compared, Comparison};
 use crate::copy::copying::{finish, Copying, TargetOutcome};
-use crate::copy::drift::DriftPolicy;
+use crate::copy::drift::{DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;
 use crate::copy::fleet::Fleet;
-use crate::copy::flights::Flights;
 use crate::copy::mounts::MountIndex;
+use crate::copy::parts::{CopyOptions, Parts};
 use crate::copy::push::Pushing;
 use crate::copy::report::{CopyOutcome, CopyReport, Phases};
 use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
-use crate::copy::signatures::TrustedKeys;
 use crate::copy::stop::{StopSignal, CHECKPOINT_GRACE};
 use crate::copy::walk::{Tree, Walk, WalkTarget};
-
-/// Tuning of the copy engine. How large upload requests are is the target registry's to say
-/// (`image_mirror_registry::UploadLimits`), not the engine's.
-#[derive(Debug, Clone, Copy)]
-pub struct CopyOptions {
-    /// Blobs of one image copied at the same time.
-    pub blob_concurrency: usize,
-}
-
-impl Default for CopyOptions {
-    fn default() -> Self {
-        Self {
-            blob_concurrency: 8,
-        }
-    }
-}
+use image_mirror_trust::TrustedKeys;
 
 /// Copies images; one engine serves a whole process, sharing connections, the knowledge of
 /// where blobs are (for mounts), and the blob flights under way.
 #[derive(Clone)]
 pub struct CopyEngine {
-    pub(crate) client: RegistryClient,
-    pub(crate) mounts: Arc<MountIndex>,
-    pub(crate) flights: Arc<Flights>,
-    /// In a fleet of workers: leases, shared locations, checkpoints across processes.
-    pub(crate) fleet: Option<Arc<Fleet>>,
-    /// Where this process's own chunked uploads stand, for the next run.
-    pub(crate) saved: SavedUploads,
-    pub(crate) options: CopyOptions,
-    /// What a drifted target gets: kept (the default) or overwritten.
-    pub(crate) drift: Arc<DriftPolicy>,
-    /// What travels with each image (nothing by default).
-    pub(crate) attach: Arc<Attach>,
-    /// Tells copies to stop at a checkpoint.
-    pub(crate) stop: StopSignal,
-    /// Where people watch the copies in flight.
-    pub(crate) activity: Option<Arc<Activity>>,
+    parts: Parts,
 }
 
 /// A blob's copy as the transfer stream holds it.
@@ -114,30 +86,21 @@ impl CopyEngine {
     /// An engine over `client` with the given blob location index.
     pub fn with_mounts(client: RegistryClient, options: CopyOptions, mounts: MountIndex) -> Self {
         Self {
-            client,
-            mounts: Arc::new(mounts),
-            flights: Arc::default(),
-            fleet: None,
-            saved: SavedUploads::nowhere(),
-            options,
-            drift: Arc::default(),
-            attach: Arc::default(),
-            stop: StopSignal::new(),
-            activity: None,
+            parts: Parts::new(client, options, mounts),
         }
     }
 
     /// This engine copying what `options` say travels with each image.
     #[must_use]
     pub fn with_attachments(mut self, options: AttachOptions) -> Self {
-        self.attach = Arc::new(Attach::new(options, self.attach.keys.clone()));
+        self.parts.attach = Arc::new(Attach::new(options, self.parts.attach.keys.clone()));
         self
     }
 
     /// This engine mirroring only images a cosign signature of one of `keys` verifies.
     #[must_use]
     pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
-        self.attach = Arc::new(Attach::new(self.attach.options.clone(), keys));
+        self.parts.attach = Arc::new(Attach::new(self.parts.attach.options.clone(), keys));
         self
     }
 
@@ -145,7 +108,7 @@ impl CopyEngine {
     /// digest than the source's).
     #[must_use]
     pub fn with_drift(mut self, policy: DriftPolicy) -> Self {
-        self.drift = Arc::new(policy);
+        self.parts.drift = Arc::new(policy);
         self
     }
 
@@ -153,7 +116,7 @@ impl CopyEngine {
     /// there the next time the same blob goes to the same repository.
     #[must_use]
     pub fn with_saved_uploads(mut self, saved: SavedUploads) -> Self {
-        self.saved = saved;
+        self.parts.saved = saved;
         self
     }
 
@@ -161,14 +124,14 @@ impl CopyEngine {
     /// `stop.rs`): they end with [`CopyError::Interrupted`].
     #[must_use]
     pub fn with_stop(mut self, stop: StopSignal) -> Self {
-        self.stop = stop;
+        self.parts.stop = stop;
         self
     }
 
     /// This engine showing its copies in flight in `activity`.
     #[must_use]
     pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
-        self.activity = Some(activity);
+        self.parts.activity = Some(activity);
         self
     }
 
@@ -176,13 +139,23 @@ impl CopyEngine {
     /// a registry once across workers, the others mount it, and an upload a worker left
     /// unfinished is taken over where it stopped (see `fleet.rs`).
     pub async fn join_fleet(mut self, coordinator: Coordinator) -> Result<Self, QueueError> {
-        self.fleet = Some(Fleet::join(coordinator, Arc::clone(&self.mounts), &self.client).await?);
+        let fleet = Fleet::join(
+            coordinator,
+            Arc::clone(&self.parts.mounts),
+            &self.parts.client,
+        );
+        self.parts.fleet = Some(fleet.await?);
         Ok(self)
     }
 
     /// The registry client the engine uses.
     pub fn client(&self) -> &RegistryClient {
-        &self.client
+        &self.parts.client
+    }
+
+    /// Tells the copies under way to stop at their next checkpoint.
+    pub fn stop_copies(&self) {
+        self.parts.stop.stop();
     }
 
     /// What a copy would do, reading only: the source digest and whether the target has it.
@@ -191,12 +164,12 @@ impl CopyEngine {
         source: &ImageRef,
         target: &ImageRef,
     ) -> Result<Comparison, CopyError> {
-        compare(&self.client, source, target).await
+        compare(&self.parts.client, source, target).await
     }
 
     /// How every target of `jobs` stands against its source, reading only (a dry run).
     pub async fn compare_jobs(&self, jobs: &[image_mirror_common::MirrorJob]) -> Vec<Compared> {
-        compare_jobs(&self.client, jobs).await
+        compare_jobs(&self.parts.client, jobs).await
     }
 
     /// Copies `source` to `target`. The target takes the source's tag when it names none.
@@ -235,12 +208,12 @@ impl CopyEngine {
                 .map(|t| TargetOutcome::of(t, Err(CopyError::Interrupted)))
                 .collect()
         };
-        if self.stop.is_stopped() {
+        if self.parts.stop.is_stopped() {
             return interrupted();
         }
         let copy = self.copy_attached(source, targets, more);
         let stopped = async {
-            self.stop.stopped().await;
+            self.parts.stop.stopped().await;
             // A chunk in flight has its grace; a little more lets it save where it stands.
             tokio::time::sleep(CHECKPOINT_GRACE * 2).await;
         };
@@ -257,16 +230,18 @@ impl CopyEngine {
         targets: &[ImageRef],
         more: &AttachOptions,
     ) -> Vec<TargetOutcome> {
-        let options = self.attach.options.with(more);
-        let (source, verified_by) = match self.attach.keys.pin(&self.client, source).await {
-            Ok(signed) => signed,
+        let options = self.parts.attach.options.with(more);
+        let pinned = match self.parts.attach.keys.pin(&self.parts.client, source).await {
+            Ok(pinned) => pinned,
             Err(e) => {
+                let e = CopyError::from(e);
                 return targets
                     .iter()
                     .map(|t| TargetOutcome::of(t, Err(e.clone())))
-                    .collect()
+                    .collect();
             }
         };
+        let (source, verified_by) = (pinned.source, pinned.key);
         let mut outcomes = self.copy_images(&source, targets).await;
         for outcome in &mut outcomes {
             if let Ok(report) = &mut outcome.result {
@@ -284,9 +259,16 @@ impl CopyEngine {
                 continue;
             }
             let (from, to) = (source.repository(), outcome.target.repository());
+            let along = Along {
+                client: &self.parts.client,
+                fleet: self.parts.fleet.as_deref(),
+                copier: self,
+                options: &options,
+            };
             match self
+                .parts
                 .attach
-                .copy_along(self, from, to, &report.digest, &options)
+                .copy_along(&along, from, to, &report.digest)
                 .await
             {
                 Ok(attached) => {
@@ -313,8 +295,8 @@ impl CopyEngine {
         );
         let started = Instant::now();
         let resolve = Resolve {
-            client: &self.client,
-            drift: &self.drift,
+            client: &self.parts.client,
+            drift: &self.parts.drift,
         };
         let (head, plans) = match resolve
             .resolve(source, targets)
@@ -429,7 +411,7 @@ impl CopyEngine {
 
     /// The activity entry of a copy from `source` to `target`, when people watch.
     fn watch(&self, source: &ImageRef, target: &ImageRef) -> Watched {
-        match &self.activity {
+        match &self.parts.activity {
             Some(activity) => activity.watch(format!("{source} -> {target}")),
             None => Watched::unwatched(),
         }
@@ -483,15 +465,15 @@ impl CopyEngine {
                 repo: t.copying.target,
                 is_new: t.target_is_new,
                 found,
-                progress: &t.copying.progress,
+                blob_states: &t.copying.blob_states,
             });
             listed.push(rx);
         }
         let (tree_tx, tree_rx) = watch::channel::<Option<Result<Arc<Tree>, CopyError>>>(None);
         let walk = async {
             let tree = Walk {
-                client: &self.client,
-                concurrency: self.options.blob_concurrency,
+                client: &self.parts.client,
+                concurrency: self.parts.options.blob_concurrency,
                 source: first.copying.source,
                 targets: walk_targets,
             }
@@ -527,7 +509,7 @@ impl CopyEngine {
                     .map_err(|_| CopyError::Invalid("the walk ended without a tree".into()))?
                     .clone();
                 let tree = walked.unwrap_or_else(|| Err(CopyError::Invalid("no tree".into())))?;
-                c.progress.walked();
+                c.blob_states.walked();
                 self.pushing(c, &tree).push_children().await?;
                 Ok(tree)
             },
@@ -573,18 +555,18 @@ impl CopyEngine {
                 let supply = supplies.of(&blob.digest);
                 self.blob_task(c, blob, target_is_new, supply)
             })
-            .buffer_unordered(self.options.blob_concurrency.max(1))
+            .buffer_unordered(self.parts.options.blob_concurrency.max(1))
             .try_for_each(|_| async { Ok(()) })
             .await
     }
 
     fn pushing<'a>(&'a self, c: &'a Copying<'a>, tree: &'a Tree) -> Pushing<'a> {
         Pushing {
-            engine: self,
+            parts: &self.parts,
             source: c.source,
             target: c.target,
             tree,
-            progress: &c.progress,
+            blob_states: &c.blob_states,
             counters: &c.counters,
         }
     }
@@ -596,7 +578,7 @@ impl CopyEngine {
         reference: &str,
         digest: &Digest,
     ) -> Result<(), CopyError> {
-        let found = self.client.manifest_digest(target, reference).await?;
+        let found = self.parts.client.manifest_digest(target, reference).await?;
         if found.as_ref() != Some(digest) {
             return Err(CopyError::Verify {
                 target: format!("{target}:{reference}"),
@@ -627,18 +609,16 @@ impl CopyEngine {
         Box::pin(
             async move {
                 let meter = c.watched.blob(blob.size);
-                let outcome = BlobCopy {
-                    engine: self,
+                let copy = BlobCopy {
+                    parts: &self.parts,
                     source: c.source,
                     target: c.target,
                     blob: &blob,
                     counters: &c.counters,
-                    progress: &c.progress,
+                    blob_states: &c.blob_states,
                     meter: &meter,
-                    target_is_new,
-                }
-                .run(supply)
-                .await?;
+                };
+                let outcome = bring(&copy, target_is_new, supply).await?;
                 let sent = if outcome == BlobOutcome::Copied {
                     blob.size
                 } else {
@@ -657,4 +637,26 @@ impl CopyEngine {
 fn record_top(span: &tracing::Span, top: &Manifest) {
     span.record("digest", tracing::field::display(&top.digest));
     span.record("media_type", top.media_type.as_str());
+}
+
+impl ImageCopier for CopyEngine {
+    fn copy_images<'a>(
+        &'a self,
+        source: &'a ImageRef,
+        target: &'a ImageRef,
+        overwrite: bool,
+    ) -> futures_util::future::BoxFuture<'a, Vec<TargetOutcome>> {
+        Box::pin(async move {
+            let targets = std::slice::from_ref(target);
+            if overwrite {
+                let engine = self.clone().with_drift(DriftPolicy {
+                    on_drift: OnDrift::Overwrite,
+                    backup_tag: None,
+                });
+                engine.copy_images(source, targets).await
+            } else {
+                CopyEngine::copy_images(self, source, targets).await
+            }
+        })
+    }
 }

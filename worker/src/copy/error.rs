@@ -166,3 +166,14 @@ fn is_denial(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
     lower.contains("denied") || lower.contains("insufficient_scope")
 }
+
+impl From<image_mirror_trust::TrustError> for CopyError {
+    fn from(e: image_mirror_trust::TrustError) -> Self {
+        use image_mirror_trust::TrustError;
+        match e {
+            TrustError::Registry(e) => Self::Registry(e),
+            TrustError::Invalid(detail) => Self::Invalid(detail),
+            TrustError::Unsigned { image, detail } => Self::Unsigned { image, detail },
+        }
+    }
+}

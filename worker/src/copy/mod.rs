@@ -13,16 +13,17 @@
 //! 4. verify: the target resolves to the source digest.
 //!
 //! Then, when asked, what travels with the image ([`attachments`]): its referrers and
-//! cosign's digest tags. [`engine`] holds the engine and orchestrates images; the services a
-//! process's copies share live beside it: [`flights`] (one upload of a blob at a time),
-//! [`mounts`] (where blobs are), [`fleet`] (the workers as one), [`activity`] (what people
-//! watch) and [`stop`] (stopping at a checkpoint).
+//! cosign's digest tags. [`engine`] holds the engine and orchestrates images; what a process's
+//! copies share is [`parts`]: [`flights`] (one upload of a blob at a time), [`mounts`] (where
+//! blobs are), [`fleet`] (the workers as one), [`activity`] (what people watch) and [`stop`]
+//! (stopping at a checkpoint).
 //!
 //! This file only names the parts; none of them imports anything from it.
 
 pub mod activity;
 mod attachments;
 mod blob;
+mod blob_states;
 mod compare;
 mod copying;
 mod drift;
@@ -31,25 +32,24 @@ mod error;
 mod fleet;
 mod flights;
 mod mounts;
-mod progress;
+mod parts;
 mod push;
 mod report;
 mod resolve;
-mod signatures;
 pub mod stop;
 mod walk;
 
 pub use activity::{Activity, Bytes, CopyView};
-pub use attachments::{AttachOptions, Attached, DIGEST_TAG_SUFFIXES};
-pub use blob::SavedUploads;
+pub use attachments::{AttachOptions, DIGEST_TAG_SUFFIXES};
+pub use blob::saved::SavedUploads;
 pub use compare::{Compared, Comparison};
 pub use copying::TargetOutcome;
 pub use drift::{BackupTag, DriftPolicy, OnDrift};
-pub use engine::{CopyEngine, CopyOptions};
+pub use engine::CopyEngine;
 pub use error::CopyError;
 pub use mounts::MountIndex;
+pub use parts::CopyOptions;
 pub use push::RACE_RETRIES;
-pub use report::{CopyOutcome, CopyReport, Phases};
-pub use signatures::{verify_bundle, verify_simple_signing, TrustedKeys};
+pub use report::{Attached, CopyOutcome, CopyReport, Phases};
 pub use stop::StopSignal;
 pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};

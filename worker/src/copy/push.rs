@@ -1,4 +1,4 @@
-//! Pushing manifests, children first: each image manifest as soon as [`Progress`] allows, then
+//! Pushing manifests, children first: each image manifest as soon as [`BlobStates`] allows, then
 //! the nested indexes in order, then the top level by its tag.
 //!
 //! A registry can lose track of a blob a manifest lists while another client writes the same
@@ -13,10 +13,11 @@ use image_mirror_registry::{Manifest, ManifestKind, RegistryError};
 use tracing::Instrument;
 
 use crate::copy::activity::Watched;
-use crate::copy::blob::BlobCopy;
-use crate::copy::engine::CopyEngine;
+use crate::copy::blob::blob_copy::BlobCopy;
+use crate::copy::blob::flight::bring;
+use crate::copy::blob_states::BlobStates;
 use crate::copy::error::CopyError;
-use crate::copy::progress::Progress;
+use crate::copy::parts::Parts;
 use crate::copy::report::Counters;
 use crate::copy::walk::Tree;
 
@@ -25,18 +26,18 @@ pub const RACE_RETRIES: usize = 3;
 
 /// What a manifest push needs to repair a race: the tree and the copy's state.
 pub(crate) struct Pushing<'a> {
-    pub(crate) engine: &'a CopyEngine,
+    pub(crate) parts: &'a Parts,
     pub(crate) source: &'a Repository,
     pub(crate) target: &'a Repository,
     pub(crate) tree: &'a Tree,
-    pub(crate) progress: &'a Progress,
+    pub(crate) blob_states: &'a BlobStates,
     pub(crate) counters: &'a Counters,
 }
 
 impl Pushing<'_> {
     /// Pushes the image manifests below the top level by digest, all at once (a PUT of a
     /// manifest the target has costs no more than asking whether it has it), each as soon as
-    /// [`Progress`] allows: its blobs in the target, every blob of the image checked.
+    /// [`BlobStates`] allows: its blobs in the target, every blob of the image checked.
     pub(crate) async fn push_children(&self) -> Result<(), CopyError> {
         let p = self;
         let Some((_top, children)) = p.tree.manifests.split_last() else {
@@ -53,7 +54,7 @@ impl Pushing<'_> {
                         .get(&child.digest)
                         .map(|b| b.iter().map(|d| d.digest.clone()).collect())
                         .unwrap_or_default();
-                    p.progress.ready_for(&blobs).await;
+                    p.blob_states.ready_for(&blobs).await;
                     self.push_manifest(child.digest.as_str(), child).await
                 })
             });
@@ -96,7 +97,7 @@ impl Pushing<'_> {
         let mut races = 0;
         loop {
             let pushed = self
-                .engine
+                .parts
                 .client
                 .put_manifest(p.target, reference, manifest)
                 .instrument(span.clone())
@@ -119,25 +120,23 @@ impl Pushing<'_> {
     /// Makes sure the target holds everything `manifest` lists: blobs of an image manifest,
     /// child manifests of an index; whatever is missing is sent again.
     async fn repair(&self, manifest: &Manifest) -> Result<(), CopyError> {
-        let (p, client) = (self, &self.engine.client);
+        let (p, client) = (self, &self.parts.client);
         match manifest.kind() {
             ManifestKind::Image => {
                 let blobs = manifest.blobs().map_err(CopyError::Invalid)?;
                 for blob in &blobs {
                     if !client.blob_exists(p.target, &blob.digest).await? {
                         let meter = Watched::unwatched().blob(blob.size);
-                        BlobCopy {
-                            engine: p.engine,
+                        let copy = BlobCopy {
+                            parts: p.parts,
                             source: p.source,
                             target: p.target,
                             blob,
                             counters: p.counters,
-                            progress: p.progress,
+                            blob_states: p.blob_states,
                             meter: &meter,
-                            target_is_new: false,
-                        }
-                        .run(None)
-                        .await?;
+                        };
+                        bring(&copy, false, None).await?;
                     }
                 }
             }

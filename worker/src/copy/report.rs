@@ -48,7 +48,7 @@ pub struct CopyReport {
     /// Where that time went.
     pub phases: Phases,
     /// What travelled with the image (referrers, digest tags).
-    pub attached: crate::copy::Attached,
+    pub attached: Attached,
 }
 
 /// The wall time of each phase of one copy.
@@ -106,7 +106,18 @@ impl Counters {
             resumes: Self::get(&self.resumes),
             duration: started.elapsed(),
             phases,
-            attached: crate::copy::Attached::default(),
+            attached: Attached::default(),
         }
     }
+}
+
+/// What travelled with one image, and whose signature let it through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    /// Referrers copied (or found at the target).
+    pub referrers: u64,
+    /// Digest tags copied.
+    pub digest_tags: u64,
+    /// The trusted key that verified the image's signature (`--require-signature`).
+    pub verified_by: Option<String>,
 }

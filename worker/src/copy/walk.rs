@@ -16,8 +16,8 @@ use image_mirror_common::{Digest, Repository};
 use image_mirror_registry::{Descriptor, Manifest, ManifestKind, RegistryClient};
 use tokio::sync::mpsc;
 
+use crate::copy::blob_states::BlobStates;
 use crate::copy::error::CopyError;
-use crate::copy::progress::Progress;
 
 /// Deepest nesting of indexes followed.
 pub const MAX_DEPTH: usize = 4;
@@ -67,12 +67,12 @@ struct Node {
 
 /// What one walk has read so far, against its limits.
 #[derive(Default)]
-struct Budget {
+struct Tally {
     manifests: usize,
     bytes: usize,
 }
 
-impl Budget {
+impl Tally {
     fn take(&mut self, manifest: &Manifest) -> Result<(), CopyError> {
         self.manifests += 1;
         self.bytes += manifest.bytes.len();
@@ -97,7 +97,7 @@ pub(crate) struct WalkTarget<'a> {
     /// The target repository did not exist when the copy began: it holds no child.
     pub(crate) is_new: bool,
     pub(crate) found: mpsc::UnboundedSender<Descriptor>,
-    pub(crate) progress: &'a Progress,
+    pub(crate) blob_states: &'a BlobStates,
 }
 
 /// A walk of one copy, for all its targets at once: a child is read when any target lacks it.
@@ -121,7 +121,7 @@ impl Walk<'_> {
             platforms: Vec::new(),
             resolved: Instant::now(),
         };
-        let mut budget = Budget::default();
+        let mut budget = Tally::default();
         budget.take(&top)?;
         let mut handed = HashSet::new();
         let mut seen: HashSet<Digest> = HashSet::from([top.digest.clone()]);
@@ -210,7 +210,7 @@ impl Walk<'_> {
     async fn fetch(
         &self,
         children: Vec<Descriptor>,
-        budget: &mut Budget,
+        budget: &mut Tally,
         tree: &mut Tree,
         handed: &mut HashSet<Digest>,
     ) -> Result<Vec<Manifest>, CopyError> {
@@ -260,7 +260,7 @@ impl Walk<'_> {
         new.sort_by_key(|b| std::cmp::Reverse(b.size));
         for blob in new {
             for t in &self.targets {
-                t.progress.listed(&blob.digest);
+                t.blob_states.listed(&blob.digest);
                 // A closed channel means that target's transfers failed; their error is the
                 // one reported for it.
                 let _ = t.found.send(blob.clone());

@@ -6,10 +6,10 @@
 use image_mirror_queue::coordination::Lease;
 use image_mirror_registry::Upload;
 
-use super::BlobCopy;
+use crate::copy::blob::blob_copy::BlobCopy;
 
 /// Where the checkpoints of one blob's upload go.
-pub(super) enum Keeper {
+pub(crate) enum Keeper {
     /// The fleet's lease of the blob.
     Lease(Box<Lease>),
     /// This machine's saved uploads.
@@ -18,7 +18,7 @@ pub(super) enum Keeper {
 
 impl Keeper {
     /// Records that `upload` stands at its offset (after a chunk the registry confirmed).
-    pub(super) async fn save(&self, b: &BlobCopy<'_>, upload: &Upload) {
+    pub(crate) async fn save(&self, b: &BlobCopy<'_>, upload: &Upload) {
         match self {
             Self::Lease(lease) => {
                 let saved = lease
@@ -28,7 +28,7 @@ impl Keeper {
                     tracing::debug!(error = %e, "could not checkpoint the upload");
                 }
             }
-            Self::Local => b.engine.saved.save(
+            Self::Local => b.parts.saved.save(
                 b.target,
                 &b.blob.digest,
                 upload.location.as_str(),
@@ -38,32 +38,32 @@ impl Keeper {
     }
 
     /// The blob is in: nothing is left to resume.
-    pub(super) async fn landed(self, b: &BlobCopy<'_>) {
+    pub(crate) async fn landed(self, b: &BlobCopy<'_>) {
         match self {
             Self::Lease(lease) => {
                 if let Err(e) = (*lease).landed().await {
                     tracing::debug!(error = %e, "could not tell the fleet the blob landed");
                 }
             }
-            Self::Local => b.engine.saved.forget(b.target, &b.blob.digest),
+            Self::Local => b.parts.saved.forget(b.target, &b.blob.digest),
         }
     }
 
     /// The upload was given up (and its session deleted): nothing is left to resume.
-    pub(super) async fn given_up(self, b: &BlobCopy<'_>) {
+    pub(crate) async fn given_up(self, b: &BlobCopy<'_>) {
         match self {
             Self::Lease(lease) => {
                 if let Err(e) = (*lease).abandon().await {
                     tracing::debug!(error = %e, "could not tell the fleet the upload was given up");
                 }
             }
-            Self::Local => b.engine.saved.forget(b.target, &b.blob.digest),
+            Self::Local => b.parts.saved.forget(b.target, &b.blob.digest),
         }
     }
 
     /// The copy was stopped: the last checkpoint stays for whoever comes next (a lease let go
     /// keeps its checkpoint queue for the successor).
-    pub(super) fn kept(self) {
+    pub(crate) fn kept(self) {
         if let Self::Lease(lease) = self {
             drop(lease);
         }

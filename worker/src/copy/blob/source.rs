@@ -8,14 +8,14 @@ use bytes::Bytes;
 use image_mirror_common::Repository;
 use image_mirror_registry::{BlobDownload, Descriptor, NetworkFailure, RegistryError};
 
-use super::attempts::{Attempts, Halt};
-use crate::copy::engine::CopyEngine;
+use crate::copy::blob::attempts::{Attempts, Halt};
 use crate::copy::error::CopyError;
+use crate::copy::parts::Parts;
 use crate::copy::report::Counters;
 
 /// Reads a source blob from an offset, resuming broken downloads with `Range`.
 pub(crate) struct SourceReader<'a> {
-    engine: &'a CopyEngine,
+    parts: &'a Parts,
     repo: &'a Repository,
     blob: &'a Descriptor,
     download: Option<BlobDownload>,
@@ -29,25 +29,21 @@ pub(crate) struct SourceReader<'a> {
 
 impl<'a> SourceReader<'a> {
     pub(crate) fn new(
-        engine: &'a CopyEngine,
+        parts: &'a Parts,
         repo: &'a Repository,
         blob: &'a Descriptor,
         position: u64,
         counters: &'a Counters,
     ) -> Self {
         Self {
-            engine,
+            parts,
             repo,
             blob,
             download: None,
             tee: None,
             pending: Bytes::new(),
             position,
-            attempts: Attempts::new(
-                engine.client.retry_policy(),
-                &counters.resumes,
-                &engine.stop,
-            ),
+            attempts: Attempts::new(parts.client.retry_policy(), &counters.resumes, &parts.stop),
         }
     }
 
@@ -105,7 +101,7 @@ impl<'a> SourceReader<'a> {
                 Some(d) => d,
                 None => {
                     let d = self
-                        .engine
+                        .parts
                         .client
                         .get_blob(self.repo, &self.blob.digest, self.position, self.blob.size)
                         .await?;

@@ -19,8 +19,8 @@ use image_mirror_registry::Descriptor;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::source::SourceReader;
-use crate::copy::engine::CopyEngine;
+use crate::copy::blob::source::SourceReader;
+use crate::copy::parts::Parts;
 use crate::copy::report::Counters;
 
 /// How long the download of a blob waits for the other targets to ask for it.
@@ -29,6 +29,31 @@ pub const JOIN_WAIT: Duration = Duration::from_secs(5);
 const DEPTH: usize = 16;
 /// Bytes read per piece.
 const PIECE: usize = 256 * 1024;
+
+/// A target's answer to the shared download of a blob: given once, when it knows whether it
+/// needs the bytes ([`take`](Self::take) the supply to join it); a blob it did not need (or
+/// failed on) passes when dropped.
+pub(crate) struct Need(Option<Arc<Supply>>);
+
+impl Need {
+    /// The answer of a target to `supply`'s download, if there is one.
+    pub(crate) fn to(supply: Option<Arc<Supply>>) -> Self {
+        Self(supply)
+    }
+
+    /// The supply, to join it: the answer is given.
+    pub(crate) fn take(&mut self) -> Option<Arc<Supply>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Need {
+    fn drop(&mut self) {
+        if let Some(supply) = self.0.take() {
+            supply.pass();
+        }
+    }
+}
 
 /// The blobs of one copy to several targets, each with its shared download.
 pub(crate) struct Supplies {
@@ -94,7 +119,7 @@ impl Supply {
     /// when it started without this target (read the source yourself).
     pub(crate) async fn join(
         &self,
-        engine: &CopyEngine,
+        parts: &Parts,
         source: &Repository,
         blob: &Descriptor,
     ) -> Option<mpsc::Receiver<Bytes>> {
@@ -127,8 +152,8 @@ impl Supply {
                         // Alone after all: read by yourself.
                         return None;
                     }
-                    let (engine, source, blob) = (engine.clone(), source.clone(), blob.clone());
-                    tokio::spawn(async move { pump(engine, source, blob, joiners).await });
+                    let (parts, source, blob) = (parts.clone(), source.clone(), blob.clone());
+                    tokio::spawn(async move { pump(parts, source, blob, joiners).await });
                     return Some(rx);
                 }
             }
@@ -142,14 +167,14 @@ impl Supply {
 
 /// Reads the blob once and hands each piece to every target still taking them.
 async fn pump(
-    engine: CopyEngine,
+    parts: Parts,
     source: Repository,
     blob: Descriptor,
     mut targets: Vec<mpsc::Sender<Bytes>>,
 ) {
     let counters = Counters::default();
-    let stall = engine.client.stall_rule().window;
-    let mut reader = SourceReader::new(&engine, &source, &blob, 0, &counters);
+    let stall = parts.client.stall_rule().window;
+    let mut reader = SourceReader::new(&parts, &source, &blob, 0, &counters);
     let mut position = 0_u64;
     while position < blob.size && !targets.is_empty() {
         let want = usize::try_from(blob.size - position)

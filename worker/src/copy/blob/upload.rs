@@ -20,16 +20,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use image_mirror_common::{Digest, Repository};
 use image_mirror_registry::{
-    Descriptor, NetworkFailure, RegistryError, StallRule, Stalled, Upload, UploadSlot, Watchdog,
+    Descriptor, NetworkFailure, RegistryError, StallRule, Stalled, Upload, UploadPlan, UploadSlot,
+    Watchdog,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use super::attempts::{Attempts, Halt};
-use super::checkpoint::Keeper;
-use super::send::Started;
-use super::source::SourceReader;
-use super::BlobCopy;
+use crate::copy::blob::attempts::{Attempts, Halt};
+use crate::copy::blob::blob_copy::BlobCopy;
+use crate::copy::blob::checkpoint::Keeper;
+use crate::copy::blob::source::SourceReader;
+use crate::copy::blob::start::Started;
 use crate::copy::error::CopyError;
 use crate::copy::report::Counters;
 use crate::copy::stop::CHECKPOINT_GRACE;
@@ -63,333 +64,328 @@ enum Chunk {
     Broke(String),
 }
 
-impl BlobCopy<'_> {
-    /// Blobs up to one chunk: streamed in the single request that closes the upload. A broken
-    /// request starts the blob over; a stop deletes the session.
-    pub(super) async fn upload_whole(&self, started: Started) -> Result<(), CopyError> {
-        let client = &self.engine.client;
-        let Started {
-            mut upload,
-            slot,
-            mut download,
-            mut tee,
-        } = started;
-        let (target, blob) = (self.target, self.blob);
-        let mut attempts = Attempts::new(
-            client.retry_policy(),
-            &self.counters.resumes,
-            &self.engine.stop,
-        );
-        loop {
-            let (tx, body) = pipe();
-            let mut reader = self
-                .reader(0)
-                .with_download(download.take())
-                .with_tee(tee.take());
-            let mut hasher = Sha256::new();
-            let send =
-                client.put_blob_stream(target, &upload, &blob.digest, body, blob.size, &slot);
-            let feeding = self.feed(&mut reader, &mut hasher, tx, blob.size, true);
-            let exchanged = transfer(send, feeding, client.request_timeout(), target);
-            let (sent, fed) = tokio::select! {
-                done = exchanged => done,
-                () = self.engine.stop.stopped() => {
-                    drop(reader);
-                    client.cancel_upload(target, &upload).await;
-                    self.meter.at(0);
-                    return Err(CopyError::Interrupted);
-                }
-            };
-            drop(reader);
-            let reason = match (sent, fed) {
-                (Ok(()), Fed::Done) => {
-                    Counters::add(&self.counters.bytes_sent, blob.size);
-                    return Ok(());
-                }
-                (_, Fed::Source(e)) => {
-                    client.cancel_upload(target, &upload).await;
-                    return Err(e);
-                }
-                (Err(e), _) if !e.is_transient() => {
-                    client.cancel_upload(target, &upload).await;
-                    return Err(e.into());
-                }
-                (result, fed) => failure_reason(result, &fed),
-            };
-            client.cancel_upload(target, &upload).await;
-            self.meter.at(0);
-            if let Err(halt) = attempts.broke(blob.digest.as_str(), 0, &reason).await {
-                return Err(self.halted(halt, &reason));
-            }
-            upload = client.start_upload(target).await?;
+impl Started {
+    /// Sends the blob's bytes, whole or in chunks as its target registry's limits say,
+    /// checkpointing each confirmed chunk with `keeper`.
+    pub(crate) async fn send(self, b: &BlobCopy<'_>, keeper: &Keeper) -> Result<Sent, CopyError> {
+        match b.plan(self.upload.min_chunk) {
+            UploadPlan::Whole => upload_whole(b, self).await?,
+            UploadPlan::Chunked { chunk } => upload_chunked(b, self, chunk, keeper).await?,
         }
+        Ok(Sent)
     }
+}
 
-    /// Large blobs: in chunks of `chunk` bytes, streamed, resumable, each confirmed chunk
-    /// checkpointed with `keeper`. Stopped, the session stays for the next run where a chunk
-    /// was confirmed in it (else it is deleted).
-    pub(super) async fn upload_chunked(
-        &self,
-        started: Started,
-        chunk: u64,
-        keeper: &Keeper,
-    ) -> Result<(), CopyError> {
-        let Started {
-            mut upload,
-            slot,
-            download,
-            tee,
-        } = started;
-        let reader = self
-            .reader(upload.offset)
-            .with_download(download)
-            .with_tee(tee);
-        let sent = self
-            .chunks(&mut upload, &slot, reader, chunk.max(1), keeper)
-            .await;
-        if let Err(CopyError::Interrupted) = sent {
-            if upload.offset > 0 {
-                keeper.save(self, &upload).await;
-            } else {
-                self.engine.client.cancel_upload(self.target, &upload).await;
-            }
-        }
-        sent
-    }
+/// Sent: every byte is in the registry, checked against the blob's digest, and the upload
+/// closed there.
+pub(crate) struct Sent;
 
-    /// The chunks of [`upload_chunked`](Self::upload_chunked), from the upload's offset.
-    async fn chunks(
-        &self,
-        upload: &mut Upload,
-        slot: &UploadSlot,
-        mut reader: SourceReader<'_>,
-        chunk: u64,
-        keeper: &Keeper,
-    ) -> Result<(), CopyError> {
-        let client = &self.engine.client;
-        let (target, blob) = (self.target, self.blob);
-        // An upload taken over: its bytes so far are hashed, not sent.
-        let mut saved = self.hash_up_to(Hashed::start(), upload.offset).await?;
-        let mut hasher = saved.hasher.clone();
-        let mut attempts = Attempts::new(
-            client.retry_policy(),
-            &self.counters.resumes,
-            &self.engine.stop,
-        );
-        while upload.offset < blob.size {
-            if self.engine.stop.is_stopped() {
-                return Err(CopyError::Interrupted);
-            }
-            let start = upload.offset;
-            let len = chunk.min(blob.size - start);
-            let reason = match self
-                .send_chunk(upload, slot, &mut reader, &mut hasher, len)
-                .await
-            {
-                Ok(Chunk::Confirmed) => {
-                    saved = Hashed {
-                        offset: upload.offset,
-                        hasher: hasher.clone(),
-                    };
-                    attempts.progressed();
-                    keeper.save(self, upload).await;
-                    continue;
-                }
-                Ok(Chunk::Broke(reason)) => reason,
-                Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
-                Err(e) => {
-                    client.cancel_upload(target, upload).await;
-                    return Err(e);
-                }
-            };
-            if let Err(halt) = attempts.broke(blob.digest.as_str(), start, &reason).await {
-                if let Halt::GaveUp = halt {
-                    client.cancel_upload(target, upload).await;
-                }
-                return Err(self.halted(halt, &reason));
-            }
-            reader.release();
-            saved = self.resume(upload, saved, start).await?;
-            hasher = saved.hasher.clone();
-            reader = self.reader(saved.offset);
-        }
-        reader.release();
-        if let Err(e) = check_digest(self.source, blob, hasher) {
-            client.cancel_upload(target, upload).await;
-            return Err(e);
-        }
-        self.progress.checked(&blob.digest);
-        client.finish_upload(target, upload, &blob.digest).await?;
-        Ok(())
-    }
-
-    /// Sends the next `len` bytes as one chunk; `Err` when the blob cannot go on (the source
-    /// failed, the registry refused for good, or a stop cut the chunk).
-    async fn send_chunk(
-        &self,
-        upload: &mut Upload,
-        slot: &UploadSlot,
-        reader: &mut SourceReader<'_>,
-        hasher: &mut Sha256,
-        len: u64,
-    ) -> Result<Chunk, CopyError> {
-        let client = &self.engine.client;
-        let start = upload.offset;
+/// Blobs up to one chunk: streamed in the single request that closes the upload. A broken
+/// request starts the blob over; a stop deletes the session.
+async fn upload_whole(b: &BlobCopy<'_>, started: Started) -> Result<(), CopyError> {
+    let client = &b.parts.client;
+    let Started {
+        mut upload,
+        slot,
+        mut download,
+        mut tee,
+    } = started;
+    let (target, blob) = (b.target, b.blob);
+    let mut attempts = Attempts::new(client.retry_policy(), &b.counters.resumes, &b.parts.stop);
+    loop {
         let (tx, body) = pipe();
-        let (sent, fed) = {
-            let send = client.upload_chunk(self.target, upload, body, len, slot);
-            let feeding = self.feed(reader, hasher, tx, len, false);
-            let exchanged = transfer(send, feeding, client.request_timeout(), self.target);
-            // After a stop, the chunk in flight has the grace to be confirmed; else it is cut
-            // and the next run asks the registry where the session stands.
-            let cut = async {
-                self.engine.stop.stopped().await;
-                tokio::time::sleep(CHECKPOINT_GRACE).await;
-            };
-            tokio::select! {
-                done = exchanged => done,
-                () = cut => return Err(CopyError::Interrupted),
-            }
-        };
-        match (sent, fed) {
-            (Ok(()), Fed::Done) if upload.offset == start + len => {
-                Counters::add(&self.counters.bytes_sent, len);
-                Ok(Chunk::Confirmed)
-            }
-            (_, Fed::Source(e)) => Err(e),
-            (Err(e), _) if !e.is_transient() => Err(e.into()),
-            (Ok(()), Fed::Done) => Ok(Chunk::Broke(format!(
-                "registry reports offset {} after a chunk to {}",
-                upload.offset,
-                start + len
-            ))),
-            (result, fed) => Ok(Chunk::Broke(failure_reason(result, &fed))),
-        }
-    }
-
-    /// After a broken chunk: asks the registry where the upload stands (a new session when it
-    /// lost it), and hashes the source from the last confirmed chunk up to there.
-    async fn resume(
-        &self,
-        upload: &mut Upload,
-        saved: Hashed,
-        chunk_start: u64,
-    ) -> Result<Hashed, CopyError> {
-        let client = &self.engine.client;
-        let (target, blob) = (self.target, self.blob);
-        // A registry whose Range is stale cannot say where a broken upload stands.
-        if client.upload_limits().range_is_stuck(target.registry()) {
-            tracing::info!(blob = %blob.digest, "the registry's Range cannot be trusted; starting the blob over");
-            client.cancel_upload(target, upload).await;
-            *upload = client.start_upload(target).await?;
-            self.meter.at(0);
-            return Ok(Hashed::start());
-        }
-        let saved = match client.upload_status(target, upload).await {
-            Ok(()) if upload.offset >= saved.offset && upload.offset <= blob.size => {
-                Counters::add(
-                    &self.counters.bytes_sent,
-                    upload.offset.saturating_sub(chunk_start),
-                );
-                saved
-            }
-            Ok(()) | Err(RegistryError::NotFound { .. }) | Err(RegistryError::Status { .. }) => {
-                tracing::info!(blob = %blob.digest, "the registry lost the upload; starting the blob over");
-                *upload = client.start_upload(target).await?;
-                self.meter.at(0);
-                Hashed::start()
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.hash_up_to(saved, upload.offset).await
-    }
-
-    /// Hashes, without sending, the source from `saved` up to `offset`.
-    async fn hash_up_to(&self, saved: Hashed, offset: u64) -> Result<Hashed, CopyError> {
-        if saved.offset >= offset {
-            return Ok(saved);
-        }
-        let mut hasher = saved.hasher;
-        let mut reader = self.reader(saved.offset);
-        while reader.position < offset {
-            if self.engine.stop.is_stopped() {
+        let mut reader = b
+            .reader(0)
+            .with_download(download.take())
+            .with_tee(tee.take());
+        let mut hasher = Sha256::new();
+        let send = client.put_blob_stream(target, &upload, &blob.digest, body, blob.size, &slot);
+        let feeding = feed(b, &mut reader, &mut hasher, tx, blob.size, true);
+        let exchanged = transfer(send, feeding, client.request_timeout(), target);
+        let (sent, fed) = tokio::select! {
+            done = exchanged => done,
+            () = b.parts.stop.stopped() => {
+                drop(reader);
+                client.cancel_upload(target, &upload).await;
+                b.meter.at(0);
                 return Err(CopyError::Interrupted);
             }
-            let want = usize::try_from(offset - reader.position)
-                .unwrap_or(PIECE)
-                .min(PIECE);
-            let piece = reader.next(want).await?;
-            hasher.update(&piece);
-            self.meter.at(reader.position);
+        };
+        drop(reader);
+        let reason = match (sent, fed) {
+            (Ok(()), Fed::Done) => {
+                Counters::add(&b.counters.bytes_sent, blob.size);
+                return Ok(());
+            }
+            (_, Fed::Source(e)) => {
+                client.cancel_upload(target, &upload).await;
+                return Err(e);
+            }
+            (Err(e), _) if !e.is_transient() => {
+                client.cancel_upload(target, &upload).await;
+                return Err(e.into());
+            }
+            (result, fed) => failure_reason(result, &fed),
+        };
+        client.cancel_upload(target, &upload).await;
+        b.meter.at(0);
+        if let Err(halt) = attempts.broke(blob.digest.as_str(), 0, &reason).await {
+            return Err(halted(b, halt, &reason));
+        }
+        upload = client.start_upload(target).await?;
+    }
+}
+
+/// Large blobs: in chunks of `chunk` bytes, streamed, resumable, each confirmed chunk
+/// checkpointed with `keeper`. Stopped, the session stays for the next run where a chunk
+/// was confirmed in it (else it is deleted).
+async fn upload_chunked(
+    b: &BlobCopy<'_>,
+    started: Started,
+    chunk: u64,
+    keeper: &Keeper,
+) -> Result<(), CopyError> {
+    let Started {
+        mut upload,
+        slot,
+        download,
+        tee,
+    } = started;
+    let reader = b
+        .reader(upload.offset)
+        .with_download(download)
+        .with_tee(tee);
+    let sent = chunks(b, &mut upload, &slot, reader, chunk.max(1), keeper).await;
+    if let Err(CopyError::Interrupted) = sent {
+        if upload.offset > 0 {
+            keeper.save(b, &upload).await;
+        } else {
+            b.parts.client.cancel_upload(b.target, &upload).await;
+        }
+    }
+    sent
+}
+
+/// The chunks of [`upload_chunked`], from the upload's offset.
+async fn chunks(
+    b: &BlobCopy<'_>,
+    upload: &mut Upload,
+    slot: &UploadSlot,
+    mut reader: SourceReader<'_>,
+    chunk: u64,
+    keeper: &Keeper,
+) -> Result<(), CopyError> {
+    let client = &b.parts.client;
+    let (target, blob) = (b.target, b.blob);
+    // An upload taken over: its bytes so far are hashed, not sent.
+    let mut saved = hash_up_to(b, Hashed::start(), upload.offset).await?;
+    let mut hasher = saved.hasher.clone();
+    let mut attempts = Attempts::new(client.retry_policy(), &b.counters.resumes, &b.parts.stop);
+    while upload.offset < blob.size {
+        if b.parts.stop.is_stopped() {
+            return Err(CopyError::Interrupted);
+        }
+        let start = upload.offset;
+        let len = chunk.min(blob.size - start);
+        let reason = match send_chunk(b, upload, slot, &mut reader, &mut hasher, len).await {
+            Ok(Chunk::Confirmed) => {
+                saved = Hashed {
+                    offset: upload.offset,
+                    hasher: hasher.clone(),
+                };
+                attempts.progressed();
+                keeper.save(b, upload).await;
+                continue;
+            }
+            Ok(Chunk::Broke(reason)) => reason,
+            Err(CopyError::Interrupted) => return Err(CopyError::Interrupted),
+            Err(e) => {
+                client.cancel_upload(target, upload).await;
+                return Err(e);
+            }
+        };
+        if let Err(halt) = attempts.broke(blob.digest.as_str(), start, &reason).await {
+            if let Halt::GaveUp = halt {
+                client.cancel_upload(target, upload).await;
+            }
+            return Err(halted(b, halt, &reason));
         }
         reader.release();
-        Ok(Hashed { offset, hasher })
+        saved = resume(b, upload, saved, start).await?;
+        hasher = saved.hasher.clone();
+        reader = b.reader(saved.offset);
     }
-
-    /// A reader of the source blob from `position`.
-    fn reader(&self, position: u64) -> SourceReader<'_> {
-        SourceReader::new(self.engine, self.source, self.blob, position, self.counters)
+    reader.release();
+    if let Err(e) = check_digest(b.source, blob, hasher) {
+        client.cancel_upload(target, upload).await;
+        return Err(e);
     }
+    b.blob_states.checked(&blob.digest);
+    client.finish_upload(target, upload, &blob.digest).await?;
+    Ok(())
+}
 
-    /// The error a halted transfer ends with: a stop, or an upload that kept failing
-    /// (transient, as a download that keeps failing is).
-    fn halted(&self, halt: Halt, reason: &str) -> CopyError {
-        match halt {
-            Halt::Stopped => CopyError::Interrupted,
-            Halt::GaveUp => RegistryError::Network {
-                registry: self.target.registry().to_owned(),
-                operation: format!("upload {} to {}", self.blob.digest, self.target.path()),
-                message: format!("kept failing: {reason}"),
-                failure: NetworkFailure::Broken,
+/// Sends the next `len` bytes as one chunk; `Err` when the blob cannot go on (the source
+/// failed, the registry refused for good, or a stop cut the chunk).
+async fn send_chunk(
+    b: &BlobCopy<'_>,
+    upload: &mut Upload,
+    slot: &UploadSlot,
+    reader: &mut SourceReader<'_>,
+    hasher: &mut Sha256,
+    len: u64,
+) -> Result<Chunk, CopyError> {
+    let client = &b.parts.client;
+    let start = upload.offset;
+    let (tx, body) = pipe();
+    let (sent, fed) = {
+        let send = client.upload_chunk(b.target, upload, body, len, slot);
+        let feeding = feed(b, reader, hasher, tx, len, false);
+        let exchanged = transfer(send, feeding, client.request_timeout(), b.target);
+        // After a stop, the chunk in flight has the grace to be confirmed; else it is cut
+        // and the next run asks the registry where the session stands.
+        let cut = async {
+            b.parts.stop.stopped().await;
+            tokio::time::sleep(CHECKPOINT_GRACE).await;
+        };
+        tokio::select! {
+            done = exchanged => done,
+            () = cut => return Err(CopyError::Interrupted),
+        }
+    };
+    match (sent, fed) {
+        (Ok(()), Fed::Done) if upload.offset == start + len => {
+            Counters::add(&b.counters.bytes_sent, len);
+            Ok(Chunk::Confirmed)
+        }
+        (_, Fed::Source(e)) => Err(e),
+        (Err(e), _) if !e.is_transient() => Err(e.into()),
+        (Ok(()), Fed::Done) => Ok(Chunk::Broke(format!(
+            "registry reports offset {} after a chunk to {}",
+            upload.offset,
+            start + len
+        ))),
+        (result, fed) => Ok(Chunk::Broke(failure_reason(result, &fed))),
+    }
+}
+
+/// After a broken chunk: asks the registry where the upload stands (a new session when it
+/// lost it), and hashes the source from the last confirmed chunk up to there.
+async fn resume(
+    b: &BlobCopy<'_>,
+    upload: &mut Upload,
+    saved: Hashed,
+    chunk_start: u64,
+) -> Result<Hashed, CopyError> {
+    let client = &b.parts.client;
+    let (target, blob) = (b.target, b.blob);
+    // A registry whose Range is stale cannot say where a broken upload stands.
+    if client.upload_limits().range_is_stuck(target.registry()) {
+        tracing::info!(blob = %blob.digest, "the registry's Range cannot be trusted; starting the blob over");
+        client.cancel_upload(target, upload).await;
+        *upload = client.start_upload(target).await?;
+        b.meter.at(0);
+        return Ok(Hashed::start());
+    }
+    let saved = match client.upload_status(target, upload).await {
+        Ok(()) if upload.offset >= saved.offset && upload.offset <= blob.size => {
+            Counters::add(
+                &b.counters.bytes_sent,
+                upload.offset.saturating_sub(chunk_start),
+            );
+            saved
+        }
+        Ok(()) | Err(RegistryError::NotFound { .. }) | Err(RegistryError::Status { .. }) => {
+            tracing::info!(blob = %blob.digest, "the registry lost the upload; starting the blob over");
+            *upload = client.start_upload(target).await?;
+            b.meter.at(0);
+            Hashed::start()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    hash_up_to(b, saved, upload.offset).await
+}
+
+/// Hashes, without sending, the source from `saved` up to `offset`.
+async fn hash_up_to(b: &BlobCopy<'_>, saved: Hashed, offset: u64) -> Result<Hashed, CopyError> {
+    if saved.offset >= offset {
+        return Ok(saved);
+    }
+    let mut hasher = saved.hasher;
+    let mut reader = b.reader(saved.offset);
+    while reader.position < offset {
+        if b.parts.stop.is_stopped() {
+            return Err(CopyError::Interrupted);
+        }
+        let want = usize::try_from(offset - reader.position)
+            .unwrap_or(PIECE)
+            .min(PIECE);
+        let piece = reader.next(want).await?;
+        hasher.update(&piece);
+        b.meter.at(reader.position);
+    }
+    reader.release();
+    Ok(Hashed { offset, hasher })
+}
+
+/// The error a halted transfer ends with: a stop, or an upload that kept failing
+/// (transient, as a download that keeps failing is).
+fn halted(b: &BlobCopy<'_>, halt: Halt, reason: &str) -> CopyError {
+    match halt {
+        Halt::Stopped => CopyError::Interrupted,
+        Halt::GaveUp => RegistryError::Network {
+            registry: b.target.registry().to_owned(),
+            operation: format!("upload {} to {}", b.blob.digest, b.target.path()),
+            message: format!("kept failing: {reason}"),
+            failure: NetworkFailure::Broken,
+        }
+        .into(),
+    }
+}
+
+/// Moves `len` bytes from `reader` into the pipe, hashing them and counting them on the
+/// blob's meter. With `verify`, the last piece goes only once the blob's digest checked
+/// out.
+async fn feed(
+    b: &BlobCopy<'_>,
+    reader: &mut SourceReader<'_>,
+    hasher: &mut Sha256,
+    tx: mpsc::Sender<Piece>,
+    len: u64,
+    verify: bool,
+) -> Fed {
+    let stall: StallRule = b.parts.client.stall_rule();
+    let mut left = len;
+    let mut watchdog = Watchdog::new(stall);
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
+        let piece = match reader.next(want).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.try_send(Err(std::io::Error::other("source failed")));
+                return Fed::Source(e);
             }
-            .into(),
+        };
+        hasher.update(&piece);
+        left -= piece.len() as u64;
+        if left == 0 && verify {
+            if let Err(e) = check_digest(b.source, b.blob, hasher.clone()) {
+                let _ = tx.try_send(Err(std::io::Error::other("digest mismatch")));
+                return Fed::Source(e);
+            }
+            b.blob_states.checked(&b.blob.digest);
+        }
+        let n = piece.len();
+        match watchdog.guard(tx.send(Ok(piece))).await {
+            Ok(Ok(())) => {
+                watchdog.moved(n);
+                b.meter.at(reader.position);
+            }
+            Ok(Err(_)) => return Fed::RequestEnded,
+            Err(stalled) => return Fed::Stalled(stalled),
         }
     }
-
-    /// Moves `len` bytes from `reader` into the pipe, hashing them and counting them on the
-    /// blob's meter. With `verify`, the last piece goes only once the blob's digest checked
-    /// out.
-    async fn feed(
-        &self,
-        reader: &mut SourceReader<'_>,
-        hasher: &mut Sha256,
-        tx: mpsc::Sender<Piece>,
-        len: u64,
-        verify: bool,
-    ) -> Fed {
-        let stall: StallRule = self.engine.client.stall_rule();
-        let mut left = len;
-        let mut watchdog = Watchdog::new(stall);
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
-            let piece = match reader.next(want).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.try_send(Err(std::io::Error::other("source failed")));
-                    return Fed::Source(e);
-                }
-            };
-            hasher.update(&piece);
-            left -= piece.len() as u64;
-            if left == 0 && verify {
-                if let Err(e) = check_digest(self.source, self.blob, hasher.clone()) {
-                    let _ = tx.try_send(Err(std::io::Error::other("digest mismatch")));
-                    return Fed::Source(e);
-                }
-                self.progress.checked(&self.blob.digest);
-            }
-            let n = piece.len();
-            match watchdog.guard(tx.send(Ok(piece))).await {
-                Ok(Ok(())) => {
-                    watchdog.moved(n);
-                    self.meter.at(reader.position);
-                }
-                Ok(Err(_)) => return Fed::RequestEnded,
-                Err(stalled) => return Fed::Stalled(stalled),
-            }
-        }
-        Fed::Done
-    }
+    Fed::Done
 }
 
 fn failure_reason(result: Result<(), RegistryError>, fed: &Fed) -> String {

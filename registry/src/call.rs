@@ -12,7 +12,18 @@ use crate::error::RegistryError;
 use crate::retry::parse_retry_after;
 use crate::scope::Scope;
 
-/// One request to a registry: where, what for, and what it carries.
+/// A web API beside a registry that a call speaks to instead of the registry's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// A token realm the registry's own challenge named: refused over plain HTTP unless its
+    /// host is listed as insecure.
+    Realm,
+    /// An API the user named (Docker Hub's, `--docker-hub-api`).
+    Named,
+}
+
+/// One request to a registry, or to a web API on its behalf: where, what for, and what it
+/// carries.
 pub(crate) struct Call<'a> {
     pub(crate) registry: &'a str,
     pub(crate) scope: &'a Scope,
@@ -23,6 +34,9 @@ pub(crate) struct Call<'a> {
     pub(crate) body: Option<Bytes>,
     /// A manifest GET: a pull, as Docker Hub counts them, within the registry's budget.
     pub(crate) pull: bool,
+    /// A web API's call: it carries the credentials its caller put in its headers, to its
+    /// own URL only (no redirect is followed), and its 401 is its answer.
+    pub(crate) api: Option<Api>,
 }
 
 impl<'a> Call<'a> {
@@ -42,6 +56,21 @@ impl<'a> Call<'a> {
             headers: HeaderMap::new(),
             body: None,
             pull: false,
+            api: None,
+        }
+    }
+
+    /// A call to the web API `api` at `url`, on `registry`'s behalf.
+    pub(crate) fn api(
+        api: Api,
+        registry: &'a str,
+        operation: &'a str,
+        method: Method,
+        url: Url,
+    ) -> Self {
+        Self {
+            api: Some(api),
+            ..Self::new(registry, &NO_SCOPE, operation, method, url)
         }
     }
 
@@ -63,6 +92,13 @@ impl<'a> Call<'a> {
         self
     }
 }
+
+/// The scope of a web API's call: none (it is not the registry's to grant).
+static NO_SCOPE: Scope = Scope {
+    repository: String::new(),
+    push: false,
+    also_pull: None,
+};
 
 /// A whole answer: its status, headers and body (for an error status, the first few KiB).
 #[derive(Debug)]

@@ -1,5 +1,5 @@
-//! The queue port: what producer, workers and committer need from a message broker, with two
-//! adapters of the same semantics: RabbitMQ ([`amqp`], through lapin, topology in
+//! The queue port. This crate owns what producer, workers and committer need from a message
+//! broker, and its two adapters of the same semantics: RabbitMQ ([`amqp`], through lapin, topology in
 //! [`topology`]) and in-process ([`memory`], for the monolithic mode and tests).
 //!
 //! Semantics both keep: a publish returns once the message is safely queued (publisher

@@ -181,7 +181,7 @@ impl RegistryClient {
         repo: &Repository,
         reference: &str,
     ) -> Result<Manifest, RegistryError> {
-        self.with_retries(|| self.get_manifest_once(repo, reference))
+        self.operation(self.get_manifest_once(repo, reference))
             .await
     }
 
@@ -248,7 +248,7 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<ManifestHead, RegistryError> {
         let found = self
-            .with_retries(|| self.head_manifest_once(repo, reference))
+            .operation(self.head_manifest_once(repo, reference))
             .await?;
         match found {
             Head::Missing => Ok(ManifestHead::Missing),
@@ -295,7 +295,7 @@ impl RegistryClient {
         reference: &str,
         manifest: &Manifest,
     ) -> Result<(), RegistryError> {
-        self.with_retries(|| self.put_manifest_once(repo, reference, manifest))
+        self.operation(self.put_manifest_once(repo, reference, manifest))
             .await
     }
 

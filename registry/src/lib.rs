@@ -1,11 +1,17 @@
-//! Talking to OCI distribution registries: credentials, auth, retries, manifests, blobs and
-//! uploads, over one shared HTTP client. Registry quirks stay in this module; the rest of the
-//! code speaks in references, digests and manifests.
+//! The OCI distribution protocol, as image-mirror speaks it to registries it does not trust.
 //!
-//! Every request goes through the private transport, which alone decides where a request may
-//! go and whether it carries credentials (`origin`), reads every answer within a cap and every
-//! request within a deadline (`body`), and remembers hosts that cannot be reached. Docker
-//! Hub's web API ([`dockerhub`]), asked whether a repository exists, is here too.
+//! This crate owns every byte exchanged with a registry: credentials and the origin they may
+//! travel to, token auth, manifests, blobs, uploads (whole, chunked, resumed), referrers and
+//! tags, the limits of what a registry accepts ([`upload_limits`]), its rate limits and quota
+//! ([`ratelimit`]), and the one retry policy of a request ([`retry`]). Registry quirks stay
+//! here; the rest of the code speaks in references, digests and manifests.
+//!
+//! Every request leaves through the private transport, and only through it: it alone decides
+//! where a request may go and whether it carries credentials (`origin`), waits for the
+//! registry's gate (a host paused by a 429 or out of quota), holds a request slot, reads every
+//! answer within a cap and every request within a deadline (`body`), retries what is
+//! transient, and remembers hosts that cannot be reached. Docker Hub's web API
+//! ([`dockerhub`]), asked whether a repository exists, goes through it too.
 
 mod auth;
 mod authorization;

@@ -107,9 +107,7 @@ impl TokenCache {
             operation: "fetch token".into(),
             message: format!("the challenge names a realm that is not a URL: {e}"),
         })?;
-        let (token, lifetime) = realms
-            .with_retries(|| fetch(realms, registry, &realm, service, scope, credential))
-            .await?;
+        let (token, lifetime) = fetch(realms, registry, &realm, service, scope, credential).await?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         // Renew a little early so that a token never expires in the middle of a request.
         let margin = (lifetime / 10)

@@ -211,7 +211,7 @@ impl RegistryClient {
                 break;
             }
             let page = self
-                .with_retries(|| self.referrers_page(repo, digest, &url))
+                .operation(self.referrers_page(repo, digest, &url))
                 .await?;
             let Some((entries, link)) = page else {
                 return Ok(None);

@@ -34,7 +34,7 @@ impl RegistryClient {
         let operation = format!("list tags of {}", repo.path());
         let url = self.repo_url(repo, "tags/list?n=1")?;
         let listed = self
-            .with_retries(|| {
+            .operation({
                 let call = Call::new(registry, &scope, &operation, Method::GET, url.clone());
                 self.fetch(call, MAX_TAG_PAGE)
             })

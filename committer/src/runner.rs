@@ -27,7 +27,7 @@ use crate::verify::{verify, Verdict};
 
 /// Where recorded lines go.
 #[derive(Debug, Clone)]
-pub enum Destination {
+pub enum Recorder {
     /// The images-list file at this path, edited in place.
     Local(PathBuf),
     /// A pull request per batch.
@@ -88,7 +88,7 @@ pub struct Committer<'a> {
     /// Asks target registries whether a line holds.
     pub registry: &'a RegistryClient,
     /// Where lines go.
-    pub destination: &'a Destination,
+    pub destination: &'a Recorder,
     /// How batches are cut.
     pub batch: BatchOptions,
 }
@@ -299,9 +299,9 @@ fn holding(
 }
 
 /// Writes the lines in place, or proposes them as a pull request.
-async fn record(destination: &Destination, lines: Vec<Recorded>) -> Result<BatchResult, Failure> {
+async fn record(destination: &Recorder, lines: Vec<Recorded>) -> Result<BatchResult, Failure> {
     match destination {
-        Destination::Local(path) => {
+        Recorder::Local(path) => {
             let entries: Vec<Entry> = lines.into_iter().map(|r| r.entry).collect();
             let path = path.clone();
             // Reading, writing and syncing the file block: off the async workers.
@@ -312,7 +312,7 @@ async fn record(destination: &Destination, lines: Vec<Recorded>) -> Result<Batch
             metrics::LINES_RECORDED.add(&["local"], added.len() as f64);
             Ok(BatchResult::Written(added))
         }
-        Destination::Github { client, settings } => {
+        Recorder::Github { client, settings } => {
             let span = tracing::info_span!(
                 "committer.pull_request",
                 repo = %settings.repo,

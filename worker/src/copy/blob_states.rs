@@ -12,7 +12,7 @@ use image_mirror_common::Digest;
 use tokio::sync::watch;
 
 /// Blob states of one copy, shared by the walk, the transfers and the manifest pushes.
-pub(crate) struct Progress {
+pub(crate) struct BlobStates {
     state: Mutex<State>,
     changed: watch::Sender<()>,
 }
@@ -29,7 +29,7 @@ struct State {
     walked: bool,
 }
 
-impl Progress {
+impl BlobStates {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn a_manifest_waits_for_every_blob_checked_and_its_own_stored() {
-        let p = Progress::new();
+        let p = BlobStates::new();
         let (a, b, c) = (digest(1), digest(2), digest(3));
         for d in [&a, &b, &c] {
             p.listed(d);
@@ -129,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_manifest_wakes_when_the_last_blob_is_stored() {
-        let p = std::sync::Arc::new(Progress::new());
+        let p = std::sync::Arc::new(BlobStates::new());
         let a = digest(1);
         p.listed(&a);
         p.walked();

@@ -13,11 +13,11 @@ use image_mirror_common::{Entry, JobEvent};
 use image_mirror_queue::{Consumer, QueueError};
 use tokio::sync::Notify;
 
-use crate::committer::{run_committer, BatchOutcome, BatchResult, Committer, CommitterError};
+use crate::runner::{run_committer, BatchOutcome, BatchResult, Committer, CommitterError};
 
 /// Why a run's committer stopped before every job had ended.
 #[derive(Debug, thiserror::Error)]
-pub enum CollectError {
+pub enum CommitRunError {
     /// The queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -76,7 +76,7 @@ pub async fn commit_run(
     expected: &HashSet<String>,
     workers_ended: impl Future<Output = Result<(), String>>,
     mut on_event: impl FnMut(&JobEvent, usize),
-) -> Result<RunRecord, CollectError> {
+) -> Result<RunRecord, CommitRunError> {
     let record = Mutex::new(RunRecord::default());
     let all_in = Notify::new();
     let stopped = Notify::new();
@@ -110,10 +110,10 @@ pub async fn commit_run(
     });
     tokio::select! {
         done = committed => done.map_err(|e| match e {
-            CommitterError::Queue(q) => CollectError::Queue(q),
-            other => CollectError::Committer(other),
+            CommitterError::Queue(q) => CommitRunError::Queue(q),
+            other => CommitRunError::Committer(other),
         })?,
-        why = workers => return Err(CollectError::WorkersStopped(why)),
+        why = workers => return Err(CommitRunError::WorkersStopped(why)),
     }
     Ok(record.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
@@ -126,7 +126,7 @@ mod tests {
 
     use super::*;
     use crate::batch::BatchOptions;
-    use crate::committer::Destination;
+    use crate::runner::Recorder;
 
     #[tokio::test]
     async fn workers_that_stop_end_the_wait_with_why() {
@@ -136,7 +136,7 @@ mod tests {
             .await
             .unwrap();
         let registry = RegistryClient::new(ClientOptions::default()).unwrap();
-        let destination = Destination::Local("images-list".into());
+        let destination = Recorder::Local("images-list".into());
         let committer = Committer {
             broker: &broker,
             registry: &registry,

@@ -80,7 +80,7 @@ impl RegistryClient {
         repo: &Repository,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        self.with_retries(|| async {
+        self.operation(async {
             let registry = repo.registry();
             let operation = format!("HEAD blob {digest} in {}", repo.path());
             let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
@@ -109,7 +109,7 @@ impl RegistryClient {
         offset: u64,
         size: u64,
     ) -> Result<BlobDownload, RegistryError> {
-        self.with_retries(|| async {
+        self.operation(async {
             let registry = repo.registry();
             let operation = format!("GET blob {digest} from {}", repo.path());
             let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
@@ -159,7 +159,7 @@ impl RegistryClient {
 
     /// Opens an upload session in `repo`.
     pub async fn start_upload(&self, repo: &Repository) -> Result<Upload, RegistryError> {
-        self.with_retries(|| async {
+        self.operation(async {
             let registry = repo.registry();
             let operation = format!("start upload to {}", repo.path());
             let url = self.repo_url(repo, "blobs/uploads/")?;
@@ -205,7 +205,7 @@ impl RegistryClient {
         digest: &Digest,
         from: &Repository,
     ) -> Result<Mount, RegistryError> {
-        self.with_retries(|| async {
+        self.operation(async {
             let registry = repo.registry();
             let operation = format!("mount {digest} into {} from {}", repo.path(), from.path());
             let mut url = self.repo_url(repo, "blobs/uploads/")?;
@@ -342,7 +342,7 @@ impl RegistryClient {
         upload: &mut Upload,
     ) -> Result<(), RegistryError> {
         let (location, offset) = self
-            .with_retries(|| async {
+            .operation(async {
                 let registry = repo.registry();
                 let operation = format!("upload status in {}", repo.path());
                 let scope = Scope::push(repo.path());
@@ -406,7 +406,7 @@ impl RegistryClient {
         upload: &Upload,
         digest: &Digest,
     ) -> Result<(), RegistryError> {
-        self.with_retries(|| async {
+        self.operation(async {
             let registry = repo.registry();
             let operation = format!("finish upload of {digest} to {}", repo.path());
             let mut url = upload.location.clone();

@@ -145,22 +145,35 @@ impl RegistryClient {
             })
     }
 
-    /// Runs `op` with the client's retry policy, counting retries. A retry is logged at DEBUG:
-    /// only the outcome of the whole operation is for people.
-    pub async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
+    /// `op`, an operation of several requests (each sent through the transport, retried there
+    /// while it fails for now), with an authentication failure naming the credentials
+    /// consulted.
+    pub(crate) async fn operation<T, Fut>(&self, op: Fut) -> Result<T, RegistryError>
     where
-        F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
-        self.inner
-            .transport
-            .with_retries(op)
-            .await
-            .map_err(|e| self.naming_credentials(e))
+        op.await.map_err(|e| self.naming_credentials(e))
     }
 
-    pub(crate) fn transport(&self) -> &Transport {
-        &self.inner.transport
+    /// Sends a web API's `call` (Docker Hub's) through the transport, as every request is
+    /// sent, and reads its whole answer within `cap`.
+    pub(crate) async fn call_api(
+        &self,
+        call: Call<'_>,
+        cap: usize,
+    ) -> Result<Reply, RegistryError> {
+        match self
+            .inner
+            .transport
+            .send(&call, None, Read::Whole(cap))
+            .await?
+        {
+            Round::Whole(reply) | Round::Unauthorized(reply) => Ok(reply),
+            Round::Streaming(_) => Err(protocol(
+                &call,
+                "internal: a whole answer was asked for".into(),
+            )),
+        }
     }
 
     /// The Docker config's credential for `registry`, read once.
@@ -204,21 +217,15 @@ impl RegistryClient {
         &self,
         call: Call<'_>,
     ) -> Result<Result<Opened, Reply>, RegistryError> {
-        let permit = self
-            .inner
-            .transport
-            .limits()
-            .request_slot(call.registry)
-            .await?;
         match self.request(&call, Read::Stream).await? {
-            Round::Streaming(response) => Ok(Ok(Opened { response, permit })),
+            Round::Streaming(opened) => Ok(Ok(opened)),
             Round::Whole(reply) | Round::Unauthorized(reply) => Ok(Err(reply)),
         }
     }
 
-    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in an upload slot,
-    /// after the registry's rate-limit gate as every request. No deadline here: the caller
-    /// watches the body move. A `401` renews the token and is reported as
+    /// Sends `call` with a streamed `body`, once (it cannot be sent again), in the blob's
+    /// upload slot, after the registry's rate-limit gate as every request. No deadline here:
+    /// the caller watches the body move. A `401` renews the token and is reported as
     /// [`RegistryError::TokenRenewed`], for the caller to resume.
     pub(crate) async fn send_stream(
         &self,
@@ -235,13 +242,14 @@ impl RegistryClient {
         &self,
         call: Call<'_>,
         body: reqwest::Body,
-        _slot: &UploadSlot,
+        slot: &UploadSlot,
     ) -> Result<Reply, RegistryError> {
         let transport = &self.inner.transport;
-        let probe_auth = self.authorization(call.registry, call.scope, None).await?;
-        let _ticket = transport.pass_gate(&call, probe_auth.as_ref()).await?;
         let auth = self.authorization(call.registry, call.scope, None).await?;
-        match transport.send_once(&call, auth.as_ref(), body).await? {
+        match transport
+            .send_body(&call, auth.as_ref(), body, slot)
+            .await?
+        {
             Round::Unauthorized(reply) => Err(self.renew_after_401(&call, auth, reply).await),
             Round::Whole(reply) => Ok(reply),
             Round::Streaming(..) => Err(protocol(
@@ -297,8 +305,9 @@ impl RegistryClient {
         }
     }
 
-    /// Sends `call` past the rate-limit gate, answering one 401 challenge of the registry's;
-    /// a refusal names the credentials consulted.
+    /// Sends `call` through the transport (the rate-limit gate, a slot, the deadline, the
+    /// retries), answering one 401 challenge of the registry's; a refusal names the
+    /// credentials consulted.
     async fn request(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
         self.challenged(call, read)
             .await
@@ -307,14 +316,12 @@ impl RegistryClient {
 
     async fn challenged(&self, call: &Call<'_>, read: Read) -> Result<Round, RegistryError> {
         let transport = &self.inner.transport;
-        let probe_auth = self.authorization(call.registry, call.scope, None).await?;
-        let _ticket = transport.pass_gate(call, probe_auth.as_ref()).await?;
         let mut rejected: Option<Secret> = None;
         for round in 0..2 {
             let auth = self
                 .authorization(call.registry, call.scope, rejected.as_ref())
                 .await?;
-            let exchanged = transport.round(call, auth.as_ref(), read).await?;
+            let exchanged = transport.send(call, auth.as_ref(), read).await?;
             let Round::Unauthorized(reply) = exchanged else {
                 return Ok(exchanged);
             };

@@ -14,9 +14,11 @@
 
 use std::sync::Arc;
 
-use reqwest::{StatusCode, Url};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode, Url};
 use tokio::sync::OnceCell;
 
+use crate::call::{Api, Call};
 use crate::client::RegistryClient;
 use crate::credentials::Credential;
 use image_mirror_common::reference::{Repository, DOCKER_HUB};
@@ -60,15 +62,14 @@ impl DockerHub {
             .split_once('/')
             .ok_or_else(|| HubError(format!("{}: not NAMESPACE/REPOSITORY", repo.path())))?;
         let url = self.url(&format!("v2/namespaces/{namespace}/repositories/{name}/"))?;
-        let mut request = self.client.transport().http().get(url.clone());
-        if let Some(token) = self.token().await? {
-            request = request.bearer_auth(token.expose());
-        }
         let operation = format!("ask whether {} exists", repo.path());
+        let mut call = Call::api(Api::Named, DOCKER_HUB, &operation, Method::GET, url);
+        if let Some(token) = self.token().await? {
+            call = call.header(AUTHORIZATION, &format!("Bearer {}", token.expose()));
+        }
         let reply = self
             .client
-            .transport()
-            .call_api(DOCKER_HUB, &operation, &url, request, MAX_ANSWER)
+            .call_api(call, MAX_ANSWER)
             .await
             .map_err(|e| HubError(e.to_string()))?;
         match reply.status {
@@ -103,16 +104,18 @@ impl DockerHub {
                 let login =
                     serde_json::json!({"username": username, "password": password.expose()});
                 let url = self.url("v2/users/login")?;
-                let transport = self.client.transport();
-                let request = transport.http().post(url.clone()).json(&login);
-                let reply = transport
-                    .call_api(
-                        DOCKER_HUB,
-                        "log in to Docker Hub",
-                        &url,
-                        request,
-                        MAX_ANSWER,
-                    )
+                let call = Call::api(
+                    Api::Named,
+                    DOCKER_HUB,
+                    "log in to Docker Hub",
+                    Method::POST,
+                    url,
+                )
+                .header(CONTENT_TYPE, "application/json")
+                .body(login.to_string().into());
+                let reply = self
+                    .client
+                    .call_api(call, MAX_ANSWER)
                     .await
                     .map_err(|e| HubError(e.to_string()))?;
                 if !reply.status.is_success() {

@@ -46,7 +46,7 @@ impl RegistryClient {
             if !visited.insert(url.to_string()) || visited.len() > MAX_PAGES {
                 break;
             }
-            let (page, link) = self.with_retries(|| self.tags_page(repo, &url)).await?;
+            let (page, link) = self.operation(self.tags_page(repo, &url)).await?;
             let before = tags.len();
             for tag in page {
                 if seen.insert(tag.clone()) {

@@ -9,12 +9,17 @@
 //! - A host that cannot be reached is tried once more after a moment, then remembered as
 //!   unreachable for a while, so that the requests after it fail at once with the same
 //!   message instead of each waiting for its own failure.
-//! - Every request, token realm calls and uploads included, passes the registry's rate-limit
-//!   gate first.
+//! - Every request, token realm calls, Docker Hub's API and uploads included, passes the
+//!   registry's rate-limit gate first, holds a slot of the host's pool while it is under way
+//!   (a streamed upload: the blob's upload slot, which its caller must hold to send it), and
+//!   is retried while it fails for now (broken connections, timeouts, 408, 429, 5xx) within the
+//!   retry policy, a registry's `Retry-After` winning.
 //!
-//! The transport knows nothing of credentials beyond the [`Authorization`] value a caller
-//! hands it for a request; answering a `401` is the client's (`client.rs`), fetching a token the
-//! authenticator's (`auth.rs`, through the narrow realm sender of `realm.rs`).
+//! These hold by construction: [`Transport::send`] and [`Transport::send_body`] are the only
+//! ways out, and the HTTP client is not reachable from anywhere else. The transport knows
+//! nothing of credentials beyond the [`Authorization`] value a caller hands it for a request;
+//! answering a `401` is the client's (`client.rs`), fetching a token the authenticator's
+//! (`auth.rs`, through the narrow realm sender of `realm.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,9 +29,9 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::authorization::Authorization;
 use crate::body::{self, ReadFailure, MAX_ERROR_BODY};
-pub(crate) use crate::call::{Call, Opened, Reply};
-use crate::error::{network_message, RegistryError, Unreachable};
-use crate::limits::HostLimits;
+pub(crate) use crate::call::{Api, Call, Opened, Reply};
+use crate::error::{is_transient_status, network_message, RegistryError, Unreachable};
+use crate::limits::{HostLimits, UploadSlot};
 use crate::options::ClientOptions;
 use crate::origin::{Destination, Origins};
 use crate::ratelimit::{Gate, PullTicket, RateLimits};
@@ -49,8 +54,16 @@ pub(crate) enum Read {
 /// What one round of a request ended with.
 pub(crate) enum Round {
     Whole(Reply),
-    Streaming(Response),
+    /// A successful answer whose body is left to stream, holding its request slot.
+    Streaming(Opened),
     /// The registry itself answered 401.
+    Unauthorized(Reply),
+}
+
+/// What one exchange ended with, before it is a [`Round`].
+enum Exchanged {
+    Whole(Reply),
+    Streaming(Response),
     Unauthorized(Reply),
 }
 
@@ -113,10 +126,6 @@ impl Transport {
         &self.options
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     pub(crate) fn origins(&self) -> &Origins {
         &self.origins
     }
@@ -133,78 +142,58 @@ impl Transport {
         &self.stats
     }
 
-    /// Runs `op` with the retry policy, counting retries. A retry is logged at DEBUG: only
-    /// the outcome of the whole operation is for people.
-    pub(crate) async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, RegistryError>>,
-    {
+    /// Sends `call`, as every request without a streamed body is sent: through the registry's
+    /// rate-limit gate (probing the quota with a free HEAD carrying `auth` when it is this
+    /// request's turn), in a request slot of the host's pool, within the request deadline
+    /// (for a streamed answer: until it begins), along redirects under the origin rules, and
+    /// tried again while it fails for now, within the retry policy. The answer is read as
+    /// `read` says; a `401` of the registry's own comes back as [`Round::Unauthorized`].
+    pub(crate) async fn send(
+        &self,
+        call: &Call<'_>,
+        auth: Option<&Authorization>,
+        read: Read,
+    ) -> Result<Round, RegistryError> {
         let stats = &self.stats;
         self.options
             .retry
-            .run(crate::retry::TIMEOUT_RETRIES, op, |err: &RegistryError, delay| {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                image_mirror_common::metrics::RETRIES.inc(&[&err.retry_class()]);
-                stats
-                    .retry_wait_ms
-                    .fetch_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-                tracing::debug!(registry = err.registry(), error = %err, delay_ms = delay.as_millis() as u64, "retrying");
-            })
+            .run(
+                crate::retry::TIMEOUT_RETRIES,
+                || self.attempt(call, auth, read),
+                |err: &RegistryError, delay| {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    image_mirror_common::metrics::RETRIES.inc(&[&err.retry_class()]);
+                    stats.retry_wait_ms.fetch_add(
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    tracing::debug!(registry = err.registry(), error = %err, delay_ms = delay.as_millis() as u64, "retrying");
+                },
+            )
             .await
     }
 
-    /// A request to a web API beside a registry (a token realm, Docker Hub's API), on
-    /// `registry`'s behalf: through the same HTTP client, failing at once for a host known to
-    /// be unreachable, read within `cap` (an error answer's first few KiB) and the request
-    /// deadline. Where it may go and what it carries is the caller's to decide.
-    pub(crate) async fn call_api(
+    /// One try of [`send`](Self::send): an answer that may pass on a later try (408, 429,
+    /// 5xx) is this try's error.
+    async fn attempt(
         &self,
-        registry: &str,
-        operation: &str,
-        url: &Url,
-        request: reqwest::RequestBuilder,
-        cap: usize,
-    ) -> Result<Reply, RegistryError> {
-        let host = Origins::authority(url);
-        if let Some(why) = self.unreachable.get(&host) {
-            return Err(unreachable(&host, registry, why));
-        }
-        let exchange = async {
-            let response = request.send().await.map_err(|e| {
-                let err = RegistryError::network_at(&host, registry, operation, &e);
-                if let RegistryError::Unreachable { why, .. } = &err {
-                    self.unreachable
-                        .remember(&host, *why, self.options.unreachable_cooldown);
-                }
-                err
-            })?;
-            self.unreachable.forget(&host);
-            read_whole(response, registry, operation, url.clone(), cap).await
-        };
-        let deadline = self.options.request_timeout;
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(RegistryError::timeout(registry, operation, deadline)),
-        }
-    }
-
-    /// Waits while `registry` is paused for a burst (a plain 429): requests that are not
-    /// pulls (a token for it, say) wait as every other request does.
-    pub(crate) async fn wait_while_paused(&self, registry: &str) -> Result<(), RegistryError> {
-        let limits = &self.rate_limits;
-        loop {
-            match limits.gate(registry, false)? {
-                Gate::Wait(until) => limits.wait(registry, until).await,
-                Gate::Go(_) | Gate::Probe => return Ok(()),
+        call: &Call<'_>,
+        auth: Option<&Authorization>,
+        read: Read,
+    ) -> Result<Round, RegistryError> {
+        let _ticket = self.pass_gate(call, auth).await?;
+        match self.round(call, auth, read).await? {
+            Round::Whole(reply) if is_transient_status(reply.status.as_u16()) => {
+                Err(reply.into_error(call.registry, call.operation))
             }
+            round => Ok(round),
         }
     }
 
     /// Waits until the registry's rate limit lets `call` go (probing the quota with a free
     /// HEAD, carrying `probe_auth`, when it is this request's turn); fails when the wait
     /// would be too long.
-    pub(crate) async fn pass_gate(
+    async fn pass_gate(
         &self,
         call: &Call<'_>,
         probe_auth: Option<&Authorization>,
@@ -231,35 +220,38 @@ impl Transport {
         }
     }
 
-    /// One round of `call` within the request deadline (a whole answer also within a request
-    /// slot): the request, its redirects, and its answer read as asked.
-    pub(crate) async fn round(
+    /// One round of `call` within the request deadline and a request slot (held on by a
+    /// streamed answer): the request, its redirects, and its answer read as asked.
+    async fn round(
         &self,
         call: &Call<'_>,
         auth: Option<&Authorization>,
         read: Read,
     ) -> Result<Round, RegistryError> {
         let deadline = self.options.request_timeout;
-        let permit = match read {
-            Read::Whole(_) => Some(self.limits.request_slot(call.registry).await?),
-            Read::Stream => None,
-        };
+        let permit = self.limits.request_slot(call.registry).await?;
         let exchanged = tokio::time::timeout(deadline, self.exchange(call, auth, read))
             .await
-            .map_err(|_| RegistryError::timeout(call.registry, call.operation, deadline));
-        drop(permit);
-        exchanged?
+            .map_err(|_| RegistryError::timeout(call.registry, call.operation, deadline))?;
+        Ok(match exchanged? {
+            Exchanged::Whole(reply) => Round::Whole(reply),
+            Exchanged::Unauthorized(reply) => Round::Unauthorized(reply),
+            Exchanged::Streaming(response) => Round::Streaming(Opened { response, permit }),
+        })
     }
 
-    /// Sends `call` with a streamed `body`, once, without a deadline (the caller watches the
-    /// body move), and reads the answer; a `401` of the registry's own comes back as
-    /// [`Round::Unauthorized`].
-    pub(crate) async fn send_once(
+    /// Sends `call` with a streamed `body` in the blob's upload `slot`, once (the body cannot
+    /// be sent again: a broken one is resumed by its caller), after the registry's rate-limit
+    /// gate, without a deadline (the caller watches the body move), and reads the answer; a
+    /// `401` of the registry's own comes back as [`Round::Unauthorized`].
+    pub(crate) async fn send_body(
         &self,
         call: &Call<'_>,
         auth: Option<&Authorization>,
         body: reqwest::Body,
+        _slot: &UploadSlot,
     ) -> Result<Round, RegistryError> {
+        let _ticket = self.pass_gate(call, auth).await?;
         let (response, destination) = self.hop(call, &call.url, auth, Some(body)).await?;
         let status = response.status();
         let url = call.url.clone();
@@ -281,8 +273,9 @@ impl Transport {
         call: &Call<'_>,
         auth: Option<&Authorization>,
         read: Read,
-    ) -> Result<Round, RegistryError> {
-        let follows = call.method == Method::GET || call.method == Method::HEAD;
+    ) -> Result<Exchanged, RegistryError> {
+        let follows =
+            call.api.is_none() && (call.method == Method::GET || call.method == Method::HEAD);
         let mut url = call.url.clone();
         for _ in 0..=MAX_REDIRECTS {
             let body = call.body.clone().map(reqwest::Body::from);
@@ -294,19 +287,19 @@ impl Transport {
                     continue;
                 }
             }
-            if status == StatusCode::UNAUTHORIZED {
+            if status == StatusCode::UNAUTHORIZED && call.api.is_none() {
                 let reply = whole(response, call, url, MAX_ERROR_BODY).await?;
                 if destination == Destination::Registry {
-                    return Ok(Round::Unauthorized(reply));
+                    return Ok(Exchanged::Unauthorized(reply));
                 }
                 return Err(credentials_stay_home(call, &reply.url));
             }
             return match read {
-                Read::Stream if status.is_success() => Ok(Round::Streaming(response)),
-                Read::Stream => Ok(Round::Whole(
+                Read::Stream if status.is_success() => Ok(Exchanged::Streaming(response)),
+                Read::Stream => Ok(Exchanged::Whole(
                     whole(response, call, url, MAX_ERROR_BODY).await?,
                 )),
-                Read::Whole(cap) => Ok(Round::Whole(whole(response, call, url, cap).await?)),
+                Read::Whole(cap) => Ok(Exchanged::Whole(whole(response, call, url, cap).await?)),
             };
         }
         Err(protocol(
@@ -316,7 +309,8 @@ impl Transport {
     }
 
     /// One HTTP request to `url` on `call`'s behalf: refused when the rules forbid it, with
-    /// the registry's credentials only on its own origin.
+    /// the registry's credentials only on its own origin. A web API's request (a token realm,
+    /// Docker Hub's API) carries what its caller put in its headers, to its own URL only.
     async fn hop(
         &self,
         call: &Call<'_>,
@@ -324,7 +318,15 @@ impl Transport {
         auth: Option<&Authorization>,
         body: Option<reqwest::Body>,
     ) -> Result<(Response, Destination), RegistryError> {
-        let destination = self.origins.check(call.registry, url, call.operation)?;
+        let destination = match call.api {
+            None => self.origins.check(call.registry, url, call.operation)?,
+            Some(Api::Realm) => {
+                self.origins
+                    .check_elsewhere(call.registry, url, call.operation)?;
+                Destination::Elsewhere
+            }
+            Some(Api::Named) => Destination::Elsewhere,
+        };
         let host = Origins::authority(url);
         if let Some(why) = self.unreachable.get(&host) {
             return Err(unreachable(&host, call.registry, why));

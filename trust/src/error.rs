@@ -1,0 +1,22 @@
+//! Why a source was not let through.
+
+use image_mirror_registry::RegistryError;
+
+/// A signature requirement not met, or its lookup failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TrustError {
+    /// Reading the signatures failed (after the registry client's retries).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// What was read is not what its descriptor says.
+    #[error("{0}")]
+    Invalid(String),
+    /// No cosign signature of the source digest verifies against the trusted keys.
+    #[error("{image}: not signed by a trusted key ({detail}); not mirrored")]
+    Unsigned {
+        /// The source image, by digest.
+        image: String,
+        /// What was found.
+        detail: String,
+    },
+}

@@ -1,0 +1,72 @@
+//! What every copy of a process shares, and every step reads: the registry client, where blobs
+//! are (for mounts), the blob flights under way, the fleet, this machine's saved uploads, what
+//! a drifted target gets, what travels with images, the stop signal and what people watch.
+//! The engine (`engine.rs`) owns one and hands it to the steps; nothing here does a step.
+
+use std::sync::Arc;
+
+use image_mirror_registry::RegistryClient;
+
+use crate::copy::activity::Activity;
+use crate::copy::attachments::Attach;
+use crate::copy::blob::saved::SavedUploads;
+use crate::copy::drift::DriftPolicy;
+use crate::copy::fleet::Fleet;
+use crate::copy::flights::Flights;
+use crate::copy::mounts::MountIndex;
+use crate::copy::stop::StopSignal;
+
+/// Tuning of the copy engine. How large upload requests are is the target registry's to say
+/// (`image_mirror_registry::UploadLimits`), not the engine's.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// Blobs of one image copied at the same time.
+    pub blob_concurrency: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            blob_concurrency: 8,
+        }
+    }
+}
+
+/// What every copy of a process shares; cheap to clone (clones share it all).
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pub(crate) client: RegistryClient,
+    pub(crate) mounts: Arc<MountIndex>,
+    pub(crate) flights: Arc<Flights>,
+    /// In a fleet of workers: leases, shared locations, checkpoints across processes.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// Where this process's own chunked uploads stand, for the next run.
+    pub(crate) saved: SavedUploads,
+    pub(crate) options: CopyOptions,
+    /// What a drifted target gets: kept (the default) or overwritten.
+    pub(crate) drift: Arc<DriftPolicy>,
+    /// What travels with each image (nothing by default).
+    pub(crate) attach: Arc<Attach>,
+    /// Tells copies to stop at a checkpoint.
+    pub(crate) stop: StopSignal,
+    /// Where people watch the copies in flight.
+    pub(crate) activity: Option<Arc<Activity>>,
+}
+
+impl Parts {
+    /// A process's parts over `client`, with `mounts` and `options`, nothing else set.
+    pub(crate) fn new(client: RegistryClient, options: CopyOptions, mounts: MountIndex) -> Self {
+        Self {
+            client,
+            mounts: Arc::new(mounts),
+            flights: Arc::default(),
+            fleet: None,
+            saved: SavedUploads::nowhere(),
+            options,
+            drift: Arc::default(),
+            attach: Arc::default(),
+            stop: StopSignal::new(),
+            activity: None,
+        }
+    }
+}
