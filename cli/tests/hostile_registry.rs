@@ -1,5 +1,7 @@
 //! `image-mirror` against a registry that is out to get it (the testkit's hostile registry):
-//! every read is capped, every wait has a deadline, and duplicated manifests are read once.
+//! the binary's memory stays small under huge answers, `--request-timeout` reaches the client,
+//! duplicated manifests are read once, and blobs that lie or stall are caught. The client's
+//! caps and deadlines themselves are tested in `registry/tests/hostile.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,44 +107,6 @@ fn endless_and_huge_answers_are_cut_off_at_their_cap() {
                 "{what} {body:?}"
             );
         }
-    }
-}
-
-#[test]
-fn a_trickling_manifest_and_a_silent_server_time_out_with_the_default_settings() {
-    let image = images::oci_manifest(704);
-    let trickle = std::thread::spawn(move || {
-        let hostile = HostileRegistry::start(Hostility {
-            trickle_manifests: Some(Duration::from_secs(20)),
-            ..Hostility::default()
-        });
-        hostile.push("app", "v1", &image);
-        let dst = Registry::start();
-        let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        let out = copy_app(&hostile, &dst, dir.path(), &[]);
-        (out, started.elapsed())
-    });
-    let silent = std::thread::spawn(|| {
-        let hostile = HostileRegistry::start(Hostility {
-            hang: true,
-            ..Hostility::default()
-        });
-        let dst = Registry::start();
-        let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        let out = copy_app(&hostile, &dst, dir.path(), &[]);
-        (out, started.elapsed())
-    });
-    for (what, run) in [("trickle", trickle), ("silent", silent)] {
-        let (out, took) = run.join().unwrap();
-        let t = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{what}: {t}");
-        assert!(
-            t.contains("no whole answer within 30s (the request timeout)"),
-            "{what}: {t}"
-        );
-        assert!(took < Duration::from_secs(240), "{what}: took {took:?}");
     }
 }
 
