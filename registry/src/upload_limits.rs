@@ -6,7 +6,7 @@
 //! offered to whoever listens ([`UploadLimits::lessons`]): a fleet shares them the way it
 //! shares blob locations, so only the first blob of the fleet pays.
 //!
-//! Publicly reported limits (the sources are in ARCHITECTURE.md, "Registries differ"):
+//! Publicly reported limits (the sources are in ARCHITECTURE.md, "Where registries differ"):
 //! GHCR refuses request bodies over 4 MiB (`416`, "the request body is too large and exceeds
 //! the maximum permissible limit of 4.00MiB"); ECR wants parts other than the last of at
 //! least 5 MiB, and its `Range` can stop advancing after the first `PATCH`.

@@ -158,6 +158,51 @@ fn every_library_opens_with_what_it_owns() {
     );
 }
 
+/// The workspace crates a member's `[dependencies]` name (dev-dependencies left out).
+fn workspace_dependencies(member: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(root().join(member).join("Cargo.toml")).unwrap();
+    manifest
+        .lines()
+        .skip_while(|l| l.trim() != "[dependencies]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.strip_prefix("image-mirror-"))
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn crates_depend_only_on_crates_listed_before_them_and_roles_not_on_each_other() {
+    let members = members();
+    let folder_of = |name: &str| {
+        if name.is_empty() {
+            "cli".to_owned()
+        } else {
+            name.to_owned()
+        }
+    };
+    let roles = ["producer", "worker", "committer"];
+    let mut wrong = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        if NOT_PRODUCT.contains(&member.as_str()) {
+            continue;
+        }
+        for dep in workspace_dependencies(member) {
+            let dep = folder_of(&dep);
+            let position = members.iter().position(|m| *m == dep);
+            if position.is_none_or(|p| p >= i) {
+                wrong.push(format!("{member} -> {dep}: not listed before it"));
+            }
+            if roles.contains(&member.as_str()) && roles.contains(&dep.as_str()) {
+                wrong.push(format!("{member} -> {dep}: a role on a role"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(workspace_dependencies("worker").contains(&"registry".to_owned()));
+}
+
 #[test]
 fn the_function_counter_counts() {
     let text =
