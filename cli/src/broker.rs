@@ -22,6 +22,30 @@ pub enum Patience {
     Wait,
 }
 
+impl Patience {
+    /// A command run on a schedule (`--every`) waits; run once, it does not.
+    pub fn of_schedule(every: Option<std::time::Duration>) -> Self {
+        if every.is_some() {
+            Self::Wait
+        } else {
+            Self::Once
+        }
+    }
+}
+
+/// [`rabbitmq`], or nothing when `stop` comes first (a role stopped while it waited).
+pub async fn rabbitmq_unless_stopped(
+    flags: &BrokerFlags,
+    command: &str,
+    patience: Patience,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Option<std::sync::Arc<Broker>>> {
+    tokio::select! {
+        b = rabbitmq(flags, command, patience) => Ok(Some(std::sync::Arc::new(b?))),
+        () = stop.as_mut() => Ok(None),
+    }
+}
+
 /// The fleet's coordination through RabbitMQ at `--amqp-url` (a connection of its own).
 pub async fn coordinator(flags: &BrokerFlags) -> Result<Coordinator> {
     let url = flags

@@ -38,9 +38,11 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
     };
     let registry = registry_client::client(&args.registry, None)?;
     let mut stop = std::pin::pin!(stop::signal());
-    let broker = tokio::select! {
-        b = broker::rabbitmq(&args.broker, "committer", Patience::Wait) => std::sync::Arc::new(b?),
-        () = &mut stop => return Ok(OK),
+    let Some(broker) =
+        broker::rabbitmq_unless_stopped(&args.broker, "committer", Patience::Wait, &mut stop)
+            .await?
+    else {
+        return Ok(OK);
     };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;

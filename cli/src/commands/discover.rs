@@ -13,15 +13,13 @@ use crate::outln;
 use crate::{broker, serve, stop};
 
 pub async fn run(args: &DiscoverArgs) -> Result<u8> {
-    let patience = if args.every.is_some() {
-        Patience::Wait
-    } else {
-        Patience::Once
-    };
+    let patience = Patience::of_schedule(args.every);
     let mut stop = std::pin::pin!(stop::signal());
-    let broker = tokio::select! {
-        b = broker::rabbitmq(&args.broker, "producer discover", patience) => std::sync::Arc::new(b?),
-        () = &mut stop => return Ok(OK),
+    let Some(broker) =
+        broker::rabbitmq_unless_stopped(&args.broker, "producer discover", patience, &mut stop)
+            .await?
+    else {
+        return Ok(OK);
     };
     let Some(every) = args.every else {
         return once(args, &broker).await;

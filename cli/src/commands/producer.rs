@@ -15,15 +15,12 @@ use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn sync(args: &SyncArgs) -> Result<u8> {
-    let patience = if args.every.is_some() {
-        Patience::Wait
-    } else {
-        Patience::Once
-    };
+    let patience = Patience::of_schedule(args.every);
     let mut stop = std::pin::pin!(stop::signal());
-    let broker = tokio::select! {
-        b = broker::rabbitmq(&args.broker, "producer sync", patience) => std::sync::Arc::new(b?),
-        () = &mut stop => return Ok(OK),
+    let Some(broker) =
+        broker::rabbitmq_unless_stopped(&args.broker, "producer sync", patience, &mut stop).await?
+    else {
+        return Ok(OK);
     };
     let client = if args.missing {
         Some(registry_client::client(&args.registry, None)?)

@@ -12,9 +12,10 @@ use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(args: &WorkerArgs) -> Result<u8> {
     let mut stop = std::pin::pin!(stop::signal());
-    let broker = tokio::select! {
-        b = broker::rabbitmq(&args.broker, "worker", Patience::Wait) => Arc::new(b?),
-        () = &mut stop => return Ok(OK),
+    let Some(broker) =
+        broker::rabbitmq_unless_stopped(&args.broker, "worker", Patience::Wait, &mut stop).await?
+    else {
+        return Ok(OK);
     };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(Arc::clone(&broker))).await?;
