@@ -11,15 +11,17 @@ use crate::args::PlanFlags;
 use crate::exit::BadInput;
 use crate::outln;
 
-/// The target overrides of the flags, and config.json's `referrers`/`digestTags`
+/// The target overrides of the flags, and config.json's `referrers`/`digestTags`/`platforms`
 /// rules when the file exists. Commands that only copy do not otherwise need the file: one
 /// that does not read as rules (a Docker `config.json` in the working folder, say) is named
-/// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it.
+/// in a warning and its per-rule asks are left out; `discover` and `validate` refuse it. A
+/// rule's bad `platforms` is bad input: images would otherwise go with every platform.
 pub fn overrides(flags: &PlanFlags) -> Result<TargetOverrides, BadInput> {
     let config = &flags.files.config;
     let attach = if config.exists() {
         match Config::load(config) {
             Ok(config) => AttachRules::of(&config),
+            Err(e) if e.names_key_ending(".platforms") => return Err(BadInput(e.to_string())),
             Err(e) => {
                 tracing::warn!("{e}; its referrers and digestTags rules are not applied");
                 AttachRules::default()
@@ -32,6 +34,7 @@ pub fn overrides(flags: &PlanFlags) -> Result<TargetOverrides, BadInput> {
         registries: flags.dest_registries.clone(),
         org: flags.dest_org.clone(),
         attach,
+        platforms: flags.platforms.platforms.clone(),
     })
 }
 

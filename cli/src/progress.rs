@@ -112,8 +112,18 @@ impl Display {
         };
         let total = self.shared.jobs;
         let width = total.to_string().len();
+        let platforms = event
+            .platform_subset
+            .as_ref()
+            .map_or_else(String::new, |s| {
+                let mut text = format!(" · platforms {}", s.describe(&event.platforms));
+                if let Some(d) = &s.rewritten_digest {
+                    text.push_str(&format!(" · target index {d} (rewritten)"));
+                }
+                text
+            });
         // Above the live display, when there is one (see `console::out`).
-        outln!("[{n:>width$}/{total}] {outcome:<15} {what}");
+        outln!("[{n:>width$}/{total}] {outcome:<15} {what}{platforms}");
     }
 
     /// Stops drawing and clears the live display, before the summary.

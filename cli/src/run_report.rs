@@ -192,6 +192,20 @@ fn summary_line(m: &Mirrored, s: &RunSummary, rules_failed: usize) -> String {
             "{a} referrers and digest tags, {v} signatures verified"
         )),
     }
+    let rewritten = m
+        .events
+        .iter()
+        .filter(|e| {
+            e.platform_subset
+                .as_ref()
+                .is_some_and(|s| s.rewritten_digest.is_some())
+        })
+        .count();
+    if rewritten > 0 {
+        parts.push(format!(
+            "{rewritten} indexes rewritten for their platforms (new digests in the report)"
+        ));
+    }
     if rules_failed > 0 {
         parts.push(format!("{rules_failed} rules failed"));
     }

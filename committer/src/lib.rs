@@ -19,7 +19,7 @@ pub mod verify;
 pub use batch::BatchOptions;
 pub use commit_run::{commit_run, CommitRunError, RunRecord};
 pub use local::record_in_file;
-pub use pull_request::{Proposal, PullRequestSettings, Recorded};
+pub use pull_request::{Proposal, PullRequestSettings, Recorded, RewrittenFrom};
 pub use runner::{run_committer, BatchOutcome, BatchResult, Committer, CommitterError, Recorder};
 pub use summary::RunSummary;
 pub use verify::{verify, Verdict};

@@ -34,6 +34,18 @@ pub struct Recorded {
     pub entry: Entry,
     /// The digest the target holds.
     pub digest: Digest,
+    /// The source's digest and platforms, when the target holds an index rewritten for the
+    /// chosen platforms instead of the source's.
+    pub rewritten_from: Option<RewrittenFrom>,
+}
+
+/// What a rewritten index was cut from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrittenFrom {
+    /// The source's index digest.
+    pub source_digest: Digest,
+    /// The platforms the target's index lists.
+    pub platforms: Vec<String>,
 }
 
 /// What proposing a batch did.
@@ -303,7 +315,8 @@ pub fn title(lines: &[&Recorded], base: &ImagesList) -> String {
     format!("{cut}...")
 }
 
-/// One line per image: `source:tag -> target@digest`.
+/// One line per image: `source:tag -> target@digest` (and for an index rewritten for its
+/// platforms, the source's digest too).
 pub fn body(lines: &[&Recorded]) -> String {
     let mut body =
         String::from("Mirrored and verified (the target tag holds the source digest):\n\n");
@@ -315,6 +328,13 @@ pub fn body(lines: &[&Recorded]) -> String {
             r.entry.target.short(),
             r.digest
         ));
+        if let Some(from) = &r.rewritten_from {
+            body.push_str(&format!(
+                "  - platforms {} only: the target refused the source index `{}` with only them present and holds an index of them alone\n",
+                from.platforms.join(", "),
+                from.source_digest
+            ));
+        }
     }
     body
 }
@@ -329,6 +349,7 @@ mod tests {
         Recorded {
             entry,
             digest: Digest::from_sha256_bytes(&[7; 32]),
+            rewritten_from: None,
         }
     }
 
@@ -356,6 +377,20 @@ mod tests {
             "- `flannel/flannel:v0.26.7 -> rancher/mirrored-flannel-flannel@{}`",
             a.digest
         )));
+        let mut rewritten = recorded("docker.io/library/nginx mirror/nginx 1.27");
+        rewritten.rewritten_from = Some(RewrittenFrom {
+            source_digest: Digest::from_sha256_bytes(&[9; 32]),
+            platforms: vec!["linux/amd64".into()],
+        });
+        let text = body(&[&rewritten]);
+        assert!(text.contains(&rewritten.digest.to_string()), "{text}");
+        assert!(
+            text.contains(&format!(
+                "platforms linux/amd64 only: the target refused the source index `{}`",
+                Digest::from_sha256_bytes(&[9; 32])
+            )),
+            "{text}"
+        );
         let many: Vec<Recorded> = (0..40)
             .map(|i| recorded(&format!("team/app{i} mirror/app{i} v1.{i}.0")))
             .collect();

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::batch::{next_batch, BatchOptions};
 use crate::local::record_in_file;
-use crate::pull_request::{propose, Proposal, PullRequestSettings, Recorded};
+use crate::pull_request::{propose, Proposal, PullRequestSettings, Recorded, RewrittenFrom};
 use crate::verify::{verify, Verdict};
 
 /// Where recorded lines go.
@@ -273,9 +273,19 @@ fn holding(
         let what = event.describe();
         let why = match verdict {
             Ok(Verdict::Holds(digest)) => {
+                let rewritten_from = event
+                    .platform_subset
+                    .as_ref()
+                    .filter(|s| s.rewritten_digest.is_some())
+                    .zip(event.digest.clone())
+                    .map(|(_, source_digest)| RewrittenFrom {
+                        source_digest,
+                        platforms: event.platforms.clone(),
+                    });
                 let r = Recorded {
                     entry: event.entry(),
                     digest,
+                    rewritten_from,
                 };
                 if !lines.contains(&r) {
                     lines.push(r);

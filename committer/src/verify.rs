@@ -1,5 +1,6 @@
 //! Checking an event before its line is recorded: the target tag must resolve to the digest
-//! the event reports. A forged or stale event records nothing.
+//! the event reports (the source's, or the index rewritten for the chosen platforms when the
+//! target refused the sparse one). A forged or stale event records nothing.
 
 use image_mirror_common::{Digest, JobEvent};
 use image_mirror_registry::{RegistryClient, RegistryError};
@@ -23,10 +24,15 @@ pub async fn verify(registry: &RegistryClient, event: &JobEvent) -> Result<Verdi
     let found = registry
         .manifest_digest(&event.target, event.tag.as_str())
         .await?;
-    Ok(match (&event.digest, found) {
+    let claimed = event
+        .platform_subset
+        .as_ref()
+        .and_then(|s| s.rewritten_digest.as_ref())
+        .or(event.digest.as_ref());
+    Ok(match (claimed, found) {
         (Some(claimed), Some(found)) if claimed == &found => Verdict::Holds(found),
         (claimed, found) => Verdict::Differs {
-            claimed: claimed.clone(),
+            claimed: claimed.cloned(),
             found,
         },
     })

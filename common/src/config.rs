@@ -1,7 +1,9 @@
 //! `config.json`: the rules that discover new upstream tags, one per key.
 //!
 //! Each key names a rule: which images it covers, where versions come from (`versionSource`),
-//! and how tags are filtered (`versionConstraint`, `versionFilter`, `latest`). Every value is
+//! how tags are filtered (`versionConstraint`, `versionFilter`, `latest`), and what its images
+//! get wherever they are mirrored from (`platforms`, `referrers`, `digestTags`; a rule with
+//! `versionSource: "none"` only says that). Every value is
 //! checked when the file is loaded, so a bad regex or constraint is reported with its key before
 //! anything runs. Kinds of source this version cannot run are kept as
 //! [`VersionSource::Unsupported`]: reported for their key, never a failure of the file.
@@ -15,6 +17,7 @@ use semver::VersionReq;
 
 use crate::helm_charts::{parse_helm_charts, HelmChart};
 
+use crate::platform::Platforms;
 use crate::reference::Repository;
 
 /// A GitHub repository, `OWNER/REPO`.
@@ -67,6 +70,9 @@ pub enum VersionSource {
     /// `helm-latest:<chart repository URL>`: the images the latest version of each chart of
     /// `helmCharts` renders.
     HelmLatest(String),
+    /// `none`: the rule discovers nothing; it only says what its images get (`platforms`,
+    /// `referrers`, `digestTags`), whoever lists them.
+    None,
     /// A kind this version does not run, such as `helm-latest`; `kind` is the part before the
     /// first `:`, `spec` the whole value.
     Unsupported {
@@ -102,6 +108,8 @@ pub struct Rule {
     pub referrers: bool,
     /// `digestTags`: cosign's `sha256-<hex>.sig/.att/.sbom` tags travel with them.
     pub digest_tags: bool,
+    /// `platforms`: only these platforms of the images' indexes are mirrored.
+    pub platforms: Option<Platforms>,
 }
 
 /// The loaded config.json, keys in file order.
@@ -159,7 +167,7 @@ fn render_invalid(path: &Path, problems: &[(String, String)]) -> String {
 }
 
 /// The keys a rule may have.
-const RULE_KEYS: [&str; 10] = [
+const RULE_KEYS: [&str; 11] = [
     "images",
     "versionSource",
     "versionConstraint",
@@ -170,6 +178,7 @@ const RULE_KEYS: [&str; 10] = [
     "imageDenylist",
     "referrers",
     "digestTags",
+    "platforms",
 ];
 
 #[derive(Debug)]
@@ -184,6 +193,7 @@ struct RawRule {
     image_denylist: Vec<String>,
     referrers: Option<serde_json::Value>,
     digest_tags: Option<serde_json::Value>,
+    platforms: Option<Platforms>,
 }
 
 impl RawRule {
@@ -216,6 +226,7 @@ impl RawRule {
             image_denylist: field.get("imageDenylist").unwrap_or_default(),
             referrers: field.get("referrers"),
             digest_tags: field.get("digestTags"),
+            platforms: field.get("platforms"),
             version_source: version_source.unwrap_or_default(),
         };
         if !object.contains_key("versionSource") {
@@ -246,6 +257,17 @@ impl Fields<'_> {
                     .push((format!("{}.{name}", self.key), e.to_string()));
             })
             .ok()
+    }
+}
+
+impl ConfigError {
+    /// Whether a problem is about a key whose path ends with `suffix` (`.platforms`).
+    pub fn names_key_ending(&self, suffix: &str) -> bool {
+        match self {
+            Self::Shape { key, .. } => key.ends_with(suffix),
+            Self::Invalid { problems, .. } => problems.iter().any(|(k, _)| k.ends_with(suffix)),
+            Self::Io { .. } | Self::NotUtf8 { .. } => false,
+        }
     }
 }
 
@@ -385,6 +407,7 @@ impl Rule {
                 helm_charts,
                 referrers,
                 digest_tags,
+                platforms: raw.platforms,
             })
         } else {
             Err(problems)
@@ -482,6 +505,7 @@ fn parse_source(spec: &str) -> Result<VersionSource, String> {
         },
         "registry" if arg.is_none() => Ok(VersionSource::Registry),
         "registry" => Err(format!("{spec:?}: \"registry\" takes no argument")),
+        "none" if arg.is_none() => Ok(VersionSource::None),
         "" => Err("empty versionSource".to_owned()),
         _ => Ok(VersionSource::Unsupported {
             kind: kind.to_owned(),

@@ -1,4 +1,5 @@
-//! What a registry taught one process about its uploads, in the form a fleet passes on: the
+//! What a registry taught one process about what it takes (its upload limits, whether it keeps
+//! a sparse index), in the form a fleet passes on: the
 //! registry speaks through one worker's refusal, and the others adopt the limit without paying
 //! for it again.
 
@@ -13,4 +14,7 @@ pub struct Lesson {
     pub max_request: Option<u64>,
     /// Its upload `Range` does not advance after a chunk it accepted.
     pub stuck_range: bool,
+    /// It refuses an index some of whose manifests it does not hold (a sparse index).
+    #[serde(default)]
+    pub refuses_sparse_index: bool,
 }

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::images_list::Entry;
+use crate::platform::{PlatformSubset, Platforms};
 use crate::reference::{ImageRef, Repository, Tag};
 
 /// The message schema version this build writes and reads.
@@ -116,6 +117,11 @@ pub struct MirrorJob {
     /// Copy cosign's digest tags too (a config.json rule's `digestTags`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub digest_tags: bool,
+    /// Only these platforms of an index (a config.json rule's `platforms`, else the
+    /// command's `--platforms`); every platform when absent, unless the worker was told
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Platforms>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -183,6 +189,7 @@ impl MirrorJob {
             requested_at: Utc::now(),
             referrers: false,
             digest_tags: false,
+            platforms: None,
         }
     }
 
@@ -339,6 +346,10 @@ pub struct JobEvent {
     /// single-platform manifest whose config was not read.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// When only some platforms were chosen: what the source offered, what it lacked, and
+    /// the digest of the index the target holds when it took a rewritten one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_subset: Option<PlatformSubset>,
     /// Blob bytes sent to the target.
     pub bytes_copied: u64,
     /// Blobs whose bytes were sent.
@@ -416,6 +427,7 @@ impl JobEvent {
             digest: None,
             target_digest: None,
             platforms: Vec::new(),
+            platform_subset: None,
             bytes_copied: 0,
             blobs_copied: 0,
             blobs_mounted: 0,

@@ -154,7 +154,7 @@ async fn found_tags(
         latest: rule.latest,
     };
     match &rule.source {
-        VersionSource::Unsupported { .. } => Ok(Vec::new()),
+        VersionSource::Unsupported { .. } | VersionSource::None => Ok(Vec::new()),
         VersionSource::GithubReleases(repo) => {
             let releases = sources.github.releases(repo).await?;
             let tags = selection.apply(&published_semver(releases));
@@ -328,6 +328,7 @@ fn source_spec(source: &VersionSource) -> String {
         VersionSource::GithubTaggedImagesFile(r) => format!("github-tagged-images-file:{r}"),
         VersionSource::HelmLatest(url) => format!("helm-latest:{url}"),
         VersionSource::Registry => "registry".to_owned(),
+        VersionSource::None => "none".to_owned(),
         VersionSource::Unsupported { spec, .. } => spec.clone(),
     }
 }

@@ -1,9 +1,10 @@
 //! Jobs from images-list lines: the one place the target overrides of the command line
-//! (`--dest-registry`, `--dest-org`) and config.json's per-rule `referrers`/`digestTags` are
-//! applied, for sync, discovery and add-tag alike.
+//! (`--dest-registry`, `--dest-org`, `--platforms`) and config.json's per-rule asks
+//! (`referrers`, `digestTags`, `platforms`) are applied, for sync, discovery and add-tag alike.
+//! A rule's `platforms` wins over `--platforms` for its images.
 
 use image_mirror_common::reference::ReferenceError;
-use image_mirror_common::{Config, Entry, MirrorJob, Repository, Requester};
+use image_mirror_common::{Config, Entry, MirrorJob, Platforms, Repository, Requester};
 
 /// Where targets go instead of where images-list says, and which sources take their
 /// signatures along.
@@ -13,8 +14,10 @@ pub struct TargetOverrides {
     pub registries: Vec<String>,
     /// Replace the target organisation (first path component).
     pub org: Option<String>,
-    /// Sources whose referrers and digest tags travel with them.
+    /// Sources whose referrers and digest tags travel with them, and their platforms.
     pub attach: AttachRules,
+    /// The platforms of every image no rule chooses for (`--platforms`).
+    pub platforms: Option<Platforms>,
 }
 
 /// The sources config.json's rules ask to take their referrers or digest tags along.
@@ -24,6 +27,8 @@ pub struct AttachRules {
     pub referrers: Vec<Repository>,
     /// Sources of rules with `digestTags: true`.
     pub digest_tags: Vec<Repository>,
+    /// Sources of rules with `platforms`, and theirs (the first rule naming a source wins).
+    pub platforms: Vec<(Repository, Platforms)>,
 }
 
 impl AttachRules {
@@ -36,6 +41,13 @@ impl AttachRules {
             }
             if rule.digest_tags {
                 rules.digest_tags.extend(rule.images.iter().cloned());
+            }
+            if let Some(platforms) = &rule.platforms {
+                for image in &rule.images {
+                    if !rules.platforms.iter().any(|(i, _)| i == image) {
+                        rules.platforms.push((image.clone(), platforms.clone()));
+                    }
+                }
             }
         }
         rules
@@ -81,6 +93,13 @@ impl TargetOverrides {
         job.also_to = rest.to_vec();
         job.referrers = self.attach.referrers.contains(&entry.source);
         job.digest_tags = self.attach.digest_tags.contains(&entry.source);
+        job.platforms = self
+            .attach
+            .platforms
+            .iter()
+            .find(|(image, _)| *image == entry.source)
+            .map(|(_, p)| p.clone())
+            .or_else(|| self.platforms.clone());
         Ok(Some(job))
     }
 

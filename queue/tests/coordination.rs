@@ -217,6 +217,7 @@ async fn every_member_hears_where_blobs_are_even_one_that_joins_later() {
         registry: REGISTRY.into(),
         max_request: Some(4 << 20),
         stuck_range: false,
+        refuses_sparse_index: true,
     };
     b.teach(&lesson).await.unwrap();
     assert_eq!(

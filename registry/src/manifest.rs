@@ -53,6 +53,9 @@ pub struct Descriptor {
     pub size: u64,
     /// `os/arch[/variant][:os.version]` for index entries that name a platform.
     pub platform: Option<String>,
+    /// For an index entry that is an attestation manifest (BuildKit's
+    /// `vnd.docker.reference.type: attestation-manifest`), the manifest it attests.
+    pub attests: Option<Digest>,
 }
 
 /// A manifest as the registry holds it.
@@ -138,6 +141,7 @@ fn blob_descriptor(d: &OciDescriptor) -> Result<Descriptor, String> {
         digest: d.digest.parse().map_err(|e| format!("{e}"))?,
         size: size_of(d.size)?,
         platform: None,
+        attests: None,
     })
 }
 
@@ -154,11 +158,19 @@ fn index_entry(e: &ImageIndexEntry) -> Result<Descriptor, String> {
         }
         s
     });
+    let annotation = |key: &str| e.annotations.as_ref().and_then(|a| a.get(key));
+    let attests = match annotation("vnd.docker.reference.type") {
+        Some(t) if t == "attestation-manifest" => annotation("vnd.docker.reference.digest")
+            .map(|d| d.parse().map_err(|e| format!("{e}")))
+            .transpose()?,
+        _ => None,
+    };
     Ok(Descriptor {
         media_type: e.media_type.clone(),
         digest: e.digest.parse().map_err(|e| format!("{e}"))?,
         size: size_of(e.size)?,
         platform,
+        attests,
     })
 }
 

@@ -1,5 +1,5 @@
-//! How large the requests of a blob upload may be, as a property of each registry rather than
-//! a constant: what is known of some hosts, what the user set (regclient's per-host
+//! How large the requests of a blob upload may be (and whether an index may list manifests
+//! the registry does not hold), as a property of each registry rather than a constant: what is known of some hosts, what the user set (regclient's per-host
 //! `blobChunk` and `blobMax`), and what a registry taught this process by refusing a body as
 //! too large or by reporting a `Range` that does not move. What was learned is kept for the
 //! life of the process, so only the first blob at a registry pays for it, and each lesson is
@@ -83,6 +83,7 @@ pub enum UploadPlan {
 struct Learned {
     max_request: Option<u64>,
     stuck_range: bool,
+    refuses_sparse_index: bool,
 }
 
 /// Lessons kept for a slow listener before the oldest are dropped.
@@ -138,6 +139,13 @@ impl UploadLimits {
             }
         }
         entry.stuck_range |= lesson.stuck_range;
+        if lesson.refuses_sparse_index && !entry.refuses_sparse_index {
+            entry.refuses_sparse_index = true;
+            tracing::info!(
+                registry = %lesson.registry,
+                "the fleet says the registry refuses sparse indexes; its indexes are rewritten for their platforms"
+            );
+        }
     }
 
     fn teach(&self, registry: &str, learned: Learned) {
@@ -146,6 +154,7 @@ impl UploadLimits {
             registry: registry.to_owned(),
             max_request: learned.max_request,
             stuck_range: learned.stuck_range,
+            refuses_sparse_index: learned.refuses_sparse_index,
         });
     }
 
@@ -236,6 +245,29 @@ impl UploadLimits {
     /// Whether `registry` is known to report a `Range` that does not advance.
     pub fn range_is_stuck(&self, registry: &str) -> bool {
         self.learned(registry).stuck_range
+    }
+
+    /// `registry` refused an index whose manifests it did not all hold (a sparse index):
+    /// from now on it is sent a rewritten index at once, and the fleet is told.
+    pub fn sparse_index_refused(&self, registry: &str) {
+        let newly = self.learned.lock().ok().and_then(|mut learned| {
+            let entry = learned.entry(registry.to_owned()).or_default();
+            let newly = !entry.refuses_sparse_index;
+            entry.refuses_sparse_index = true;
+            newly.then_some(*entry)
+        });
+        if let Some(now) = newly {
+            tracing::info!(
+                registry,
+                "the registry refuses an index whose platforms it does not all hold; its indexes are rewritten from now on"
+            );
+            self.teach(registry, now);
+        }
+    }
+
+    /// Whether `registry` is known to refuse a sparse index.
+    pub fn refuses_sparse_index(&self, registry: &str) -> bool {
+        self.learned(registry).refuses_sparse_index
     }
 }
 
@@ -469,15 +501,34 @@ mod tests {
             registry: "r.example".into(),
             max_request: Some(8 * MIB),
             stuck_range: false,
+            refuses_sparse_index: false,
         });
         assert_eq!(other.max_request("r.example"), Some(4 * MIB));
         other.adopt(&Lesson {
             registry: "r.example".into(),
             max_request: Some(1),
             stuck_range: false,
+            refuses_sparse_index: false,
         });
         assert_eq!(other.max_request("r.example"), Some(MIN_REQUEST_LIMIT));
         assert!(other.range_is_stuck("r.example"));
+    }
+
+    #[test]
+    fn a_sparse_index_refusal_is_taught_once_and_adopted_elsewhere() {
+        let first = UploadLimits::default();
+        let mut heard = first.lessons();
+        assert!(!first.refuses_sparse_index("r.example"));
+        first.sparse_index_refused("r.example");
+        first.sparse_index_refused("r.example");
+        assert!(first.refuses_sparse_index("r.example"));
+        let lesson = heard.try_recv().unwrap();
+        assert!(lesson.refuses_sparse_index);
+        assert!(heard.try_recv().is_err(), "taught once");
+        let other = UploadLimits::default();
+        other.adopt(&lesson);
+        assert!(other.refuses_sparse_index("r.example"));
+        assert!(!other.refuses_sparse_index("elsewhere.example"));
     }
 
     #[test]

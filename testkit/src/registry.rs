@@ -314,6 +314,9 @@ pub struct RegistryOptions {
     pub token: Option<(String, PathBuf)>,
     /// Maintenance mode: reads are served, every write is refused with 405.
     pub read_only: bool,
+    /// distribution 3 only: an index is taken whatever platforms of it the registry holds
+    /// (`validation: manifests: indexes: platforms: none`), a sparse index included.
+    pub sparse_indexes: bool,
 }
 
 impl RegistryOptions {
@@ -333,6 +336,15 @@ impl RegistryOptions {
         Self {
             implementation,
             ..self
+        }
+    }
+
+    /// distribution 3 taking sparse indexes (see [`RegistryOptions::sparse_indexes`]).
+    pub fn sparse_indexes() -> Self {
+        Self {
+            implementation: Implementation::Distribution3,
+            sparse_indexes: true,
+            ..Self::default()
         }
     }
 
@@ -388,6 +400,10 @@ fn config(options: &RegistryOptions, storage: &Path, host: &str) -> String {
             "auth:\n  htpasswd:\n    realm: image-mirror-test\n    path: {}\n",
             htpasswd.display()
         ));
+    }
+    // A top-level key: after the `http` section's indented ones.
+    if options.sparse_indexes {
+        config.push_str("validation:\n  manifests:\n    indexes:\n      platforms: none\n");
     }
     config
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use image_mirror_common::{MirrorJob, Outcome};
 
-use crate::copy::{AttachOptions, CopyEngine, TargetOutcome};
+use crate::copy::{AttachOptions, CopyAsks, CopyEngine, TargetOutcome};
 
 /// What a worker does with a job: the copy engine, or a stand-in in tests.
 pub trait Mirror: Clone + Send + Sync + 'static {
@@ -28,10 +28,13 @@ impl Mirror for CopyEngine {
             .into_iter()
             .map(|t| t.at_tag(job.tag.clone()))
             .collect();
-        let asked = AttachOptions {
-            referrers: job.referrers,
-            artifact_types: Vec::new(),
-            digest_tags: job.digest_tags,
+        let asked = CopyAsks {
+            attach: AttachOptions {
+                referrers: job.referrers,
+                artifact_types: Vec::new(),
+                digest_tags: job.digest_tags,
+            },
+            platforms: job.platforms.clone(),
         };
         let engine = self.clone();
         // Boxed: the copy's future is deep, and the worker loop's holds many of them.

@@ -342,6 +342,7 @@ fn fill(event: &mut JobEvent, report: &CopyReport) {
     event.digest = Some(report.digest.clone());
     event.target_digest = report.target_digest.clone();
     event.platforms = report.platforms.clone();
+    event.platform_subset = report.platform_subset.clone();
     event.bytes_copied = report.bytes_sent;
     event.blobs_copied = report.blobs_copied;
     event.blobs_mounted = report.blobs_mounted;

@@ -3,7 +3,8 @@
 //! [`JobEvent`](image_mirror_common::JobEvent).
 //!
 //! It owns the copy engine (resolve, skip what the target has, stream blobs with resumption,
-//! push manifests children first, verify the digest), the rules by which a fleet of workers
+//! push manifests children first, verify the digest; only the chosen platforms of an index,
+//! keeping its digest where the target allows a sparse index), the rules by which a fleet of workers
 //! acts as one (one upload per blob, shared locations, taking over a stopped worker's upload),
 //! and the loop that consumes jobs. A source's signature is checked by the trust crate
 //! before anything of it is written. It never edits images-list.
@@ -14,8 +15,9 @@ mod job_outcome;
 pub mod job_runner;
 
 pub use copy::{
-    Activity, AttachOptions, Attached, Compared, Comparison, CopyEngine, CopyError, CopyOptions,
-    CopyOutcome, CopyReport, CopyView, Phases, SavedUploads, StopSignal, TargetOutcome,
+    Activity, AttachOptions, Attached, Compared, Comparison, CopyAsks, CopyEngine, CopyError,
+    CopyOptions, CopyOutcome, CopyReport, CopyView, OnSparseRefused, Phases, SavedUploads,
+    StopSignal, TargetOutcome,
 };
 /// The keys `--require-signature` names (the trust crate verifies them).
 pub use image_mirror_trust::TrustedKeys;

@@ -65,6 +65,7 @@ impl Mirror for Stub {
                 target_digest: None,
                 media_type: String::new(),
                 platforms: Vec::new(),
+                platform_subset: None,
                 bytes_sent: 0,
                 blobs_copied: 0,
                 blobs_mounted: 0,

@@ -70,6 +70,8 @@ pub struct PlanFlags {
         value_name = "ORG"
     )]
     pub dest_org: Option<String>,
+    #[command(flatten)]
+    pub platforms: PlatformsFlag,
 }
 
 impl PlanFlags {
@@ -169,6 +171,57 @@ pub struct TransferFlags {
     /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
     #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// Which platforms of each index are mirrored.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Platforms")]
+pub struct PlatformsFlag {
+    /// Only these platforms of each index (`os/arch[/variant]`, comma list, such as
+    /// `linux/amd64,linux/arm64`); a config.json rule's `platforms` wins for its images.
+    /// The source's index is kept, digest and all, where the target takes it with only these
+    /// present; see --on-sparse-refused for targets that do not.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_PLATFORMS",
+        value_name = "OS/ARCH,...",
+        value_parser = parse_platforms
+    )]
+    pub platforms: Option<image_mirror_common::Platforms>,
+}
+
+/// A platform list as `--platforms` takes it; an unknown platform is named.
+fn parse_platforms(text: &str) -> Result<image_mirror_common::Platforms, String> {
+    text.parse()
+        .map_err(|e: image_mirror_common::PlatformError| e.to_string())
+}
+
+/// What a target that refuses a sparse index gets.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Platforms")]
+pub struct SparseFlag {
+    /// When a target refuses the source's index with only the chosen platforms present (most
+    /// registries do): `rewrite` pushes a new index listing only them (a new digest, recorded
+    /// beside the source's), `fail` fails the entry, so that a digest is kept or nothing is
+    /// mirrored.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_ON_SPARSE_REFUSED",
+        default_value = "rewrite",
+        value_parser = ["rewrite", "fail"]
+    )]
+    pub on_sparse_refused: String,
+}
+
+impl SparseFlag {
+    /// The copy engine's policy.
+    pub fn policy(&self) -> image_mirror_worker::OnSparseRefused {
+        if self.on_sparse_refused == "fail" {
+            image_mirror_worker::OnSparseRefused::Fail
+        } else {
+            image_mirror_worker::OnSparseRefused::Rewrite
+        }
+    }
 }
 
 /// Docker Hub's web API: commands that check whether a new target repository exists.

@@ -10,7 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use flags::{
     BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, OutputFlag, PlanFlags,
-    ProgressFlags, RegistryFlags, TransferFlags,
+    PlatformsFlag, ProgressFlags, RegistryFlags, SparseFlag, TransferFlags,
 };
 pub use help::grouped;
 pub use reorder::{parse, Parsed};
@@ -199,6 +199,8 @@ pub struct HereFlags {
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
     #[command(flatten)]
+    pub sparse: SparseFlag,
+    #[command(flatten)]
     pub progress: ProgressFlags,
     #[command(flatten)]
     pub transfer: TransferFlags,
@@ -286,6 +288,10 @@ pub struct WorkerArgs {
     pub drift: DriftArgs,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub platforms: PlatformsFlag,
+    #[command(flatten)]
+    pub sparse: SparseFlag,
     /// Act as one with the other workers of the broker: each large blob sent to a registry
     /// once, mounted by the others, an unfinished upload taken over where it stopped (`off`:
     /// each worker on its own).
@@ -385,6 +391,8 @@ pub struct RunArgs {
     pub drift: DriftArgs,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub sparse: SparseFlag,
     /// Exit 1 when a target drifted (its tag holds another digest than the source's).
     #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
     pub fail_on_drift: bool,
@@ -551,6 +559,10 @@ pub struct CopyArgs {
     pub backup_tag: Option<String>,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub platforms: PlatformsFlag,
+    #[command(flatten)]
+    pub sparse: SparseFlag,
     #[command(flatten)]
     pub output: OutputFlag,
     #[command(flatten)]

@@ -102,7 +102,9 @@ async fn add(
             return Ok(crate::exit::OK);
         }
     };
-    let engine = registry_client::engine(&flags.registry, &here.transfer)?;
+    let engine = registry_client::engine(&flags.registry, &here.transfer)?
+        .with_platforms(flags.plan.platforms.platforms.clone())
+        .with_on_sparse_refused(here.sparse.policy());
     let pipeline = PipelineFlags {
         broker: &flags.broker,
         metrics: &here.metrics,

@@ -23,6 +23,8 @@ pub async fn run(args: &CopyArgs) -> Result<u8> {
         .with_drift(drift)
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_platforms(args.platforms.platforms.clone())
+        .with_on_sparse_refused(args.sparse.policy())
         .with_stop(stop_copies.clone())
         .with_activity(Arc::clone(&activity));
     let display = Display::start(
@@ -116,8 +118,15 @@ fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport, untagged: 
         _ => {}
     }
     outln!("  media type  {}", r.media_type);
-    if !r.platforms.is_empty() {
-        outln!("  platforms   {}", r.platforms.join(", "));
+    match &r.platform_subset {
+        Some(subset) => {
+            outln!("  platforms   {}", subset.describe(&r.platforms));
+            if let Some(rewritten) = &subset.rewritten_digest {
+                outln!("  target has  {rewritten} (an index of these platforms alone: the target refused the source's with only them present)");
+            }
+        }
+        None if !r.platforms.is_empty() => outln!("  platforms   {}", r.platforms.join(", ")),
+        None => {}
     }
     outln!(
         "  blobs       {} copied, {} mounted, {} skipped",
@@ -164,6 +173,7 @@ fn report_json(source: &ImageRef, target: &ImageRef, r: &CopyReport, untagged: b
         "target_digest": r.target_digest,
         "media_type": r.media_type,
         "platforms": r.platforms,
+        "platform_subset": r.platform_subset,
         "blobs": {"copied": r.blobs_copied, "mounted": r.blobs_mounted, "skipped": r.blobs_skipped},
         "bytes_sent": r.bytes_sent,
         "manifests_pushed": r.manifests_pushed,

@@ -49,7 +49,9 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
     let engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?);
+        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_platforms(args.plan.platforms.platforms.clone())
+        .with_on_sparse_refused(args.sparse.policy());
     let jobs = if args.missing {
         missing_only(&engine, jobs).await
     } else {

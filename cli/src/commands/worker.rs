@@ -25,7 +25,9 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
     let mut engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?);
+        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_platforms(args.platforms.platforms.clone())
+        .with_on_sparse_refused(args.sparse.policy());
     if args.fleet == "on" {
         let coordinator = broker::coordinator(&args.broker).await?;
         engine = engine.join_fleet(coordinator).await?;

@@ -1,11 +1,14 @@
 //! What a copy would do, reading only (`run --dry-run`): the source's digest and how the
-//! target's tag stands against it, from one `HEAD` at each end, asked together.
+//! target's tag stands against it, from one `HEAD` at each end, asked together (and, with only
+//! some platforms chosen, a read of the target's index when it is not the source's: the
+//! index cut from it is up to date).
 
 use futures_util::{stream, StreamExt};
-use image_mirror_common::{Digest, ImageRef, MirrorJob};
+use image_mirror_common::{Digest, ImageRef, MirrorJob, Platforms};
 use image_mirror_registry::{RegistryClient, RegistryError};
 
 use crate::copy::error::CopyError;
+use crate::copy::platforms::is_rewrite_of;
 
 /// Targets compared at once.
 const AT_ONCE: usize = 16;
@@ -21,14 +24,19 @@ pub struct Compared {
 
 /// How every target of `jobs` stands against its source, [`AT_ONCE`] at a time, in the jobs'
 /// order.
-pub(crate) async fn compare_jobs(client: &RegistryClient, jobs: &[MirrorJob]) -> Vec<Compared> {
+pub(crate) async fn compare_jobs(
+    client: &RegistryClient,
+    jobs: &[MirrorJob],
+    platforms: Option<&Platforms>,
+) -> Vec<Compared> {
     let each_target: Vec<MirrorJob> = jobs
         .iter()
         .flat_map(|j| j.targets().into_iter().map(|t| j.for_target(&t)))
         .collect();
     stream::iter(each_target)
         .map(|job| async move {
-            let result = compare(client, &job.source_ref(), &job.target_ref()).await;
+            let chosen = job.platforms.as_ref().or(platforms);
+            let result = compare(client, &job.source_ref(), &job.target_ref(), chosen).await;
             Compared { job, result }
         })
         .buffered(AT_ONCE)
@@ -63,6 +71,7 @@ pub(crate) async fn compare(
     client: &RegistryClient,
     source: &ImageRef,
     target: &ImageRef,
+    platforms: Option<&Platforms>,
 ) -> Result<Comparison, CopyError> {
     let reference = target
         .tag()
@@ -87,9 +96,22 @@ pub(crate) async fn compare(
     Ok(match dst? {
         None => Comparison::Missing { source: src },
         Some(d) if d == src => Comparison::UpToDate { digest: src },
-        Some(d) => Comparison::Differs {
-            source: src,
-            target: d,
+        Some(d) => match platforms {
+            Some(chosen) => {
+                let held = client.get_manifest(target.repository(), d.as_str()).await?;
+                if is_rewrite_of(&held, &src, chosen) {
+                    Comparison::UpToDate { digest: src }
+                } else {
+                    Comparison::Differs {
+                        source: src,
+                        target: d,
+                    }
+                }
+            }
+            None => Comparison::Differs {
+                source: src,
+                target: d,
+            },
         },
     })
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use image_mirror_common::{metrics, Digest, ImageRef, Repository};
+use image_mirror_common::{metrics, Digest, ImageRef, Platforms, Repository};
 use image_mirror_queue::coordination::Coordinator;
 use image_mirror_queue::QueueError;
 use image_mirror_registry::{Descriptor, Manifest, RegistryClient};
@@ -27,7 +27,8 @@ use crate::copy::drift::{DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;
 use crate::copy::fleet::Fleet;
 use crate::copy::mounts::MountIndex;
-use crate::copy::parts::{CopyOptions, Parts};
+use crate::copy::parts::{CopyAsks, CopyOptions, Parts};
+use crate::copy::platforms::{Choice, OnSparseRefused};
 use crate::copy::push::Pushing;
 use crate::copy::report::{CopyOutcome, CopyReport, Phases};
 use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
@@ -104,6 +105,20 @@ impl CopyEngine {
         self
     }
 
+    /// This engine copying only `platforms` of each index, unless a copy chooses its own.
+    #[must_use]
+    pub fn with_platforms(mut self, platforms: Option<Platforms>) -> Self {
+        self.parts.platforms = platforms;
+        self
+    }
+
+    /// This engine doing `policy` when a target refuses a sparse index.
+    #[must_use]
+    pub fn with_on_sparse_refused(mut self, policy: OnSparseRefused) -> Self {
+        self.parts.on_sparse_refused = policy;
+        self
+    }
+
     /// This engine with `policy` for drifted targets (a target tag that holds another
     /// digest than the source's).
     #[must_use]
@@ -164,12 +179,18 @@ impl CopyEngine {
         source: &ImageRef,
         target: &ImageRef,
     ) -> Result<Comparison, CopyError> {
-        compare(&self.parts.client, source, target).await
+        compare(
+            &self.parts.client,
+            source,
+            target,
+            self.parts.platforms.as_ref(),
+        )
+        .await
     }
 
     /// How every target of `jobs` stands against its source, reading only (a dry run).
     pub async fn compare_jobs(&self, jobs: &[image_mirror_common::MirrorJob]) -> Vec<Compared> {
-        compare_jobs(&self.parts.client, jobs).await
+        compare_jobs(&self.parts.client, jobs, self.parts.platforms.as_ref()).await
     }
 
     /// Copies `source` to `target`. The target takes the source's tag when it names none.
@@ -189,18 +210,18 @@ impl CopyEngine {
     /// to each; see `blob/tee.rs`), then what travels with it. Each target's outcome is its
     /// own, and names its target.
     pub async fn copy_many(&self, source: &ImageRef, targets: &[ImageRef]) -> Vec<TargetOutcome> {
-        self.copy_many_with(source, targets, &AttachOptions::default())
+        self.copy_many_with(source, targets, &CopyAsks::default())
             .await
     }
 
-    /// [`copy_many`](Self::copy_many), with `more` travelling with the image besides what the
-    /// engine's options say (a job's own asks). After a stop, the copy has the checkpoint
-    /// grace to reach a checkpoint, then ends as interrupted.
+    /// [`copy_many`](Self::copy_many), with what the copy asks beyond the engine's settings
+    /// (a job's own asks: more travelling with the image, its platforms). After a stop, the
+    /// copy has the checkpoint grace to reach a checkpoint, then ends as interrupted.
     pub async fn copy_many_with(
         &self,
         source: &ImageRef,
         targets: &[ImageRef],
-        more: &AttachOptions,
+        asks: &CopyAsks,
     ) -> Vec<TargetOutcome> {
         let interrupted = || {
             targets
@@ -211,7 +232,7 @@ impl CopyEngine {
         if self.parts.stop.is_stopped() {
             return interrupted();
         }
-        let copy = self.copy_attached(source, targets, more);
+        let copy = self.copy_attached(source, targets, asks);
         let stopped = async {
             self.parts.stop.stopped().await;
             // A chunk in flight has its grace; a little more lets it save where it stands.
@@ -228,9 +249,10 @@ impl CopyEngine {
         &self,
         source: &ImageRef,
         targets: &[ImageRef],
-        more: &AttachOptions,
+        asks: &CopyAsks,
     ) -> Vec<TargetOutcome> {
-        let options = self.parts.attach.options.with(more);
+        let options = self.parts.attach.options.with(&asks.attach);
+        let platforms = asks.platforms.as_ref().or(self.parts.platforms.as_ref());
         let pinned = match self.parts.attach.keys.pin(&self.parts.client, source).await {
             Ok(pinned) => pinned,
             Err(e) => {
@@ -242,7 +264,7 @@ impl CopyEngine {
             }
         };
         let (source, verified_by) = (pinned.source, pinned.key);
-        let mut outcomes = self.copy_images(&source, targets).await;
+        let mut outcomes = self.copy_images(&source, targets, platforms).await;
         for outcome in &mut outcomes {
             if let Ok(report) = &mut outcome.result {
                 report.attached.verified_by.clone_from(&verified_by);
@@ -286,6 +308,7 @@ impl CopyEngine {
         &self,
         source: &ImageRef,
         targets: &[ImageRef],
+        platforms: Option<&Platforms>,
     ) -> Vec<TargetOutcome> {
         let span = tracing::info_span!(
             "copy.resolve",
@@ -297,6 +320,7 @@ impl CopyEngine {
         let resolve = Resolve {
             client: &self.parts.client,
             drift: &self.parts.drift,
+            platforms,
         };
         let (head, plans) = match resolve
             .resolve(source, targets)
@@ -337,7 +361,12 @@ impl CopyEngine {
                 Err(e) => return to_copy.iter().map(|t| (t.index, Err(e.clone()))).collect(),
             };
             record_top(&span, &top);
-            self.copy_tree(&to_copy, top, span.clone()).await
+            let choice = match Choice::of(&top, platforms) {
+                Ok(choice) => choice,
+                Err(e) => return to_copy.iter().map(|t| (t.index, Err(e.clone()))).collect(),
+            };
+            self.copy_tree(&to_copy, top, choice.as_ref(), span.clone())
+                .await
         };
         let (retagged, copied) = tokio::join!(futures_util::future::join_all(retags), copies);
         for (i, result) in retagged.into_iter().chain(copied) {
@@ -374,9 +403,25 @@ impl CopyEngine {
                     Ok(c.untouched(CopyOutcome::Drifted, &head.digest, media_type, held))
                 }
                 Ok(Resolution {
-                    plan: Plan::UpToDate { media_type },
+                    plan:
+                        Plan::UpToDate {
+                            media_type,
+                            rewritten,
+                        },
                     ..
-                }) => Ok(c.untouched(CopyOutcome::AlreadyPresent, &head.digest, media_type, None)),
+                }) => {
+                    let mut report =
+                        c.untouched(CopyOutcome::AlreadyPresent, &head.digest, media_type, None);
+                    if let Some(rewritten) = rewritten {
+                        report.platforms = rewritten.platforms;
+                        report.platform_subset = Some(image_mirror_common::PlatformSubset {
+                            offered: Vec::new(),
+                            absent: Vec::new(),
+                            rewritten_digest: Some(rewritten.digest),
+                        });
+                    }
+                    Ok(report)
+                }
                 Ok(Resolution {
                     plan: Plan::Retag { manifest },
                     reference,
@@ -426,7 +471,7 @@ impl CopyEngine {
     ) -> Result<CopyReport, CopyError> {
         let resolved = c.started.elapsed();
         let tree = Tree::single(manifest);
-        let p = self.pushing(c, &tree);
+        let p = self.pushing(c, &tree, None);
         p.push_indexes_and_top(reference).await?;
         let top = &tree.manifests[0];
         self.verify(c.target, reference, &top.digest).await?;
@@ -451,6 +496,7 @@ impl CopyEngine {
         &self,
         targets: &[ToCopy<'_>],
         top: Manifest,
+        choice: Option<&Choice>,
         resolve_span: tracing::Span,
     ) -> Vec<(usize, Result<CopyReport, CopyError>)> {
         let Some(first) = targets.first() else {
@@ -473,6 +519,7 @@ impl CopyEngine {
         let walk = async {
             let tree = Walk {
                 client: &self.parts.client,
+                keep: choice.map(|c| &c.keep),
                 concurrency: self.parts.options.blob_concurrency,
                 source: first.copying.source,
                 targets: walk_targets,
@@ -486,21 +533,42 @@ impl CopyEngine {
         let pipelines = targets.iter().zip(listed).map(|(t, rx)| {
             let tree = tree_rx.clone();
             let supplies = &supplies;
-            async move { (t.index, self.target_pipeline(t, rx, tree, supplies).await) }
+            async move {
+                let done = self.target_pipeline(t, rx, tree, supplies, choice).await;
+                (t.index, done)
+            }
         });
         let ((), done) = tokio::join!(walk, futures_util::future::join_all(pipelines));
         done
     }
 
-    /// One target's part of a copy: its blobs, its manifests, the check.
+    /// One target's part of a copy: its blobs, its manifests, the check. A target known to
+    /// refuse a sparse index, when told to fail then, fails before it is written to.
     async fn target_pipeline(
         &self,
         t: &ToCopy<'_>,
         listed: mpsc::UnboundedReceiver<Descriptor>,
         mut tree: watch::Receiver<Option<Result<Arc<Tree>, CopyError>>>,
         supplies: &Supplies,
+        choice: Option<&Choice>,
     ) -> Result<CopyReport, CopyError> {
         let c = &t.copying;
+        if let Some(choice) = choice.filter(|c| !c.whole) {
+            let registry = c.target.registry();
+            if self.parts.on_sparse_refused == OnSparseRefused::Fail
+                && self
+                    .parts
+                    .client
+                    .upload_limits()
+                    .refuses_sparse_index(registry)
+            {
+                return Err(CopyError::SparseRefused {
+                    target: c.target.to_string(),
+                    chosen: choice.chosen.to_string(),
+                    detail: "known to refuse them".to_owned(),
+                });
+            }
+        }
         let (tree, ()) = tokio::try_join!(
             async {
                 let walked = tree
@@ -510,32 +578,37 @@ impl CopyEngine {
                     .clone();
                 let tree = walked.unwrap_or_else(|| Err(CopyError::Invalid("no tree".into())))?;
                 c.blob_states.walked();
-                self.pushing(c, &tree).push_children().await?;
+                self.pushing(c, &tree, choice).push_children().await?;
                 Ok(tree)
             },
             self.transfer_blobs(c, listed, t.target_is_new, supplies)
         )?;
         let resolved = tree.resolved.saturating_duration_since(c.started);
         let transferred = c.started.elapsed();
-        self.pushing(c, &tree)
+        let landed = self
+            .pushing(c, &tree, choice)
             .push_indexes_and_top(&t.reference)
             .await?;
         let Some(top) = tree.manifests.last() else {
             return Err(CopyError::Invalid("the source tree is empty".into()));
         };
-        self.verify(c.target, &t.reference, &top.digest).await?;
-        Ok(c.counters.report(
+        self.verify(c.target, &t.reference, &landed.digest).await?;
+        let platforms = choice.map_or_else(|| tree.platforms.clone(), |c| c.kept.clone());
+        let mut report = c.counters.report(
             CopyOutcome::Copied,
             top.digest.clone(),
             top.media_type.clone(),
-            tree.platforms.clone(),
+            platforms,
             c.started,
             Phases {
                 resolve: resolved,
                 blobs: transferred.saturating_sub(resolved),
                 manifests: c.started.elapsed().saturating_sub(transferred),
             },
-        ))
+        );
+        report.platform_subset =
+            choice.map(|c| c.subset(landed.rewritten.then(|| landed.digest.clone())));
+        Ok(report)
     }
 
     /// Copies every blob the walk lists, several at a time, as they arrive.
@@ -560,8 +633,14 @@ impl CopyEngine {
             .await
     }
 
-    fn pushing<'a>(&'a self, c: &'a Copying<'a>, tree: &'a Tree) -> Pushing<'a> {
+    fn pushing<'a>(
+        &'a self,
+        c: &'a Copying<'a>,
+        tree: &'a Tree,
+        choice: Option<&'a Choice>,
+    ) -> Pushing<'a> {
         Pushing {
+            choice,
             parts: &self.parts,
             source: c.source,
             target: c.target,
@@ -653,9 +732,9 @@ impl ImageCopier for CopyEngine {
                     on_drift: OnDrift::Overwrite,
                     backup_tag: None,
                 });
-                engine.copy_images(source, targets).await
+                engine.copy_images(source, targets, None).await
             } else {
-                CopyEngine::copy_images(self, source, targets).await
+                CopyEngine::copy_images(self, source, targets, None).await
             }
         })
     }

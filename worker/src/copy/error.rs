@@ -43,6 +43,28 @@ pub enum CopyError {
         "interrupted: the copy stopped before it ended (the next run goes on from where it stood)"
     )]
     Interrupted,
+    /// `--platforms`: the source index lists none of the chosen platforms. Nothing was
+    /// written.
+    #[error(
+        "none of the chosen platforms ({chosen}) is in the source index, which offers {offered}"
+    )]
+    NoChosenPlatform {
+        /// The platforms chosen.
+        chosen: String,
+        /// Those the index lists.
+        offered: String,
+    },
+    /// `--on-sparse-refused fail`: the target refuses the source index with only the chosen
+    /// platforms present. Nothing but blobs and platform manifests was written; no tag moved.
+    #[error("{target}: the registry refuses an index whose other platforms it does not hold ({detail}); the source digest cannot be kept with only {chosen} (--on-sparse-refused rewrite pushes an index of them alone, with a new digest)")]
+    SparseRefused {
+        /// The target repository.
+        target: String,
+        /// The platforms chosen.
+        chosen: String,
+        /// What the registry said.
+        detail: String,
+    },
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -63,7 +85,9 @@ impl CopyError {
             Self::Invalid(_)
             | Self::TargetRefused { .. }
             | Self::ReadOnly { .. }
-            | Self::Unsigned { .. } => ErrorClass::Permanent,
+            | Self::Unsigned { .. }
+            | Self::NoChosenPlatform { .. }
+            | Self::SparseRefused { .. } => ErrorClass::Permanent,
             Self::Verify { .. } | Self::Interrupted => ErrorClass::Transient,
         }
     }
@@ -97,6 +121,8 @@ impl CopyError {
             Self::TargetRefused { .. } | Self::ReadOnly { .. } => "target_refused".into(),
             Self::Verify { .. } => "verify".into(),
             Self::Unsigned { .. } => "unsigned".into(),
+            Self::NoChosenPlatform { .. } => "no_chosen_platform".into(),
+            Self::SparseRefused { .. } => "sparse_refused".into(),
             Self::Interrupted => "interrupted".into(),
         }
     }

@@ -9,7 +9,9 @@
 //!    been read: a blob's copy is one value of its own ([`blob`]: planned, placed, claimed,
 //!    started, sent, landed).
 //! 3. [`push`]: child manifests by digest, each as soon as its own blobs are in the target and
-//!    every blob of the image has matched its digest; nested indexes; the top level by tag.
+//!    every blob of the image has matched its digest; nested indexes; the top level by tag
+//!    (with only some [`platforms`] chosen: the source's index, sparse, or where the target
+//!    refuses that, an index of the chosen platforms alone).
 //! 4. verify: the target resolves to the source digest.
 //!
 //! Then, when asked, what travels with the image ([`attachments`]): its referrers and
@@ -33,6 +35,7 @@ mod fleet;
 mod flights;
 mod mounts;
 mod parts;
+mod platforms;
 mod push;
 mod report;
 mod resolve;
@@ -48,7 +51,8 @@ pub use drift::{BackupTag, DriftPolicy, OnDrift};
 pub use engine::CopyEngine;
 pub use error::CopyError;
 pub use mounts::MountIndex;
-pub use parts::CopyOptions;
+pub use parts::{CopyAsks, CopyOptions};
+pub use platforms::{OnSparseRefused, PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION};
 pub use push::RACE_RETRIES;
 pub use report::{Attached, CopyOutcome, CopyReport, Phases};
 pub use stop::StopSignal;

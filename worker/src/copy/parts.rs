@@ -1,19 +1,23 @@
 //! What every copy of a process shares, and every step reads: the registry client, where blobs
 //! are (for mounts), the blob flights under way, the fleet, this machine's saved uploads, what
-//! a drifted target gets, what travels with images, the stop signal and what people watch.
+//! a drifted target gets, what travels with images, which platforms go and what a target that
+//! refuses a sparse index gets, the stop signal and what people watch; and what one copy asks
+//! beyond them ([`CopyAsks`]).
 //! The engine (`engine.rs`) owns one and hands it to the steps; nothing here does a step.
 
 use std::sync::Arc;
 
+use image_mirror_common::Platforms;
 use image_mirror_registry::RegistryClient;
 
 use crate::copy::activity::Activity;
-use crate::copy::attachments::Attach;
+use crate::copy::attachments::{Attach, AttachOptions};
 use crate::copy::blob::saved::SavedUploads;
 use crate::copy::drift::DriftPolicy;
 use crate::copy::fleet::Fleet;
 use crate::copy::flights::Flights;
 use crate::copy::mounts::MountIndex;
+use crate::copy::platforms::OnSparseRefused;
 use crate::copy::stop::StopSignal;
 
 /// Tuning of the copy engine. How large upload requests are is the target registry's to say
@@ -30,6 +34,15 @@ impl Default for CopyOptions {
             blob_concurrency: 8,
         }
     }
+}
+
+/// What one copy asks beyond the engine's own settings (a job's asks, a command's flags).
+#[derive(Debug, Clone, Default)]
+pub struct CopyAsks {
+    /// What travels with the image besides what the engine sends with every image.
+    pub attach: AttachOptions,
+    /// Only these platforms of an index, instead of the engine's choice.
+    pub platforms: Option<Platforms>,
 }
 
 /// What every copy of a process shares; cheap to clone (clones share it all).
@@ -51,6 +64,10 @@ pub(crate) struct Parts {
     pub(crate) stop: StopSignal,
     /// Where people watch the copies in flight.
     pub(crate) activity: Option<Arc<Activity>>,
+    /// The platforms of an index copied when a copy does not choose (all when `None`).
+    pub(crate) platforms: Option<Platforms>,
+    /// What a target that refuses a sparse index gets.
+    pub(crate) on_sparse_refused: OnSparseRefused,
 }
 
 impl Parts {
@@ -67,6 +84,8 @@ impl Parts {
             attach: Arc::default(),
             stop: StopSignal::new(),
             activity: None,
+            platforms: None,
+            on_sparse_refused: OnSparseRefused::default(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! again, and the push is tried again, a bounded number of times.
 
 use futures_util::future::BoxFuture;
-use image_mirror_common::Repository;
+use image_mirror_common::{Digest, Repository};
 use image_mirror_registry::{Manifest, ManifestKind, RegistryError};
 use tracing::Instrument;
 
@@ -18,6 +18,7 @@ use crate::copy::blob::flight::bring;
 use crate::copy::blob_states::BlobStates;
 use crate::copy::error::CopyError;
 use crate::copy::parts::Parts;
+use crate::copy::platforms::{Choice, OnSparseRefused};
 use crate::copy::report::Counters;
 use crate::copy::walk::Tree;
 
@@ -32,6 +33,8 @@ pub(crate) struct Pushing<'a> {
     pub(crate) tree: &'a Tree,
     pub(crate) blob_states: &'a BlobStates,
     pub(crate) counters: &'a Counters,
+    /// The entries of the top index the chosen platforms keep, when not all.
+    pub(crate) choice: Option<&'a Choice>,
 }
 
 impl Pushing<'_> {
@@ -64,11 +67,12 @@ impl Pushing<'_> {
     }
 
     /// After the image manifests: the nested indexes in order (each after its own children),
-    /// then the top level under `reference`.
-    pub(crate) async fn push_indexes_and_top(&self, reference: &str) -> Result<(), CopyError> {
+    /// then the top level under `reference`: what landed there, the top manifest or the index
+    /// cut from it for the chosen platforms.
+    pub(crate) async fn push_indexes_and_top(&self, reference: &str) -> Result<Landed, CopyError> {
         let p = self;
         let Some((top, children)) = p.tree.manifests.split_last() else {
-            return Ok(());
+            return Err(CopyError::Invalid("the source tree is empty".into()));
         };
         let indexes: Vec<&Manifest> = children
             .iter()
@@ -77,7 +81,67 @@ impl Pushing<'_> {
         for index in indexes {
             self.push_manifest(index.digest.as_str(), index).await?;
         }
-        self.push_manifest(reference, top).await
+        match self.choice.filter(|c| !c.whole) {
+            Some(choice) => self.push_chosen(reference, top, choice).await,
+            None => {
+                self.push_manifest(reference, top).await?;
+                Ok(Landed {
+                    digest: top.digest.clone(),
+                    rewritten: false,
+                })
+            }
+        }
+    }
+
+    /// The top index with only the chosen platforms present: its own bytes (a sparse index:
+    /// the digest kept) unless the registry refuses that, or is known to; then, unless told
+    /// to fail, the index cut for the choice. A refusal is remembered for the registry (and
+    /// told to the fleet), so that it is paid once.
+    async fn push_chosen(
+        &self,
+        reference: &str,
+        top: &Manifest,
+        choice: &Choice,
+    ) -> Result<Landed, CopyError> {
+        let registry = self.target.registry();
+        let limits = self.parts.client.upload_limits();
+        let mut said = "known to refuse them".to_owned();
+        if !limits.refuses_sparse_index(registry) {
+            let span = tracing::info_span!("copy.manifest", digest = %top.digest, reference, sparse = true);
+            let pushed = self
+                .parts
+                .client
+                .put_manifest(self.target, reference, top)
+                .instrument(span)
+                .await;
+            match pushed {
+                Ok(()) => {
+                    Counters::add(&self.counters.manifests_pushed, 1);
+                    return Ok(Landed {
+                        digest: top.digest.clone(),
+                        rewritten: false,
+                    });
+                }
+                Err(e) if refuses_sparse(&e) => {
+                    limits.sparse_index_refused(registry);
+                    said = e.to_string();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.parts.on_sparse_refused == OnSparseRefused::Fail {
+            return Err(CopyError::SparseRefused {
+                target: self.target.to_string(),
+                chosen: choice.chosen.to_string(),
+                detail: said,
+            });
+        }
+        let rewritten = choice.rewrite(top)?;
+        self.push_manifest(reference, &rewritten).await?;
+        Ok(Landed {
+            digest: rewritten.digest,
+            rewritten: true,
+        })
     }
 
     /// Writes one manifest under `reference`, in its span, counted; after a registry race,
@@ -162,6 +226,34 @@ impl Pushing<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What the top level of a copy landed as.
+pub(crate) struct Landed {
+    /// The digest the target's tag now holds.
+    pub(crate) digest: Digest,
+    /// It is an index cut for the chosen platforms, not the source's.
+    pub(crate) rewritten: bool,
+}
+
+/// An index refused because it lists manifests the registry does not hold: distribution's
+/// `MANIFEST_BLOB_UNKNOWN` (and the codes other registries use for the same).
+fn refuses_sparse(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Status {
+            status: 400 | 404 | 422,
+            detail,
+            ..
+        } => [
+            "MANIFEST_BLOB_UNKNOWN",
+            "MANIFEST_UNKNOWN",
+            "MANIFEST_INVALID",
+            "BLOB_UNKNOWN",
+        ]
+        .iter()
+        .any(|code| detail.contains(code)),
+        _ => false,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use image_mirror_common::Digest;
+use image_mirror_common::{Digest, PlatformSubset};
 
 /// Whether anything was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +29,12 @@ pub struct CopyReport {
     pub target_digest: Option<Digest>,
     /// Its media type.
     pub media_type: String,
-    /// Platforms of an index (`linux/amd64`, `windows/amd64:10.0.17763.1`).
+    /// Platforms of an index at the target (`linux/amd64`, `windows/amd64:10.0.17763.1`):
+    /// all of the source's, or those chosen.
     pub platforms: Vec<String>,
+    /// When only some platforms were chosen: what the source offered and lacked, and the
+    /// digest of the rewritten index a target that refused the sparse one holds.
+    pub platform_subset: Option<PlatformSubset>,
     /// Blob bytes sent to the target (resent bytes included).
     pub bytes_sent: u64,
     /// Blobs whose bytes were sent.
@@ -98,6 +102,7 @@ impl Counters {
             target_digest: None,
             media_type,
             platforms,
+            platform_subset: None,
             bytes_sent: Self::get(&self.bytes_sent),
             blobs_copied: Self::get(&self.blobs_copied),
             blobs_mounted: Self::get(&self.blobs_mounted),

@@ -3,29 +3,47 @@
 //! lacks:
 //!
 //! - the target tag has the source digest: nothing at all is read;
+//! - with only some platforms chosen, the target tag holds the index this mirror cut from the
+//!   source digest for that choice (a target that refused the sparse index): it is read from
+//!   the target, never from the source, and nothing else is;
 //! - the target holds that digest under another tag (a new tag of an image it has): the
 //!   manifest is read from the target and only the tag is pushed;
 //! - else the tree is copied, its top manifest read from the source by digest, once for all
 //!   the targets of the copy.
 
 use futures_util::future::join_all;
-use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_common::{Digest, ImageRef, Platforms, Repository};
 use image_mirror_registry::{Manifest, ManifestHead, ManifestKind, RegistryClient, RegistryError};
 
 use crate::copy::drift::{back_up, DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;
+use crate::copy::platforms::{is_rewrite_of, listed_platforms};
 
 /// The first step of a copy, with what it reads: the registries, and what a drifted target
 /// gets.
 pub(crate) struct Resolve<'a> {
     pub(crate) client: &'a RegistryClient,
     pub(crate) drift: &'a DriftPolicy,
+    /// The platforms chosen, when not all.
+    pub(crate) platforms: Option<&'a Platforms>,
+}
+
+/// The index a target holds in place of a sparse one: cut from the source index for the
+/// chosen platforms.
+pub(crate) struct Rewritten {
+    pub(crate) digest: Digest,
+    /// The platforms it lists.
+    pub(crate) platforms: Vec<String>,
 }
 
 /// What one target needs.
 pub(crate) enum Plan {
-    /// The target tag already holds the source digest.
-    UpToDate { media_type: Option<String> },
+    /// The target tag already holds the source digest, or the index cut from it for the
+    /// chosen platforms.
+    UpToDate {
+        media_type: Option<String>,
+        rewritten: Option<Rewritten>,
+    },
     /// The target holds the manifest by digest; only the tag is missing.
     Retag { manifest: Manifest },
     /// The target tag holds another digest, and the drift policy keeps it.
@@ -132,6 +150,7 @@ impl Resolve<'_> {
         let dst = dst?;
         let up_to_date = Plan::UpToDate {
             media_type: head.media_type.clone(),
+            rewritten: None,
         };
         if dst.as_ref() == Some(&head.digest) {
             return Ok(Resolution {
@@ -139,6 +158,15 @@ impl Resolve<'_> {
                 reference,
                 replaces: None,
             });
+        }
+        if let (Some(held), Some(chosen)) = (&dst, self.platforms) {
+            if let Some(plan) = self.cut_from_source(dst_repo, held, head, chosen).await? {
+                return Ok(Resolution {
+                    plan,
+                    reference,
+                    replaces: None,
+                });
+            }
         }
         let tag_absent = dst.is_none();
         let replaces = match dst {
@@ -161,6 +189,28 @@ impl Resolve<'_> {
             .await?;
         resolution.replaces = replaces;
         Ok(resolution)
+    }
+
+    /// Up to date when what the target tag holds (`held`) is the index cut from the source
+    /// index for `chosen`: read from the target, which is the only place it can be known.
+    async fn cut_from_source(
+        &self,
+        repo: &Repository,
+        held: &Digest,
+        head: &SourceHead,
+        chosen: &Platforms,
+    ) -> Result<Option<Plan>, CopyError> {
+        let manifest = self.client.get_manifest(repo, held.as_str()).await?;
+        if !is_rewrite_of(&manifest, &head.digest, chosen) {
+            return Ok(None);
+        }
+        Ok(Some(Plan::UpToDate {
+            media_type: Some(manifest.media_type.clone()),
+            rewritten: Some(Rewritten {
+                digest: held.clone(),
+                platforms: listed_platforms(&manifest),
+            }),
+        }))
     }
 
     /// A drifted target (its tag holds `held`): the plan that keeps it, or `None` to overwrite
@@ -196,6 +246,7 @@ impl Resolve<'_> {
         let client = self.client;
         let up_to_date = Plan::UpToDate {
             media_type: head.media_type.clone(),
+            rewritten: None,
         };
         // A repository that does not exist yet holds nothing: no need to ask for the digest.
         if tag_absent && client.repository_is_new(dst_repo).await {

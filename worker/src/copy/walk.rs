@@ -1,5 +1,8 @@
 //! Reading the source tree: every manifest below the top that the target lacks, each once.
 //!
+//! When only some platforms are chosen, the top index's other entries are not followed:
+//! neither read nor pushed, and none of their blobs crosses.
+//!
 //! An index's children are deduplicated by digest (a child listed 10,000 times is fetched,
 //! checked and pushed once); a child the target already holds by digest is neither read nor
 //! pushed, nor is anything below it (the registry keeps what a manifest lists). Each image
@@ -103,6 +106,8 @@ pub(crate) struct WalkTarget<'a> {
 /// A walk of one copy, for all its targets at once: a child is read when any target lacks it.
 pub(crate) struct Walk<'a> {
     pub(crate) client: &'a RegistryClient,
+    /// The entries of the top index the chosen platforms keep (all when `None`).
+    pub(crate) keep: Option<&'a HashSet<Digest>>,
     /// Manifests read (and targets asked) at once.
     pub(crate) concurrency: usize,
     pub(crate) source: &'a Repository,
@@ -143,9 +148,12 @@ impl Walk<'_> {
                     "indexes nested deeper than {MAX_DEPTH} levels"
                 )));
             }
-            let listed = node.manifest.children().map_err(CopyError::Invalid)?;
+            let mut listed = node.manifest.children().map_err(CopyError::Invalid)?;
             if node.depth == 0 {
                 tree.platforms = platforms(&listed);
+                if let Some(keep) = self.keep {
+                    listed.retain(|c| keep.contains(&c.digest));
+                }
             }
             let children = distinct(listed);
             tree.children.insert(
