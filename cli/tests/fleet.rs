@@ -3,8 +3,9 @@
 //! once and mount it everywhere else; a worker killed with `kill -9` halfway through a 1 GiB
 //! blob leaves its upload to another, which takes the lease within seconds and sends only what
 //! the registry did not have; when the registry has lost that upload, the blob starts over,
-//! once, unless the first worker's closing request went through (then nothing is sent); a registry's request limit, learned by one worker, is known to a worker that joins
-//! later, which pays no refusal.
+//! once, unless the first worker's closing request went through (then nothing is sent); a
+//! registry's request limit, or its refusal of a sparse index, learned by one worker, is known
+//! to a worker that joins later, which pays no refusal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -267,6 +268,78 @@ async fn a_request_limit_one_worker_learned_costs_the_next_worker_nothing() {
             skopeo::manifest_digest(&format!("{}/up/app{i}:v1", src.host()))
         );
     }
+    stop(second);
+    deployment.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_index_refusal_one_worker_paid_costs_the_next_worker_nothing() {
+    let src = Registry::start();
+    for i in 0..2u64 {
+        let image = images::oci_index(1850 + i);
+        push_image_lacking(&src.url(), &format!("up/multi{i}"), "v1", &image).await;
+    }
+    // distribution 2.8 refuses an index whose other platforms it does not hold.
+    let dst = Registry::start();
+    let front = Front::start(dst.host(), FrontOptions::default());
+    let deployment = Deployment::new(
+        binary(),
+        "fleet-sparse",
+        &[src.host().to_owned(), front.host()],
+    );
+    let entry = |i: u64| {
+        format!(
+            "{}/up/multi{i} {}/mirror/multi{i} v1\n",
+            src.host(),
+            front.host()
+        )
+    };
+    // Pushes of an index under its tag, sparse or rewritten.
+    let tag_pushes = |i: u64| {
+        front
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "PUT" && r.target == format!("/v2/mirror/multi{i}/manifests/v1")
+            })
+            .count()
+    };
+    let platforms = ["--platforms", "linux/amd64"];
+
+    // The first worker pushes the source's index, is refused, and pushes a rewritten one.
+    let first = deployment.worker("first", &platforms);
+    deployment.publish(&entry(0));
+    let event = deployment.events(1, WITHIN).await.remove(0);
+    assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
+    let rewritten = event.platform_subset.and_then(|s| s.rewritten_digest);
+    assert!(rewritten.is_some(), "the event names the target's index");
+    assert_eq!(tag_pushes(0), 2, "the refusal, then the rewritten index");
+
+    // A worker joining later hears it from the fleet and pushes the rewritten index at once.
+    let (second, logs) = deployment.worker_logged("second", &platforms);
+    let heard = process::wait_for_line_within(
+        logs,
+        "the fleet says",
+        "the second worker",
+        Duration::from_secs(20),
+    );
+    assert!(heard.contains("sparse indexes"), "{heard}");
+    stop(first);
+    deployment.publish(&entry(1));
+    let event = deployment.events(1, WITHIN).await.remove(0);
+    assert_eq!(event.outcome, Outcome::Copied, "{event:?}");
+    assert_eq!(
+        tag_pushes(1),
+        1,
+        "the second worker paid the refusal too: it did not travel"
+    );
+    assert_eq!(
+        skopeo::manifest_digest(&format!("{}/mirror/multi1:v1", dst.host())),
+        event
+            .platform_subset
+            .and_then(|s| s.rewritten_digest)
+            .unwrap()
+    );
     stop(second);
     deployment.tear_down().await;
 }

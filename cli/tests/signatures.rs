@@ -527,3 +527,41 @@ async fn a_registry_with_the_referrers_api_is_read_page_by_page_and_lists_them_i
         "a fallback tag was written at a registry with the API"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_made_on_the_index_verifies_against_a_copy_of_some_of_its_platforms() {
+    let src = Registry::start();
+    let dst =
+        Registry::start_with(&image_mirror_testkit::registry::RegistryOptions::sparse_indexes());
+    let dir = keys();
+    let d = dir.path();
+    let image = images::oci_index(7300);
+    push_image(&src.url(), "team/multi", "v1", &image).await;
+    sign(
+        d,
+        &format!("{}/team/multi@{}", src.host(), image.digest()),
+        true,
+    );
+
+    let to = format!("{}/mirror/multi:v1", dst.host());
+    let args = [
+        "--platforms",
+        "linux/amd64,linux/arm64",
+        "--digest-tags",
+        &format!("{}/team/multi:v1", src.host()),
+        &to,
+    ];
+    let out = copy(&[src.host(), dst.host()], d, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        &crane::digest(&to),
+        image.digest(),
+        "the index digest is kept"
+    );
+    let out = verify(d, &to);
+    assert!(
+        out.status.success(),
+        "cosign verify of the index signature at the target: {}",
+        text(&out)
+    );
+}
