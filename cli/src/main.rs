@@ -43,7 +43,11 @@ async fn run(parsed: Parsed) -> ExitCode {
     let Parsed { cli, ignored } = parsed;
     let prints_job_lines = matches!(
         cli.command,
-        Command::Run(_) | Command::AddTag(_) | Command::AddImage(_)
+        Command::Run(_)
+            | Command::AddTag(_)
+            | Command::AddImage(_)
+            | Command::Export(_)
+            | Command::Import(_)
     );
     console::init(cli.global.log_format, cli.global.quiet);
     let verbosity = telemetry::Verbosity {
@@ -89,6 +93,9 @@ async fn run(parsed: Parsed) -> ExitCode {
         Command::Committer(args) => commands::committer::run(args).await,
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Run(args) => commands::run::run(args).await,
+        Command::Export(args) => commands::bundle::export(args).await,
+        Command::Import(args) => commands::bundle::import(args).await,
+        Command::Serve(args) => commands::bundle::serve(args).await,
         Command::Status(args) => commands::status::run(args).await,
         Command::Completions(args) => commands::manual::completions(args),
         Command::Man(args) => commands::manual::man(args),

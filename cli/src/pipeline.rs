@@ -24,7 +24,9 @@ pub type Mirrored = image_mirror_pipeline::Mirrored<Why>;
 
 /// What the roles in one process read from the command line.
 pub struct PipelineFlags<'a> {
-    pub broker: &'a BrokerFlags,
+    /// The broker; none for a run that must stay in this process (a bundle's registry is
+    /// on its loopback).
+    pub broker: Option<&'a BrokerFlags>,
     pub metrics: &'a MetricsFlag,
     /// Where the committer records.
     pub images_list: &'a Path,
@@ -39,9 +41,9 @@ pub async fn mirror(
     jobs: &[MirrorJob],
     workers: u16,
 ) -> Result<Mirrored> {
-    let broker = Arc::new(match flags.broker.amqp_url {
-        Some(_) => broker::rabbitmq(flags.broker, "run", Patience::Once).await?,
-        None => Broker::Memory(MemoryBroker::new(in_process_retries(flags.broker))),
+    let broker = Arc::new(match flags.broker {
+        Some(b) if b.amqp_url.is_some() => broker::rabbitmq(b, "run", Patience::Once).await?,
+        b => Broker::Memory(MemoryBroker::new(in_process_retries(b))),
     });
     if let Some(addr) = flags.metrics.metrics_addr {
         crate::serve::start(addr, Some(Arc::clone(&broker))).await?;
@@ -63,9 +65,8 @@ pub async fn mirror(
 }
 
 /// The retry delays of jobs in this process: `--retry-delays`, else the in-process ones.
-fn in_process_retries(flags: &BrokerFlags) -> JobRetries {
+fn in_process_retries(flags: Option<&BrokerFlags>) -> JobRetries {
     flags
-        .retry_delays
-        .clone()
+        .and_then(|f| f.retry_delays.clone())
         .unwrap_or_else(JobRetries::in_process)
 }

@@ -7,9 +7,13 @@
 //! stops taking jobs and tells the copies to stop at their next checkpoint; what ended by then
 //! is recorded and summed up as usual, the rest is counted as not finished.
 //!
+//! A bundle is one more end of such a run ([`bundle`]): `export` writes into one, `import`
+//! reads from one, each served by a registry of the process.
+//!
 //! It shows nothing itself: the caller watches the engine's activity and is told of each job
 //! that ends.
 
+pub mod bundle;
 mod mirror;
 
 pub use mirror::{mirror, InProcess, Mirrored, PipelineError};

@@ -82,7 +82,7 @@ impl PlanFlags {
 }
 
 /// How registries are reached: every command that asks one.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Registries")]
 pub struct RegistryFlags {
     /// A registry host that may be reached over plain HTTP (repeatable).

@@ -106,6 +106,14 @@ pub enum Command {
     /// The entries added to images-list since a git revision must name source tags that
     /// exist, and target repositories that exist.
     Check(CheckArgs),
+    /// Write every images-list entry's image into one bundle (an OCI image layout, each blob
+    /// once, with a lock), to carry across an air gap; --since OLD.lock: only what changed.
+    Export(ExportArgs),
+    /// Push the images of a bundle (image-mirror's, skopeo's, regctl's, crane's) to a
+    /// registry, digest-exact, checked complete before anything is written.
+    Import(ImportArgs),
+    /// Serve a bundle as a read-only registry, to pull from or copy from.
+    Serve(ServeArgs),
     /// Print a shell completion script: `image-mirror completions bash > /etc/bash_completion.d/image-mirror`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one page per command into a folder.
@@ -318,6 +326,99 @@ impl Command {
             _ => "cli",
         }
     }
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The bundle: a folder, made when absent (an existing bundle is gone on with: what it
+    /// holds is not written again).
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Only what the bundle of this lock does not hold: a delta bundle, to import on top of
+    /// that one.
+    #[arg(long, value_name = "OLD.lock")]
+    pub since: Option<PathBuf>,
+    /// Read each image from its target (the mirror this tool keeps) instead of its source.
+    #[arg(long)]
+    pub from_target: bool,
+    /// Only entries whose line (`source target tag`) matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Images read at once.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    /// Write every image's event as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub progress: ProgressFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle: an OCI image layout folder.
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// The registry the images go to (their repository paths and tags kept).
+    #[arg(
+        long = "dest-registry",
+        env = "DEST_REGISTRY_OVERRIDE",
+        value_name = "HOST[:PORT]"
+    )]
+    pub dest_registry: String,
+    /// Replace the first component of each repository path.
+    #[arg(long, env = "DEST_ORG_OVERRIDE", value_name = "ORG")]
+    pub dest_org: Option<String>,
+    /// The repository of images a bundle names by tag alone (regctl's, crane's and oras's
+    /// layouts) or not at all.
+    #[arg(long, value_name = "PATH")]
+    pub repository: Option<String>,
+    /// Images pushed at once.
+    #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    /// Write every image's event as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub drift: DriftArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub progress: ProgressFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
+    #[command(flatten)]
+    pub metrics: MetricsFlag,
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The bundle: an OCI image layout folder.
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
+    pub addr: std::net::SocketAddr,
+    /// The repository of images a bundle names by tag alone, or not at all.
+    #[arg(long, value_name = "PATH")]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -106,7 +106,7 @@ async fn add(
         .with_platforms(flags.plan.platforms.platforms.clone())
         .with_on_sparse_refused(here.sparse.policy());
     let pipeline = PipelineFlags {
-        broker: &flags.broker,
+        broker: Some(&flags.broker),
         metrics: &here.metrics,
         images_list: flags.plan.images_list(),
         display: Setup {

@@ -1,6 +1,7 @@
 //! One module per command: each wires the libraries to the command line and prints the result.
 
 pub mod add_tag;
+pub mod bundle;
 pub mod check;
 pub mod committer;
 pub mod copy;

@@ -72,7 +72,7 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         }
     }
     let flags = PipelineFlags {
-        broker: &args.broker,
+        broker: Some(&args.broker),
         metrics: &args.metrics,
         images_list: args.plan.images_list(),
         display: Setup {

@@ -163,6 +163,12 @@ impl CopyEngine {
         Ok(self)
     }
 
+    /// Tells the engine that `repo` holds the blob `digest`: a copy into its registry that
+    /// lacks it mounts it from there.
+    pub fn blob_is_at(&self, repo: &Repository, digest: &Digest) {
+        self.parts.mounts.record(repo, digest);
+    }
+
     /// The registry client the engine uses.
     pub fn client(&self) -> &RegistryClient {
         &self.parts.client
