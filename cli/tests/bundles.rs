@@ -393,6 +393,18 @@ async fn serve_answers_for_a_bundle_and_refuses_pushes() {
             .unwrap();
         assert!(pulled.status.success(), "crane pull: {}", text(&pulled));
     }
+    // containerd fetches them too, every platform, digests checked.
+    let containerd = image_mirror_testkit::Containerd::start();
+    for (i, image) in images.iter().enumerate() {
+        let at = format!("{addr}/mirror/app{i}:v1");
+        let fetched = containerd.fetch(&at, None);
+        let said = image_mirror_testkit::containerd::text(&fetched);
+        assert!(fetched.status.success(), "ctr content fetch {at}: {said}");
+        let held = containerd.content();
+        for d in digests_of(image) {
+            assert!(held.contains(&d), "{at}: {d} not fetched");
+        }
+    }
     let tags = crane::ls(&format!("{addr}/mirror/app0"));
     assert_eq!(tags, ["v1"]);
     // A copy from it, by this tool, as from any registry.
@@ -480,4 +492,66 @@ fn what_is_not_a_bundle_is_bad_input_naming_the_file() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("other.lock"), "{}", text(&out));
     assert!(!d.join("out").exists(), "a bundle was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tar_bundle_imports_into_containerd_and_into_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = sharing_base(2, 9700);
+    let src = source_with(dir.path(), &images).await;
+    let out = image_mirror(
+        &[src.host()],
+        dir.path(),
+        &["export", "--output", "bundle.tar"],
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("bundle: 2 images"), "{said}");
+    let tar = dir.path().join("bundle.tar");
+    assert!(
+        !dir.path().join("bundle.tar.uploads").exists(),
+        "uploads left beside the tar"
+    );
+    // Written as a stream: one copy of each blob, nothing unpacked beside it.
+    let distinct: BTreeSet<String> = images.iter().flat_map(digests_of).collect();
+    let listed = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let members = String::from_utf8_lossy(&listed.stdout).to_string();
+    for d in &distinct {
+        let name = format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+        assert_eq!(members.matches(&name).count(), 1, "{name}");
+    }
+    drop(src);
+
+    // containerd lists every image under its target name, with the source digest.
+    let containerd = image_mirror_testkit::Containerd::start();
+    let imported = containerd.import(&tar);
+    assert!(imported.status.success(), "ctr import: {}", text(&imported));
+    let held = containerd.images();
+    for (i, image) in images.iter().enumerate() {
+        let name = format!("registry.example.com/mirror/app{i}:v1");
+        assert!(
+            held.iter()
+                .any(|(n, d)| *n == name && d == image.digest().as_str()),
+            "{name} not held with its digest: {held:?}"
+        );
+    }
+
+    // And the tar imports and serves as the folder does, read in place.
+    let dst = Registry::start();
+    let out = image_mirror(
+        &[dst.host()],
+        dir.path(),
+        &[
+            "import",
+            "--input",
+            "bundle.tar",
+            "--dest-registry",
+            dst.host(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for (i, image) in images.iter().enumerate() {
+        let at = format!("{}/mirror/app{i}:v1", dst.host());
+        assert_eq!(&crane::digest(&at), image.digest(), "{at}");
+    }
 }

@@ -2,8 +2,8 @@
 //! registries, checked with crane and skopeo: into distribution 3 taking sparse indexes, the
 //! source's index lands with only the chosen platforms (the digest kept; the others absent, and
 //! none of their blobs read at the source, counted at a front); into distribution 2.8 and
-//! distribution 3's default, which refuse that, an index of the chosen platforms alone, both
-//! digests said, or with `--on-sparse-refused fail` nothing tagged. A second run reads no
+//! distribution 3's default, which refuse that, an index of the chosen platforms alone (which
+//! crane, skopeo and containerd read), both digests said, or with `--on-sparse-refused fail` nothing tagged. A second run reads no
 //! manifest body at the source and copies nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -233,6 +233,7 @@ async fn a_target_that_refuses_a_sparse_index_gets_an_index_of_the_chosen_platfo
     let front = Front::start(src.host(), FrontOptions::default());
     let image = images::oci_index(4002);
     push_image(&src.url(), "up/app", "v1", &image).await;
+    let containerd = image_mirror_testkit::Containerd::start();
     for implementation in Implementation::ALL {
         let dst = Registry::start_with(&RegistryOptions::default().on(implementation));
         let dir = tempfile::tempdir().unwrap();
@@ -273,6 +274,16 @@ async fn a_target_that_refuses_a_sparse_index_gets_an_index_of_the_chosen_platfo
         );
         let (pulled, said) = crane_pull(&to, "linux/amd64", dir.path());
         assert!(pulled, "{implementation:?}: crane pull: {said}");
+        let fetched = containerd.fetch(&to, Some("linux/amd64"));
+        let said = image_mirror_testkit::containerd::text(&fetched);
+        assert!(
+            fetched.status.success(),
+            "{implementation:?}: ctr content fetch: {said}"
+        );
+        assert!(
+            containerd.content().contains(&rewritten.to_string()),
+            "{said}"
+        );
 
         // Again: already present, no manifest body read at the source, no drift.
         let pulls = front.pulls();

@@ -3,12 +3,15 @@
 //! temporary file beside their place, their digest checked, then renamed: a blob in the layout
 //! is always whole and always what its name says.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use image_mirror_common::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LayoutError;
+use crate::tar::{read_at, TarIndex, TarWriter};
 
 /// The `oci-layout` file's version.
 pub const LAYOUT_VERSION: &str = "1.0.0";
@@ -45,25 +48,65 @@ struct Index {
     manifests: Vec<IndexEntry>,
 }
 
-/// An OCI image layout folder.
+/// An OCI image layout: a folder, or one `.tar` file of its members.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    store: Arc<Store>,
+}
+
+/// Where a layout's members are.
+#[derive(Debug)]
+enum Store {
+    /// A folder.
+    Dir,
+    /// A tar file, read in place.
+    TarRead(TarIndex),
+    /// A tar file being written.
+    TarWrite(Mutex<TarWriting>),
+}
+
+/// A tar being written: what it holds so far.
+struct TarWriting {
+    writer: TarWriter,
+    blobs: HashMap<Digest, u64>,
+    small: HashMap<Digest, Vec<u8>>,
+}
+
+impl std::fmt::Debug for TarWriting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TarWriting({} blobs)", self.blobs.len())
+    }
+}
+
+/// The member name of a blob.
+fn member(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm(), digest.encoded())
 }
 
 impl Layout {
-    /// The layout at `root`: it must hold `oci-layout` (of a version this reads) and
-    /// `index.json`.
+    /// The layout at `root`, a folder or a `.tar` file: it must hold `oci-layout` (of a
+    /// version this reads) and `index.json`.
     pub fn open(root: &Path) -> Result<Self, LayoutError> {
         let not = |why: String| LayoutError::NotALayout {
             path: root.to_owned(),
             why,
         };
-        if !root.is_dir() {
-            return Err(not("not a folder".into()));
-        }
-        let marker = root.join("oci-layout");
-        let text = std::fs::read(&marker).map_err(|_| not("no oci-layout file".into()))?;
+        let store = if root.is_file() {
+            Store::TarRead(TarIndex::read(root)?)
+        } else if root.is_dir() {
+            Store::Dir
+        } else {
+            return Err(not("neither a folder nor a tar file".into()));
+        };
+        let layout = Self {
+            root: root.to_owned(),
+            store: Arc::new(store),
+        };
+        let marker = layout.member_path("oci-layout");
+        let text = layout
+            .read_member("oci-layout")
+            .map_err(|_| not("no oci-layout file".into()))?;
         let version: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| LayoutError::Invalid {
                 path: marker.clone(),
@@ -78,45 +121,82 @@ impl Layout {
                 })
             }
         }
-        let layout = Self {
-            root: root.to_owned(),
-        };
         layout.index()?;
         Ok(layout)
     }
 
-    /// A layout at `root`, made when it is not one yet (an existing one is kept: an export
-    /// into it goes on from what it holds).
+    /// A layout at `root`, made when it is not one yet. A folder that is a layout already is
+    /// gone on with (an export into it writes only what it lacks); a path ending in `.tar`
+    /// is a new tar file, written as a stream.
     pub fn create(root: &Path) -> Result<Self, LayoutError> {
+        let marker = serde_json::json!({"imageLayoutVersion": LAYOUT_VERSION}).to_string();
+        if root.extension().is_some_and(|e| e == "tar") {
+            let mut writer = TarWriter::create(root)?;
+            writer.append_bytes("oci-layout", marker.as_bytes())?;
+            let writing = TarWriting {
+                writer,
+                blobs: HashMap::new(),
+                small: HashMap::new(),
+            };
+            return Ok(Self {
+                root: root.to_owned(),
+                store: Arc::new(Store::TarWrite(Mutex::new(writing))),
+            });
+        }
         if root.join("oci-layout").exists() {
             return Self::open(root);
         }
         let blobs = root.join("blobs").join("sha256");
         std::fs::create_dir_all(&blobs).map_err(LayoutError::io(&blobs))?;
-        let marker = root.join("oci-layout");
-        let body = serde_json::json!({"imageLayoutVersion": LAYOUT_VERSION}).to_string();
-        std::fs::write(&marker, body).map_err(LayoutError::io(&marker))?;
+        let path = root.join("oci-layout");
+        std::fs::write(&path, marker).map_err(LayoutError::io(&path))?;
         let layout = Self {
             root: root.to_owned(),
+            store: Arc::new(Store::Dir),
         };
         layout.write_index(&[])?;
         Ok(layout)
     }
 
-    /// The folder.
+    /// The folder or tar file.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// How a member is named in messages.
+    fn member_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The bytes of the small member `name` (at most [`MAX_JSON`]).
+    fn read_member(&self, name: &str) -> Result<Vec<u8>, LayoutError> {
+        let path = self.member_path(name);
+        let missing = || LayoutError::io(&path)(std::io::ErrorKind::NotFound.into());
+        match self.store.as_ref() {
+            Store::Dir => read_capped(&path, MAX_JSON),
+            Store::TarRead(index) => {
+                let (at, size) = index.member(name).ok_or_else(missing)?;
+                if size > MAX_JSON {
+                    return Err(LayoutError::Invalid {
+                        path,
+                        message: format!("{size} bytes, over the {MAX_JSON}-byte cap"),
+                    });
+                }
+                read_at(&self.root, at, size)
+            }
+            Store::TarWrite(_) => Err(missing()),
+        }
+    }
+
     /// The path of `index.json`.
     pub fn index_path(&self) -> PathBuf {
-        self.root.join("index.json")
+        self.member_path("index.json")
     }
 
     /// What `index.json` lists.
     pub fn index(&self) -> Result<Vec<IndexEntry>, LayoutError> {
         let path = self.index_path();
-        let bytes = read_capped(&path, MAX_JSON)?;
+        let bytes = self.read_member("index.json")?;
         let index: Index = serde_json::from_slice(&bytes).map_err(|e| LayoutError::Invalid {
             path: path.clone(),
             message: format!("not an image index: {e}"),
@@ -130,7 +210,7 @@ impl Layout {
         Ok(index.manifests)
     }
 
-    /// Writes `index.json` listing `entries`, atomically.
+    /// Writes `index.json` listing `entries` (atomically in a folder).
     pub fn write_index(&self, entries: &[IndexEntry]) -> Result<(), LayoutError> {
         let index = Index {
             schema_version: 2,
@@ -141,28 +221,72 @@ impl Layout {
             path: self.index_path(),
             message: e.to_string(),
         })?;
-        write_atomically(&self.index_path(), &bytes)
+        self.put_file("index.json", &bytes)
     }
 
-    /// Where the blob `digest` is (or would be).
+    /// Writes the member `name` (a file beside `index.json`).
+    pub fn put_file(&self, name: &str, bytes: &[u8]) -> Result<(), LayoutError> {
+        match self.store.as_ref() {
+            Store::Dir => write_atomically(&self.member_path(name), bytes),
+            Store::TarWrite(w) => lock(w).writer.append_bytes(name, bytes),
+            Store::TarRead(_) => Err(self.read_only()),
+        }
+    }
+
+    /// Ends the writing: a tar gets its end, a folder loses its empty upload folder.
+    pub fn finish(&self) -> Result<(), LayoutError> {
+        let _ = std::fs::remove_dir(self.uploads_dir());
+        match self.store.as_ref() {
+            Store::TarWrite(w) => lock(w).writer.finish(),
+            _ => Ok(()),
+        }
+    }
+
+    fn read_only(&self) -> LayoutError {
+        LayoutError::Invalid {
+            path: self.root.clone(),
+            message: "a tar bundle is read in place and not written to".into(),
+        }
+    }
+
+    /// Where the blob `digest` is (or would be) in a folder; how it is named otherwise.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm())
-            .join(digest.encoded())
+        self.root.join(member(digest))
     }
 
     /// The size of the blob `digest`, when the layout holds it.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(digest))
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len())
+        match self.store.as_ref() {
+            Store::Dir => std::fs::metadata(self.blob_path(digest))
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len()),
+            Store::TarRead(index) => index.member(&member(digest)).map(|(_, size)| size),
+            Store::TarWrite(w) => lock(w).blobs.get(digest).copied(),
+        }
+    }
+
+    /// The file, offset and size of the blob `digest`, to read it in place.
+    pub fn blob_span(&self, digest: &Digest) -> Option<(PathBuf, u64, u64)> {
+        match self.store.as_ref() {
+            Store::Dir => self
+                .blob_size(digest)
+                .map(|size| (self.blob_path(digest), 0, size)),
+            Store::TarRead(index) => index
+                .member(&member(digest))
+                .map(|(at, size)| (self.root.clone(), at, size)),
+            Store::TarWrite(_) => None,
+        }
     }
 
     /// The bytes of a small blob (a manifest), at most [`MAX_JSON`].
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {
-        read_capped(&self.blob_path(digest), MAX_JSON)
+        if let Store::TarWrite(w) = self.store.as_ref() {
+            return lock(w).small.get(digest).cloned().ok_or_else(|| {
+                LayoutError::io(self.blob_path(digest))(std::io::ErrorKind::NotFound.into())
+            });
+        }
+        self.read_member(&member(digest))
     }
 
     /// Stores `bytes` as a blob, checked against `digest` (a mismatch is refused).
@@ -177,14 +301,59 @@ impl Layout {
         if self.blob_size(digest).is_some() {
             return Ok(());
         }
-        write_atomically(&path, bytes)
+        match self.store.as_ref() {
+            Store::Dir => write_atomically(&path, bytes),
+            Store::TarWrite(w) => {
+                let mut w = lock(w);
+                w.writer.append_bytes(&member(digest), bytes)?;
+                w.blobs.insert(digest.clone(), bytes.len() as u64);
+                w.small.insert(digest.clone(), bytes.to_vec());
+                Ok(())
+            }
+            Store::TarRead(_) => Err(self.read_only()),
+        }
     }
 
-    /// A folder for upload sessions, inside the layout (so that a finished upload is renamed
-    /// into place, never copied).
-    pub fn uploads_dir(&self) -> PathBuf {
-        self.root.join(".uploads")
+    /// Takes the checked upload at `upload` (`size` bytes) as the blob `digest`: renamed
+    /// into place in a folder, appended to a tar; the upload file is gone either way.
+    pub fn land(&self, digest: &Digest, upload: &Path, size: u64) -> Result<(), LayoutError> {
+        if self.blob_size(digest).is_some() {
+            return std::fs::remove_file(upload).map_err(LayoutError::io(upload));
+        }
+        match self.store.as_ref() {
+            Store::Dir => {
+                let place = self.blob_path(digest);
+                if let Some(dir) = place.parent() {
+                    std::fs::create_dir_all(dir).map_err(LayoutError::io(dir))?;
+                }
+                std::fs::rename(upload, &place).map_err(LayoutError::io(&place))
+            }
+            Store::TarWrite(w) => {
+                let mut w = lock(w);
+                w.writer.append_file(&member(digest), upload, size)?;
+                w.blobs.insert(digest.clone(), size);
+                std::fs::remove_file(upload).map_err(LayoutError::io(upload))
+            }
+            Store::TarRead(_) => Err(self.read_only()),
+        }
     }
+
+    /// A folder for upload sessions: inside a folder layout (so that a finished upload is
+    /// renamed into place, never copied), beside a tar.
+    pub fn uploads_dir(&self) -> PathBuf {
+        match self.store.as_ref() {
+            Store::Dir => self.root.join(".uploads"),
+            _ => {
+                let mut name = self.root.as_os_str().to_owned();
+                name.push(".uploads");
+                PathBuf::from(name)
+            }
+        }
+    }
+}
+
+fn lock(w: &Mutex<TarWriting>) -> std::sync::MutexGuard<'_, TarWriting> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads at most `cap` bytes of `path`; a longer file is refused.

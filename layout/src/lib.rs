@@ -1,7 +1,8 @@
 //! Bundles: images carried across an air gap as files.
 //!
 //! This crate owns the OCI image layout on disk ([`Layout`]: `oci-layout`, `index.json`,
-//! every blob once under `blobs/sha256/`), the names its entries carry for each writer
+//! every blob once under `blobs/sha256/`; a folder, or one tar file written as a stream and
+//! read in place, [`tar`]), the names its entries carry for each writer
 //! ([`names`]), the bundle's lock ([`Lock`], `image-mirror.lock`), and a registry over a layout
 //! ([`server`]): read-only for `image-mirror serve` and `import` (the bundle read by the copy
 //! engine like any registry), taking pushes for `export` (the copy engine writing into it). It
@@ -16,6 +17,7 @@ pub mod layout;
 pub mod lock;
 pub mod names;
 pub mod server;
+pub mod tar;
 mod uploads;
 
 pub use bundle::Bundle;

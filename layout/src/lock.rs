@@ -116,6 +116,15 @@ impl Lock {
         write_atomically(path, &bytes)
     }
 
+    /// Writes the lock into `layout`, at its root ([`LOCK_FILE`]).
+    pub fn write_into(&self, layout: &Layout) -> Result<(), LayoutError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| LayoutError::Invalid {
+            path: layout.root().join(LOCK_FILE),
+            message: e.to_string(),
+        })?;
+        layout.put_file(LOCK_FILE, &bytes)
+    }
+
     /// Every digest the bundle of this lock holds: manifests and blobs.
     pub fn holds(&self) -> BTreeSet<Digest> {
         self.manifests

@@ -45,7 +45,7 @@ pub(crate) async fn upload(
             match param("digest") {
                 Some(digest) => {
                     let appended = append(bundle, &id, request.into_body()).await;
-                    finish_or_fail(bundle, name, &id, &digest, appended)
+                    finish_or_fail(bundle, name, &id, &digest, appended).await
                 }
                 None => accepted(bundle, name, &id),
             }
@@ -57,7 +57,7 @@ pub(crate) async fn upload(
         (Method::PUT, Some(id)) => {
             let digest = param("digest").unwrap_or_default();
             let appended = append(bundle, id, request.into_body()).await;
-            finish_or_fail(bundle, name, id, &digest, appended)
+            finish_or_fail(bundle, name, id, &digest, appended).await
         }
         (Method::GET, Some(id)) => accepted_as(bundle, name, id, StatusCode::NO_CONTENT),
         (Method::DELETE, Some(id)) => {
@@ -145,7 +145,7 @@ async fn append(bundle: &Bundle, id: &str, mut body: Incoming) -> Result<(), Res
     Ok(())
 }
 
-fn finish_or_fail(
+async fn finish_or_fail(
     bundle: &Bundle,
     name: &str,
     id: &str,
@@ -174,18 +174,20 @@ fn finish_or_fail(
             "the upload does not match its digest",
         );
     }
-    let place = bundle.layout.blob_path(&digest);
-    let landed = match bundle.layout.blob_size(&digest) {
-        Some(_) => std::fs::remove_file(&session.path),
-        None => place
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::rename(&session.path, &place)),
-    };
-    if landed.is_err() {
-        return internal();
+    // Appending a large blob to a tar is blocking work.
+    let layout = bundle.layout.clone();
+    let landing = digest.clone();
+    let landed =
+        tokio::task::spawn_blocking(move || layout.land(&landing, &session.path, session.size))
+            .await;
+    match landed {
+        Ok(Ok(())) => created(name, &digest),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a blob could not be stored in the bundle");
+            internal()
+        }
+        Err(_) => internal(),
     }
-    created(name, &digest)
 }
 
 fn created(name: &str, digest: &Digest) -> Response<Body> {

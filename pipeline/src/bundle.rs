@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use image_mirror_common::{Digest, JobEvent, MirrorJob, Outcome, Repository, Tag};
 use image_mirror_layout::catalog::sniff_media_type;
-use image_mirror_layout::{
-    serve, Bundle, Catalog, Held, Layout, Lock, LockedImage, LOCK_FILE, LOCK_FORMAT,
-};
+use image_mirror_layout::{serve, Bundle, Catalog, Held, Layout, Lock, LockedImage, LOCK_FORMAT};
 use image_mirror_worker::CopyEngine;
 use tokio::net::TcpListener;
 
@@ -82,12 +80,18 @@ pub struct Export {
 }
 
 impl Export {
-    /// Starts writing the bundle at `path` (a folder; one that is a layout already is gone on
-    /// with); with `since`, only what that lock's bundle does not hold is written.
+    /// Starts writing the bundle at `path` (a folder: one that is a layout already is gone on
+    /// with; or a `.tar` file, written as a stream); with `since`, only what that lock's
+    /// bundle does not hold is written.
     pub async fn start(path: &Path, since: Option<&Path>) -> Result<Self, BundleError> {
         let base = since.map(Lock::load).transpose()?;
         let layout = Layout::create(path)?;
-        let mut catalog = Catalog::of_layout(&layout, None)?;
+        // A folder is gone on with; a tar is written anew, as a stream.
+        let mut catalog = if path.extension().is_some_and(|e| e == "tar") {
+            Catalog::default()
+        } else {
+            Catalog::of_layout(&layout, None)?
+        };
         if let Some(base) = &base {
             follow(&mut catalog, base);
         }
@@ -138,7 +142,8 @@ impl Export {
         });
         layout.write_index(&entries)?;
         let lock = lock_of(layout, self.base.as_ref(), events)?;
-        lock.write(&layout.root().join(LOCK_FILE))?;
+        lock.write_into(layout)?;
+        layout.finish()?;
         let base = self.base.as_ref().map(Lock::holds).unwrap_or_default();
         let (mut written, mut bytes, mut skipped) = (0, 0, 0);
         for (digest, size) in &lock.blob_sizes {

@@ -1,9 +1,9 @@
 //! Real services for image-mirror's tests, so that every test talks to the same software users
 //! run: a CNCF `docker-registry` per test on a free loopback port (plain, TLS, or behind a
 //! Bearer token server as Docker Hub, GHCR and Quay use: [`token`]), RabbitMQ (the machine's,
-//! or a private node when none runs), a real Prometheus ([`prometheus`]), skopeo as an
-//! independent client, and synthetic images with deterministic bytes pushed straight through
-//! the registry API.
+//! or a private node when none runs), a real Prometheus ([`prometheus`]), skopeo, crane and a
+//! private containerd ([`containerd`]) as independent clients, and synthetic images with
+//! deterministic bytes pushed straight through the registry API.
 //!
 //! Stand-ins only for what no real part shows here: GitHub ([`github`]); a hostile registry
 //! ([`hostile`]: redirects to other hosts, endless and trickling bodies, duplicate
@@ -18,6 +18,7 @@
 //! This crate is test code: it panics with a clear message when a service cannot be had.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod containerd;
 pub mod crane;
 pub mod fault_proxy;
 pub mod fleet;
@@ -40,6 +41,7 @@ pub mod token;
 pub mod tools;
 pub mod workers;
 
+pub use containerd::Containerd;
 pub use fault_proxy::{FaultProxy, Faults};
 pub use front::{Front, FrontOptions, Quota};
 pub use github::FakeGithub;

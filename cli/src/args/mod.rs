@@ -332,8 +332,9 @@ impl Command {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The bundle: a folder, made when absent (an existing bundle is gone on with: what it
-    /// holds is not written again).
-    #[arg(long, value_name = "DIR")]
+    /// holds is not written again), or a `.tar` file, written as a stream (each blob once,
+    /// never a second copy on disk).
+    #[arg(long, value_name = "DIR|FILE.tar")]
     pub output: PathBuf,
     /// Only what the bundle of this lock does not hold: a delta bundle, to import on top of
     /// that one.
@@ -368,8 +369,8 @@ pub struct ExportArgs {
 /// `import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The bundle: an OCI image layout folder.
-    #[arg(long, value_name = "DIR")]
+    /// The bundle: an OCI image layout folder, or a tar of one (read in place).
+    #[arg(long, value_name = "DIR|FILE.tar")]
     pub input: PathBuf,
     /// The registry the images go to (their repository paths and tags kept).
     #[arg(
@@ -410,8 +411,8 @@ pub struct ImportArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The bundle: an OCI image layout folder.
-    #[arg(long, value_name = "DIR")]
+    /// The bundle: an OCI image layout folder, or a tar of one (read in place).
+    #[arg(long, value_name = "DIR|FILE.tar")]
     pub input: PathBuf,
     /// Where to listen.
     #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
