@@ -555,3 +555,73 @@ async fn a_tar_bundle_imports_into_containerd_and_into_a_registry() {
         assert_eq!(&crane::digest(&at), image.digest(), "{at}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_in_a_1_gib_blob_sends_at_most_one_chunk_again() {
+    const MIB: u64 = 1024 * 1024;
+    const BLOB: u64 = 1024 * MIB;
+    const CHUNK: u64 = 16 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = Blob::new(OCI_LAYER, images::random_bytes(9800, BLOB as usize));
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    let src = source_with(dir.path(), std::slice::from_ref(&image)).await;
+    let out = image_mirror(&[src.host()], dir.path(), &["export", "--output", "bundle"]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(src);
+
+    // distribution 3 keeps an upload's parts; a slow link makes the blob take seconds.
+    let dst = Registry::start_with(&RegistryOptions::default().on(Implementation::Distribution3));
+    let link = image_mirror_testkit::FaultProxy::start(
+        dst.host(),
+        image_mirror_testkit::Faults {
+            upload_rate: Some(200 * MIB),
+            ..image_mirror_testkit::Faults::default()
+        },
+    );
+    let import = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_image-mirror"));
+        c.args(["--insecure-registry", &link.host()])
+            .args([
+                "import",
+                "--input",
+                "bundle",
+                "--dest-registry",
+                &link.host(),
+            ])
+            .current_dir(dir.path())
+            .env("DOCKER_CONFIG", dir.path())
+            .env("IMAGE_MIRROR_CACHE_DIR", dir.path().join("cache"))
+            .env_remove("AMQP_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let mut first = import().running().into_inner();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while link.bytes_up() < BLOB / 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "half the blob did not go up"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the import ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL: no checkpoint, no goodbye
+    first.wait().unwrap();
+    let sent_first = link.bytes_up();
+
+    let second = import().output().unwrap();
+    assert!(second.status.success(), "the second import failed");
+    let again = link.bytes_up().saturating_sub(BLOB);
+    assert!(
+        again <= CHUNK + MIB,
+        "{} MiB sent again (first run {} MiB)",
+        again / MIB,
+        sent_first / MIB
+    );
+    let at = format!("{}/mirror/app0:v1", dst.host());
+    assert_eq!(&crane::digest(&at), image.digest());
+}

@@ -565,3 +565,76 @@ async fn a_signature_made_on_the_index_verifies_against_a_copy_of_some_of_its_pl
         text(&out)
     );
 }
+
+/// `image-mirror <args>` in `dir`, plain HTTP to `hosts`.
+fn image_mirror(hosts: &[&str], dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--insecure-registry")
+        .arg(hosts.join(","))
+        .args(args)
+        .current_dir(dir)
+        .env("DOCKER_CONFIG", dir)
+        .env("IMAGE_MIRROR_CACHE_DIR", dir.join("cache"))
+        .env_remove("AMQP_URL")
+        .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_image_carried_in_a_bundle_with_its_referrers_still_verifies() {
+    let src = Registry::start();
+    let dir = keys();
+    let d = dir.path();
+    let image = images::oci_index(7400);
+    push_image(&src.url(), "team/signed", "v1", &image).await;
+    let at_source = format!("{}/team/signed@{}", src.host(), image.digest());
+    sign(d, &at_source, false);
+    attest_sbom(d, &at_source, false);
+    std::fs::write(
+        d.join("images-list"),
+        format!(
+            "{}/team/signed registry.example.com/mirror/signed v1\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let out = image_mirror(
+        &[src.host()],
+        d,
+        &["export", "--referrers", "--output", "bundle"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    drop(src);
+
+    let dst = Registry::start_with(
+        &image_mirror_testkit::registry::RegistryOptions::default()
+            .on(image_mirror_testkit::Implementation::Distribution3),
+    );
+    let args = [
+        "import",
+        "--referrers",
+        "--input",
+        "bundle",
+        "--dest-registry",
+        dst.host(),
+    ];
+    let out = image_mirror(&[dst.host()], d, &args);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("referrers"), "{said}");
+    let at_target = format!("{}/mirror/signed:v1", dst.host());
+    assert_eq!(&crane::digest(&at_target), image.digest());
+    let out = verify(d, &at_target);
+    assert!(
+        out.status.success(),
+        "cosign verify after the bundle: {}",
+        text(&out)
+    );
+    let out = verify_attestation(d, &at_target);
+    assert!(
+        out.status.success(),
+        "cosign verify-attestation after the bundle: {}",
+        text(&out)
+    );
+}
