@@ -625,3 +625,133 @@ async fn an_import_killed_in_a_1_gib_blob_sends_at_most_one_chunk_again() {
     let at = format!("{}/mirror/app0:v1", dst.host());
     assert_eq!(&crane::digest(&at), image.digest());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tar_cut_into_parts_is_checked_by_its_sums_and_imported_in_place() {
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = Blob::new(
+        OCI_LAYER,
+        images::random_bytes(9900, 3 * MIB as usize + 12345),
+    );
+    let image = images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer]);
+    let src = source_with(dir.path(), std::slice::from_ref(&image)).await;
+    let args = ["export", "--output", "bundle.tar", "--split", "1MiB"];
+    let out = image_mirror(&[src.host()], dir.path(), &args);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("parts"), "{said}");
+    drop(src);
+    assert!(!dir.path().join("bundle.tar").exists());
+    let parts: Vec<u64> = (0..)
+        .map(|i| dir.path().join(format!("bundle.tar.{i:03}")))
+        .take_while(|p| p.exists())
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(parts.len() >= 4, "{parts:?}");
+    assert!(parts.iter().all(|n| *n <= MIB), "{parts:?}");
+    let checked = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout)
+            .matches(": OK")
+            .count(),
+        parts.len()
+    );
+
+    // The parts are one bundle to import, read in place.
+    let dst = Registry::start();
+    let out = image_mirror(
+        &[dst.host()],
+        dir.path(),
+        &[
+            "import",
+            "--input",
+            "bundle.tar",
+            "--dest-registry",
+            dst.host(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let at = format!("{}/mirror/app0:v1", dst.host());
+    assert_eq!(&crane::digest(&at), image.digest());
+
+    // --split without a tar is refused.
+    let out = image_mirror(
+        &[],
+        dir.path(),
+        &["export", "--output", "d", "--split", "1MiB"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_some_platforms_keeps_the_index_digest_and_only_their_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::oci_index(9950);
+    let src = source_with(dir.path(), std::slice::from_ref(&image)).await;
+    let args = ["export", "--platforms", "linux/arm64", "--output", "bundle"];
+    let out = image_mirror(&[src.host()], dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = dir.path().join("bundle");
+    let lock: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("image-mirror.lock")).unwrap()).unwrap();
+    let locked = &lock["images"][0];
+    assert_eq!(
+        locked["digest"],
+        image.digest().to_string(),
+        "a bundle takes the sparse index"
+    );
+    assert_eq!(locked["platforms"], serde_json::json!(["linux/arm64/v8"]));
+    assert_eq!(
+        locked["platform_subset"]["offered"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Only the arm64 manifest and its blobs, and the index, are in the bundle.
+    let index: Value = serde_json::from_slice(&image.top().bytes).unwrap();
+    let arm = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["platform"]["architecture"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let child = image
+        .manifests
+        .iter()
+        .find(|m| m.digest.as_str() == arm)
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&child.bytes).unwrap();
+    let mut expected: BTreeSet<String> = [image.digest().to_string(), arm.clone()].into();
+    expected.insert(manifest["config"]["digest"].as_str().unwrap().to_owned());
+    for layer in manifest["layers"].as_array().unwrap() {
+        expected.insert(layer["digest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(blob_files(&bundle), expected);
+    drop(src);
+
+    // Imported, the platforms the bundle holds go on: the digest kept where the target takes
+    // a sparse index, an index of them alone where it does not.
+    let sparse = Registry::start_with(&RegistryOptions::sparse_indexes());
+    let refusing = Registry::start();
+    for (dst, kept) in [(&sparse, true), (&refusing, false)] {
+        let args = ["import", "--input", "bundle", "--dest-registry", dst.host()];
+        let out = image_mirror(&[dst.host()], dir.path(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+        let at = format!("{}/mirror/app0:v1", dst.host());
+        assert_eq!(&crane::digest(&at) == image.digest(), kept, "{at}");
+        let held: Value = serde_json::from_slice(&crane::manifest(&at)).unwrap();
+        let listed = held["manifests"].as_array().unwrap().len();
+        assert_eq!(listed, if kept { 4 } else { 1 }, "{held}");
+    }
+}

@@ -11,7 +11,8 @@ use image_mirror_common::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LayoutError;
-use crate::tar::{read_at, TarIndex, TarWriter};
+use crate::parts::PartFiles;
+use crate::tar::{TarIndex, TarWriter};
 
 /// The `oci-layout` file's version.
 pub const LAYOUT_VERSION: &str = "1.0.0";
@@ -60,8 +61,8 @@ pub struct Layout {
 enum Store {
     /// A folder.
     Dir,
-    /// A tar file, read in place.
-    TarRead(TarIndex),
+    /// A tar file (or its parts), read in place.
+    TarRead(TarIndex, PartFiles),
     /// A tar file being written.
     TarWrite(Mutex<TarWriting>),
 }
@@ -92,12 +93,15 @@ impl Layout {
             path: root.to_owned(),
             why,
         };
-        let store = if root.is_file() {
-            Store::TarRead(TarIndex::read(root)?)
-        } else if root.is_dir() {
+        let store = if root.is_dir() {
             Store::Dir
+        } else if PartFiles::exist(root) {
+            let files = PartFiles::open(root)?;
+            Store::TarRead(TarIndex::read(&files)?, files)
         } else {
-            return Err(not("neither a folder nor a tar file".into()));
+            return Err(not(
+                "neither a folder, a tar file, nor the parts of one".into()
+            ));
         };
         let layout = Self {
             root: root.to_owned(),
@@ -129,9 +133,14 @@ impl Layout {
     /// gone on with (an export into it writes only what it lacks); a path ending in `.tar`
     /// is a new tar file, written as a stream.
     pub fn create(root: &Path) -> Result<Self, LayoutError> {
+        Self::create_split(root, None)
+    }
+
+    /// [`create`](Self::create); a tar in parts of at most `split` bytes when given.
+    pub fn create_split(root: &Path, split: Option<u64>) -> Result<Self, LayoutError> {
         let marker = serde_json::json!({"imageLayoutVersion": LAYOUT_VERSION}).to_string();
         if root.extension().is_some_and(|e| e == "tar") {
-            let mut writer = TarWriter::create(root)?;
+            let mut writer = TarWriter::create(root, split)?;
             writer.append_bytes("oci-layout", marker.as_bytes())?;
             let writing = TarWriting {
                 writer,
@@ -174,7 +183,7 @@ impl Layout {
         let missing = || LayoutError::io(&path)(std::io::ErrorKind::NotFound.into());
         match self.store.as_ref() {
             Store::Dir => read_capped(&path, MAX_JSON),
-            Store::TarRead(index) => {
+            Store::TarRead(index, files) => {
                 let (at, size) = index.member(name).ok_or_else(missing)?;
                 if size > MAX_JSON {
                     return Err(LayoutError::Invalid {
@@ -182,9 +191,22 @@ impl Layout {
                         message: format!("{size} bytes, over the {MAX_JSON}-byte cap"),
                     });
                 }
-                read_at(&self.root, at, size)
+                files.read_at(at, size)
             }
             Store::TarWrite(_) => Err(missing()),
+        }
+    }
+
+    /// The bundle's lock ([`LOCK_FILE`](crate::LOCK_FILE)), when it has one.
+    pub fn read_lock(&self) -> Result<Option<crate::Lock>, LayoutError> {
+        match self.read_member(crate::LOCK_FILE) {
+            Ok(bytes) => crate::Lock::parse(&bytes, &self.member_path(crate::LOCK_FILE)).map(Some),
+            Err(LayoutError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -229,7 +251,7 @@ impl Layout {
         match self.store.as_ref() {
             Store::Dir => write_atomically(&self.member_path(name), bytes),
             Store::TarWrite(w) => lock(w).writer.append_bytes(name, bytes),
-            Store::TarRead(_) => Err(self.read_only()),
+            Store::TarRead(..) => Err(self.read_only()),
         }
     }
 
@@ -261,20 +283,22 @@ impl Layout {
                 .ok()
                 .filter(std::fs::Metadata::is_file)
                 .map(|m| m.len()),
-            Store::TarRead(index) => index.member(&member(digest)).map(|(_, size)| size),
+            Store::TarRead(index, _) => index.member(&member(digest)).map(|(_, size)| size),
             Store::TarWrite(w) => lock(w).blobs.get(digest).copied(),
         }
     }
 
-    /// The file, offset and size of the blob `digest`, to read it in place.
-    pub fn blob_span(&self, digest: &Digest) -> Option<(PathBuf, u64, u64)> {
+    /// The file (or parts), offset and size of the blob `digest`, to read it in place.
+    pub fn blob_span(&self, digest: &Digest) -> Option<(PartFiles, u64, u64)> {
         match self.store.as_ref() {
-            Store::Dir => self
-                .blob_size(digest)
-                .map(|size| (self.blob_path(digest), 0, size)),
-            Store::TarRead(index) => index
+            Store::Dir => {
+                let size = self.blob_size(digest)?;
+                let file = PartFiles::open(&self.blob_path(digest)).ok()?;
+                Some((file, 0, size))
+            }
+            Store::TarRead(index, files) => index
                 .member(&member(digest))
-                .map(|(at, size)| (self.root.clone(), at, size)),
+                .map(|(at, size)| (files.clone(), at, size)),
             Store::TarWrite(_) => None,
         }
     }
@@ -310,7 +334,7 @@ impl Layout {
                 w.small.insert(digest.clone(), bytes.to_vec());
                 Ok(())
             }
-            Store::TarRead(_) => Err(self.read_only()),
+            Store::TarRead(..) => Err(self.read_only()),
         }
     }
 
@@ -334,7 +358,7 @@ impl Layout {
                 w.blobs.insert(digest.clone(), size);
                 std::fs::remove_file(upload).map_err(LayoutError::io(upload))
             }
-            Store::TarRead(_) => Err(self.read_only()),
+            Store::TarRead(..) => Err(self.read_only()),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod names;
+pub mod parts;
 pub mod server;
 pub mod tar;
 mod uploads;

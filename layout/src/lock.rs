@@ -90,12 +90,17 @@ impl Lock {
     /// Reads a lock, refusing another format by name.
     pub fn load(path: &Path) -> Result<Self, LayoutError> {
         let bytes = std::fs::read(path).map_err(LayoutError::io(path))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// A lock from its bytes; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, LayoutError> {
         let invalid = |message: String| LayoutError::Invalid {
             path: path.to_owned(),
             message,
         };
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
         match value.get("format").and_then(|f| f.as_str()) {
             Some(LOCK_FORMAT) => {}
             other => {
@@ -134,16 +139,17 @@ impl Lock {
             .collect()
     }
 
-    /// Records the manifest `digest` and all below it, read from `layout`, or else from
-    /// `base` (the lock a delta follows); the blobs the tree needs, with their sizes.
+    /// Records the manifest `top` and all below it, read from `layout`, or else from `base`
+    /// (the lock a delta follows); the blobs the tree needs, with their sizes. A manifest
+    /// below the top that neither holds is a platform left out (a sparse index).
     pub fn record_tree(
         &mut self,
         layout: &Layout,
         base: Option<&Lock>,
-        digest: &Digest,
+        top: &Digest,
     ) -> Result<Vec<Sized>, LayoutError> {
         let mut blobs = BTreeSet::new();
-        let mut stack = vec![digest.clone()];
+        let mut stack = vec![top.clone()];
         let mut seen = BTreeSet::new();
         while let Some(digest) = stack.pop() {
             if !seen.insert(digest.clone()) {
@@ -162,6 +168,9 @@ impl Lock {
                             }
                             m.clone()
                         }
+                        // Below the top, what is absent is a platform left out: the
+                        // bundle holds a sparse index.
+                        None if digest != *top => continue,
                         None => return Err(e),
                     },
                 },

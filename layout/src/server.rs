@@ -5,11 +5,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::answers::{empty, error, full, internal, Body};
 use crate::bundle::Bundle;
 use crate::catalog::sniff_media_type;
+use crate::parts::PartFiles;
 
 /// Bytes read from a blob file at a time.
 const READ_AT_ONCE: usize = 256 * 1024;
@@ -211,13 +210,13 @@ async fn blob(
     let Ok(digest) = digest.parse::<Digest>() else {
         return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "not a digest");
     };
-    let Some((file, offset, size)) = bundle.layout.blob_span(&digest).or_else(|| {
-        // A tar being written is not read back: its blobs are only said to be there.
-        bundle
-            .layout
-            .blob_size(&digest)
-            .map(|size| (std::path::PathBuf::new(), 0, size))
-    }) else {
+    let span = bundle.layout.blob_span(&digest);
+    // A tar being written is not read back: its blobs are only said to be there.
+    let size = span
+        .as_ref()
+        .map(|(_, _, size)| *size)
+        .or_else(|| bundle.layout.blob_size(&digest));
+    let Some(size) = size else {
         let held = bundle.with_catalog(|c| c.base.get(&digest).cloned());
         return match held {
             Some(held) if *method == Method::HEAD => Response::builder()
@@ -247,10 +246,11 @@ async fn blob(
     if status == StatusCode::PARTIAL_CONTENT {
         r = r.header("content-range", format!("bytes {start}-{end}/{size}"));
     }
-    let body = if *method == Method::HEAD || len == 0 {
-        empty()
-    } else {
-        file_body(file, offset + start, len)
+    let body = match span {
+        Some((files, offset, _)) if *method != Method::HEAD && len > 0 => {
+            file_body(files, offset + start, len)
+        }
+        _ => empty(),
     };
     r.body(body).unwrap_or_else(|_| internal())
 }
@@ -266,29 +266,32 @@ fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
-/// `len` bytes of `path` from `start`, read as they are sent.
-fn file_body(path: PathBuf, start: u64, len: u64) -> Body {
-    let stream = futures_util::stream::once(async move {
-        let mut file = tokio::fs::File::open(&path).await?;
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-        Ok::<_, std::io::Error>(file.take(len))
-    })
-    .map(|opened| match opened {
-        Ok(reader) => futures_util::stream::unfold(reader, |mut reader| async move {
-            let mut buf = vec![0u8; READ_AT_ONCE];
-            match reader.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(Frame::data(Bytes::from(buf))), reader))
-                }
-                Err(e) => Some((Err(e), reader)),
-            }
-        })
-        .boxed(),
-        Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
-    })
-    .flatten();
+/// `len` bytes of `files` from `start`, read as they are sent (across parts when cut).
+fn file_body(files: PartFiles, start: u64, len: u64) -> Body {
+    let end = start + len;
+    let stream = futures_util::stream::unfold((files, start), move |(files, at)| async move {
+        if at >= end {
+            return None;
+        }
+        let Some((path, offset, left)) = files.locate(at).map(|(p, o, l)| (p.to_owned(), o, l))
+        else {
+            let cut = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            return Some((Err(cut), (files, end)));
+        };
+        let want = left.min(end - at).min(READ_AT_ONCE as u64);
+        let read = async {
+            let mut file = tokio::fs::File::open(&path).await?;
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            let mut buf = vec![0u8; usize::try_from(want).unwrap_or(READ_AT_ONCE)];
+            file.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        }
+        .await;
+        match read {
+            Ok(buf) => Some((Ok(Frame::data(Bytes::from(buf))), (files, at + want))),
+            Err(e) => Some((Err(e), (files, end))),
+        }
+    });
     BodyExt::boxed_unsync(StreamBody::new(stream))
 }
 

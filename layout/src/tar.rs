@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::LayoutError;
+use crate::parts::{PartFiles, PartWriter, Sink};
 
 const BLOCK: u64 = 512;
 /// The largest member ustar's size field holds (11 octal digits).
@@ -18,13 +19,17 @@ pub const MAX_MEMBER: u64 = 8 * 1024 * 1024 * 1024 - 1;
 /// A tar file being written.
 pub(crate) struct TarWriter {
     path: PathBuf,
-    file: File,
+    file: Box<dyn Sink>,
 }
 
 impl TarWriter {
-    /// A new, empty tar at `path` (an existing file is replaced).
-    pub(crate) fn create(path: &Path) -> Result<Self, LayoutError> {
-        let file = File::create(path).map_err(LayoutError::io(path))?;
+    /// A new, empty tar at `path` (an existing file is replaced); with `split`, written in
+    /// parts of at most that many bytes instead.
+    pub(crate) fn create(path: &Path, split: Option<u64>) -> Result<Self, LayoutError> {
+        let file: Box<dyn Sink> = match split {
+            Some(limit) => Box::new(PartWriter::new(path, limit)),
+            None => Box::new(File::create(path).map_err(LayoutError::io(path))?),
+        };
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -64,7 +69,7 @@ impl TarWriter {
     pub(crate) fn finish(&mut self) -> Result<(), LayoutError> {
         self.file
             .write_all(&[0u8; 2 * BLOCK as usize])
-            .and_then(|()| self.file.sync_all())
+            .and_then(|()| self.file.finish())
             .map_err(LayoutError::io(&self.path))
     }
 
@@ -121,21 +126,18 @@ pub struct TarIndex {
 }
 
 impl TarIndex {
-    /// Reads the headers of the tar at `path` (not its data).
-    pub fn read(path: &Path) -> Result<Self, LayoutError> {
-        let mut file = File::open(path).map_err(LayoutError::io(path))?;
-        let len = file.metadata().map_err(LayoutError::io(path))?.len();
+    /// Reads the headers of the tar in `files` (not its data).
+    pub fn read(files: &PartFiles) -> Result<Self, LayoutError> {
+        let path = files.name();
+        let len = files.len();
         let mut members = HashMap::new();
         let mut at = 0u64;
-        let mut header = [0u8; BLOCK as usize];
         let invalid = |message: String| LayoutError::Invalid {
             path: path.to_owned(),
             message,
         };
         while at + BLOCK <= len {
-            file.seek(SeekFrom::Start(at))
-                .and_then(|_| file.read_exact(&mut header))
-                .map_err(LayoutError::io(path))?;
+            let header = files.read_at(at, BLOCK)?;
             if header.iter().all(|b| *b == 0) {
                 break;
             }
@@ -182,16 +184,6 @@ fn octal(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
-/// Reads `len` bytes at `offset` of `path`.
-pub(crate) fn read_at(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, LayoutError> {
-    let mut file = File::open(path).map_err(LayoutError::io(path))?;
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut bytes))
-        .map_err(LayoutError::io(path))?;
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,18 +194,17 @@ mod tests {
         let path = dir.path().join("b.tar");
         let big = dir.path().join("big");
         std::fs::write(&big, vec![7u8; 1000]).unwrap();
-        let mut w = TarWriter::create(&path).unwrap();
+        let mut w = TarWriter::create(&path, None).unwrap();
         w.append_bytes("oci-layout", b"{}").unwrap();
         w.append_file("blobs/sha256/big", &big, 1000).unwrap();
         w.finish().unwrap();
-        let index = TarIndex::read(&path).unwrap();
+        let files = PartFiles::open(&path).unwrap();
+        let index = TarIndex::read(&files).unwrap();
         let (at, size) = index.member("blobs/sha256/big").unwrap();
         assert_eq!(size, 1000);
-        assert_eq!(read_at(&path, at, size).unwrap(), vec![7u8; 1000]);
-        assert_eq!(
-            read_at(&path, index.member("oci-layout").unwrap().0, 2).unwrap(),
-            b"{}"
-        );
+        assert_eq!(files.read_at(at, size).unwrap(), vec![7u8; 1000]);
+        let at = index.member("oci-layout").unwrap().0;
+        assert_eq!(files.read_at(at, 2).unwrap(), b"{}");
         let listed = std::process::Command::new("tar")
             .arg("-tf")
             .arg(&path)

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image_mirror_common::{Digest, JobEvent, MirrorJob, Outcome, Repository, Tag};
+use image_mirror_common::{
+    Digest, JobEvent, MirrorJob, Outcome, Platform, Platforms, Repository, Tag,
+};
 use image_mirror_layout::catalog::sniff_media_type;
 use image_mirror_layout::{serve, Bundle, Catalog, Held, Layout, Lock, LockedImage, LOCK_FORMAT};
 use image_mirror_worker::CopyEngine;
@@ -81,11 +83,15 @@ pub struct Export {
 
 impl Export {
     /// Starts writing the bundle at `path` (a folder: one that is a layout already is gone on
-    /// with; or a `.tar` file, written as a stream); with `since`, only what that lock's
-    /// bundle does not hold is written.
-    pub async fn start(path: &Path, since: Option<&Path>) -> Result<Self, BundleError> {
+    /// with; or a `.tar` file, written as a stream, in parts of at most `split` bytes when
+    /// given); with `since`, only what that lock's bundle does not hold is written.
+    pub async fn start(
+        path: &Path,
+        since: Option<&Path>,
+        split: Option<u64>,
+    ) -> Result<Self, BundleError> {
         let base = since.map(Lock::load).transpose()?;
-        let layout = Layout::create(path)?;
+        let layout = Layout::create_split(path, split)?;
         // A folder is gone on with; a tar is written anew, as a stream.
         let mut catalog = if path.extension().is_some_and(|e| e == "tar") {
             Catalog::default()
@@ -264,6 +270,8 @@ fn lock_of(layout: &Layout, base: Option<&Lock>, events: &[JobEvent]) -> Result<
 /// A bundle being read: `import` (and `serve`).
 pub struct Import {
     served: Served,
+    /// The bundle's lock, when it has one.
+    lock: Option<Lock>,
 }
 
 impl Import {
@@ -271,8 +279,9 @@ impl Import {
     pub async fn start(path: &Path, repository: Option<&str>) -> Result<Self, BundleError> {
         let layout = Layout::open(path)?;
         let catalog = Catalog::of_layout(&layout, repository)?;
+        let lock = layout.read_lock()?;
         let served = start(Bundle::read_only(layout, catalog)).await?;
-        Ok(Self { served })
+        Ok(Self { served, lock })
     }
 
     /// `127.0.0.1:PORT`, the source host of the jobs.
@@ -299,18 +308,37 @@ impl Import {
             if let Some(org) = org {
                 target = target.with_org(org).map_err(name)?;
             }
+            let platforms = self.platforms_of(&repo, &tag);
             let tag: Tag = tag
                 .parse()
                 .map_err(|e: image_mirror_common::reference::ReferenceError| name(e))?;
-            jobs.push(MirrorJob::new(
+            let mut job = MirrorJob::new(
                 source,
                 target,
                 tag,
                 false,
                 image_mirror_common::Requester::Sync,
-            ));
+            );
+            job.platforms = platforms;
+            jobs.push(job);
         }
         Ok(jobs)
+    }
+
+    /// The platforms the bundle's lock says `repo:tag` was exported with, when only some.
+    fn platforms_of(&self, repo: &str, tag: &str) -> Option<Platforms> {
+        let lock = self.lock.as_ref()?;
+        let image = lock.images.iter().find(|i| {
+            image_mirror_layout::names::split_reference(&i.target)
+                .is_some_and(|n| n.repository == repo && n.tag.as_deref() == Some(tag))
+        })?;
+        image.platform_subset.as_ref()?;
+        let chosen: Vec<Platform> = image
+            .platforms
+            .iter()
+            .filter_map(|p| p.split(':').next()?.parse().ok())
+            .collect();
+        Platforms::new(chosen).ok()
     }
 
     /// Every manifest and blob each job's image needs is in the bundle or at its target (a
@@ -334,9 +362,13 @@ impl Import {
             else {
                 continue;
             };
-            let mut stack = vec![(top, true)];
+            let mut stack = vec![(top.clone(), true)];
             while let Some((digest, is_manifest)) = stack.pop() {
                 let here = layout.blob_size(&digest).is_some();
+                // A bundle of some platforms holds a sparse index: the others are not read.
+                if is_manifest && !here && digest != top && job.platforms.is_some() {
+                    continue;
+                }
                 if is_manifest && here {
                     let bytes = layout.read_small(&digest)?;
                     stack.extend(listed(&bytes));

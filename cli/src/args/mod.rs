@@ -336,6 +336,10 @@ pub struct ExportArgs {
     /// never a second copy on disk).
     #[arg(long, value_name = "DIR|FILE.tar")]
     pub output: PathBuf,
+    /// Cut the tar into parts of at most this size (`FILE.tar.000`, `.001`, …, with a
+    /// `SHA256SUMS`): `2GiB`, `700MB`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_split)]
+    pub split: Option<u64>,
     /// Only what the bundle of this lock does not hold: a delta bundle, to import on top of
     /// that one.
     #[arg(long, value_name = "OLD.lock")]
@@ -386,6 +390,8 @@ pub struct ImportArgs {
     /// layouts) or not at all.
     #[arg(long, value_name = "PATH")]
     pub repository: Option<String>,
+    #[command(flatten)]
+    pub sparse: SparseFlag,
     /// Images pushed at once.
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
@@ -615,6 +621,15 @@ pub struct DiscoverArgs {
 /// zero.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     image_mirror_common::duration::parse_positive(text)
+}
+
+/// A part size (`2GiB`, `700MB`), at least 1 MiB.
+fn parse_split(text: &str) -> Result<u64, String> {
+    let size = image_mirror_registry::upload_limits::parse_size(text)?;
+    if size < 1024 * 1024 {
+        return Err(format!("{text:?}: parts of less than 1 MiB"));
+    }
+    Ok(size)
 }
 
 /// A duration as every flag writes it, zero allowed.

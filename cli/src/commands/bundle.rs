@@ -34,7 +34,11 @@ pub async fn export(args: &ExportArgs) -> Result<u8> {
     } else {
         jobs
     };
-    let bundle = Export::start(&args.output, args.since.as_deref())
+    let tar = args.output.extension().is_some_and(|e| e == "tar");
+    if args.split.is_some() && !tar {
+        return Err(BadInput("--split cuts a tar: give --output FILE.tar".into()).into());
+    }
+    let bundle = Export::start(&args.output, args.since.as_deref(), args.split)
         .await
         .map_err(bad)?;
     let mut registry = args.registry.clone();
@@ -66,6 +70,11 @@ pub async fn export(args: &ExportArgs) -> Result<u8> {
         exported.bytes,
         exported.path.display()
     );
+    if let Some(size) = args.split {
+        line.push_str(&format!(
+            " (in parts of at most {size} bytes, .000 on, checked by SHA256SUMS)"
+        ));
+    }
     if exported.in_base > 0 {
         line.push_str(&format!(
             ", {} blobs left to the bundle it follows",
@@ -108,7 +117,8 @@ pub async fn import(args: &ImportArgs) -> Result<u8> {
     let engine = registry_client::engine(&registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?);
+        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_on_sparse_refused(args.sparse.policy());
     match bundle.check_complete(&engine, &jobs).await {
         Ok(()) => {}
         Err(e @ BundleError::Missing { .. }) => {
