@@ -755,3 +755,21 @@ async fn an_export_of_some_platforms_keeps_the_index_digest_and_only_their_blobs
         assert_eq!(listed, if kept { 4 } else { 1 }, "{held}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_from_the_targets_reads_the_mirror_not_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::oci_index(9990);
+    let mirror = Registry::start();
+    push_image(&mirror.url(), "mirror/app0", "v1", &image).await;
+    // The sources named here do not exist: only the targets are read.
+    std::fs::write(
+        dir.path().join("images-list"),
+        format!("127.0.0.1:9/up/app0 {}/mirror/app0 v1\n", mirror.host()),
+    )
+    .unwrap();
+    let args = ["export", "--from-target", "--output", "bundle"];
+    let out = image_mirror(&[mirror.host(), "127.0.0.1:9"], dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(blob_files(&dir.path().join("bundle")), digests_of(&image));
+}
