@@ -11,7 +11,7 @@ use image_mirror_testkit::{skopeo, Registry};
 use crate::measure::{measure, measure_with_output, report_many, Usage};
 use crate::{MIB, SKOPEO};
 
-fn corpus() -> Vec<(String, Image)> {
+pub(crate) fn corpus() -> Vec<(String, Image)> {
     let platforms = Platform::four();
     // One base layer per platform, shared by every image, plus a small app layer each.
     let bases: Vec<Blob> = (0..platforms.len())

@@ -23,6 +23,8 @@
 //!   coordination;
 //! - `crash-resume`: bytes sent again after `kill -9` at 20 moments over a 1 GiB upload,
 //!   into distribution 2.8 and 3;
+//! - `ocync`: the corpus synced cold and again (a no-op) over TLS by image-mirror, ocync
+//!   (built by `bench/ocync`) and regsync;
 //! - `soak`: 200 tags through three workers and the committer while workers are killed, the
 //!   broker and the registry restarted and connections cut, on a seeded schedule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +36,7 @@ mod cut;
 mod economy;
 mod fleet;
 mod measure;
+mod ocync;
 mod peers;
 mod pipeline;
 mod registries;
@@ -43,7 +46,7 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "corpus",
     "big-blob",
     "noop-run",
@@ -57,6 +60,7 @@ const SCENARIOS: [&str; 13] = [
     "broker",
     "crash-resume",
     "soak",
+    "ocync",
 ];
 
 #[tokio::main]
@@ -77,7 +81,7 @@ async fn main() {
         );
         std::process::exit(2);
     }
-    println!("# image-mirror vs skopeo, regctl and regsync, one run");
+    println!("# image-mirror vs skopeo, regctl, regsync and ocync, one run");
     for scenario in &chosen {
         match scenario.as_str() {
             "corpus" => copy::corpus_scenario(&binary).await,
@@ -92,6 +96,7 @@ async fn main() {
             "broker" => broker::broker_scenario().await,
             "crash-resume" => crash_resume::crash_resume_scenario(&binary).await,
             "soak" => soak::soak_scenario(&binary).await,
+            "ocync" => ocync::ocync_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

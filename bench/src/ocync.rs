@@ -1,0 +1,186 @@
+//! ocync (github.com/clowdhaus/ocync, built by `bench/ocync SRC`) beside image-mirror and
+//! regsync, as their users run them, over TLS (ocync speaks only HTTPS): a private CA given to
+//! every tool through `SSL_CERT_FILE`. The corpus synced cold, each tool into its own empty
+//! registry; the same sync again (a no-op: ocync with its cache, and with its cache deleted);
+//! every copy checked by digest. ocync is configured as its documentation says: one mapping
+//! per repository with the exact tag, its default concurrency and cache, referrers off (none
+//! are copied by the others).
+
+use std::path::{Path, PathBuf};
+
+use image_mirror_testkit::push::push_image;
+use image_mirror_testkit::tls::TestCa;
+use image_mirror_testkit::{crane, tools, Image, Registry, RegistryOptions};
+
+use crate::measure::{measure, Usage};
+
+/// Images synced at once by image-mirror and regsync (ocync keeps its own default).
+const CONCURRENCY: usize = 16;
+
+/// One tool's syncs: cold, then a no-op, and (ocync) a no-op without its cache.
+struct Row {
+    tool: &'static str,
+    cold: Usage,
+    warm: Usage,
+    cold_cache_noop: Option<Usage>,
+}
+
+/// The ocync scenario.
+pub async fn ocync_scenario(binary: &Path) {
+    let ocync = tools::path("ocync");
+    if !ocync.exists() {
+        println!("\n### ocync\n\nnot built: run `bench/ocync PATH-TO-OCYNC-CHECKOUT` first");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    // Every tool (image-mirror, ocync's rustls, Go's crypto/x509, the test's pushes) trusts
+    // the private CA through it.
+    std::env::set_var("SSL_CERT_FILE", &ca.ca_cert);
+    let tls = RegistryOptions::with_tls(&ca);
+    let src = Registry::start_with(&tls);
+    let corpus = crate::copy::corpus();
+    for (repo, image) in &corpus {
+        push_image(&src.url(), repo, "v1", image).await;
+    }
+    let mut rows = Vec::new();
+    for tool in ["image-mirror", "ocync", "regsync"] {
+        let dst = Registry::start_with(&tls);
+        let work = dir.path().join(tool);
+        std::fs::create_dir_all(&work).unwrap();
+        let (program, args) = command(tool, binary, &ocync, &src, &dst, &corpus, &work);
+        let cold = measure(&program, &args, &work.join("cache"));
+        check(&dst, &corpus, tool);
+        let warm = measure(&program, &args, &work.join("cache"));
+        let cold_cache_noop = (tool == "ocync").then(|| {
+            let _ = std::fs::remove_dir_all(work.join("ocync-cache"));
+            measure(&program, &args, &work.join("cache"))
+        });
+        rows.push(Row {
+            tool,
+            cold,
+            warm,
+            cold_cache_noop,
+        });
+    }
+    report(&rows, corpus.len());
+}
+
+/// The program and arguments of `tool` syncing the corpus from `src` into `dst`, its files
+/// in `work`.
+fn command(
+    tool: &str,
+    binary: &Path,
+    ocync: &Path,
+    src: &Registry,
+    dst: &Registry,
+    corpus: &[(String, Image)],
+    work: &Path,
+) -> (PathBuf, Vec<String>) {
+    match tool {
+        "image-mirror" => {
+            let lines: Vec<String> = corpus
+                .iter()
+                .map(|(repo, _)| format!("{}/{repo} {}/{repo} v1", src.host(), dst.host()))
+                .collect();
+            let list = work.join("images-list");
+            std::fs::write(&list, lines.join("\n") + "\n").unwrap();
+            let absent = work.join("absent.json");
+            let args = [
+                "-q",
+                "run",
+                "--workers",
+                &CONCURRENCY.to_string(),
+                "--images-list",
+                list.to_str().unwrap(),
+                "--config",
+                absent.to_str().unwrap(),
+            ];
+            (
+                binary.to_owned(),
+                args.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        }
+        "ocync" => {
+            let mut yaml = format!(
+                "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {}\n  dst:\n    url: {}\n\
+                 defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
+                work.join("ocync-cache").display(),
+                src.host(),
+                dst.host()
+            );
+            for (repo, _) in corpus {
+                yaml.push_str(&format!(
+                    "  - from: {repo}\n    to: {repo}\n    tags:\n      include: [\"v1\"]\n"
+                ));
+            }
+            let config = work.join("ocync.yaml");
+            std::fs::write(&config, yaml).unwrap();
+            let args = ["sync", "-q", "-c", config.to_str().unwrap()];
+            (
+                ocync.to_owned(),
+                args.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        }
+        _ => {
+            let mut yaml = String::from("version: 1\ncreds:\n");
+            for h in [src.host(), dst.host()] {
+                yaml.push_str(&format!(
+                    "  - registry: {h}\n    reqConcurrent: {CONCURRENCY}\n"
+                ));
+            }
+            yaml.push_str(&format!("defaults:\n  parallel: {CONCURRENCY}\nsync:\n"));
+            for (repo, _) in corpus {
+                yaml.push_str(&format!(
+                    "  - source: {}/{repo}:v1\n    target: {}/{repo}:v1\n    type: image\n",
+                    src.host(),
+                    dst.host()
+                ));
+            }
+            let config = work.join("regsync.yml");
+            std::fs::write(&config, yaml).unwrap();
+            let args = ["once", "-c", config.to_str().unwrap()];
+            (
+                tools::path("regsync"),
+                args.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        }
+    }
+}
+
+/// Every image of the corpus is at `dst` with its digest.
+fn check(dst: &Registry, corpus: &[(String, Image)], tool: &str) {
+    for (repo, image) in corpus {
+        let at = format!("{}/{repo}:v1", dst.host());
+        assert_eq!(&crane::digest(&at), image.digest(), "{tool}: {at}");
+    }
+}
+
+fn report(rows: &[Row], images: usize) {
+    println!(
+        "\n### ocync: {images} four-platform images over TLS, synced cold into an empty registry, then again (a no-op)\n"
+    );
+    println!("| tool | cold wall s | cold CPU s | cold peak RSS MiB | no-op wall s | no-op CPU s | no-op, cache deleted, wall s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let cold_cache = r
+            .cold_cache_noop
+            .map_or_else(String::new, |u| format!("{:.2}", u.wall));
+        println!(
+            "| {} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {cold_cache} |",
+            r.tool, r.cold.wall, r.cold.cpu, r.cold.peak_rss_mib, r.warm.wall, r.warm.cpu
+        );
+    }
+    let Some(ours) = rows.iter().find(|r| r.tool == "image-mirror") else {
+        return;
+    };
+    for r in rows.iter().filter(|r| r.tool != "image-mirror") {
+        println!(
+            "\nimage-mirror / {}: cold wall {:.2}, cold CPU {:.2}, no-op wall {:.2}",
+            r.tool,
+            ours.cold.wall / r.cold.wall,
+            ours.cold.cpu / r.cold.cpu.max(0.001),
+            ours.warm.wall / r.warm.wall
+        );
+    }
+}
