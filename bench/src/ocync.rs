@@ -64,6 +64,107 @@ pub async fn ocync_scenario(binary: &Path) {
         });
     }
     report(&rows, corpus.len());
+    real_list_noop(binary, &ocync, &tls, dir.path()).await;
+}
+
+/// The real list (2,172 entries), already mirrored: each tool's no-op over TLS (ocync once
+/// to fill its cache, then warm).
+async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir: &Path) {
+    let (src, dst) = (Registry::start_with(tls), Registry::start_with(tls));
+    let (list, n) = crate::pipeline::mirrored_list(&src, &dst, dir).await;
+    let text = std::fs::read_to_string(&list).unwrap();
+    let entries: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((
+                f.next()?.to_owned(),
+                f.next()?.to_owned(),
+                f.next()?.to_owned(),
+            ))
+        })
+        .collect();
+    let cache = dir.join("real-cache");
+    let args = [
+        "-q",
+        "run",
+        "--workers",
+        &CONCURRENCY.to_string(),
+        "--images-list",
+        list.to_str().unwrap(),
+        "--config",
+        dir.join("absent.json").to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let ours = measure(binary, &args, &cache);
+    let regsync_config = dir.join("real-regsync.yml");
+    let mut yaml = String::from("version: 1\ncreds:\n");
+    for h in [src.host(), dst.host()] {
+        yaml.push_str(&format!(
+            "  - registry: {h}\n    reqConcurrent: {CONCURRENCY}\n"
+        ));
+    }
+    yaml.push_str(&format!("defaults:\n  parallel: {CONCURRENCY}\nsync:\n"));
+    for (s, t, tag) in &entries {
+        yaml.push_str(&format!(
+            "  - source: {s}:{tag}\n    target: {t}:{tag}\n    type: image\n"
+        ));
+    }
+    std::fs::write(&regsync_config, yaml).unwrap();
+    let args = ["once", "-c", regsync_config.to_str().unwrap()].map(str::to_owned);
+    let regsync = measure(&tools::path("regsync"), &args, &cache);
+    let ocync_config = dir.join("real-ocync.yaml");
+    let mut by_repo: std::collections::BTreeMap<(String, String), Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (s, t, tag) in &entries {
+        let path = |r: &str| {
+            r.split_once('/')
+                .map(|(_, p)| p.to_owned())
+                .unwrap_or_default()
+        };
+        by_repo
+            .entry((path(s), path(t)))
+            .or_default()
+            .push(tag.clone());
+    }
+    let mut yaml = format!(
+        "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {}\n  dst:\n    url: {}\n\
+         defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
+        dir.join("real-ocync-cache").display(),
+        src.host(),
+        dst.host()
+    );
+    for ((from, to), tags) in &by_repo {
+        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+        yaml.push_str(&format!(
+            "  - from: {from}\n    to: {to}\n    tags:\n      include: [{}]\n",
+            tags.join(", ")
+        ));
+    }
+    std::fs::write(&ocync_config, yaml).unwrap();
+    let args = ["sync", "-q", "-c", ocync_config.to_str().unwrap()].map(str::to_owned);
+    let ocync_cold = measure(ocync, &args, &cache);
+    let ocync_warm = measure(ocync, &args, &cache);
+    println!(
+        "\n### the real list's no-op over TLS: {n} entries already mirrored\n\n| tool | wall s | CPU s | peak RSS MiB |\n|---|---:|---:|---:|"
+    );
+    for (tool, u) in [
+        ("image-mirror run", ours),
+        ("regsync once", regsync),
+        ("ocync sync, cache empty", ocync_cold),
+        ("ocync sync, warm cache", ocync_warm),
+    ] {
+        println!(
+            "| {tool} | {:.2} | {:.2} | {:.1} |",
+            u.wall, u.cpu, u.peak_rss_mib
+        );
+    }
+    println!(
+        "\nimage-mirror / regsync once: {:.2}; / ocync warm: {:.2}; / ocync with its cache empty: {:.2}",
+        ours.wall / regsync.wall,
+        ours.wall / ocync_warm.wall,
+        ours.wall / ocync_cold.wall
+    );
 }
 
 /// The program and arguments of `tool` syncing the corpus from `src` into `dst`, its files

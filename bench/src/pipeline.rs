@@ -24,7 +24,7 @@ fn fixture() -> PathBuf {
 
 /// Every entry of the real list, with its source in `src` and its target in `dst` (both
 /// holding the same image at the entry's tag), written as an images-list in `dir`.
-async fn mirrored_list(src: &Registry, dst: &Registry, dir: &Path) -> (PathBuf, usize) {
+pub(crate) async fn mirrored_list(src: &Registry, dst: &Registry, dir: &Path) -> (PathBuf, usize) {
     let list = ImagesList::load(&fixture()).unwrap();
     let mut lines = Vec::new();
     // Entries that share a source tag or a target tag (the real list has both: one source
