@@ -16,6 +16,9 @@ pub struct BatchOptions {
     pub window: Duration,
     /// The most deliveries in one batch (the consumer's prefetch must allow as many).
     pub max: usize,
+    /// A run's committer: the events it waits for in all. A batch that brings the count
+    /// recorded to it closes at once, without waiting out its window.
+    pub total: Option<usize>,
 }
 
 impl BatchOptions {
@@ -24,7 +27,20 @@ impl BatchOptions {
     pub const RUN: Self = Self {
         window: Duration::from_millis(100),
         max: 256,
+        total: None,
     };
+
+    /// These options for a batch after `taken` deliveries were settled: no larger than what
+    /// is left of the total.
+    pub fn after(self, taken: usize) -> Self {
+        match self.total {
+            Some(total) => Self {
+                max: self.max.min(total.saturating_sub(taken).max(1)),
+                ..self
+            },
+            None => self,
+        }
+    }
 }
 
 /// The next batch, or `None` when the consumer ended or `stop` completed before a batch
@@ -62,4 +78,29 @@ pub async fn next_batch(
         }
     }
     Ok(Some(batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_s_batches_are_never_larger_than_what_is_left_of_its_total() {
+        let run = BatchOptions {
+            total: Some(300),
+            ..BatchOptions::RUN
+        };
+        assert_eq!(run.after(0).max, 256);
+        assert_eq!(run.after(256).max, 44);
+        assert_eq!(
+            run.after(300).max,
+            1,
+            "never zero: a late event still comes in"
+        );
+        assert_eq!(
+            BatchOptions::RUN.after(10_000).max,
+            256,
+            "a fleet's has no total"
+        );
+    }
 }

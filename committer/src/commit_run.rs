@@ -144,6 +144,7 @@ mod tests {
             batch: BatchOptions {
                 window: std::time::Duration::from_millis(10),
                 max: 8,
+                total: None,
             },
         };
         let expected = HashSet::from(["job-1".to_owned()]);

@@ -104,11 +104,13 @@ pub async fn run_committer(
     // Fused: the stop may fire in the middle of a batch, and is not polled again after.
     let stop = stop.fuse();
     tokio::pin!(stop);
+    let mut settled_so_far = 0;
     loop {
         if stop.is_terminated() {
             return Ok(());
         }
-        let Some(deliveries) = next_batch(consumer, committer.batch, &mut stop).await? else {
+        let options = committer.batch.after(settled_so_far);
+        let Some(deliveries) = next_batch(consumer, options, &mut stop).await? else {
             return Ok(());
         };
         let span = tracing::info_span!(
@@ -124,6 +126,7 @@ pub async fn run_committer(
             Ok(outcome) => {
                 metrics::COMMITTER_BATCHES.inc(&["recorded"]);
                 span.record("recorded", outcome.recorded());
+                settled_so_far += deliveries.len();
                 for d in deliveries {
                     d.ack().await?;
                 }

@@ -104,6 +104,7 @@ async fn a_job_is_one_trace_from_producer_to_committer() {
         batch: BatchOptions {
             window: Duration::from_millis(200),
             max: 10,
+            total: None,
         },
     };
     let committer = run_committer(

@@ -151,10 +151,10 @@ pub async fn mirror<S>(
     let (mut task, mut halt) = start_workers(broker, engine, run.workers);
     let expected: HashSet<String> = jobs.iter().flat_map(MirrorJob::event_ids).collect();
     let recorder = Recorder::Local(run.images_list.to_path_buf());
-    // A batch that holds every event the run waits for is closed at once: a run whose jobs
-    // all end together (a no-op, most often) does not wait out the batch window.
+    // A batch that brings in the run's last event closes at once: the run does not wait out
+    // the batch window after it.
     let batch = BatchOptions {
-        max: expected.len().clamp(1, BatchOptions::RUN.max),
+        total: Some(expected.len()),
         ..BatchOptions::RUN
     };
     let committer = Committer {

@@ -66,6 +66,7 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
         batch: BatchOptions {
             window: args.batch_window,
             max: usize::from(max),
+            total: None,
         },
     };
     run_committer(&committer, &mut consumer, stop, print_outcome).await?;
