@@ -67,6 +67,18 @@ fn long_of(token: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// Whether `token` is a cluster of `command`'s short flags (`-q`, `-vv`): `Some(true)` when
+/// its last one takes the next argument as its value.
+fn shorts_here(command: &Command, token: &str) -> Option<bool> {
+    let shorts = token.strip_prefix('-').filter(|s| !s.starts_with('-'))?;
+    let mut takes_value = None;
+    for c in shorts.chars() {
+        let arg = command.get_arguments().find(|a| a.get_short() == Some(c))?;
+        takes_value = Some(arg.get_action().takes_values());
+    }
+    takes_value
+}
+
 fn flag_of<'c>(command: &'c Command, long: &str) -> Option<&'c Arg> {
     command.get_arguments().find(|a| a.get_long() == Some(long))
 }
@@ -98,6 +110,13 @@ fn reorder(root: &Command, args: Vec<OsString>) -> Reordered {
     let mut i = 1;
     while i < texts.len() {
         let token = texts[i];
+        if let Some(taken) = shorts_here(command, token) {
+            // `-q`, `-vv`: the command's own short flags stay where they are.
+            let end = (i + 1 + usize::from(taken)).min(args.len());
+            kept.extend_from_slice(&args[i..end]);
+            i = end;
+            continue;
+        }
         let Some(long) = long_of(token) else {
             match command.find_subcommand(token) {
                 Some(sub) if !token.starts_with('-') => {
@@ -204,6 +223,18 @@ mod tests {
             .map(|i| format!("{} {}", i.command, i.flag))
             .collect();
         (args.join(" "), ignored)
+    }
+
+    #[test]
+    fn short_flags_before_the_command_stay_and_the_long_ones_still_move() {
+        assert_eq!(
+            reordered("im -q --insecure-registry h:1 copy a b"),
+            ("im -q copy --insecure-registry h:1 a b".to_owned(), vec![])
+        );
+        assert_eq!(
+            reordered("im --insecure-registry h:1 -vv run"),
+            ("im -vv run --insecure-registry h:1".to_owned(), vec![])
+        );
     }
 
     #[test]
