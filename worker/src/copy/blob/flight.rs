@@ -34,17 +34,23 @@ pub(crate) async fn bring(
                 lead.land(outcome.is_ok().then_some(b.target));
                 return outcome;
             }
-            Turn::Follow(rx) => match Flights::wait(rx).await {
-                Landed::In(repo) if &repo == b.target => {
-                    b.blob_states.stored(&b.blob.digest);
-                    b.meter.at(b.blob.size);
-                    Counters::add(&b.counters.blobs_skipped, 1);
-                    return Ok(BlobOutcome::Skipped);
+            Turn::Follow(rx) => {
+                // Waiting on the flight, this target has no use for the shared download: it
+                // answers now, or the flight (which may be the one waiting for that download
+                // to start) would wait for it until the join deadline.
+                need.pass();
+                match Flights::wait(rx).await {
+                    Landed::In(repo) if &repo == b.target => {
+                        b.blob_states.stored(&b.blob.digest);
+                        b.meter.at(b.blob.size);
+                        Counters::add(&b.counters.blobs_skipped, 1);
+                        return Ok(BlobOutcome::Skipped);
+                    }
+                    // In another repository (the location index knows it now, so the next
+                    // turn mounts it), or the leader failed: take a turn.
+                    Landed::In(_) | Landed::Failed => {}
                 }
-                // In another repository (the location index knows it now, so the next turn
-                // mounts it), or the leader failed: take a turn.
-                Landed::In(_) | Landed::Failed => {}
-            },
+            }
         }
     }
 }

@@ -45,6 +45,14 @@ impl Need {
     pub(crate) fn take(&mut self) -> Option<Arc<Supply>> {
         self.0.take()
     }
+
+    /// Answers now that the bytes are not needed (the blob comes by another copy's flight;
+    /// should that fail, this target reads the source by itself).
+    pub(crate) fn pass(&mut self) {
+        if let Some(supply) = self.0.take() {
+            supply.pass();
+        }
+    }
 }
 
 impl Drop for Need {
