@@ -99,20 +99,12 @@ async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir:
     ]
     .map(str::to_owned);
     let ours = measure(binary, &args, &cache);
-    let regsync_config = dir.join("real-regsync.yml");
-    let mut yaml = String::from("version: 1\ncreds:\n");
-    for h in [src.host(), dst.host()] {
-        yaml.push_str(&format!(
-            "  - registry: {h}\n    reqConcurrent: {CONCURRENCY}\n"
-        ));
-    }
-    yaml.push_str(&format!("defaults:\n  parallel: {CONCURRENCY}\nsync:\n"));
-    for (s, t, tag) in &entries {
-        yaml.push_str(&format!(
-            "  - source: {s}:{tag}\n    target: {t}:{tag}\n    type: image\n"
-        ));
-    }
-    std::fs::write(&regsync_config, yaml).unwrap();
+    let pairs: Vec<(String, String)> = entries
+        .iter()
+        .map(|(s, t, tag)| (format!("{s}:{tag}"), format!("{t}:{tag}")))
+        .collect();
+    let hosts = [src.host().to_owned(), dst.host().to_owned()];
+    let regsync_config = crate::peers::regsync_config_over(&pairs, &hosts, CONCURRENCY, dir, true);
     let args = ["once", "-c", regsync_config.to_str().unwrap()].map(str::to_owned);
     let regsync = measure(&tools::path("regsync"), &args, &cache);
     let ocync_config = dir.join("real-ocync.yaml");
@@ -233,22 +225,15 @@ fn command(
             )
         }
         _ => {
-            let mut yaml = String::from("version: 1\ncreds:\n");
-            for h in [src.host(), dst.host()] {
-                yaml.push_str(&format!(
-                    "  - registry: {h}\n    reqConcurrent: {CONCURRENCY}\n"
-                ));
-            }
-            yaml.push_str(&format!("defaults:\n  parallel: {CONCURRENCY}\nsync:\n"));
-            for (repo, _) in corpus {
-                yaml.push_str(&format!(
-                    "  - source: {}/{repo}:v1\n    target: {}/{repo}:v1\n    type: image\n",
-                    src.host(),
-                    dst.host()
-                ));
-            }
-            let config = work.join("regsync.yml");
-            std::fs::write(&config, yaml).unwrap();
+            let pairs: Vec<(String, String)> = corpus
+                .iter()
+                .map(|(repo, _)| {
+                    let at = |host: &str| format!("{host}/{repo}:v1");
+                    (at(src.host()), at(dst.host()))
+                })
+                .collect();
+            let hosts = [src.host().to_owned(), dst.host().to_owned()];
+            let config = crate::peers::regsync_config_over(&pairs, &hosts, CONCURRENCY, work, true);
             let args = ["once", "-c", config.to_str().unwrap()];
             (
                 tools::path("regsync"),

@@ -25,17 +25,29 @@ pub(crate) fn regctl() -> PathBuf {
 }
 
 /// A `regsync.yml` in `dir` copying each `(source, target)` reference (with their tags),
-/// `concurrency` images at once and `concurrency` requests per registry.
+/// `concurrency` images at once and `concurrency` requests per registry, plain HTTP.
 pub(crate) fn regsync_config(
     pairs: &[(String, String)],
     hosts: &[String],
     concurrency: usize,
     dir: &Path,
 ) -> PathBuf {
+    regsync_config_over(pairs, hosts, concurrency, dir, false)
+}
+
+/// [`regsync_config`], over TLS when `tls` (the CA from `SSL_CERT_FILE`).
+pub(crate) fn regsync_config_over(
+    pairs: &[(String, String)],
+    hosts: &[String],
+    concurrency: usize,
+    dir: &Path,
+    tls: bool,
+) -> PathBuf {
+    let tls = if tls { "" } else { "    tls: disabled\n" };
     let mut yaml = String::from("version: 1\ncreds:\n");
     for h in hosts {
         yaml.push_str(&format!(
-            "  - registry: {h}\n    tls: disabled\n    reqConcurrent: {concurrency}\n"
+            "  - registry: {h}\n{tls}    reqConcurrent: {concurrency}\n"
         ));
     }
     yaml.push_str(&format!("defaults:\n  parallel: {concurrency}\nsync:\n"));

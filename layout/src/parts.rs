@@ -177,17 +177,49 @@ impl PartFiles {
     }
 
     /// `len` bytes at `offset`, across parts.
-    pub fn read_at(&self, mut offset: u64, len: u64) -> Result<Vec<u8>, LayoutError> {
+    pub fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>, LayoutError> {
+        self.reader().read_at(offset, len)
+    }
+
+    /// A reader that keeps the part it last read open, for many reads in a row.
+    pub fn reader(&self) -> PartReader<'_> {
+        PartReader {
+            files: self,
+            open: None,
+        }
+    }
+
+    /// How the bundle is named in messages.
+    pub fn name(&self) -> &Path {
+        &self.files[0].0
+    }
+}
+
+/// Reads of [`PartFiles`] that open each part once while they stay in it.
+pub struct PartReader<'a> {
+    files: &'a PartFiles,
+    open: Option<(&'a Path, File)>,
+}
+
+impl PartReader<'_> {
+    /// `len` bytes at `offset`, across parts.
+    pub fn read_at(&mut self, mut offset: u64, len: u64) -> Result<Vec<u8>, LayoutError> {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         while (bytes.len() as u64) < len {
-            let Some((path, at, left)) = self.locate(offset) else {
+            let Some((path, at, left)) = self.files.locate(offset) else {
                 return Err(LayoutError::Invalid {
-                    path: self.files[0].0.clone(),
+                    path: self.files.name().to_owned(),
                     message: "cut short".into(),
                 });
             };
             let n = left.min(len - bytes.len() as u64);
-            let mut file = File::open(path).map_err(LayoutError::io(path))?;
+            if self.open.as_ref().is_none_or(|(open, _)| *open != path) {
+                let file = File::open(path).map_err(LayoutError::io(path))?;
+                self.open = Some((path, file));
+            }
+            let Some((_, file)) = self.open.as_mut() else {
+                continue;
+            };
             let mut chunk = vec![0u8; usize::try_from(n).unwrap_or(0)];
             file.seek(SeekFrom::Start(at))
                 .and_then(|_| file.read_exact(&mut chunk))
@@ -196,11 +228,6 @@ impl PartFiles {
             offset += n;
         }
         Ok(bytes)
-    }
-
-    /// How the bundle is named in messages.
-    pub fn name(&self) -> &Path {
-        &self.files[0].0
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -268,28 +269,51 @@ fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
 
 /// `len` bytes of `files` from `start`, read as they are sent (across parts when cut).
 fn file_body(files: PartFiles, start: u64, len: u64) -> Body {
+    /// Where the stream stands: the next byte, and the part open at it.
+    struct Reading {
+        files: PartFiles,
+        at: u64,
+        open: Option<(PathBuf, tokio::fs::File)>,
+    }
     let end = start + len;
-    let stream = futures_util::stream::unfold((files, start), move |(files, at)| async move {
-        if at >= end {
+    let first = Reading {
+        files,
+        at: start,
+        open: None,
+    };
+    let stream = futures_util::stream::unfold(first, move |mut r| async move {
+        if r.at >= end {
             return None;
         }
-        let Some((path, offset, left)) = files.locate(at).map(|(p, o, l)| (p.to_owned(), o, l))
+        let Some((path, offset, left)) = r.files.locate(r.at).map(|(p, o, l)| (p.to_owned(), o, l))
         else {
-            let cut = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-            return Some((Err(cut), (files, end)));
+            r.at = end;
+            return Some((Err(std::io::ErrorKind::UnexpectedEof.into()), r));
         };
-        let want = left.min(end - at).min(READ_AT_ONCE as u64);
+        let want = left.min(end - r.at).min(READ_AT_ONCE as u64);
         let read = async {
-            let mut file = tokio::fs::File::open(&path).await?;
-            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            // A part is opened (and sought) once; its reads then follow one another.
+            if r.open.as_ref().is_none_or(|(open, _)| *open != path) {
+                let mut file = tokio::fs::File::open(&path).await?;
+                file.seek(std::io::SeekFrom::Start(offset)).await?;
+                r.open = Some((path, file));
+            }
             let mut buf = vec![0u8; usize::try_from(want).unwrap_or(READ_AT_ONCE)];
-            file.read_exact(&mut buf).await?;
+            if let Some((_, file)) = r.open.as_mut() {
+                file.read_exact(&mut buf).await?;
+            }
             Ok::<_, std::io::Error>(buf)
         }
         .await;
         match read {
-            Ok(buf) => Some((Ok(Frame::data(Bytes::from(buf))), (files, at + want))),
-            Err(e) => Some((Err(e), (files, end))),
+            Ok(buf) => {
+                r.at += want;
+                Some((Ok(Frame::data(Bytes::from(buf))), r))
+            }
+            Err(e) => {
+                r.at = end;
+                Some((Err(e), r))
+            }
         }
     });
     BodyExt::boxed_unsync(StreamBody::new(stream))

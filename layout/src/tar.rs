@@ -130,6 +130,7 @@ impl TarIndex {
     pub fn read(files: &PartFiles) -> Result<Self, LayoutError> {
         let path = files.name();
         let len = files.len();
+        let mut reader = files.reader();
         let mut members = HashMap::new();
         let mut at = 0u64;
         let invalid = |message: String| LayoutError::Invalid {
@@ -137,7 +138,7 @@ impl TarIndex {
             message,
         };
         while at + BLOCK <= len {
-            let header = files.read_at(at, BLOCK)?;
+            let header = reader.read_at(at, BLOCK)?;
             if header.iter().all(|b| *b == 0) {
                 break;
             }
