@@ -25,6 +25,8 @@
 //!   into distribution 2.8 and 3;
 //! - `ocync`: the corpus synced cold and again (a no-op) over TLS by image-mirror, ocync
 //!   (built by `bench/ocync`) and regsync;
+//! - `ocync-big`: the 1 GiB blob over TLS by image-mirror, ocync and regctl, plain and cut at
+//!   its 512th MiB;
 //! - `soak`: 200 tags through three workers and the committer while workers are killed, the
 //!   broker and the registry restarted and connections cut, on a seeded schedule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,6 +39,7 @@ mod economy;
 mod fleet;
 mod measure;
 mod ocync;
+mod ocync_big;
 mod peers;
 mod pipeline;
 mod registries;
@@ -46,7 +49,7 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 14] = [
+const SCENARIOS: [&str; 15] = [
     "corpus",
     "big-blob",
     "noop-run",
@@ -61,6 +64,7 @@ const SCENARIOS: [&str; 14] = [
     "crash-resume",
     "soak",
     "ocync",
+    "ocync-big",
 ];
 
 #[tokio::main]
@@ -97,6 +101,7 @@ async fn main() {
             "crash-resume" => crash_resume::crash_resume_scenario(&binary).await,
             "soak" => soak::soak_scenario(&binary).await,
             "ocync" => ocync::ocync_scenario(&binary).await,
+            "ocync-big" => ocync_big::ocync_big_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

@@ -40,6 +40,10 @@ pub async fn ocync_scenario(binary: &Path) {
     std::env::set_var("SSL_CERT_FILE", &ca.ca_cert);
     let tls = RegistryOptions::with_tls(&ca);
     let src = Registry::start_with(&tls);
+    if std::env::var_os("BENCH_OCYNC_REAL_ONLY").is_some() {
+        real_list_noop(binary, &ocync, &tls, dir.path()).await;
+        return;
+    }
     let corpus = crate::copy::corpus();
     for (repo, image) in &corpus {
         push_image(&src.url(), repo, "v1", image).await;
@@ -98,7 +102,12 @@ async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir:
         dir.join("absent.json").to_str().unwrap(),
     ]
     .map(str::to_owned);
+    let counted = Counted::new(&src, &dst);
     let ours = measure(binary, &args, &cache);
+    let ours_requests = counted.since("image-mirror-cold");
+    let counted = Counted::new(&src, &dst);
+    let ours_warm = measure(binary, &args, &cache);
+    let ours_warm_requests = counted.since("image-mirror-warm");
     let pairs: Vec<(String, String)> = entries
         .iter()
         .map(|(s, t, tag)| (format!("{s}:{tag}"), format!("{t}:{tag}")))
@@ -106,7 +115,9 @@ async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir:
     let hosts = [src.host().to_owned(), dst.host().to_owned()];
     let regsync_config = crate::peers::regsync_config_over(&pairs, &hosts, CONCURRENCY, dir, true);
     let args = ["once", "-c", regsync_config.to_str().unwrap()].map(str::to_owned);
+    let counted = Counted::new(&src, &dst);
     let regsync = measure(&tools::path("regsync"), &args, &cache);
+    let regsync_requests = counted.since("regsync");
     let ocync_config = dir.join("real-ocync.yaml");
     let mut by_repo: std::collections::BTreeMap<(String, String), Vec<String>> =
         std::collections::BTreeMap::new();
@@ -137,28 +148,107 @@ async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir:
     }
     std::fs::write(&ocync_config, yaml).unwrap();
     let args = ["sync", "-q", "-c", ocync_config.to_str().unwrap()].map(str::to_owned);
+    let counted = Counted::new(&src, &dst);
     let ocync_cold = measure(ocync, &args, &cache);
-    let ocync_warm = measure(ocync, &args, &cache);
+    let ocync_cold_requests = counted.since("ocync-cold");
+    let counted = Counted::new(&src, &dst);
+    let ocync_warm = match std::env::var_os("BENCH_OCYNC_LOG") {
+        // The warm run with its debug log kept (timestamps): what ocync waits on.
+        Some(log) => {
+            let script = format!(
+                "exec {} sync -vv -c {} 2>&1",
+                ocync.display(),
+                ocync_config.display()
+            );
+            let sh = Path::new("/bin/sh");
+            let args = ["-c".to_owned(), script];
+            let (usage, out) = crate::measure::measure_with_output(sh, &args, &cache);
+            std::fs::write(&log, out).unwrap();
+            usage
+        }
+        None => measure(ocync, &args, &cache),
+    };
+    let ocync_warm_requests = counted.since("ocync-warm");
     println!(
-        "\n### the real list's no-op over TLS: {n} entries already mirrored\n\n| tool | wall s | CPU s | peak RSS MiB |\n|---|---:|---:|---:|"
+        "\n### the real list's no-op over TLS: {n} entries already mirrored\n\n| tool | wall s | CPU s | peak RSS MiB | requests at the source | at the target |\n|---|---:|---:|---:|---:|---:|"
     );
-    for (tool, u) in [
-        ("image-mirror run", ours),
-        ("regsync once", regsync),
-        ("ocync sync, cache empty", ocync_cold),
-        ("ocync sync, warm cache", ocync_warm),
-    ] {
+    let rows = [
+        ("image-mirror run, first", ours, ours_requests),
+        (
+            "image-mirror run, again (target record)",
+            ours_warm,
+            ours_warm_requests,
+        ),
+        ("regsync once", regsync, regsync_requests),
+        ("ocync sync, cache empty", ocync_cold, ocync_cold_requests),
+        ("ocync sync, warm cache", ocync_warm, ocync_warm_requests),
+    ];
+    for (tool, u, r) in rows {
         println!(
-            "| {tool} | {:.2} | {:.2} | {:.1} |",
-            u.wall, u.cpu, u.peak_rss_mib
+            "| {tool} | {:.2} | {:.2} | {:.1} | {} | {} |",
+            u.wall, u.cpu, u.peak_rss_mib, r.source, r.target
         );
     }
     println!(
-        "\nimage-mirror / regsync once: {:.2}; / ocync warm: {:.2}; / ocync with its cache empty: {:.2}",
+        "\nimage-mirror first / regsync once: {:.2}; / ocync warm: {:.2}; / ocync with its cache empty: {:.2}",
         ours.wall / regsync.wall,
         ours.wall / ocync_warm.wall,
         ours.wall / ocync_cold.wall
     );
+    println!(
+        "image-mirror again / regsync once: {:.2}; / ocync warm: {:.2}",
+        ours_warm.wall / regsync.wall,
+        ours_warm.wall / ocync_warm.wall,
+    );
+}
+
+/// Requests two registries answered.
+#[derive(Debug, Clone, Copy)]
+struct Requests {
+    source: usize,
+    target: usize,
+}
+
+/// Counts the requests two registries answer from now on.
+struct Counted<'a> {
+    src: &'a Registry,
+    dst: &'a Registry,
+    at: Requests,
+}
+
+impl<'a> Counted<'a> {
+    fn new(src: &'a Registry, dst: &'a Registry) -> Self {
+        let at = Requests {
+            source: src.requests().len(),
+            target: dst.requests().len(),
+        };
+        Self { src, dst, at }
+    }
+
+    /// The requests each answered since [`Counted::new`], once a marker request named
+    /// `marker`, sent after them, is in each one's log (the log is written on its own time).
+    fn since(&self, marker: &str) -> Requests {
+        for registry in [self.src, self.dst] {
+            let url = format!("https://{}/v2/{marker}/tags/list", registry.host());
+            let _ = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", &url])
+                .env(
+                    "CURL_CA_BUNDLE",
+                    std::env::var_os("SSL_CERT_FILE").unwrap_or_default(),
+                )
+                .status();
+            assert!(
+                registry
+                    .wait_for_request(|r| r.contains(marker), std::time::Duration::from_secs(10)),
+                "marker {marker} never logged"
+            );
+        }
+        // The marker itself is not counted.
+        Requests {
+            source: self.src.requests().len() - self.at.source - 1,
+            target: self.dst.requests().len() - self.at.target - 1,
+        }
+    }
 }
 
 /// The run of median wall time among `n` of `run`.

@@ -6,8 +6,8 @@ use image_mirror_registry::upload_limits::settings_of;
 use image_mirror_registry::{
     ClientOptions, DockerConfig, RateLimitPolicy, RegistryClient, StallRule,
 };
-use image_mirror_worker::copy::MountIndex;
 use image_mirror_worker::copy::{BackupTag, DriftPolicy, OnDrift};
+use image_mirror_worker::copy::{MountIndex, TargetRecord};
 use image_mirror_worker::{CopyEngine, CopyOptions, SavedUploads};
 
 use crate::args::{DriftChoice, HubFlag, RegistryFlags, TransferFlags};
@@ -67,7 +67,8 @@ pub fn drift_policy(on_drift: DriftChoice, backup_tag: Option<&str>) -> Result<D
 }
 
 /// A copy engine over [`client`], remembering in the cache folder where blobs are (for
-/// mounts) and where its chunked uploads stand (to go on from there after a stop).
+/// mounts), where its chunked uploads stand (to go on from there after a stop) and what
+/// target tags were seen to hold (asked again once older than `--target-record-max-age`).
 pub fn engine(registry: &RegistryFlags, transfer: &TransferFlags) -> Result<CopyEngine> {
     let dir = transfer.cache_dir.clone().or_else(MountIndex::default_dir);
     let mounts = dir.as_ref().map_or_else(MountIndex::in_memory, |d| {
@@ -76,10 +77,14 @@ pub fn engine(registry: &RegistryFlags, transfer: &TransferFlags) -> Result<Copy
     let saved = dir
         .as_ref()
         .map_or_else(SavedUploads::nowhere, |d| SavedUploads::in_dir(d));
+    let record = dir.as_ref().map_or_else(TargetRecord::off, |d| {
+        TargetRecord::persistent(&d.join("target-tags"), transfer.target_record_max_age)
+    });
     Ok(CopyEngine::with_mounts(
         client(registry, Some(transfer))?,
         CopyOptions::default(),
         mounts,
     )
-    .with_saved_uploads(saved))
+    .with_saved_uploads(saved)
+    .with_target_record(record))
 }

@@ -171,6 +171,18 @@ pub struct TransferFlags {
     /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
     #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// How long a target tag seen to hold the source's digest is trusted to still hold it (a
+    /// record in the cache folder): within it, a tag whose source still answers that digest
+    /// is not asked at the target. `0` asks every target every time. A tag changed or deleted
+    /// at the target by someone else is seen once its record is this old.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_TARGET_RECORD_MAX_AGE",
+        default_value = "1h",
+        value_name = "DURATION",
+        value_parser = super::parse_duration_or_zero
+    )]
+    pub target_record_max_age: Duration,
 }
 
 /// Which platforms of each index are mirrored.

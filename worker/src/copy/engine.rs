@@ -33,6 +33,7 @@ use crate::copy::push::Pushing;
 use crate::copy::report::{CopyOutcome, CopyReport, Phases};
 use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
 use crate::copy::stop::{StopSignal, CHECKPOINT_GRACE};
+use crate::copy::target_record::TargetRecord;
 use crate::copy::walk::{Tree, Walk, WalkTarget};
 use image_mirror_trust::TrustedKeys;
 
@@ -89,6 +90,14 @@ impl CopyEngine {
         Self {
             parts: Parts::new(client, options, mounts),
         }
+    }
+
+    /// This engine trusting `record` for what target tags hold (see `target_record.rs`): a
+    /// target tag recently seen to hold the source digest is not asked again.
+    #[must_use]
+    pub fn with_target_record(mut self, record: TargetRecord) -> Self {
+        self.parts.record = Arc::new(record);
+        self
     }
 
     /// This engine copying what `options` say travels with each image.
@@ -327,6 +336,7 @@ impl CopyEngine {
             client: &self.parts.client,
             drift: &self.parts.drift,
             platforms,
+            record: &self.parts.record,
         };
         let (head, plans) = match resolve
             .resolve(source, targets)
@@ -378,7 +388,32 @@ impl CopyEngine {
         for (i, result) in retagged.into_iter().chain(copied) {
             results[i] = Some(result);
         }
-        finish(results, targets, replaced)
+        let outcomes = finish(results, targets, replaced);
+        self.record_written(source, &outcomes);
+        outcomes
+    }
+
+    /// Records what each target written now holds under its tag (the digest its manifest PUT
+    /// was checked against).
+    fn record_written(&self, source: &ImageRef, outcomes: &[TargetOutcome]) {
+        for outcome in outcomes {
+            let Ok(report) = &outcome.result else {
+                continue;
+            };
+            let Some(tag) = outcome.target.tag().or(source.tag()) else {
+                continue;
+            };
+            if report.outcome == CopyOutcome::Copied {
+                let held = report
+                    .platform_subset
+                    .as_ref()
+                    .and_then(|s| s.rewritten_digest.as_ref())
+                    .unwrap_or(&report.digest);
+                self.parts
+                    .record
+                    .saw(outcome.target.repository(), tag.as_str(), held);
+            }
+        }
     }
 
     /// Each target's plan, sorted: the outcomes already known (a target's error, up to date,

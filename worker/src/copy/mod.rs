@@ -17,12 +17,13 @@
 //! Then, when asked, what travels with the image ([`attachments`]): its referrers and
 //! cosign's digest tags. [`engine`] holds the engine and orchestrates images; what a process's
 //! copies share is [`parts`]: [`flights`] (one upload of a blob at a time), [`mounts`] (where
-//! blobs are), [`fleet`] (the workers as one), [`activity`] (what people watch) and [`stop`]
+//! blobs are), [`target_record`] (what target tags were seen to hold), [`fleet`] (the workers as one), [`activity`] (what people watch) and [`stop`]
 //! (stopping at a checkpoint).
 //!
 //! This file only names the parts; none of them imports anything from it.
 
 pub mod activity;
+mod appender;
 mod attachments;
 mod blob;
 mod blob_states;
@@ -40,6 +41,7 @@ mod push;
 mod report;
 mod resolve;
 pub mod stop;
+mod target_record;
 mod walk;
 
 pub use activity::{Activity, Bytes, CopyView};
@@ -56,4 +58,5 @@ pub use platforms::{OnSparseRefused, PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTAT
 pub use push::RACE_RETRIES;
 pub use report::{Attached, CopyOutcome, CopyReport, Phases};
 pub use stop::StopSignal;
+pub use target_record::{TargetRecord, DEFAULT_MAX_AGE as TARGET_RECORD_MAX_AGE};
 pub use walk::{MAX_DEPTH, MAX_MANIFESTS, MAX_MANIFEST_TOTAL};

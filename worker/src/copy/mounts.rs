@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 
 use image_mirror_common::atomic_file::write_atomic;
 use image_mirror_common::{Digest, Repository};
+
+use crate::copy::appender::Appender;
 
 /// Lines kept before the file is compacted on load.
 const COMPACT_OVER: usize = 200_000;
@@ -27,46 +28,6 @@ type Key = (String, Digest);
 pub struct MountIndex {
     known: Mutex<HashMap<Key, String>>,
     file: Option<Appender>,
-}
-
-/// Appends lines to the cache file on a thread of its own; dropped, it writes what is left.
-#[derive(Debug)]
-struct Appender {
-    lines: Mutex<Option<mpsc::Sender<String>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Appender {
-    fn new(mut file: File) -> Self {
-        let (tx, rx) = mpsc::channel::<String>();
-        let thread = std::thread::spawn(move || {
-            for line in rx {
-                if let Err(e) = file.write_all(line.as_bytes()) {
-                    tracing::debug!(error = %e, "could not write the blob location cache");
-                }
-            }
-        });
-        Self {
-            lines: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        }
-    }
-
-    fn append(&self, line: String) {
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = lines.as_ref() {
-            let _ = tx.send(line);
-        }
-    }
-}
-
-impl Drop for Appender {
-    fn drop(&mut self) {
-        drop(self.lines.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl MountIndex {
@@ -107,7 +68,7 @@ impl MountIndex {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
         let file = match file {
-            Ok(f) => Some(Appender::new(f)),
+            Ok(f) => Some(Appender::new(f, "blob location cache")),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "blob location cache unavailable; mounts use this run's knowledge only");
                 None

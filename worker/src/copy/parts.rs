@@ -1,5 +1,5 @@
 //! What every copy of a process shares, and every step reads: the registry client, where blobs
-//! are (for mounts), the blob flights under way, the fleet, this machine's saved uploads, what
+//! are (for mounts), what target tags were seen to hold, the blob flights under way, the fleet, this machine's saved uploads, what
 //! a drifted target gets, what travels with images, which platforms go and what a target that
 //! refuses a sparse index gets, the stop signal and what people watch; and what one copy asks
 //! beyond them ([`CopyAsks`]).
@@ -19,6 +19,7 @@ use crate::copy::flights::Flights;
 use crate::copy::mounts::MountIndex;
 use crate::copy::platforms::OnSparseRefused;
 use crate::copy::stop::StopSignal;
+use crate::copy::target_record::TargetRecord;
 
 /// Tuning of the copy engine. How large upload requests are is the target registry's to say
 /// (`image_mirror_registry::UploadLimits`), not the engine's.
@@ -50,6 +51,8 @@ pub struct CopyAsks {
 pub(crate) struct Parts {
     pub(crate) client: RegistryClient,
     pub(crate) mounts: Arc<MountIndex>,
+    /// What target tags were seen to hold (off unless given).
+    pub(crate) record: Arc<TargetRecord>,
     pub(crate) flights: Arc<Flights>,
     /// In a fleet of workers: leases, shared locations, checkpoints across processes.
     pub(crate) fleet: Option<Arc<Fleet>>,
@@ -76,6 +79,7 @@ impl Parts {
         Self {
             client,
             mounts: Arc::new(mounts),
+            record: Arc::default(),
             flights: Arc::default(),
             fleet: None,
             saved: SavedUploads::nowhere(),

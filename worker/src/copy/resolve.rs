@@ -2,7 +2,8 @@
 //! registry counts manifest GETs as pulls), and the source is read only for what a target
 //! lacks:
 //!
-//! - the target tag has the source digest: nothing at all is read;
+//! - the target tag has the source digest: nothing at all is read (and when the target record
+//!   saw that recently, the target is not even asked: see `target_record.rs`);
 //! - with only some platforms chosen, the target tag holds the index this mirror cut from the
 //!   source digest for that choice (a target that refused the sparse index): it is read from
 //!   the target, never from the source, and nothing else is;
@@ -18,6 +19,7 @@ use image_mirror_registry::{Manifest, ManifestHead, ManifestKind, RegistryClient
 use crate::copy::drift::{back_up, DriftPolicy, OnDrift};
 use crate::copy::error::CopyError;
 use crate::copy::platforms::{is_rewrite_of, listed_platforms};
+use crate::copy::target_record::TargetRecord;
 
 /// The first step of a copy, with what it reads: the registries, and what a drifted target
 /// gets.
@@ -26,6 +28,8 @@ pub(crate) struct Resolve<'a> {
     pub(crate) drift: &'a DriftPolicy,
     /// The platforms chosen, when not all.
     pub(crate) platforms: Option<&'a Platforms>,
+    /// What target tags were recently seen to hold.
+    pub(crate) record: &'a TargetRecord,
 }
 
 /// The index a target holds in place of a sparse one: cut from the source index for the
@@ -76,50 +80,59 @@ pub(crate) struct SourceHead {
 
 impl Resolve<'_> {
     /// Asks the source once and every target, at the same time, and decides what each target
-    /// needs. An error of the source is every target's; a target's own error is its alone.
+    /// needs. A target tag the record saw recently holding a digest waits for the source's
+    /// answer instead, and is not asked at all when the source still answers that digest. An
+    /// error of the source is every target's; a target's own error is its alone.
     pub(crate) async fn resolve(
         &self,
         source: &ImageRef,
         targets: &[ImageRef],
     ) -> Result<(SourceHead, Vec<Result<Resolution, CopyError>>), CopyError> {
-        let client = self.client;
         let named: Vec<Option<String>> = targets
             .iter()
             .map(|t| t.tag().or(source.tag()).map(ToString::to_string))
             .collect();
+        let recorded: Vec<Option<Digest>> = targets
+            .iter()
+            .zip(&named)
+            .map(|(t, tag)| {
+                tag.as_deref()
+                    .and_then(|tag| self.record.held(t.repository(), tag))
+            })
+            .collect();
         let source_reference = source.reference();
-        let dst_heads = targets.iter().zip(&named).map(|(t, tag)| async move {
-            match tag {
-                Some(tag) => client.manifest_digest(t.repository(), tag).await,
-                None => Ok(None),
-            }
-        });
+        let dst_heads =
+            targets
+                .iter()
+                .zip(&named)
+                .zip(&recorded)
+                .map(|((t, tag), recorded)| async move {
+                    match recorded {
+                        Some(_) => None,
+                        None => Some(self.ask_target(t, tag.as_deref()).await),
+                    }
+                });
         let (src, dsts) = tokio::join!(
-            client.head_manifest(source.repository(), &source_reference),
+            self.client
+                .head_manifest(source.repository(), &source_reference),
             join_all(dst_heads)
         );
-        let head = match src? {
-            ManifestHead::Missing => {
-                return Err(RegistryError::NotFound {
-                    registry: source.repository().registry().to_owned(),
-                    operation: format!(
-                        "HEAD manifest {}:{source_reference}",
-                        source.repository().path()
-                    ),
+        let head = source_head(source, &source_reference, src?)?;
+        let dsts = targets.iter().zip(&named).zip(recorded).zip(dsts).map(
+            |(((t, tag), recorded), dst)| {
+                let head = &head;
+                async move {
+                    match dst {
+                        Some(answer) => answer,
+                        None if recorded.as_ref() == Some(&head.digest) => {
+                            Ok(Some(head.digest.clone()))
+                        }
+                        None => self.ask_target(t, tag.as_deref()).await,
+                    }
                 }
-                .into())
-            }
-            ManifestHead::Found { digest, media_type } => SourceHead {
-                digest,
-                media_type,
-                read: None,
             },
-            ManifestHead::Read(m) => SourceHead {
-                digest: m.digest.clone(),
-                media_type: Some(m.media_type.clone()),
-                read: Some(m),
-            },
-        };
+        );
+        let dsts = join_all(dsts).await;
         let plans = targets
             .iter()
             .zip(named)
@@ -127,6 +140,25 @@ impl Resolve<'_> {
             .map(|((target, tag), dst)| self.plan_target(&head, target, tag, dst));
         let plans = join_all(plans).await;
         Ok((head, plans))
+    }
+
+    /// What the target's tag holds, asked with a HEAD (none without a tag), and recorded.
+    async fn ask_target(
+        &self,
+        target: &ImageRef,
+        tag: Option<&str>,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let Some(tag) = tag else {
+            return Ok(None);
+        };
+        let held = self
+            .client
+            .manifest_digest(target.repository(), tag)
+            .await?;
+        if let Some(d) = &held {
+            self.record.saw(target.repository(), tag, d);
+        }
+        Ok(held)
     }
 
     /// What `target` needs, knowing the source digest and what its tag holds.
@@ -298,6 +330,31 @@ impl Resolve<'_> {
                 .get_manifest(source.repository(), head.digest.as_str())
                 .await?),
         }
+    }
+}
+
+/// What the source's HEAD of `reference` found, or the error of a source that lacks it.
+fn source_head(
+    source: &ImageRef,
+    reference: &str,
+    head: ManifestHead,
+) -> Result<SourceHead, CopyError> {
+    match head {
+        ManifestHead::Missing => Err(RegistryError::NotFound {
+            registry: source.repository().registry().to_owned(),
+            operation: format!("HEAD manifest {}:{reference}", source.repository().path()),
+        }
+        .into()),
+        ManifestHead::Found { digest, media_type } => Ok(SourceHead {
+            digest,
+            media_type,
+            read: None,
+        }),
+        ManifestHead::Read(m) => Ok(SourceHead {
+            digest: m.digest.clone(),
+            media_type: Some(m.media_type.clone()),
+            read: Some(m),
+        }),
     }
 }
 
