@@ -213,3 +213,44 @@ ensure_cargo_fuzz() {
   step "installing cargo-fuzz (cargo install, once)"
   cargo install cargo-fuzz --locked
 }
+
+# The pinned validation tools of the chart's tests (see scripts/chart-tools).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KEDA_VERSION=v2.21.1
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+
+# ensure_chart_tools installs kubernetes-validate into target/tools/venv and the CRDs of KEDA
+# and the Prometheus Operator into target/tools/crds, when missing.
+ensure_chart_tools() {
+  local tools="$PWD/target/tools" proxy zip
+  if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+    step "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $tools/venv"
+    rm -rf "$tools/venv"
+    if ! python3 -m venv "$tools/venv" 2>/dev/null; then
+      rm -rf "$tools/venv"
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        python3 python3-venv
+      /usr/bin/python3 -m venv "$tools/venv"
+    fi
+    "$tools/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+  if [ ! -f "$tools/crds/keda.sh_scaledobjects.yaml" ] ||
+     [ ! -f "$tools/crds/monitoring.coreos.com_servicemonitors.yaml" ]; then
+    ensure_packages curl:/usr/bin/curl unzip:/usr/bin/unzip
+    step "fetching the CRDs of KEDA $KEDA_VERSION and the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION"
+    proxy=${GOPROXY:-https://proxy.golang.org}
+    proxy=${proxy%%,*}
+    [ "$proxy" = direct ] || [ "$proxy" = off ] && proxy=https://proxy.golang.org
+    mkdir -p "$tools/crds"
+    zip=$(mktemp)
+    curl -fsSL -o "$zip" "$proxy/github.com/kedacore/keda/v2/@v/$KEDA_VERSION.zip"
+    unzip -q -j -o "$zip" "github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases/keda.sh_scaledobjects.yaml" \
+      "github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases/keda.sh_triggerauthentications.yaml" -d "$tools/crds"
+    curl -fsSL -o "$zip" "$proxy/github.com/prometheus-operator/prometheus-operator/@v/$PROMETHEUS_OPERATOR_VERSION.zip"
+    unzip -q -j -o "$zip" \
+      "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+      "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" -d "$tools/crds"
+    rm -f "$zip"
+  fi
+}

@@ -15,7 +15,7 @@ use crate::measure::{measure, report_plain, run_ok};
 use crate::SKOPEO;
 
 /// `(repository, tag, image)`: 10 four-platform indexes and 40 single manifests.
-fn economy_corpus() -> Vec<(String, String, Image)> {
+pub(crate) fn economy_corpus() -> Vec<(String, String, Image)> {
     (0..50_u64)
         .map(|i| {
             let image = if i < 10 {

@@ -27,6 +27,8 @@
 //!   (built by `bench/ocync`) and regsync;
 //! - `ocync-big`: the 1 GiB blob over TLS by image-mirror, ocync and regctl, plain and cut at
 //!   its 512th MiB;
+//! - `ocync-fronts`: image-mirror, ocync and the Go peers behind the latency, GHCR and metering
+//!   fronts, over TLS;
 //! - `soak`: 200 tags through three workers and the committer while workers are killed, the
 //!   broker and the registry restarted and connections cut, on a seeded schedule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,6 +42,7 @@ mod fleet;
 mod measure;
 mod ocync;
 mod ocync_big;
+mod ocync_fronts;
 mod peers;
 mod pipeline;
 mod registries;
@@ -49,7 +52,7 @@ use std::path::PathBuf;
 
 const MIB: usize = 1024 * 1024;
 const SKOPEO: &str = "/usr/bin/skopeo";
-const SCENARIOS: [&str; 15] = [
+const SCENARIOS: [&str; 16] = [
     "corpus",
     "big-blob",
     "noop-run",
@@ -65,6 +68,7 @@ const SCENARIOS: [&str; 15] = [
     "soak",
     "ocync",
     "ocync-big",
+    "ocync-fronts",
 ];
 
 #[tokio::main]
@@ -102,6 +106,7 @@ async fn main() {
             "soak" => soak::soak_scenario(&binary).await,
             "ocync" => ocync::ocync_scenario(&binary).await,
             "ocync-big" => ocync_big::ocync_big_scenario(&binary).await,
+            "ocync-fronts" => ocync_fronts::ocync_fronts_scenario(&binary).await,
             _ => pipeline::publish_scenario(&binary).await,
         }
     }

@@ -1,5 +1,6 @@
 //! The deployment files: compose.yaml is valid against the Compose specification's schema,
-//! every Kubernetes manifest parses, and every flag and variable they give the binary exists.
+//! every rendering of the Helm chart (and deploy/kubernetes, which is one) parses, and every
+//! flag and variable they give the binary exists.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -193,90 +194,106 @@ fn compose_file_is_valid_against_the_compose_schema() {
     assert_eq!(command("sync-full"), ["producer", "sync", "--every", "24h"]);
 }
 
-#[test]
-fn kubernetes_manifests_parse_and_use_only_what_exists() {
-    let dir = root().join("deploy/kubernetes");
-    let mut kinds = BTreeSet::new();
-    let mut secret_keys = BTreeSet::new();
-    let mut containers = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// `helm template` of the chart with `values` (the defaults when none), as YAML documents.
+fn render_chart(values: Option<&Path>) -> Vec<Value> {
+    let mut helm = Command::new(image_mirror_testkit::tools::path("helm"));
+    helm.args(["template", "image-mirror"])
+        .arg(root().join("charts/image-mirror"))
+        .args(["--namespace", "image-mirror"]);
+    if let Some(v) = values {
+        helm.arg("-f").arg(v);
+    }
+    let out = helm.output().unwrap();
+    assert!(
+        out.status.success(),
+        "helm template {values:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &out.stdout).unwrap();
+    yaml_docs(file.path())
+}
+
+/// Every rendering of the chart the tests know: the defaults, each file of its `ci/`, and
+/// deploy/kubernetes' settings.
+fn chart_renderings() -> Vec<(String, Vec<Value>)> {
+    let mut renderings = vec![("defaults".to_owned(), render_chart(None))];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("charts/image-mirror/ci"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
+    files.push(root().join("deploy/kubernetes/values.yaml"));
     files.sort();
-    assert!(!files.is_empty());
-    for file in &files {
-        for doc in yaml_docs(file) {
-            let kind = doc["kind"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{}: no kind", file.display()));
-            assert!(
-                doc["apiVersion"].is_string(),
-                "{}: no apiVersion",
-                file.display()
-            );
-            assert!(
-                doc["metadata"]["name"].is_string(),
-                "{}: no name",
-                file.display()
-            );
-            kinds.insert(format!("{}/{kind}", doc["apiVersion"].as_str().unwrap()));
-            if kind == "Secret" {
-                for k in doc["stringData"].as_object().unwrap().keys() {
-                    secret_keys.insert(k.clone());
-                }
-            }
-            let pod = match kind {
-                "Deployment" => &doc["spec"]["template"]["spec"],
-                "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-                _ => continue,
-            };
-            for c in pod["containers"].as_array().unwrap() {
-                containers.push((file.display().to_string(), kind.to_owned(), c.clone()));
+    for f in files {
+        renderings.push((f.display().to_string(), render_chart(Some(&f))));
+    }
+    renderings
+}
+
+/// The containers of a rendering's Deployments and CronJobs.
+fn containers(docs: &[Value]) -> Vec<(String, Value)> {
+    let mut found = Vec::new();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap().to_owned();
+        let pod = match kind.as_str() {
+            "Deployment" => &doc["spec"]["template"]["spec"],
+            "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            _ => continue,
+        };
+        for c in pod["containers"].as_array().unwrap() {
+            found.push((kind.clone(), c.clone()));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_rendering_of_the_chart_gives_the_binary_only_flags_and_variables_it_has() {
+    for (what, docs) in chart_renderings() {
+        for doc in &docs {
+            assert!(doc["apiVersion"].is_string(), "{what}: no apiVersion");
+            assert!(doc["metadata"]["name"].is_string(), "{what}: no name");
+            assert_eq!(doc["metadata"]["namespace"], "image-mirror", "{what}");
+        }
+        for (kind, c) in containers(&docs) {
+            let args: Vec<String> = c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            let env: BTreeSet<String> = c["env"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| e["name"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            check_invocation(&format!("{what} {kind}"), &args, &env);
+            if kind == "Deployment" {
+                assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{what}");
+                assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{what}");
             }
         }
     }
-    for expected in [
-        "apps/v1/Deployment",
-        "batch/v1/CronJob",
-        "keda.sh/v1alpha1/ScaledObject",
-        "keda.sh/v1alpha1/TriggerAuthentication",
-        "v1/Secret",
-    ] {
-        assert!(kinds.contains(expected), "no {expected} among {kinds:?}");
-    }
-    assert!(secret_keys.contains("AMQP_URL") && secret_keys.contains("GITHUB_TOKEN"));
-    assert!(secret_keys.contains(".dockerconfigjson"));
+}
+
+#[test]
+fn deploy_kubernetes_runs_every_role_and_every_pass_with_keda() {
+    let docs = yaml_docs(&root().join("deploy/kubernetes/image-mirror.yaml"));
     let mut roles = BTreeSet::new();
     let mut scheduled = BTreeSet::new();
-    for (file, kind, c) in &containers {
+    for (kind, c) in containers(&docs) {
         let args: Vec<String> = c["args"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap().to_owned())
             .collect();
-        let mut env: BTreeSet<String> = c["env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| e["name"].as_str().unwrap().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Variables that come whole from a Secret.
-        if c["envFrom"].is_array() {
-            env.extend(secret_keys.iter().filter(|k| !k.starts_with('.')).cloned());
-        }
-        check_invocation(&format!("{file} {kind}"), &args, &env);
         roles.insert(args[0].clone());
         if kind == "CronJob" {
             scheduled.insert(args.join(" "));
-        }
-        if kind == "Deployment" {
-            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{file}");
-            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{file}");
         }
     }
     assert_eq!(
@@ -286,7 +303,6 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
             .into_iter()
             .collect()
     );
-    // Discovery and both passes of the images-list run as CronJobs.
     for pass in [
         "producer discover",
         "producer sync --missing",
@@ -298,11 +314,7 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
         );
     }
     // KEDA scales the worker Deployment on the jobs queue.
-    let scaling = yaml_docs(&dir.join("worker-autoscaling.yaml"));
-    let scaled = scaling
-        .iter()
-        .find(|d| d["kind"] == "ScaledObject")
-        .unwrap();
+    let scaled = docs.iter().find(|d| d["kind"] == "ScaledObject").unwrap();
     assert_eq!(
         scaled["spec"]["scaleTargetRef"]["name"],
         "image-mirror-worker"
@@ -311,6 +323,41 @@ fn kubernetes_manifests_parse_and_use_only_what_exists() {
     assert_eq!(
         scaled["spec"]["triggers"][0]["metadata"]["queueName"],
         "mirror.jobs"
+    );
+    // The Secrets the example fills in are those the chart reads.
+    let secrets = yaml_docs(&root().join("deploy/kubernetes/secrets.yaml"));
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/image-mirror.yaml")).unwrap();
+    for secret in &secrets {
+        let name = secret["metadata"]["name"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("name: {name}\n"))
+                || text.contains(&format!("secretName: {name}\n")),
+            "{name} is not read"
+        );
+        for key in secret["stringData"].as_object().unwrap().keys() {
+            assert!(
+                text.contains(&format!("key: {key}")),
+                "{name}: {key} is not read"
+            );
+        }
+    }
+}
+
+#[test]
+fn deploy_kubernetes_is_the_chart_rendered_now() {
+    let out = Command::new(root().join("scripts/render-kubernetes"))
+        .arg("-")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = std::fs::read(root().join("deploy/kubernetes/image-mirror.yaml")).unwrap();
+    assert!(
+        committed == out.stdout,
+        "deploy/kubernetes/image-mirror.yaml is not the chart rendered: run scripts/render-kubernetes"
     );
 }
 

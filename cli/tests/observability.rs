@@ -169,14 +169,14 @@ fn promtool_passes_the_config_the_rules_and_their_unit_tests() {
 #[test]
 fn the_kubernetes_prometheus_rule_holds_the_same_alerts() {
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(
-        &std::fs::read_to_string(root().join("deploy/kubernetes/monitoring.yaml")).unwrap(),
+        &std::fs::read_to_string(root().join("deploy/kubernetes/image-mirror.yaml")).unwrap(),
     )
     .map(|d| serde::Deserialize::deserialize(d).unwrap())
     .collect();
     let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
     assert_eq!(rule["spec"], yaml(&observability().join("alerts.yml")));
-    let monitor = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
-    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    let endpoint = &monitor["spec"]["endpoints"][0];
     assert_eq!(endpoint["port"], "metrics");
     assert_eq!(endpoint["relabelings"][0]["targetLabel"], "role");
 }

@@ -8,6 +8,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -18,10 +19,10 @@ use std::time::Duration;
 
 use image_mirror_common::retry::RetryPolicy;
 
+use crate::nodes::Nodes;
 use crate::reach::Reach;
 use crate::topology::Topology;
 use crate::{Acker, Delivery, Headers, Message, QueueDepth, QueueError};
-use image_mirror_common::secret::redact_url;
 
 /// The pauses between reconnections after a broker restart: 0.5 s doubling to 10 s, 32 times
 /// (about five minutes).
@@ -88,12 +89,14 @@ impl AmqpBroker {
             .with_min_delay(reconnect.min_delay)
             .with_max_delay(reconnect.max_delay)
             .with_max_times(reconnect.max_retries);
-        let shown = redact_url(url);
+        let nodes = Nodes::parse(url)?;
+        let shown = nodes.shown();
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(b"image-mirror".to_vec()))
             .with_backoff(reconnect)
             .enable_auto_recover();
-        let connection = Connection::connect(url, properties)
+        let connection = nodes
+            .connect(properties)
             .await
             .map_err(|e| broker_error(&shown, &e))?;
         let publisher = connection
@@ -135,7 +138,17 @@ impl AmqpBroker {
                 .map_err(err)?;
         }
         for (i, delay) in t.retries().delays().iter().enumerate() {
-            let mut args = FieldTable::default();
+            // Quorum too (replicated), its expired jobs dead-lettered back to the jobs queue
+            // at least once (a node down at that moment loses none: they wait).
+            let mut args = quorum();
+            args.insert(
+                ShortString::from("x-dead-letter-strategy"),
+                string_arg("at-least-once"),
+            );
+            args.insert(
+                ShortString::from("x-overflow"),
+                string_arg("reject-publish"),
+            );
             args.insert(
                 ShortString::from("x-message-ttl"),
                 AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -147,7 +160,18 @@ impl AmqpBroker {
             );
             ch.queue_declare(t.retry(i + 1).as_str().into(), durable, args)
                 .await
-                .map_err(err)?;
+                .map_err(|e| match precondition_failed(&e) {
+                    true => QueueError::Broker(format!(
+                        "{}: the delay queue {} exists with other arguments ({e}): other \
+                         --retry-delays on the same --queue-prefix, or a classic queue from \
+                         an earlier version; once it is empty, delete it (rabbitmqctl \
+                         delete_queue {}) and start again",
+                        self.url,
+                        t.retry(i + 1),
+                        t.retry(i + 1)
+                    )),
+                    false => err(e),
+                })?;
         }
         ch.exchange_declare(
             t.events().as_str().into(),
@@ -395,6 +419,12 @@ impl AmqpBroker {
     pub async fn close(&self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// Whether the broker refused a declaration for its arguments (406 PRECONDITION_FAILED).
+fn precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 /// Persistent JSON with the message id and headers.

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::locations;
 pub use crate::locations::{BlobLocation, FleetNews, LocationFeed, ReadFrom};
+use crate::nodes::Nodes;
 use crate::topology::Topology;
 use crate::QueueError;
 use image_mirror_common::digest::Digest;
@@ -144,7 +145,7 @@ impl Coordinator {
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, QueueError> {
         let coordinator = Self {
             url: Secret::new(url.to_owned()),
-            shown: redact_url(url),
+            shown: Nodes::parse(url).map_or_else(|_| redact_url(url), |n| n.shown()),
             topology,
             link: tokio::sync::Mutex::new(None),
             down_until: Mutex::new(None),
@@ -191,7 +192,8 @@ impl Coordinator {
         let err = |e: lapin::Error| broker_error(&self.shown, &e);
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(b"image-mirror fleet".to_vec()));
-        let connection = Connection::connect(self.url.expose(), properties)
+        let connection = Nodes::parse(self.url.expose())?
+            .connect(properties)
             .await
             .map_err(err)?;
         let channel = connection.create_channel().await.map_err(err)?;

@@ -16,6 +16,7 @@ pub mod coordination;
 pub mod job_retries;
 pub mod locations;
 pub mod memory;
+mod nodes;
 pub mod reach;
 pub mod topology;
 pub mod trace_context;

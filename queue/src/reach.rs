@@ -11,6 +11,7 @@ use std::time::Duration;
 use image_mirror_common::retry::RetryPolicy;
 use image_mirror_common::secret::redact_url;
 
+use crate::nodes::Nodes;
 use crate::QueueError;
 
 /// How a role waits for the broker.
@@ -48,11 +49,11 @@ impl Reach {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, QueueError>>,
     {
-        let shown = redact_url(url);
+        let shown = Nodes::parse(url).map_or_else(|_| redact_url(url), |n| n.shown());
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut failures = 0_usize;
         loop {
-            let tried = match self.tcp(url, &shown).await {
+            let tried = match self.tcp(url).await {
                 Ok(()) => match tokio::time::timeout(self.timeout, attempt()).await {
                     Ok(result) => result,
                     Err(_) => Err(QueueError::Broker(format!(
@@ -89,12 +90,23 @@ impl Reach {
         }
     }
 
-    /// A TCP connection to the broker's host and port, within the bound.
-    async fn tcp(&self, url: &str, shown: &str) -> Result<(), QueueError> {
-        let uri: lapin::uri::AMQPUri = url
-            .parse()
-            .map_err(|e| QueueError::Broker(format!("{shown}: not an AMQP URL: {e}")))?;
-        let (host, port) = (uri.authority.host, uri.authority.port);
+    /// A TCP connection to one of the broker's nodes, each within the bound: the first that
+    /// takes it, else the error of the last.
+    async fn tcp(&self, url: &str) -> Result<(), QueueError> {
+        let nodes = Nodes::parse(url)?;
+        let mut last = None;
+        for node in nodes.all() {
+            match self.tcp_node(&node.uri, &node.shown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| QueueError::Broker("no broker URL given".into())))
+    }
+
+    /// A TCP connection to one node's host and port, within the bound.
+    async fn tcp_node(&self, uri: &lapin::uri::AMQPUri, shown: &str) -> Result<(), QueueError> {
+        let (host, port) = (uri.authority.host.clone(), uri.authority.port);
         let secs = self.timeout.as_secs();
         match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
             Ok(Ok(_)) => Ok(()),

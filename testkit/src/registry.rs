@@ -317,6 +317,9 @@ pub struct RegistryOptions {
     /// distribution 3 only: an index is taken whatever platforms of it the registry holds
     /// (`validation: manifests: indexes: platforms: none`), a sparse index included.
     pub sparse_indexes: bool,
+    /// `Location`s relative to the request (`http: relativeurls: true`), for a registry behind
+    /// a TLS terminator (it sees plain HTTP, its clients speak HTTPS).
+    pub relative_urls: bool,
 }
 
 impl RegistryOptions {
@@ -379,6 +382,9 @@ fn config(options: &RegistryOptions, storage: &Path, host: &str) -> String {
          {host}\n  secret: image-mirror-test\n",
         storage.display()
     );
+    if options.relative_urls {
+        config.push_str("  relativeurls: true\n");
+    }
     if let Some((cert, key)) = &options.tls {
         config.push_str(&format!(
             "  tls:\n    certificate: {}\n    key: {}\n",

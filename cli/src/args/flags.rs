@@ -271,7 +271,8 @@ pub struct DiscoveryFlags {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Broker")]
 pub struct BrokerFlags {
-    /// RabbitMQ URL; for `run` and `add-tag`, absent means the in-memory queue.
+    /// RabbitMQ URL, or a cluster's nodes' URLs comma-separated (a role whose node goes moves
+    /// to another); for `run` and `add-tag`, absent means the in-memory queue.
     #[arg(
         long,
         env = "AMQP_URL",
