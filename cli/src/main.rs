@@ -7,6 +7,7 @@ mod commands;
 mod console;
 mod discovery;
 mod exit;
+mod notifications;
 mod pipeline;
 mod planning;
 mod progress;

@@ -6,11 +6,12 @@
 //!
 //! It also owns a run's committer ([`collect`]): the same loop over one run's events, ended
 //! once every job of the run has ended, which the monolithic `run` and `add-tag` record
-//! through; and what a run came to ([`summary`]).
+//! through; and what a run came to ([`summary`]), and what a batch tells people (`notices.rs`).
 
 pub mod batch;
 pub mod commit_run;
 pub mod local;
+mod notices;
 pub mod pull_request;
 pub mod runner;
 pub mod summary;

@@ -316,6 +316,13 @@ pub static LINES_RECORDED: Family = Family::new(
     "counter",
     &["destination"],
 );
+/// Notifications sent (`--notify`), by outcome: delivered, or failed (every attempt).
+pub static NOTIFICATIONS: Family = Family::new(
+    "image_mirror_notifications_total",
+    "Notifications (--notify), by outcome: delivered, or failed after every attempt.",
+    "counter",
+    &["outcome"],
+);
 /// Job duration.
 pub static JOB_DURATION: Histogram = Histogram::new(
     "image_mirror_job_duration_seconds",
@@ -326,7 +333,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 22] = [
+pub static FAMILIES: [&Family; 23] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -349,6 +356,7 @@ pub static FAMILIES: [&Family; 22] = [
     &READY,
     &COMMITTER_BATCHES,
     &LINES_RECORDED,
+    &NOTIFICATIONS,
 ];
 
 /// Counts what travelled with the job's image and its signature check.
@@ -394,6 +402,14 @@ pub fn touch_worker() {
     for result in ["verified", "unsigned"] {
         SIGNATURES.touch(&[result]);
     }
+    touch_notifications();
+}
+
+/// The notification counters, at zero until a notice is sent.
+pub fn touch_notifications() {
+    for outcome in ["delivered", "failed"] {
+        NOTIFICATIONS.touch(&[outcome]);
+    }
 }
 
 /// Makes the committer's counters exist at zero from the start.
@@ -404,6 +420,7 @@ pub fn touch_committer() {
     for destination in ["local", "pull_request"] {
         LINES_RECORDED.touch(&[destination]);
     }
+    touch_notifications();
 }
 
 /// Everything, in the Prometheus text exposition format.

@@ -97,6 +97,8 @@ fn start_workers(broker: &Arc<Broker>, engine: CopyEngine, concurrency: u16) -> 
             // and a spent rate limit ends its jobs as deferred, naming the limit.
             retry_unreachable: false,
             deferral: Deferral::Report,
+            // The run tells of itself once it has ended.
+            notifier: None,
         },
         async {
             let _ = stopped.await;

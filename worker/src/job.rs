@@ -47,7 +47,7 @@ impl Mirror for CopyEngine {
 }
 
 /// How a worker runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Jobs in progress at once (also the prefetch).
     pub concurrency: u16,
@@ -60,6 +60,8 @@ pub struct WorkerOptions {
     /// What becomes of a job whose registry's rate limit is spent for longer than the
     /// client waits.
     pub deferral: Deferral,
+    /// Told of each job sent to the dead-letter queue (`--notify`), in the background.
+    pub notifier: Option<std::sync::Arc<image_mirror_notify::Notifier>>,
 }
 
 /// What a worker does with a job deferred by a spent rate limit.
@@ -78,6 +80,7 @@ impl Default for WorkerOptions {
             grace: Duration::from_secs(30),
             retry_unreachable: true,
             deferral: Deferral::DelayQueue,
+            notifier: None,
         }
     }
 }

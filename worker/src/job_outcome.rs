@@ -21,6 +21,8 @@ use image_mirror_registry::ErrorClass;
 use tracing::Instrument;
 
 use crate::copy::{CopyError, CopyOutcome, CopyReport};
+use image_mirror_notify::{DeadLettered, Notice, Notifier};
+
 use crate::job::{Deferral, Handled, Mirror, WorkerOptions};
 
 /// The pause before a delivery is given back after the broker refused what the worker
@@ -217,7 +219,20 @@ impl JobRun<'_> {
                     }
                     let message = self.message_for(delivery, &[target]);
                     match self.broker.publish_dead(&message, &reason).await {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if let Some(n) = &self.options.notifier {
+                                n.send_in_background(Notice::JobDeadLettered(DeadLettered {
+                                    job: event.describe(),
+                                    job_id: event.job_id.clone(),
+                                    class: event
+                                        .error
+                                        .as_ref()
+                                        .map_or_else(|| "failed".to_owned(), |f| f.class.clone()),
+                                    message: reason.clone(),
+                                    attempts: self.attempt,
+                                }));
+                            }
+                        }
                         Err(QueueError::Refused(refusal)) => {
                             tracing::error!(job = %event.job_id, %refusal, "the broker refused the dead letter");
                             return Err(Unsettled::Refused);
@@ -300,7 +315,16 @@ impl JobRun<'_> {
         let message = self.message_for(&delivery, targets);
         if self.attempt >= self.broker.topology().retries().max_attempts() {
             let reason = format!("attempts spent; last: {why}");
-            return dead_letter(self.broker, delivery, &message, &reason).await;
+            let told = DeadLettered {
+                job: self.job.describe(),
+                job_id: self.job.id.clone(),
+                class: "transient_exhausted".into(),
+                message: reason.clone(),
+                attempts: self.attempt,
+            };
+            let handled = dead_letter(self.broker, delivery, &message, &reason).await;
+            tell_dead(self.options.notifier.as_ref(), &handled, told);
+            return handled;
         }
         match self.broker.publish_retry(&message, self.attempt).await {
             Ok(()) => ack(delivery, Handled::Retrying(self.attempt + 1)).await,
@@ -365,6 +389,17 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Tells `notifier` (in the background) of a job sent to the dead-letter queue, when it was.
+pub(crate) fn tell_dead(
+    notifier: Option<&std::sync::Arc<Notifier>>,
+    handled: &Handled,
+    told: DeadLettered,
+) {
+    if let (Some(n), Handled::Finished(Outcome::Failed)) = (notifier, handled) {
+        n.send_in_background(Notice::JobDeadLettered(told));
+    }
 }
 
 /// Sends `message` to the dead-letter queue with `reason` and acknowledges the delivery; when

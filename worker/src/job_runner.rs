@@ -19,7 +19,8 @@ use tracing::Instrument;
 
 use crate::copy::stop::CHECKPOINT_GRACE;
 use crate::job::{Handled, Mirror, WorkerOptions};
-use crate::job_outcome::{dead_letter, JobRun};
+use crate::job_outcome::{dead_letter, tell_dead, JobRun};
+use image_mirror_notify::DeadLettered;
 
 /// Runs jobs from `broker` until `stop` completes, then lets jobs in progress finish within
 /// the grace period. Returns how many deliveries were handled.
@@ -43,7 +44,7 @@ pub async fn run_worker<M: Mirror>(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let (broker, mirror) = (Arc::clone(&broker), mirror.clone());
+                    let (broker, mirror, options) = (Arc::clone(&broker), mirror.clone(), options.clone());
                     running.spawn(async move { handle(&broker, &mirror, options, delivery).await });
                 }
                 Some(Err(e)) => return Err(e),
@@ -106,7 +107,16 @@ pub async fn handle<M: Mirror>(
             let reason = format!("malformed: {e}");
             tracing::error!(id = %delivery.id, %reason, "dead-lettering an unreadable job");
             let message = delivery.to_message();
-            return dead_letter(broker, delivery, &message, &reason).await;
+            let told = DeadLettered {
+                job: format!("an unreadable job ({})", delivery.id),
+                job_id: delivery.id.clone(),
+                class: "malformed".into(),
+                message: reason.clone(),
+                attempts: attempt,
+            };
+            let handled = dead_letter(broker, delivery, &message, &reason).await;
+            tell_dead(options.notifier.as_ref(), &handled, told);
+            return handled;
         }
     };
     let span = tracing::info_span!(

@@ -122,6 +122,7 @@ async fn worker_reporting(
             grace: Duration::from_secs(1),
             retry_unreachable: true,
             deferral,
+            notifier: None,
         },
         async {
             let _ = stopped.await;

@@ -373,3 +373,73 @@ pub struct MetricsFlag {
 fn parse_retries(text: &str) -> Result<image_mirror_queue::JobRetries, String> {
     image_mirror_queue::JobRetries::parse(text).map_err(|e| e.to_string())
 }
+
+/// Telling people when a run ends, a job is dead-lettered, a pull request is opened.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Notifications")]
+pub struct NotifyFlags {
+    /// Send a notice to this http(s) URL (repeatable; comma list in the variable): a
+    /// CloudEvent (1.0, structured JSON) unless --notify-format says otherwise. A delivery
+    /// never changes the exit status.
+    #[arg(
+        long = "notify",
+        env = "IMAGE_MIRROR_NOTIFY",
+        value_delimiter = ',',
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, String>(Secret::new(s))
+    )]
+    pub notify: Vec<Secret>,
+    /// The notices' format: `cloudevents`, or `slack` (an incoming webhook's message).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_NOTIFY_FORMAT",
+        default_value = "cloudevents",
+        value_name = "FORMAT"
+    )]
+    pub notify_format: image_mirror_notify::Format,
+    /// Which notices are sent: `failure` (a run that failed, drifted or deferred something,
+    /// and dead-lettered jobs), `change` (anything copied or failed, and pull requests), or
+    /// `always`.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_NOTIFY_ON",
+        default_value = "failure",
+        value_name = "WHEN"
+    )]
+    pub notify_on: image_mirror_notify::NotifyOn,
+    /// Sign each notice's body: an HMAC-SHA256 with this secret in the header
+    /// `X-Image-Mirror-Signature-256: sha256=<hex>` (as GitHub signs webhooks). Never logged.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_NOTIFY_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        value_parser = |s: &str| Ok::<_, String>(Secret::new(s))
+    )]
+    pub notify_secret: Option<Secret>,
+    /// The longest a notice's delivery may take, retries included (each attempt at most
+    /// 10 s); the run ends no later for it.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_NOTIFY_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
+    )]
+    pub notify_timeout: Duration,
+}
+
+impl NotifyFlags {
+    /// The options of a notifier for `role`.
+    pub fn options(&self, role: &str) -> image_mirror_notify::NotifyOptions {
+        let urls = self.notify.iter().map(|u| u.expose().to_owned()).collect();
+        let mut o = image_mirror_notify::NotifyOptions::new(urls, role);
+        o.format = self.notify_format;
+        o.on = self.notify_on;
+        o.secret.clone_from(&self.notify_secret);
+        o.budget = self.notify_timeout;
+        o.attempt_timeout = o.attempt_timeout.min(self.notify_timeout);
+        o
+    }
+}

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use flags::{
-    BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, OutputFlag, PlanFlags,
-    PlatformsFlag, ProgressFlags, RegistryFlags, SparseFlag, TransferFlags,
+    BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, NotifyFlags,
+    OutputFlag, PlanFlags, PlatformsFlag, ProgressFlags, RegistryFlags, SparseFlag, TransferFlags,
 };
 pub use help::grouped;
 pub use reorder::{parse, Parsed};
@@ -313,6 +313,8 @@ pub struct WorkerArgs {
     pub broker: BrokerFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 impl Command {
@@ -412,6 +414,8 @@ pub struct ImportArgs {
     pub transfer: TransferFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 /// `serve`.
@@ -430,6 +434,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct CommitterArgs {
+    /// The folder of the history of batches (`runs.json`, read by `status --runs`); default
+    /// `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
+    #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// The GitHub repository holding images-list; without it, the local file is edited.
     #[arg(long, env = "IMAGE_MIRROR_GITHUB_REPO", value_name = "OWNER/REPO")]
     pub github_repo: Option<String>,
@@ -471,6 +479,8 @@ pub struct CommitterArgs {
     pub broker: BrokerFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 #[derive(Debug, Args)]
@@ -520,6 +530,8 @@ pub struct RunArgs {
     pub broker: BrokerFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 /// What travels with each image (nothing unless asked: no request is spent on it otherwise).
@@ -615,6 +627,8 @@ pub struct DiscoverArgs {
     pub broker: BrokerFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 /// A duration as every flag writes it (`90s`, `15m`, `6h`, `1d`, or plain seconds), more than
@@ -656,6 +670,8 @@ pub struct SyncArgs {
     pub broker: BrokerFlags,
     #[command(flatten)]
     pub metrics: MetricsFlag,
+    #[command(flatten)]
+    pub notify: NotifyFlags,
 }
 
 #[derive(Debug, Args)]
@@ -707,6 +723,14 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The last N runs instead of the queues (default 10): what `run`, `import`, the
+    /// producer's passes and the committer's batches came to, from the history in the cache
+    /// folder; no broker needed.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub runs: Option<usize>,
+    /// The cache folder holding the history (`runs.json`).
+    #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputFlag,
     #[command(flatten)]

@@ -104,6 +104,8 @@ fn read_from_target(job: &MirrorJob) -> MirrorJob {
 }
 
 pub async fn import(args: &ImportArgs) -> Result<u8> {
+    let started = chrono::Utc::now();
+    let notifier = crate::notifications::notifier(&args.notify, "import")?;
     let bundle = Import::start(&args.input, args.repository.as_deref())
         .await
         .map_err(bad)?;
@@ -138,7 +140,7 @@ pub async fn import(args: &ImportArgs) -> Result<u8> {
     )
     .await?;
     write_report(args.report.as_deref(), &mirrored)?;
-    Ok(report(
+    let status = report(
         &mirrored,
         &Reporting {
             json: args.output.json(),
@@ -146,7 +148,11 @@ pub async fn import(args: &ImportArgs) -> Result<u8> {
             fail_on_drift: false,
             rules_failed: 0,
         },
-    ))
+    );
+    let cache_dir = args.transfer.cache_dir.as_deref();
+    crate::notifications::mirrored(&notifier, cache_dir, "import", started, &mirrored, status)
+        .await;
+    Ok(status)
 }
 
 /// The jobs in this process (never over a broker: the bundle's registry is on its loopback).

@@ -16,9 +16,12 @@ use crate::broker::Patience;
 use crate::console::{say, Level};
 use crate::exit::{BadInput, OK};
 use crate::outln;
-use crate::{broker, registry_client, serve, stop};
+use crate::{broker, notifications, registry_client, serve, stop};
+use image_mirror_notify::Notice;
 
 pub async fn run(args: &CommitterArgs) -> Result<u8> {
+    let notifier = notifications::notifier(&args.notify, "committer")?;
+    let history = notifications::history(args.cache_dir.as_deref());
     let destination = match args.github_repo.as_deref().filter(|r| !r.trim().is_empty()) {
         Some(repo) => {
             let repo: GithubRepo = repo
@@ -69,7 +72,24 @@ pub async fn run(args: &CommitterArgs) -> Result<u8> {
             total: None,
         },
     };
-    run_committer(&committer, &mut consumer, stop, print_outcome).await?;
+    let mut started = chrono::Utc::now();
+    let on_batch = |outcome: &BatchOutcome| {
+        print_outcome(outcome);
+        // Each batch is a run of the committer: kept in the history, told of (`--notify`)
+        // in the background, the pull request it opened too.
+        let run = outcome.as_run(started);
+        started = chrono::Utc::now();
+        if let Some(h) = &history {
+            if let Err(e) = h.append(&run) {
+                tracing::warn!("the batch was not kept in the history: {e}");
+            }
+        }
+        notifier.send_in_background(Notice::RunFinished(run));
+        if let Some(pr) = outcome.pull_request() {
+            notifier.send_in_background(Notice::PullRequest(pr));
+        }
+    };
+    run_committer(&committer, &mut consumer, stop, on_batch).await?;
     Ok(OK)
 }
 

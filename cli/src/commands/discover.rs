@@ -9,10 +9,13 @@ use crate::args::DiscoverArgs;
 use crate::broker::Patience;
 use crate::discovery::{discover_keys, print_key_lines, Discovering};
 use crate::exit::{after_pass, FAILED, OK};
+use crate::notifications::{self, Pass};
 use crate::outln;
 use crate::{broker, serve, stop};
+use image_mirror_notify::{JobProblem, Notifier};
 
 pub async fn run(args: &DiscoverArgs) -> Result<u8> {
+    let notifier = notifications::notifier(&args.notify, "producer discover")?;
     let patience = Patience::of_schedule(args.every);
     let mut stop = std::pin::pin!(stop::signal());
     let Some(broker) =
@@ -22,7 +25,7 @@ pub async fn run(args: &DiscoverArgs) -> Result<u8> {
         return Ok(OK);
     };
     let Some(every) = args.every else {
-        return once(args, &broker).await;
+        return told(args, &broker, &notifier).await;
     };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
@@ -30,7 +33,7 @@ pub async fn run(args: &DiscoverArgs) -> Result<u8> {
     run_producer(
         every,
         stop,
-        || async { once(args, &broker).await.map(|_| ()) },
+        || async { told(args, &broker, &notifier).await.map(|_| ()) },
         // A failed pass (config unreadable, broker gone) is reported; the next may pass.
         after_pass("discovery", every),
     )
@@ -38,7 +41,20 @@ pub async fn run(args: &DiscoverArgs) -> Result<u8> {
     Ok(OK)
 }
 
-async fn once(args: &DiscoverArgs, broker: &image_mirror_queue::Broker) -> Result<u8> {
+/// One pass, told of (`--notify`) when it ends.
+async fn told(
+    args: &DiscoverArgs,
+    broker: &image_mirror_queue::Broker,
+    notifier: &Notifier,
+) -> Result<u8> {
+    let started = chrono::Utc::now();
+    let pass = once(args, broker).await;
+    let outcome = pass.as_ref().map(|(_, p)| p);
+    notifications::pass_ended(notifier, None, "producer discover", started, outcome).await;
+    pass.map(|(status, _)| status)
+}
+
+async fn once(args: &DiscoverArgs, broker: &image_mirror_queue::Broker) -> Result<(u8, Pass)> {
     let flags = Discovering {
         plan: &args.plan,
         registry: &args.registry,
@@ -64,5 +80,22 @@ async fn once(args: &DiscoverArgs, broker: &image_mirror_queue::Broker) -> Resul
         published,
         broker.topology().jobs()
     );
-    Ok(if failed == 0 { OK } else { FAILED })
+    let failures = found
+        .reports
+        .iter()
+        .filter(|r| !r.errors.is_empty())
+        .map(|r| JobProblem {
+            job: format!("config.json key {}", r.key),
+            class: "discovery".into(),
+            message: r.errors.join("; "),
+        })
+        .collect();
+    let status = if failed == 0 { OK } else { FAILED };
+    Ok((
+        status,
+        Pass {
+            published,
+            failures,
+        },
+    ))
 }

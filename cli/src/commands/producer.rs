@@ -10,11 +10,14 @@ use image_mirror_registry::RegistryClient;
 use crate::args::SyncArgs;
 use crate::broker::Patience;
 use crate::exit::{after_pass, OK};
+use crate::notifications::{self, Pass};
 use crate::outln;
 use crate::planning::{plan, print_missing};
 use crate::{broker, registry_client, serve, stop};
+use image_mirror_notify::Notifier;
 
 pub async fn sync(args: &SyncArgs) -> Result<u8> {
+    let notifier = notifications::notifier(&args.notify, "producer sync")?;
     let patience = Patience::of_schedule(args.every);
     let mut stop = std::pin::pin!(stop::signal());
     let Some(broker) =
@@ -28,7 +31,7 @@ pub async fn sync(args: &SyncArgs) -> Result<u8> {
         None
     };
     let Some(every) = args.every else {
-        return sync_once(args, &broker, client.as_ref()).await;
+        return told(args, &broker, client.as_ref(), &notifier).await;
     };
     if let Some(addr) = args.metrics.metrics_addr {
         serve::start(addr, Some(std::sync::Arc::clone(&broker))).await?;
@@ -36,7 +39,11 @@ pub async fn sync(args: &SyncArgs) -> Result<u8> {
     run_producer(
         every,
         stop,
-        || async { sync_once(args, &broker, client.as_ref()).await.map(|_| ()) },
+        || async {
+            told(args, &broker, client.as_ref(), &notifier)
+                .await
+                .map(|_| ())
+        },
         // A failed pass (images-list unreadable, broker gone) is reported; the next may
         // pass.
         after_pass("sync", every),
@@ -45,13 +52,31 @@ pub async fn sync(args: &SyncArgs) -> Result<u8> {
     Ok(OK)
 }
 
+/// One pass, told of (`--notify`) when it ends.
+async fn told(
+    args: &SyncArgs,
+    broker: &Broker,
+    client: Option<&RegistryClient>,
+    notifier: &Notifier,
+) -> Result<u8> {
+    let started = chrono::Utc::now();
+    let pass = sync_once(args, broker, client).await;
+    let told = pass.as_ref().map(|published| Pass {
+        published: *published,
+        failures: Vec::new(),
+    });
+    let outcome = told.as_ref().map_err(|e| *e);
+    notifications::pass_ended(notifier, None, "producer sync", started, outcome).await;
+    pass.map(|_| OK)
+}
+
 /// One pass: the images-list read anew, its jobs (only the missing ones with `--missing`)
 /// published with confirms.
 async fn sync_once(
     args: &SyncArgs,
     broker: &Broker,
     client: Option<&RegistryClient>,
-) -> Result<u8> {
+) -> Result<usize> {
     let (list, jobs) = plan(&args.plan, args.filter.as_deref())?;
     let jobs = match client {
         Some(client) => {
@@ -77,5 +102,5 @@ async fn sync_once(
         broker.topology().jobs(),
         published as f64 / took.max(1e-9)
     );
-    Ok(OK)
+    Ok(published)
 }

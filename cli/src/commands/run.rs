@@ -18,9 +18,11 @@ use crate::pipeline::PipelineFlags;
 use crate::planning::{plan, print_missing};
 use crate::progress::Setup;
 use crate::run_report::{report, Reporting};
-use crate::{discovery, pipeline, registry_client};
+use crate::{discovery, notifications, pipeline, registry_client};
 
 pub async fn run(args: &RunArgs) -> Result<u8> {
+    let started = chrono::Utc::now();
+    let notifier = notifications::notifier(&args.notify, "run")?;
     let (entries, jobs, rules_failed) = if args.discover {
         if args.filter.is_some() {
             return Err(BadInput(
@@ -87,7 +89,7 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         image_mirror_common::atomic_file::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(report(
+    let status = report(
         &mirrored,
         &Reporting {
             json: args.output.json(),
@@ -95,7 +97,10 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
             fail_on_drift: args.fail_on_drift,
             rules_failed,
         },
-    ))
+    );
+    let cache_dir = args.transfer.cache_dir.as_deref();
+    notifications::mirrored(&notifier, cache_dir, "run", started, &mirrored, status).await;
+    Ok(status)
 }
 
 /// The jobs whose targets lack their tag, as `--missing` asks; what was left alone is said.

@@ -11,6 +11,7 @@ use crate::exit::OK;
 use crate::{broker, registry_client, serve, stop};
 
 pub async fn run(args: &WorkerArgs) -> Result<u8> {
+    let notifier = crate::notifications::notifier(&args.notify, "worker")?;
     let mut stop = std::pin::pin!(stop::signal());
     let Some(broker) =
         broker::rabbitmq_unless_stopped(&args.broker, "worker", Patience::Wait, &mut stop).await?
@@ -37,6 +38,7 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
         grace: args.grace,
         retry_unreachable: true,
         deferral: Deferral::DelayQueue,
+        notifier: (!notifier.is_empty()).then_some(notifier),
     };
     tracing::info!(concurrency = options.concurrency, queue = %broker.topology().jobs(), fleet = %args.fleet, "worker started");
     let handled = run_worker(broker, engine, options, stop).await?;
