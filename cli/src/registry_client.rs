@@ -37,6 +37,7 @@ pub fn client(
         upload_settings: transfer.map_or_else(Default::default, |t| {
             settings_of(&t.blob_chunk, &t.blob_max)
         }),
+        bandwidth: transfer.map_or_else(Vec::new, |t| t.max_bandwidth.clone()),
         ..ClientOptions::default()
     };
     Ok(RegistryClient::new(options)?)

@@ -22,6 +22,7 @@ pub mod link_header;
 pub mod message;
 pub mod metrics;
 pub mod platform;
+pub mod rate;
 pub mod reference;
 pub mod retry;
 pub mod secret;

@@ -323,6 +323,27 @@ pub static NOTIFICATIONS: Family = Family::new(
     "counter",
     &["outcome"],
 );
+/// Blob bytes moved through the bandwidth budget, by registry (`all`: every one).
+pub static TRANSFER_BYTES: Family = Family::new(
+    "image_mirror_transfer_bytes_total",
+    "Blob bytes read from or written to registries, by registry (all: every one).",
+    "counter",
+    &["registry"],
+);
+/// The bandwidth cap (`--max-bandwidth`), by registry (`all`: the process's; 0: none).
+pub static BANDWIDTH_CAP: Family = Family::new(
+    "image_mirror_bandwidth_cap_bytes_per_second",
+    "The bandwidth cap in bytes per second, by registry (all: every transfer's; 0 when none). A fleet's cap is the fleet's.",
+    "gauge",
+    &["registry"],
+);
+/// Time transfers waited for bandwidth budget.
+pub static BANDWIDTH_WAIT: Family = Family::new(
+    "image_mirror_bandwidth_wait_seconds_total",
+    "Time transfers waited for bandwidth budget (--max-bandwidth), by registry (all: every one).",
+    "counter",
+    &["registry"],
+);
 /// Job duration.
 pub static JOB_DURATION: Histogram = Histogram::new(
     "image_mirror_job_duration_seconds",
@@ -333,7 +354,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 23] = [
+pub static FAMILIES: [&Family; 26] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -357,6 +378,9 @@ pub static FAMILIES: [&Family; 23] = [
     &COMMITTER_BATCHES,
     &LINES_RECORDED,
     &NOTIFICATIONS,
+    &TRANSFER_BYTES,
+    &BANDWIDTH_CAP,
+    &BANDWIDTH_WAIT,
 ];
 
 /// Counts what travelled with the job's image and its signature check.
@@ -403,6 +427,9 @@ pub fn touch_worker() {
         SIGNATURES.touch(&[result]);
     }
     touch_notifications();
+    TRANSFER_BYTES.touch(&["all"]);
+    BANDWIDTH_WAIT.touch(&["all"]);
+    BANDWIDTH_CAP.touch(&["all"]);
 }
 
 /// The notification counters, at zero until a notice is sent.

@@ -303,6 +303,11 @@ impl AmqpBroker {
             .await
     }
 
+    /// A channel of the caller's own on this connection.
+    pub async fn new_channel(&self) -> Result<Channel, QueueError> {
+        self.channel().await
+    }
+
     /// A new channel; while the connection is recovering from a broker restart, waits for it
     /// (about a minute at most).
     async fn channel(&self) -> Result<Channel, QueueError> {

@@ -13,6 +13,7 @@
 
 pub mod amqp;
 pub mod coordination;
+pub mod fleet_bandwidth;
 pub mod job_retries;
 pub mod locations;
 pub mod memory;

@@ -50,6 +50,11 @@ impl Topology {
         &self.retries
     }
 
+    /// The fanout exchange the fleet shares its bandwidth cap on: `<prefix>.bandwidth`.
+    pub fn bandwidth(&self) -> String {
+        format!("{}.bandwidth", self.prefix)
+    }
+
     /// Durable quorum queue of jobs: `<prefix>.jobs`.
     pub fn jobs(&self) -> String {
         format!("{}.jobs", self.prefix)

@@ -48,6 +48,7 @@ pub struct BlobDownload {
     response: reqwest::Response,
     _permit: OwnedSemaphorePermit,
     watchdog: Watchdog,
+    bandwidth: std::sync::Arc<crate::bandwidth::Bandwidth>,
     registry: String,
     operation: String,
 }
@@ -59,6 +60,11 @@ impl BlobDownload {
         match self.watchdog.guard(self.response.chunk()).await {
             Ok(Ok(Some(bytes))) => {
                 self.watchdog.moved(bytes.len());
+                let waited = self
+                    .bandwidth
+                    .take(&self.registry, bytes.len(), crate::bandwidth::Way::Down)
+                    .await;
+                self.watchdog.paused(waited);
                 Ok(Some(bytes))
             }
             Ok(Ok(None)) => Ok(None),
@@ -150,6 +156,7 @@ impl RegistryClient {
                 response: opened.response,
                 _permit: opened.permit,
                 watchdog: Watchdog::new(self.stall_rule()),
+                bandwidth: std::sync::Arc::clone(self.bandwidth()),
                 registry: registry.to_owned(),
                 operation: operation.clone(),
             })

@@ -160,6 +160,12 @@ impl Watchdog {
             .map_err(|_| Stalled(self.rule))
     }
 
+    /// Tells the watchdog the transfer waited `waited` for bandwidth budget: not a stall, so the
+    /// window moves on by as much.
+    pub fn paused(&mut self, waited: Duration) {
+        self.window_start += waited;
+    }
+
     /// Counts `n` bytes moved; a window that has seen enough closes and the next starts.
     pub fn moved(&mut self, n: usize) {
         self.moved += n as u64;

@@ -11,6 +11,7 @@ use reqwest::Url;
 
 use crate::auth::{Auth, HostAuth};
 use crate::authorization::Authorization;
+use crate::bandwidth::Bandwidth;
 use crate::body::StallRule;
 use crate::error::RegistryError;
 use crate::limits::UploadSlot;
@@ -54,6 +55,7 @@ struct Inner {
     transport: Transport,
     auth: Auth,
     upload_limits: UploadLimits,
+    bandwidth: std::sync::Arc<Bandwidth>,
 }
 
 /// A registry client; cheap to clone, shared by every copy in a process.
@@ -67,11 +69,13 @@ impl RegistryClient {
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
         let auth = Auth::new(options.docker_config.clone());
         let upload_limits = UploadLimits::new(options.upload_settings.clone());
+        let bandwidth = std::sync::Arc::new(Bandwidth::new(&options.bandwidth));
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 transport: Transport::new(options)?,
                 auth,
                 upload_limits,
+                bandwidth,
             }),
         })
     }
@@ -94,6 +98,11 @@ impl RegistryClient {
     /// How fast blob bodies must move.
     pub fn stall_rule(&self) -> StallRule {
         self.options().stall
+    }
+
+    /// The bandwidth budget every blob byte moves through.
+    pub fn bandwidth(&self) -> &std::sync::Arc<Bandwidth> {
+        &self.inner.bandwidth
     }
 
     /// The deadline of requests without a blob body.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod authorization;
+pub mod bandwidth;
 pub mod blob;
 pub mod body;
 mod call;

@@ -33,6 +33,8 @@ pub struct ClientOptions {
     pub rate_limits: RateLimitPolicy,
     /// Upload request sizes set per registry host (`--blob-chunk`, `--blob-max`).
     pub upload_settings: HashMap<String, UploadSettings>,
+    /// Bandwidth caps (`--max-bandwidth`): every transfer's, and per registry host.
+    pub bandwidth: Vec<image_mirror_common::rate::HostRate>,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +50,7 @@ impl Default for ClientOptions {
             unreachable_cooldown: Duration::from_secs(30),
             rate_limits: RateLimitPolicy::default(),
             upload_settings: HashMap::new(),
+            bandwidth: Vec::new(),
         }
     }
 }

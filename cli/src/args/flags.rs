@@ -171,6 +171,16 @@ pub struct TransferFlags {
     /// runs); default `$XDG_CACHE_HOME/image-mirror` or `~/.cache/image-mirror`.
     #[arg(long, env = "IMAGE_MIRROR_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Cap blob transfers at RATE (`40MiB/s`; B/s, KB/s, KiB/s, MB/s, MiB/s, GB/s, GiB/s), or
+    /// what is read from and written to one registry at HOST=RATE (repeatable). A fleet's
+    /// workers (`--fleet on`) share the cap: it is the fleet's, not each worker's.
+    #[arg(
+        long = "max-bandwidth",
+        env = "IMAGE_MIRROR_MAX_BANDWIDTH",
+        value_delimiter = ',',
+        value_name = "[HOST=]RATE"
+    )]
+    pub max_bandwidth: Vec<image_mirror_common::rate::HostRate>,
     /// How long a target tag seen to hold the source's digest is trusted to still hold it (a
     /// record in the cache folder): within it, a tag whose source still answers that digest
     /// is not asked at the target. `0` asks every target every time. A tag changed or deleted

@@ -32,6 +32,7 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
     if args.fleet == "on" {
         let coordinator = broker::coordinator(&args.broker).await?;
         engine = engine.join_fleet(coordinator).await?;
+        share_bandwidth(&broker, engine.client().bandwidth());
     }
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),
@@ -44,4 +45,42 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
     let handled = run_worker(broker, engine, options, stop).await?;
     tracing::info!(handled, "worker stopped");
     Ok(OK)
+}
+
+/// A fleet's cap is the fleet's: while the worker runs, its share of it is agreed with the
+/// other workers over the broker (`fleet_bandwidth.rs`), again after a broken connection.
+fn share_bandwidth(
+    broker: &Arc<image_mirror_queue::Broker>,
+    bandwidth: &Arc<image_mirror_registry::bandwidth::Bandwidth>,
+) {
+    if !bandwidth.is_capped() {
+        return;
+    }
+    let (broker, bandwidth) = (Arc::clone(broker), Arc::clone(bandwidth));
+    let me = format!(
+        "{}-{}-{:08x}",
+        std::env::var("HOSTNAME").unwrap_or_default(),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    tokio::spawn(async move {
+        let image_mirror_queue::Broker::Amqp(amqp) = &*broker else {
+            return;
+        };
+        loop {
+            let shared = image_mirror_queue::fleet_bandwidth::share_bandwidth(
+                amqp,
+                &me,
+                || bandwidth.take_moved(),
+                |share| bandwidth.set_share(share),
+            )
+            .await;
+            if let Err(e) = shared {
+                tracing::debug!(error = %e, "sharing the bandwidth cap again in a second");
+            }
+            tokio::time::sleep(image_mirror_queue::fleet_bandwidth::HEARTBEAT).await;
+        }
+    });
 }

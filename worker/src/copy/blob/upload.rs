@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use image_mirror_common::{Digest, Repository};
+use image_mirror_registry::bandwidth::Way;
 use image_mirror_registry::{
     Descriptor, NetworkFailure, RegistryError, StallRule, Stalled, Upload, UploadPlan, UploadSlot,
     Watchdog,
@@ -376,6 +377,13 @@ async fn feed(
             b.blob_states.checked(&b.blob.digest);
         }
         let n = piece.len();
+        let waited = b
+            .parts
+            .client
+            .bandwidth()
+            .take(b.target.registry(), n, Way::Up)
+            .await;
+        watchdog.paused(waited);
         match watchdog.guard(tx.send(Ok(piece))).await {
             Ok(Ok(())) => {
                 watchdog.moved(n);
