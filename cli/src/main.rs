@@ -94,6 +94,7 @@ async fn run(parsed: Parsed) -> ExitCode {
         Command::Committer(args) => commands::committer::run(args).await,
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Run(args) => commands::run::run(args).await,
+        Command::Plan(args) => commands::plan::run(args).await,
         Command::Export(args) => commands::bundle::export(args).await,
         Command::Import(args) => commands::bundle::import(args).await,
         Command::Serve(args) => commands::bundle::serve(args).await,

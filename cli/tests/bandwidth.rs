@@ -113,6 +113,25 @@ async fn three_workers_move_the_fleets_cap_together_and_two_hold_it_when_one_is_
     d.publish(&list);
 
     let t0 = first_upload(&front, Duration::from_secs(60));
+    // `status` says who shares the cap and what moves.
+    let status = d
+        .command("status")
+        .args(["status", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(said["bandwidth"]["workers"], 3, "{said}");
+    assert_eq!(
+        said["bandwidth"]["cap_bytes_per_second"],
+        20 * MIB,
+        "{said}"
+    );
+    assert!(said["bandwidth"]["moving"].as_u64().unwrap() >= 1, "{said}");
     // At 21 s one worker is killed; the two others hold the cap 15 s later.
     let kill_at = Duration::from_secs(21);
     std::thread::sleep(kill_at.saturating_sub(t0.elapsed()));

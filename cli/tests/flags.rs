@@ -5,11 +5,12 @@
 
 use std::process::{Command, Output};
 
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 16] = [
     "sort",
     "validate",
     "copy",
     "run",
+    "plan",
     "status",
     "tags",
     "check",

@@ -30,9 +30,15 @@ pub const LEASE: Duration = Duration::from_secs(3);
 
 /// What a worker says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Word {
-    worker: String,
-    busy: bool,
+pub struct Word {
+    pub worker: String,
+    pub busy: bool,
+    /// Bytes it moved since it last said.
+    #[serde(default)]
+    pub moved: u64,
+    /// The fleet's cap it was given, bytes per second (0: none).
+    #[serde(default)]
+    pub cap: u64,
 }
 
 /// What this worker knows of the others.
@@ -62,9 +68,75 @@ impl Peers {
 pub async fn share_bandwidth(
     broker: &AmqpBroker,
     me: &str,
+    cap: u64,
     moved: impl Fn() -> u64,
     set_share: impl Fn(f64),
 ) -> Result<(), QueueError> {
+    let (channel, mut words) = listen(broker).await?;
+    let exchange = broker.topology().bandwidth();
+    let err = |e: lapin::Error| QueueError::Broker(format!("the fleet's bandwidth: {e}"));
+    let mut peers = Peers::default();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let bytes = moved();
+                let word = Word { worker: me.to_owned(), busy: bytes > 0, moved: bytes, cap };
+                let body = serde_json::to_vec(&word).unwrap_or_default();
+                channel
+                    .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                    .await
+                    .map_err(err)?;
+                set_share(peers.share(me, Instant::now()));
+            }
+            heard = words.next() => match heard {
+                Some(Ok(d)) => {
+                    if let Ok(word) = serde_json::from_slice::<Word>(&d.data) {
+                        peers.heard.insert(word.worker, (Instant::now(), word.busy));
+                    }
+                }
+                _ => return Err(QueueError::Broker("the fleet's bandwidth: the connection is gone".into())),
+            },
+        }
+    }
+}
+
+/// What the workers say during `span` (each one's last word): for `status`.
+/// Nothing (at once) when no worker shares a cap: the exchange does not exist.
+pub async fn overhear(broker: &AmqpBroker, span: Duration) -> Result<Vec<Word>, QueueError> {
+    let probe = broker.new_channel().await?;
+    let exists = probe
+        .exchange_declare(
+            broker.topology().bandwidth().as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    let _ = probe.close(200, "done".into()).await;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let (_channel, mut words) = listen(broker).await?;
+    let mut heard: HashMap<String, Word> = HashMap::new();
+    let deadline = Instant::now() + span;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, words.next()).await {
+        if let Ok(word) = serde_json::from_slice::<Word>(&d.data) {
+            heard.insert(word.worker.clone(), word);
+        }
+    }
+    let mut words: Vec<Word> = heard.into_values().collect();
+    words.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(words)
+}
+
+/// A channel with a queue of its own bound to the fleet's bandwidth exchange, and what
+/// arrives on it.
+async fn listen(broker: &AmqpBroker) -> Result<(lapin::Channel, lapin::Consumer), QueueError> {
     let exchange = broker.topology().bandwidth();
     let err = |e: lapin::Error| QueueError::Broker(format!("the fleet's bandwidth: {e}"));
     let channel = broker.new_channel().await?;
@@ -99,7 +171,7 @@ pub async fn share_bandwidth(
         )
         .await
         .map_err(err)?;
-    let mut words = channel
+    let words = channel
         .basic_consume(
             queue.name().clone(),
             "".into(),
@@ -111,29 +183,7 @@ pub async fn share_bandwidth(
         )
         .await
         .map_err(err)?;
-    let mut peers = Peers::default();
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let busy = moved() > 0;
-                let word = serde_json::to_vec(&Word { worker: me.to_owned(), busy }).unwrap_or_default();
-                channel
-                    .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), &word, BasicProperties::default())
-                    .await
-                    .map_err(err)?;
-                set_share(peers.share(me, Instant::now()));
-            }
-            heard = words.next() => match heard {
-                Some(Ok(d)) => {
-                    if let Ok(word) = serde_json::from_slice::<Word>(&d.data) {
-                        peers.heard.insert(word.worker, (Instant::now(), word.busy));
-                    }
-                }
-                _ => return Err(QueueError::Broker("the fleet's bandwidth: the connection is gone".into())),
-            },
-        }
-    }
+    Ok((channel, words))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod job_runner;
 
 pub use copy::{
     Activity, AttachOptions, Attached, Compared, Comparison, CopyAsks, CopyEngine, CopyError,
-    CopyOptions, CopyOutcome, CopyReport, CopyView, OnSparseRefused, Phases, SavedUploads,
+    CopyOptions, CopyOutcome, CopyReport, CopyView, Cost, OnSparseRefused, Phases, SavedUploads,
     StopSignal, TargetOutcome,
 };
 /// The keys `--require-signature` names (the trust crate verifies them).

@@ -5,7 +5,10 @@ use clap::Command;
 
 /// The groups, in the order a newcomer needs them, and their commands.
 const GROUPS: [(&str, &[&str]); 5] = [
-    ("Mirroring", &["copy", "run", "add-tag", "add-image"]),
+    (
+        "Mirroring",
+        &["copy", "run", "plan", "add-tag", "add-image"],
+    ),
     ("Across an air gap", &["export", "import", "serve"]),
     ("The images-list", &["validate", "sort", "check", "tags"]),
     (

@@ -91,6 +91,10 @@ pub enum Command {
     /// Monolithic mode: plan every images-list entry, mirror it with N workers and collect the
     /// events, in one process (in-memory queue unless --amqp-url).
     Run(RunArgs),
+    /// What `run` would cost, before it runs: per target registry the manifests and blobs it
+    /// lacks, the bytes to send and those mounts and shared blobs save; per source the pulls
+    /// reading manifests spends; the time under --max-bandwidth. No blob is read.
+    Plan(PlanArgs),
     /// Ready messages and consumers per queue.
     Status(StatusArgs),
     /// For each config.json key (or those named): the images, the tags found, the new ones,
@@ -735,4 +739,23 @@ pub struct StatusArgs {
     pub output: OutputFlag,
     #[command(flatten)]
     pub broker: BrokerFlags,
+}
+
+/// `image-mirror plan`: the inputs of `run`, costed.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Only entries whose line (`source target tag`) matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Only targets whose tag is absent (one tag list per target repository).
+    #[arg(long, env = "IMAGE_MIRROR_MISSING")]
+    pub missing: bool,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
 }

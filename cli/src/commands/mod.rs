@@ -7,6 +7,7 @@ pub mod committer;
 pub mod copy;
 pub mod discover;
 pub mod manual;
+pub mod plan;
 pub mod producer;
 pub mod run;
 pub mod sort;

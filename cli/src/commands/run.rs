@@ -11,6 +11,7 @@ use image_mirror_worker::{Comparison, CopyEngine};
 use serde_json::json;
 
 use crate::args::RunArgs;
+use crate::commands::plan;
 use crate::discovery::Discovering;
 use crate::exit::{BadInput, FAILED, OK};
 use crate::outln;
@@ -60,7 +61,7 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         jobs
     };
     if args.dry_run {
-        return dry_run(&engine, &jobs, args.output.json()).await;
+        return dry_run(&engine, &jobs, args).await;
     }
     if !args.output.json() {
         let copies: usize = jobs.iter().map(|j| j.targets().len()).sum();
@@ -111,7 +112,8 @@ async fn missing_only(engine: &CopyEngine, jobs: Vec<MirrorJob>) -> Vec<MirrorJo
 }
 
 /// `--dry-run`: how each target stands against its source, reading only.
-async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob], json: bool) -> Result<u8> {
+async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob], args: &RunArgs) -> Result<u8> {
+    let json = args.output.json();
     let compared = engine.compare_jobs(jobs).await;
     let (mut missing, mut differs, mut current, mut errors) = (0, 0, 0, 0);
     let mut rows = Vec::new();
@@ -146,18 +148,23 @@ async fn dry_run(engine: &CopyEngine, jobs: &[MirrorJob], json: bool) -> Result<
         };
         rows.push(row);
     }
+    // What the copies would cost: the plan's totals.
+    let cost = engine.cost(jobs).await;
+    let seconds = plan::seconds_at(&cost, &args.transfer.max_bandwidth);
     if json {
         outln!(
             "{}",
             json!({
                 "summary": {"missing": missing, "differ": differs, "up_to_date": current, "errors": errors},
                 "targets": rows,
+                "plan": plan::totals(&cost, seconds),
             })
         );
     } else {
         outln!(
             "dry run: {missing} missing, {differs} differ, {current} up to date, {errors} errors; nothing written"
         );
+        outln!("{}", plan::totals_line(&cost, seconds));
     }
     Ok(if errors == 0 { OK } else { FAILED })
 }

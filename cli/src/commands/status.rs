@@ -36,8 +36,42 @@ pub async fn run(args: &StatusArgs) -> Result<u8> {
             outln!("{:<40} {:>8} {:>10}  {role}", d.name, d.ready, d.consumers);
         }
     }
+    // What the workers say of the fleet's bandwidth, over two of their heartbeats.
+    let words = match &broker {
+        image_mirror_queue::Broker::Amqp(amqp) => {
+            let span = image_mirror_queue::fleet_bandwidth::HEARTBEAT * 2
+                + std::time::Duration::from_millis(200);
+            image_mirror_queue::fleet_bandwidth::overhear(amqp, span)
+                .await
+                .unwrap_or_default()
+        }
+        image_mirror_queue::Broker::Memory(_) => Vec::new(),
+    };
+    let moving = words.iter().filter(|w| w.busy).count();
+    let rate: u64 = words.iter().map(|w| w.moved).sum();
+    let cap = words.iter().map(|w| w.cap).max().unwrap_or(0);
     if json {
-        outln!("{}", serde_json::json!({"queues": rows}));
+        outln!(
+            "{}",
+            serde_json::json!({"queues": rows, "bandwidth": {
+                "workers": words.len(), "moving": moving,
+                "bytes_per_second": rate, "cap_bytes_per_second": cap,
+            }})
+        );
+    } else if !words.is_empty() {
+        let cap = if cap == 0 {
+            "no cap".to_owned()
+        } else {
+            format!(
+                "the fleet's cap {}",
+                image_mirror_common::rate::Rate::per_second(cap)
+            )
+        };
+        outln!(
+            "bandwidth: {} workers sharing it, {moving} moving {} ({cap})",
+            words.len(),
+            image_mirror_common::rate::Rate::per_second(rate.max(1))
+        );
     }
     Ok(OK)
 }

@@ -57,6 +57,11 @@ fn share_bandwidth(
         return;
     }
     let (broker, bandwidth) = (Arc::clone(broker), Arc::clone(bandwidth));
+    let cap = bandwidth
+        .caps()
+        .iter()
+        .find(|c| c.host.is_none())
+        .map_or(0, |c| c.rate.bytes_per_second());
     let me = format!(
         "{}-{}-{:08x}",
         std::env::var("HOSTNAME").unwrap_or_default(),
@@ -73,6 +78,7 @@ fn share_bandwidth(
             let shared = image_mirror_queue::fleet_bandwidth::share_bandwidth(
                 amqp,
                 &me,
+                cap,
                 || bandwidth.take_moved(),
                 |share| bandwidth.set_share(share),
             )

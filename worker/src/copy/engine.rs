@@ -183,6 +183,17 @@ impl CopyEngine {
         &self.parts.client
     }
 
+    /// The platforms every copy takes unless a job chooses (all when `None`).
+    pub(crate) fn platforms(&self) -> Option<&Platforms> {
+        self.parts.platforms.as_ref()
+    }
+
+    /// Whether another repository of `repo`'s registry is known to hold `digest` (a copy would
+    /// mount it from there).
+    pub(crate) fn blob_known_elsewhere(&self, repo: &Repository, digest: &Digest) -> bool {
+        self.parts.mounts.source_for(repo, digest).is_some()
+    }
+
     /// Tells the copies under way to stop at their next checkpoint.
     pub fn stop_copies(&self) {
         self.parts.stop.stop();
