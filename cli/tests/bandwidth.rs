@@ -307,3 +307,40 @@ fn a_bad_rate_is_bad_input_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("12 parsecs"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_capped_below_the_stall_rule_completes() {
+    // 32 KiB/s is less than the stall rule's 64 KiB in a 1 s window: the copy is slow because
+    // of the cap, and never cut for it (the watchdog's side: `bandwidth.rs`'s unit tests).
+    let (src, dst) = (Registry::start(), Registry::start());
+    let img = {
+        let layer = Blob::new(OCI_LAYER, images::random_bytes(9990, 128 * 1024));
+        images::single_with_layers(Format::Oci, &Platform::LINUX_AMD64, vec![layer])
+    };
+    push_image(&src.url(), "slow/app", "v1", &img).await;
+    let (from, to) = (
+        format!("{}/slow/app:v1", src.host()),
+        format!("{}/slow/app:v1", dst.host()),
+    );
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .args([
+            "--insecure-registry",
+            &format!("{},{}", src.host(), dst.host()),
+        ])
+        .args(["copy", &from, &to, "--stall-timeout", "1s"])
+        .args(["--max-bandwidth", &format!("{}=32KiB/s", src.host())])
+        .env_remove("IMAGE_MIRROR_MAX_BANDWIDTH")
+        .output()
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took >= 3.0, "{took} s: the cap did not hold");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("stalled"));
+    assert_eq!(&crane::digest(&to), img.digest());
+}

@@ -613,8 +613,12 @@ async fn an_import_killed_in_a_1_gib_blob_sends_at_most_one_chunk_again() {
     first.wait().unwrap();
     let sent_first = link.bytes_up();
 
-    let second = import().output().unwrap();
-    assert!(second.status.success(), "the second import failed");
+    let second = import().stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        second.status.success(),
+        "the second import failed: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let again = link.bytes_up().saturating_sub(BLOB);
     assert!(
         again <= CHUNK + MIB,

@@ -344,6 +344,13 @@ pub static BANDWIDTH_WAIT: Family = Family::new(
     "counter",
     &["registry"],
 );
+/// Policy hook decisions (`--policy-hook`).
+pub static POLICY_DECISIONS: Family = Family::new(
+    "image_mirror_policy_decisions_total",
+    "Decisions of the policy hook (--policy-hook), by decision: allow, deny, defer (a hook that failed counts as its --policy-hook-fail decision).",
+    "counter",
+    &["decision"],
+);
 /// Job duration.
 pub static JOB_DURATION: Histogram = Histogram::new(
     "image_mirror_job_duration_seconds",
@@ -354,7 +361,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 26] = [
+pub static FAMILIES: [&Family; 27] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -381,6 +388,7 @@ pub static FAMILIES: [&Family; 26] = [
     &TRANSFER_BYTES,
     &BANDWIDTH_CAP,
     &BANDWIDTH_WAIT,
+    &POLICY_DECISIONS,
 ];
 
 /// Counts what travelled with the job's image and its signature check.
@@ -430,6 +438,9 @@ pub fn touch_worker() {
     TRANSFER_BYTES.touch(&["all"]);
     BANDWIDTH_WAIT.touch(&["all"]);
     BANDWIDTH_CAP.touch(&["all"]);
+    for decision in ["allow", "deny", "defer"] {
+        POLICY_DECISIONS.touch(&[decision]);
+    }
 }
 
 /// The notification counters, at zero until a notice is sent.

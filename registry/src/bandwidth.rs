@@ -218,6 +218,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn waiting_for_budget_is_told_to_the_watchdog_and_is_no_stall() {
+        use crate::body::{StallRule, Watchdog};
+        let rule = StallRule {
+            window: Duration::from_secs(1),
+            min_bytes: 64 * 1024,
+        };
+        // Pieces of 16 KiB that arrive at once, under a cap of 32 KiB/s: 64 KiB take 2 s.
+        let run = |tell: bool| async move {
+            let bw = Bandwidth::new(&caps(&["reg.test=32KiB/s"]));
+            let mut dog = Watchdog::new(rule);
+            for _ in 0..16 {
+                // Each read takes a moment on the wire.
+                let read = tokio::time::sleep(Duration::from_millis(10));
+                if dog.guard(read).await.is_err() {
+                    return false;
+                }
+                dog.moved(16 * 1024);
+                let waited = bw.take("reg.test", 16 * 1024, Way::Down).await;
+                if tell {
+                    dog.paused(waited);
+                }
+            }
+            true
+        };
+        assert!(run(true).await, "a capped body was taken for stalled");
+        assert!(
+            !run(false).await,
+            "the watchdog would not have seen the difference"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_host_cap_applies_to_its_host_alone_and_a_share_slows_it() {
         let bw = Bandwidth::new(&caps(&["ghcr.io=1MiB/s"]));
         let started = Instant::now();

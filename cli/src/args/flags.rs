@@ -453,3 +453,56 @@ impl NotifyFlags {
         o
     }
 }
+
+/// The policy hook: asked before anything of an image is written.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Policy")]
+pub struct PolicyFlags {
+    /// Ask this executable before an image is written: the copy as JSON on its stdin, its
+    /// answer `{"decision": "allow"|"deny"|"defer", "reason": …}` on stdout. A deny fails the
+    /// copy as `policy_denied` (not retried, nothing written); a defer puts it off.
+    #[arg(long, env = "IMAGE_MIRROR_POLICY_HOOK", value_name = "PATH")]
+    pub policy_hook: Option<PathBuf>,
+    /// The longest the hook may take to answer.
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_POLICY_HOOK_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
+    )]
+    pub policy_hook_timeout: Duration,
+    /// What a hook that fails, times out or answers anything else gets: `closed` (denied, the
+    /// default) or `open` (allowed, with a warning).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_POLICY_HOOK_FAIL",
+        default_value = "closed",
+        value_name = "closed|open"
+    )]
+    pub policy_hook_fail: image_mirror_worker::copy::OnHookFailure,
+    /// How long a copy the hook defers waits before it is tried again (a worker's job waits
+    /// in a delay queue; `run` reports it deferred).
+    #[arg(
+        long,
+        env = "IMAGE_MIRROR_POLICY_HOOK_DEFER",
+        default_value = "10m",
+        value_name = "DURATION",
+        value_parser = super::parse_duration
+    )]
+    pub policy_hook_defer: Duration,
+}
+
+impl PolicyFlags {
+    /// The hook, when one is given.
+    pub fn hook(&self) -> Option<image_mirror_worker::copy::PolicyHook> {
+        self.policy_hook
+            .as_ref()
+            .map(|path| image_mirror_worker::copy::PolicyHook {
+                path: path.clone(),
+                timeout: self.policy_hook_timeout,
+                on_failure: self.policy_hook_fail,
+                defer_for: self.policy_hook_defer,
+            })
+    }
+}

@@ -10,7 +10,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use flags::{
     BrokerFlags, DiscoveryFlags, FilesFlags, HubFlag, ListFlag, MetricsFlag, NotifyFlags,
-    OutputFlag, PlanFlags, PlatformsFlag, ProgressFlags, RegistryFlags, SparseFlag, TransferFlags,
+    OutputFlag, PlanFlags, PlatformsFlag, PolicyFlags, ProgressFlags, RegistryFlags, SparseFlag,
+    TransferFlags,
 };
 pub use help::grouped;
 pub use reorder::{parse, Parsed};
@@ -304,6 +305,8 @@ pub struct WorkerArgs {
     pub platforms: PlatformsFlag,
     #[command(flatten)]
     pub sparse: SparseFlag,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
     /// Act as one with the other workers of the broker: each large blob sent to a registry
     /// once, mounted by the others, an unfinished upload taken over where it stopped (`off`:
     /// each worker on its own).
@@ -398,6 +401,8 @@ pub struct ImportArgs {
     pub repository: Option<String>,
     #[command(flatten)]
     pub sparse: SparseFlag,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
     /// Images pushed at once.
     #[arg(long, env = "IMAGE_MIRROR_WORKERS", default_value_t = 4)]
     pub workers: u16,
@@ -515,6 +520,8 @@ pub struct RunArgs {
     pub attach: AttachArgs,
     #[command(flatten)]
     pub sparse: SparseFlag,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
     /// Exit 1 when a target drifted (its tag holds another digest than the source's).
     #[arg(long, env = "IMAGE_MIRROR_FAIL_ON_DRIFT")]
     pub fail_on_drift: bool,
@@ -700,6 +707,8 @@ pub struct CopyArgs {
     pub platforms: PlatformsFlag,
     #[command(flatten)]
     pub sparse: SparseFlag,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
     #[command(flatten)]
     pub output: OutputFlag,
     #[command(flatten)]

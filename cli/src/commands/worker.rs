@@ -28,7 +28,8 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?)
         .with_platforms(args.platforms.platforms.clone())
-        .with_on_sparse_refused(args.sparse.policy());
+        .with_on_sparse_refused(args.sparse.policy())
+        .with_policy_hook(args.policy.hook());
     if args.fleet == "on" {
         let coordinator = broker::coordinator(&args.broker).await?;
         engine = engine.join_fleet(coordinator).await?;

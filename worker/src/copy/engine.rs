@@ -29,6 +29,7 @@ use crate::copy::fleet::Fleet;
 use crate::copy::mounts::MountIndex;
 use crate::copy::parts::{CopyAsks, CopyOptions, Parts};
 use crate::copy::platforms::{Choice, OnSparseRefused};
+use crate::copy::policy::{HookInput, PolicyHook};
 use crate::copy::push::Pushing;
 use crate::copy::report::{CopyOutcome, CopyReport, Phases};
 use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
@@ -42,6 +43,12 @@ use image_mirror_trust::TrustedKeys;
 #[derive(Clone)]
 pub struct CopyEngine {
     parts: Parts,
+}
+
+/// What the copy of an image (not of what travels with it) is checked with: the policy hook
+/// is asked, told who signed it.
+pub(crate) struct Gate<'a> {
+    signer: Option<&'a str>,
 }
 
 /// A blob's copy as the transfer stream holds it.
@@ -60,6 +67,37 @@ struct Sorted<'a> {
     to_copy: Vec<ToCopy<'a>>,
     /// Targets that only need their tag.
     finishing: Vec<Retag<'a>>,
+}
+
+/// Every target's outcome: `e`.
+fn every_target_failed(targets: &[ImageRef], e: &CopyError) -> Vec<TargetOutcome> {
+    targets
+        .iter()
+        .map(|t| TargetOutcome::of(t, Err(e.clone())))
+        .collect()
+}
+
+impl Sorted<'_> {
+    /// The targets that would be written (copied or tagged): their index, and as named.
+    fn written(&self) -> Vec<(usize, String)> {
+        let copied = self
+            .to_copy
+            .iter()
+            .map(|t| (t.index, format!("{}:{}", t.copying.target, t.reference)));
+        let tagged = self
+            .finishing
+            .iter()
+            .map(|r| (r.index, format!("{}:{}", r.copying.target, r.reference)));
+        copied.chain(tagged).collect()
+    }
+
+    /// Every target that would have been written ends with `refused`; the others as known.
+    fn refused(mut self, refused: CopyError, targets: &[ImageRef]) -> Vec<TargetOutcome> {
+        for (i, _) in self.written() {
+            self.results[i] = Some(Err(refused.clone()));
+        }
+        finish(self.results, targets, self.replaced)
+    }
 }
 
 /// A target that holds the manifest by digest and only needs its tag.
@@ -125,6 +163,13 @@ impl CopyEngine {
     #[must_use]
     pub fn with_on_sparse_refused(mut self, policy: OnSparseRefused) -> Self {
         self.parts.on_sparse_refused = policy;
+        self
+    }
+
+    /// This engine asking `hook` before any image is written (see `policy.rs`).
+    #[must_use]
+    pub fn with_policy_hook(mut self, hook: Option<PolicyHook>) -> Self {
+        self.parts.policy = hook.map(Arc::new);
         self
     }
 
@@ -290,7 +335,12 @@ impl CopyEngine {
             }
         };
         let (source, verified_by) = (pinned.source, pinned.key);
-        let mut outcomes = self.copy_images(&source, targets, platforms).await;
+        let gate = Gate {
+            signer: verified_by.as_deref(),
+        };
+        let mut outcomes = self
+            .copy_images(&source, targets, platforms, Some(&gate))
+            .await;
         for outcome in &mut outcomes {
             if let Ok(report) = &mut outcome.result {
                 report.attached.verified_by.clone_from(&verified_by);
@@ -335,6 +385,7 @@ impl CopyEngine {
         source: &ImageRef,
         targets: &[ImageRef],
         platforms: Option<&Platforms>,
+        gate: Option<&Gate<'_>>,
     ) -> Vec<TargetOutcome> {
         let span = tracing::info_span!(
             "copy.resolve",
@@ -355,20 +406,22 @@ impl CopyEngine {
             .await
         {
             Ok(resolved) => resolved,
-            Err(e) => {
-                return targets
-                    .iter()
-                    .map(|t| TargetOutcome::of(t, Err(e.clone())))
-                    .collect()
-            }
+            Err(e) => return every_target_failed(targets, &e),
         };
         span.record("digest", tracing::field::display(&head.digest));
+        let sorted = self.sort(source, targets, &head, plans, started);
+        if let Some(refused) = self
+            .ask_policy(gate, source, &head, &sorted, platforms)
+            .await
+        {
+            return sorted.refused(refused, targets);
+        }
         let Sorted {
             mut results,
             replaced,
             to_copy,
             finishing,
-        } = self.sort(source, targets, &head, plans, started);
+        } = sorted;
         let retags = finishing.iter().map(|r| async move {
             let retagged = self
                 .retag(&r.copying, &r.reference, r.manifest.clone())
@@ -425,6 +478,36 @@ impl CopyEngine {
                     .saw(outcome.target.repository(), tag.as_str(), held);
             }
         }
+    }
+
+    /// The policy hook's refusal of writing what `sorted` would write of `source` at `head`,
+    /// when a hook is set, the copy is gated and it refuses.
+    async fn ask_policy(
+        &self,
+        gate: Option<&Gate<'_>>,
+        source: &ImageRef,
+        head: &SourceHead,
+        sorted: &Sorted<'_>,
+        platforms: Option<&Platforms>,
+    ) -> Option<CopyError> {
+        let (Some(hook), Some(gate)) = (&self.parts.policy, gate) else {
+            return None;
+        };
+        let written = sorted.written();
+        if written.is_empty() {
+            return None;
+        }
+        let input = HookInput {
+            source: source.to_string(),
+            targets: written.iter().map(|(_, t)| t.clone()).collect(),
+            digest: head.digest.to_string(),
+            media_type: head.media_type.clone(),
+            platforms: platforms.map_or_else(Vec::new, |p| {
+                p.to_string().split(',').map(str::to_owned).collect()
+            }),
+            signer: gate.signer.map(str::to_owned),
+        };
+        hook.gate(&input).await
     }
 
     /// Each target's plan, sorted: the outcomes already known (a target's error, up to date,
@@ -784,9 +867,9 @@ impl ImageCopier for CopyEngine {
                     on_drift: OnDrift::Overwrite,
                     backup_tag: None,
                 });
-                engine.copy_images(source, targets, None).await
+                engine.copy_images(source, targets, None, None).await
             } else {
-                CopyEngine::copy_images(self, source, targets, None).await
+                CopyEngine::copy_images(self, source, targets, None, None).await
             }
         })
     }

@@ -65,6 +65,25 @@ pub enum CopyError {
         /// What the registry said.
         detail: String,
     },
+    /// `--policy-hook` denied the image (or could not be asked, `--policy-hook-fail closed`).
+    /// Nothing of it was written.
+    #[error("{image}: denied by the policy hook: {reason}")]
+    PolicyDenied {
+        /// The source image, by digest.
+        image: String,
+        /// The hook's reason.
+        reason: String,
+    },
+    /// `--policy-hook` put the image off: tried again after `wait`. Nothing was written.
+    #[error("{image}: put off by the policy hook: {reason}")]
+    PolicyDeferred {
+        /// The source image, by digest.
+        image: String,
+        /// The hook's reason.
+        reason: String,
+        /// How long until it is tried again.
+        wait: std::time::Duration,
+    },
     /// After the copy, the target does not resolve to the source digest.
     #[error("verification failed: {target} resolves to {found}, expected {expected}")]
     Verify {
@@ -87,7 +106,9 @@ impl CopyError {
             | Self::ReadOnly { .. }
             | Self::Unsigned { .. }
             | Self::NoChosenPlatform { .. }
-            | Self::SparseRefused { .. } => ErrorClass::Permanent,
+            | Self::SparseRefused { .. }
+            | Self::PolicyDenied { .. } => ErrorClass::Permanent,
+            Self::PolicyDeferred { .. } => ErrorClass::Deferred,
             Self::Verify { .. } | Self::Interrupted => ErrorClass::Transient,
         }
     }
@@ -101,6 +122,7 @@ impl CopyError {
     pub fn deferred_for(&self) -> Option<std::time::Duration> {
         match self {
             Self::Registry(e) => e.deferred_for(),
+            Self::PolicyDeferred { wait, .. } => Some(*wait),
             _ => None,
         }
     }
@@ -123,6 +145,8 @@ impl CopyError {
             Self::Unsigned { .. } => "unsigned".into(),
             Self::NoChosenPlatform { .. } => "no_chosen_platform".into(),
             Self::SparseRefused { .. } => "sparse_refused".into(),
+            Self::PolicyDenied { .. } => "policy_denied".into(),
+            Self::PolicyDeferred { .. } => "policy_deferred".into(),
             Self::Interrupted => "interrupted".into(),
         }
     }

@@ -71,6 +71,8 @@ pub(crate) struct Parts {
     pub(crate) platforms: Option<Platforms>,
     /// What a target that refuses a sparse index gets.
     pub(crate) on_sparse_refused: OnSparseRefused,
+    /// Asked before an image is written (`--policy-hook`).
+    pub(crate) policy: Option<Arc<crate::copy::policy::PolicyHook>>,
 }
 
 impl Parts {
@@ -90,6 +92,7 @@ impl Parts {
             activity: None,
             platforms: None,
             on_sparse_refused: OnSparseRefused::default(),
+            policy: None,
         }
     }
 }
