@@ -444,10 +444,22 @@ async fn readyz_follows_the_broker_connection() {
 
     process::terminate(&worker);
     assert!(worker.wait().unwrap().success());
-    AmqpBroker::connect(&url, Topology::new(&prefix))
-        .await
-        .unwrap()
-        .delete_topology()
-        .await
-        .unwrap();
+    // A node just started may refuse to delete its quorum queues for a moment (INTERNAL_ERROR
+    // while their Raft members come back): the cleanup is tried again.
+    let mut left = 20;
+    loop {
+        let deleted = match AmqpBroker::connect(&url, Topology::new(&prefix)).await {
+            Ok(broker) => broker.delete_topology().await,
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(()) => break,
+            Err(e) if left > 0 => {
+                left -= 1;
+                eprintln!("cleanup again: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
