@@ -344,6 +344,13 @@ pub static BANDWIDTH_WAIT: Family = Family::new(
     "counter",
     &["registry"],
 );
+/// Attestations (`--attest`), by result: pushed, or present already.
+pub static ATTESTATIONS: Family = Family::new(
+    "image_mirror_attestations_total",
+    "Statements of copies (--attest), by result: pushed, or present (one was there already).",
+    "counter",
+    &["result"],
+);
 /// Policy hook decisions (`--policy-hook`).
 pub static POLICY_DECISIONS: Family = Family::new(
     "image_mirror_policy_decisions_total",
@@ -361,7 +368,7 @@ pub static JOB_DURATION: Histogram = Histogram::new(
 );
 
 /// Every counter and gauge family, in the order they are rendered.
-pub static FAMILIES: [&Family; 27] = [
+pub static FAMILIES: [&Family; 28] = [
     &JOBS,
     &BYTES_COPIED,
     &BLOBS,
@@ -389,6 +396,7 @@ pub static FAMILIES: [&Family; 27] = [
     &BANDWIDTH_CAP,
     &BANDWIDTH_WAIT,
     &POLICY_DECISIONS,
+    &ATTESTATIONS,
 ];
 
 /// Counts what travelled with the job's image and its signature check.
@@ -440,6 +448,9 @@ pub fn touch_worker() {
     BANDWIDTH_CAP.touch(&["all"]);
     for decision in ["allow", "deny", "defer"] {
         POLICY_DECISIONS.touch(&[decision]);
+    }
+    for result in ["pushed", "present"] {
+        ATTESTATIONS.touch(&[result]);
     }
 }
 

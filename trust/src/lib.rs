@@ -19,15 +19,20 @@
 //!   predicate type `https://sigstore.dev/cosign/sign/v1` with the image digest as subject;
 //!   the signature is over the envelope's pre-authentication encoding.
 //!
+//! It also owns the key attestations are signed with (`--attest`, [`AttestKey`]): cosign's sealed
+//! private key or a PKCS#8 one, signing DSSE envelopes as cosign does.
+//!
 //! Keys are ECDSA P-256 public keys in PEM (what `cosign generate-key-pair` writes); signatures
 //! are ASN.1 DER, over SHA-256. Payloads and bundles are read within [`MAX_PAYLOAD`] bytes.
 
 mod error;
 mod keys;
 mod lookup;
+mod signer;
 mod verify;
 
 pub use error::TrustError;
 pub use keys::TrustedKeys;
 pub use lookup::Pinned;
-pub use verify::{verify_bundle, verify_simple_signing, BUNDLE_TYPE, MAX_PAYLOAD};
+pub use signer::AttestKey;
+pub use verify::{pae, verify_bundle, verify_simple_signing, BUNDLE_TYPE, MAX_PAYLOAD};

@@ -564,6 +564,12 @@ pub struct AttachArgs {
     /// writes). Checked offline, with no transparency log. Others fail as `unsigned`.
     #[arg(long, value_name = "KEY_FILE")]
     pub require_signature: Vec<PathBuf>,
+    /// After each copy, push a signed statement of it (an in-toto attestation about the target
+    /// digest: the source and its digest, the signer, the time, the tool) where `cosign
+    /// verify-attestation` finds it. The key: cosign's (its password from COSIGN_PASSWORD) or
+    /// a PKCS#8 PEM, ECDSA P-256.
+    #[arg(long, env = "IMAGE_MIRROR_ATTEST", value_name = "KEY_FILE")]
+    pub attest: Option<PathBuf>,
 }
 
 impl AttachArgs {
@@ -577,6 +583,19 @@ impl AttachArgs {
     }
 
     /// The keys of `--require-signature` (none: no signature required).
+    /// The attester of `--attest`, its key opened; a key that does not open is bad input.
+    pub fn attester(
+        &self,
+    ) -> Result<Option<image_mirror_worker::copy::Attester>, crate::exit::BadInput> {
+        let Some(path) = &self.attest else {
+            return Ok(None);
+        };
+        let password = std::env::var("COSIGN_PASSWORD").unwrap_or_default();
+        let key = image_mirror_trust::AttestKey::from_file(path, &password)
+            .map_err(|e| crate::exit::BadInput(format!("--attest: {e}")))?;
+        Ok(Some(image_mirror_worker::copy::Attester::new(key)))
+    }
+
     pub fn trusted_keys(&self) -> Result<image_mirror_worker::TrustedKeys, crate::exit::BadInput> {
         image_mirror_worker::TrustedKeys::from_files(&self.require_signature)
             .map_err(|e| crate::exit::BadInput(format!("--require-signature: {e}")))

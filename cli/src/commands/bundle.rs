@@ -121,7 +121,8 @@ pub async fn import(args: &ImportArgs) -> Result<u8> {
         .with_attachments(args.attach.options())
         .with_trusted_keys(args.attach.trusted_keys()?)
         .with_on_sparse_refused(args.sparse.policy())
-        .with_policy_hook(args.policy.hook());
+        .with_policy_hook(args.policy.hook())
+        .with_attester(args.attach.attester()?);
     match bundle.check_complete(&engine, &jobs).await {
         Ok(()) => {}
         Err(e @ BundleError::Missing { .. }) => {

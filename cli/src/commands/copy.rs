@@ -26,6 +26,7 @@ pub async fn run(args: &CopyArgs) -> Result<u8> {
         .with_platforms(args.platforms.platforms.clone())
         .with_on_sparse_refused(args.sparse.policy())
         .with_policy_hook(args.policy.hook())
+        .with_attester(args.attach.attester()?)
         .with_stop(stop_copies.clone())
         .with_activity(Arc::clone(&activity));
     let display = Display::start(

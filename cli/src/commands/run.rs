@@ -55,7 +55,8 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
         .with_trusted_keys(args.attach.trusted_keys()?)
         .with_platforms(args.plan.platforms.platforms.clone())
         .with_on_sparse_refused(args.sparse.policy())
-        .with_policy_hook(args.policy.hook());
+        .with_policy_hook(args.policy.hook())
+        .with_attester(args.attach.attester()?);
     let jobs = if args.missing {
         missing_only(&engine, jobs).await
     } else {

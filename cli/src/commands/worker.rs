@@ -29,7 +29,8 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
         .with_trusted_keys(args.attach.trusted_keys()?)
         .with_platforms(args.platforms.platforms.clone())
         .with_on_sparse_refused(args.sparse.policy())
-        .with_policy_hook(args.policy.hook());
+        .with_policy_hook(args.policy.hook())
+        .with_attester(args.attach.attester()?);
     if args.fleet == "on" {
         let coordinator = broker::coordinator(&args.broker).await?;
         engine = engine.join_fleet(coordinator).await?;

@@ -166,6 +166,13 @@ impl CopyEngine {
         self
     }
 
+    /// This engine signing a statement of each image it copies (see `attest.rs`).
+    #[must_use]
+    pub fn with_attester(mut self, attester: Option<crate::copy::attest::Attester>) -> Self {
+        self.parts.attester = attester.map(Arc::new);
+        self
+    }
+
     /// This engine asking `hook` before any image is written (see `policy.rs`).
     #[must_use]
     pub fn with_policy_hook(mut self, hook: Option<PolicyHook>) -> Self {
@@ -346,6 +353,8 @@ impl CopyEngine {
                 report.attached.verified_by.clone_from(&verified_by);
             }
         }
+        self.attest_all(&source, &mut outcomes, verified_by.as_deref())
+            .await;
         if !options.any() {
             return outcomes;
         }
@@ -476,6 +485,41 @@ impl CopyEngine {
                 self.parts
                     .record
                     .saw(outcome.target.repository(), tag.as_str(), held);
+            }
+        }
+    }
+
+    /// Signs a statement of each image copied now (`--attest`); a target whose statement
+    /// could not be stored fails with why.
+    async fn attest_all(
+        &self,
+        source: &ImageRef,
+        outcomes: &mut [TargetOutcome],
+        signer: Option<&str>,
+    ) {
+        let Some(attester) = &self.parts.attester else {
+            return;
+        };
+        for outcome in outcomes.iter_mut() {
+            let Ok(report) = &outcome.result else {
+                continue;
+            };
+            if report.outcome != CopyOutcome::Copied {
+                continue;
+            }
+            let target = outcome.target.clone();
+            let attested = attester
+                .attest(&self.parts.client, source, &target, report, signer)
+                .await;
+            match attested {
+                Ok(added) => {
+                    image_mirror_common::metrics::ATTESTATIONS.inc(&[if added {
+                        "pushed"
+                    } else {
+                        "present"
+                    }]);
+                }
+                Err(e) => outcome.result = Err(e),
             }
         }
     }

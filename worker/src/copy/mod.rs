@@ -25,6 +25,7 @@
 pub mod activity;
 mod appender;
 mod attachments;
+mod attest;
 mod blob;
 mod blob_states;
 mod compare;
@@ -48,6 +49,7 @@ mod walk;
 
 pub use activity::{Activity, Bytes, CopyView};
 pub use attachments::{AttachOptions, DIGEST_TAG_SUFFIXES};
+pub use attest::{Attester, PREDICATE_TYPE};
 pub use blob::saved::SavedUploads;
 pub use compare::{Compared, Comparison};
 pub use copying::TargetOutcome;

@@ -73,6 +73,8 @@ pub(crate) struct Parts {
     pub(crate) on_sparse_refused: OnSparseRefused,
     /// Asked before an image is written (`--policy-hook`).
     pub(crate) policy: Option<Arc<crate::copy::policy::PolicyHook>>,
+    /// Signs a statement of each copy (`--attest`).
+    pub(crate) attester: Option<Arc<crate::copy::attest::Attester>>,
 }
 
 impl Parts {
@@ -93,6 +95,7 @@ impl Parts {
             platforms: None,
             on_sparse_refused: OnSparseRefused::default(),
             policy: None,
+            attester: None,
         }
     }
 }

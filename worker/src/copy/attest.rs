@@ -1,0 +1,174 @@
+//! A signed record of every copy (`--attest KEY_FILE`): once an image is copied and verified,
+//! an in-toto statement about its target digest ([`PREDICATE_TYPE`]: the source reference and
+//! digest, the target reference and digest, the key that verified the source's signature, the
+//! time, the tool and its version, and for a rewritten platform subset both digests) is signed
+//! as cosign signs attestations (a DSSE envelope) and stored where `cosign verify-attestation`
+//! finds it: a layer of the manifest tagged `sha256-<hex>.att` beside the image, added to those
+//! already there. Idempotent: a target whose `.att` already holds a statement of this type is
+//! left as it is.
+
+use bytes::Bytes;
+use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::{Manifest, RegistryClient};
+use image_mirror_trust::AttestKey;
+use serde_json::{json, Value};
+
+use crate::copy::error::CopyError;
+use crate::copy::report::CopyReport;
+
+/// The predicate type of image-mirror's statements.
+pub const PREDICATE_TYPE: &str = "https://github.com/example/image-mirror/attestations/mirror/v1";
+/// DSSE's payload type of in-toto statements.
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// The media type of a layer holding a DSSE envelope, as cosign stores attestations.
+const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// Signs and stores statements of copies.
+#[derive(Debug, Clone)]
+pub struct Attester {
+    key: AttestKey,
+}
+
+impl Attester {
+    /// An attester signing with `key`.
+    pub fn new(key: AttestKey) -> Self {
+        Self { key }
+    }
+
+    /// Records that `report`'s copy of `source` went to `target`; whether a statement was
+    /// added (none when one of this type is there already).
+    pub(crate) async fn attest(
+        &self,
+        client: &RegistryClient,
+        source: &ImageRef,
+        target: &ImageRef,
+        report: &CopyReport,
+        signer: Option<&str>,
+    ) -> Result<bool, CopyError> {
+        let repo = target.repository();
+        let held = report
+            .platform_subset
+            .as_ref()
+            .and_then(|s| s.rewritten_digest.clone())
+            .unwrap_or_else(|| report.digest.clone());
+        let tag = format!("sha256-{}.att", held.encoded());
+        let mut layers = match client.get_manifest(repo, &tag).await {
+            Ok(existing) => existing_layers(&existing)?,
+            Err(e) if e.kind() == "not_found" => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if layers
+            .iter()
+            .any(|l| l["annotations"]["predicateType"] == PREDICATE_TYPE)
+        {
+            return Ok(false);
+        }
+        let statement = statement(source, target, &held, report, signer);
+        let envelope = self.key.envelope(IN_TOTO, statement.to_string().as_bytes());
+        let envelope = Bytes::from(envelope.to_string().into_bytes());
+        let digest = push_blob(client, repo, envelope.clone()).await?;
+        layers.push(json!({
+            "mediaType": DSSE_LAYER,
+            "size": envelope.len(),
+            "digest": digest.to_string(),
+            "annotations": {
+                "dev.cosignproject.cosign/signature": "",
+                "predicateType": PREDICATE_TYPE,
+            },
+        }));
+        let manifest = manifest_of(client, repo, &layers).await?;
+        client.put_manifest(repo, &tag, &manifest).await?;
+        Ok(true)
+    }
+}
+
+/// The statement about `held` at `target`.
+fn statement(
+    source: &ImageRef,
+    target: &ImageRef,
+    held: &Digest,
+    report: &CopyReport,
+    signer: Option<&str>,
+) -> Value {
+    let mut predicate = json!({
+        "source": {"reference": source.to_string(), "digest": report.digest.to_string()},
+        "target": {"reference": target.to_string(), "digest": held.to_string()},
+        "signer": signer,
+        "mirroredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "tool": {"name": "image-mirror", "version": env!("CARGO_PKG_VERSION")},
+    });
+    if let Some(subset) = report
+        .platform_subset
+        .as_ref()
+        .filter(|s| s.rewritten_digest.is_some())
+    {
+        predicate["platforms"] = json!({
+            "kept": report.platforms,
+            "rewrittenFrom": report.digest.to_string(),
+            "offered": subset.offered,
+        });
+    }
+    json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": target.repository().to_string(), "digest": {"sha256": held.encoded()}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    })
+}
+
+/// The layers of an `.att` manifest already there.
+fn existing_layers(manifest: &Manifest) -> Result<Vec<Value>, CopyError> {
+    let doc: Value = serde_json::from_slice(&manifest.bytes)
+        .map_err(|e| CopyError::Invalid(format!("the attestations' manifest: {e}")))?;
+    Ok(doc["layers"].as_array().cloned().unwrap_or_default())
+}
+
+/// The `.att` manifest of `layers`, its config pushed first.
+async fn manifest_of(
+    client: &RegistryClient,
+    repo: &Repository,
+    layers: &[Value],
+) -> Result<Manifest, CopyError> {
+    let diff_ids: Vec<Value> = layers.iter().map(|l| l["digest"].clone()).collect();
+    let config = json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config = Bytes::from(config.to_string().into_bytes());
+    let config_digest = push_blob(client, repo, config.clone()).await?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "size": config.len(), "digest": config_digest.to_string()},
+        "layers": layers,
+    });
+    Manifest::from_bytes(
+        Bytes::from(manifest.to_string().into_bytes()),
+        Some(OCI_MANIFEST),
+    )
+    .map_err(CopyError::Invalid)
+}
+
+/// Stores `bytes` as a blob of `repo` (when it is not there): its digest.
+async fn push_blob(
+    client: &RegistryClient,
+    repo: &Repository,
+    bytes: Bytes,
+) -> Result<Digest, CopyError> {
+    let digest = Digest::sha256_of(&bytes);
+    if client.blob_exists(repo, &digest).await? {
+        return Ok(digest);
+    }
+    let slot = client.upload_slot(repo.registry()).await?;
+    let upload = client.start_upload(repo).await?;
+    let len = bytes.len() as u64;
+    let body = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(bytes)]);
+    client
+        .put_blob_stream(repo, &upload, &digest, body, len, &slot)
+        .await?;
+    Ok(digest)
+}
