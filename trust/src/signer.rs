@@ -143,9 +143,11 @@ fn open(sealed: &[u8], password: &str) -> Result<Vec<u8>, String> {
     scrypt::scrypt(password.as_bytes(), &salt, &scrypt_params, &mut key)
         .map_err(|e| e.to_string())?;
     let cipher = XSalsa20Poly1305::new(&key.into());
-    let nonce = crypto_secretbox::Nonce::from_slice(&nonce);
+    let nonce: [u8; 24] = nonce
+        .try_into()
+        .map_err(|_| "a sealed key with impossible parameters".to_owned())?;
     cipher
-        .decrypt(nonce, ciphertext.as_ref())
+        .decrypt(&nonce.into(), ciphertext.as_ref())
         .map_err(|_| "cannot open the key: wrong password (COSIGN_PASSWORD)?".to_owned())
 }
 
