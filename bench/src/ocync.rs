@@ -119,33 +119,21 @@ async fn real_list_noop(binary: &Path, ocync: &Path, tls: &RegistryOptions, dir:
     let regsync = measure(&tools::path("regsync"), &args, &cache);
     let regsync_requests = counted.since("regsync");
     let ocync_config = dir.join("real-ocync.yaml");
-    let mut by_repo: std::collections::BTreeMap<(String, String), Vec<String>> =
-        std::collections::BTreeMap::new();
-    for (s, t, tag) in &entries {
-        let path = |r: &str| {
-            r.split_once('/')
-                .map(|(_, p)| p.to_owned())
-                .unwrap_or_default()
-        };
-        by_repo
-            .entry((path(s), path(t)))
-            .or_default()
-            .push(tag.clone());
-    }
-    let mut yaml = format!(
-        "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {}\n  dst:\n    url: {}\n\
-         defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
-        dir.join("real-ocync-cache").display(),
+    let path = |r: &str| {
+        r.split_once('/')
+            .map(|(_, p)| p.to_owned())
+            .unwrap_or_default()
+    };
+    let paths: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|(s, t, tag)| (path(s), path(t), tag.clone()))
+        .collect();
+    let yaml = config_yaml(
         src.host(),
-        dst.host()
+        dst.host(),
+        &paths,
+        &dir.join("real-ocync-cache"),
     );
-    for ((from, to), tags) in &by_repo {
-        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
-        yaml.push_str(&format!(
-            "  - from: {from}\n    to: {to}\n    tags:\n      include: [{}]\n",
-            tags.join(", ")
-        ));
-    }
     std::fs::write(&ocync_config, yaml).unwrap();
     let args = ["sync", "-q", "-c", ocync_config.to_str().unwrap()].map(str::to_owned);
     let counted = Counted::new(&src, &dst);
@@ -251,6 +239,34 @@ impl<'a> Counted<'a> {
     }
 }
 
+/// ocync's configuration as its users write it: one mapping per repository pair of `entries`
+/// (`(source path, target path, tag)`), its tags exact, its default concurrency and its cache
+/// in `cache`, referrers off (none are copied by the others).
+pub(crate) fn config_yaml(
+    src: &str,
+    dst: &str,
+    entries: &[(String, String, String)],
+    cache: &Path,
+) -> String {
+    let mut by_repo: std::collections::BTreeMap<(&str, &str), Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (s, t, tag) in entries {
+        by_repo.entry((s, t)).or_default().push(format!("{tag:?}"));
+    }
+    let mut yaml = format!(
+        "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {src}\n  dst:\n    url: {dst}\n\
+         defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
+        cache.display()
+    );
+    for ((from, to), tags) in by_repo {
+        yaml.push_str(&format!(
+            "  - from: {from}\n    to: {to}\n    tags:\n      include: [{}]\n",
+            tags.join(", ")
+        ));
+    }
+    yaml
+}
+
 /// The run of median wall time among `n` of `run`.
 fn median_of(n: usize, mut run: impl FnMut() -> Usage) -> Usage {
     let mut runs: Vec<Usage> = (0..n).map(|_| run()).collect();
@@ -294,18 +310,11 @@ fn command(
             )
         }
         "ocync" => {
-            let mut yaml = format!(
-                "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {}\n  dst:\n    url: {}\n\
-                 defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
-                work.join("ocync-cache").display(),
-                src.host(),
-                dst.host()
-            );
-            for (repo, _) in corpus {
-                yaml.push_str(&format!(
-                    "  - from: {repo}\n    to: {repo}\n    tags:\n      include: [\"v1\"]\n"
-                ));
-            }
+            let entries: Vec<(String, String, String)> = corpus
+                .iter()
+                .map(|(repo, _)| (repo.clone(), repo.clone(), "v1".to_owned()))
+                .collect();
+            let yaml = config_yaml(src.host(), dst.host(), &entries, &work.join("ocync-cache"));
             let config = work.join("ocync.yaml");
             std::fs::write(&config, yaml).unwrap();
             let args = ["sync", "-q", "-c", config.to_str().unwrap()];

@@ -141,12 +141,12 @@ fn command(
             vec!["-q".into(), "copy".into(), from, to],
         ),
         "ocync" => {
-            let yaml = format!(
-                "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {src}\n  dst:\n    url: {dst}\n\
-                 defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\n\
-                 mappings:\n  - from: big/blob\n    to: big/blob\n    tags:\n      include: [\"v1\"]\n",
-                work.join("ocync-cache").display()
-            );
+            let entries = [(
+                "big/blob".to_owned(),
+                "big/blob".to_owned(),
+                "v1".to_owned(),
+            )];
+            let yaml = crate::ocync::config_yaml(src, dst, &entries, &work.join("ocync-cache"));
             let config = work.join("ocync.yaml");
             std::fs::write(&config, yaml).unwrap();
             (

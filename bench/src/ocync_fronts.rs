@@ -90,7 +90,7 @@ fn sync_command(
             let config = work.join("ocync.yaml");
             std::fs::write(
                 &config,
-                ocync_yaml(src, dst, entries, &work.join("ocync-cache")),
+                crate::ocync::config_yaml(src, dst, entries, &work.join("ocync-cache")),
             )
             .unwrap();
             let args = ["sync", "-q", "-c", config.to_str().unwrap()];
@@ -107,33 +107,6 @@ fn sync_command(
             (tools::path("regsync"), args.map(str::to_owned).to_vec())
         }
     }
-}
-
-/// ocync's configuration as its users write it: one mapping per repository pair, its tags
-/// exact, its default concurrency and cache, referrers off (none are copied by the others).
-pub(crate) fn ocync_yaml(
-    src: &str,
-    dst: &str,
-    entries: &[(String, String, String)],
-    cache: &Path,
-) -> String {
-    let mut by_repo: std::collections::BTreeMap<(&str, &str), Vec<String>> =
-        std::collections::BTreeMap::new();
-    for (s, t, tag) in entries {
-        by_repo.entry((s, t)).or_default().push(format!("{tag:?}"));
-    }
-    let mut yaml = format!(
-        "global:\n  cache_dir: {}\nregistries:\n  src:\n    url: {src}\n  dst:\n    url: {dst}\n\
-         defaults:\n  source: src\n  targets: dst\n  artifacts:\n    enabled: false\nmappings:\n",
-        cache.display()
-    );
-    for ((from, to), tags) in by_repo {
-        yaml.push_str(&format!(
-            "  - from: {from}\n    to: {to}\n    tags:\n      include: [{}]\n",
-            tags.join(", ")
-        ));
-    }
-    yaml
 }
 
 /// One measured row: a tool, what it used, the requests each front answered.
