@@ -53,7 +53,7 @@ pub async fn ocync_scenario(binary: &Path) {
         let dst = Registry::start_with(&tls);
         let work = dir.path().join(tool);
         std::fs::create_dir_all(&work).unwrap();
-        let (program, args) = command(tool, binary, &ocync, &src, &dst, &corpus, &work);
+        let (program, args) = command(tool, binary, &src, &dst, &corpus, &work);
         let cold = measure(&program, &args, &work.join("cache"));
         check(&dst, &corpus, tool);
         // Tens of milliseconds: the median of five runs.
@@ -279,67 +279,16 @@ fn median_of(n: usize, mut run: impl FnMut() -> Usage) -> Usage {
 fn command(
     tool: &str,
     binary: &Path,
-    ocync: &Path,
     src: &Registry,
     dst: &Registry,
     corpus: &[(String, Image)],
     work: &Path,
 ) -> (PathBuf, Vec<String>) {
-    match tool {
-        "image-mirror" => {
-            let lines: Vec<String> = corpus
-                .iter()
-                .map(|(repo, _)| format!("{}/{repo} {}/{repo} v1", src.host(), dst.host()))
-                .collect();
-            let list = work.join("images-list");
-            std::fs::write(&list, lines.join("\n") + "\n").unwrap();
-            let absent = work.join("absent.json");
-            let args = [
-                "-q",
-                "run",
-                "--workers",
-                &CONCURRENCY.to_string(),
-                "--images-list",
-                list.to_str().unwrap(),
-                "--config",
-                absent.to_str().unwrap(),
-            ];
-            (
-                binary.to_owned(),
-                args.iter().map(|s| (*s).to_owned()).collect(),
-            )
-        }
-        "ocync" => {
-            let entries: Vec<(String, String, String)> = corpus
-                .iter()
-                .map(|(repo, _)| (repo.clone(), repo.clone(), "v1".to_owned()))
-                .collect();
-            let yaml = config_yaml(src.host(), dst.host(), &entries, &work.join("ocync-cache"));
-            let config = work.join("ocync.yaml");
-            std::fs::write(&config, yaml).unwrap();
-            let args = ["sync", "-q", "-c", config.to_str().unwrap()];
-            (
-                ocync.to_owned(),
-                args.iter().map(|s| (*s).to_owned()).collect(),
-            )
-        }
-        _ => {
-            let pairs: Vec<(String, String)> = corpus
-                .iter()
-                .map(|(repo, _)| {
-                    let at = |host: &str| format!("{host}/{repo}:v1");
-                    (at(src.host()), at(dst.host()))
-                })
-                .collect();
-            let hosts = [src.host().to_owned(), dst.host().to_owned()];
-            let config = crate::peers::regsync_config_over(&pairs, &hosts, CONCURRENCY, work, true);
-            let args = ["once", "-c", config.to_str().unwrap()];
-            (
-                tools::path("regsync"),
-                args.iter().map(|s| (*s).to_owned()).collect(),
-            )
-        }
-    }
+    let entries: Vec<(String, String, String)> = corpus
+        .iter()
+        .map(|(repo, _)| (repo.clone(), repo.clone(), "v1".to_owned()))
+        .collect();
+    crate::ocync_fronts::sync_command(tool, binary, src.host(), dst.host(), &entries, work)
 }
 
 /// Every image of the corpus is at `dst` with its digest.

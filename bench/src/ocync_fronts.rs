@@ -56,7 +56,7 @@ impl Fronted {
 
 /// One sync of `entries` (`(source repo, target repo, tag)`) from `src` to `dst` by `tool`,
 /// its files in `work`: the program and its arguments.
-fn sync_command(
+pub(crate) fn sync_command(
     tool: &str,
     binary: &Path,
     src: &str,

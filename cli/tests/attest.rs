@@ -1,6 +1,7 @@
 //! `--attest`: after a copy, a statement of it signed with cosign's key (sealed, its password
 //! from COSIGN_PASSWORD) or a PKCS#8 one, which the real `cosign verify-attestation --key`
-//! verifies at the target, its predicate as documented; a second run adds none.
+//! verifies at the target (distribution 2.8 and 3), its predicate as documented; a second run
+//! adds none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
-use image_mirror_testkit::{crane, tools, Registry};
+use image_mirror_testkit::{crane, tools, Implementation, Registry, RegistryOptions};
 
 const PREDICATE: &str = "https://github.com/example/image-mirror/attestations/mirror/v1";
 
@@ -144,8 +145,10 @@ async fn a_copy_attested_with_cosigns_key_verifies_with_cosign_and_a_second_run_
         .status()
         .unwrap();
     assert!(public.success());
-    let other = format!("{}/mirror/other:v1", dst.host());
-    let out = copy(d, &hosts, "p8.pem", "", &from, &other);
+    // Into distribution 3 this time.
+    let dst3 = Registry::start_with(&RegistryOptions::default().on(Implementation::Distribution3));
+    let other = format!("{}/mirror/other:v1", dst3.host());
+    let out = copy(d, &[src.host(), dst3.host()], "p8.pem", "", &from, &other);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let statement = verified_statement(d, "p8.pub", &other);
     assert_eq!(statement["predicate"]["target"]["reference"], other);
