@@ -184,14 +184,7 @@ fn summary_line(m: &Mirrored, s: &RunSummary, rules_failed: usize) -> String {
     if s.drifted > 0 {
         parts.push(format!("{} drifted", s.drifted));
     }
-    match (s.attached, s.signed) {
-        (0, 0) => {}
-        (a, 0) => parts.push(format!("{a} referrers and digest tags")),
-        (0, v) => parts.push(format!("{v} signatures verified")),
-        (a, v) => parts.push(format!(
-            "{a} referrers and digest tags, {v} signatures verified"
-        )),
-    }
+    parts.extend(trust_parts(s));
     let rewritten = m
         .events
         .iter()
@@ -217,6 +210,32 @@ fn summary_line(m: &Mirrored, s: &RunSummary, rules_failed: usize) -> String {
     format!("summary: {}", parts.join(", "))
 }
 
+/// What travelled with the images and what trust decided: referrers and digest tags,
+/// signatures (of them, identities) verified, attestations pushed, the policy hook's decisions.
+fn trust_parts(s: &RunSummary) -> Vec<String> {
+    let mut parts = Vec::new();
+    if s.attached > 0 {
+        parts.push(format!("{} referrers and digest tags", s.attached));
+    }
+    match (s.signed, s.identities_verified) {
+        (0, _) => {}
+        (v, 0) => parts.push(format!("{v} signatures verified")),
+        (v, i) => parts.push(format!("{v} signatures verified ({i} keyless identities)")),
+    }
+    if s.attestations_pushed > 0 {
+        parts.push(format!("{} attestations pushed", s.attestations_pushed));
+    }
+    if !s.policy_decisions.is_empty() {
+        let decisions: Vec<String> = s
+            .policy_decisions
+            .iter()
+            .map(|(d, n)| format!("{n} {d}"))
+            .collect();
+        parts.push(format!("policy hook: {}", decisions.join(", ")));
+    }
+    parts
+}
+
 /// The run as one JSON document (docs/output.md).
 fn document(m: &Mirrored, s: &RunSummary, how: &Reporting<'_>) -> Value {
     json!({
@@ -232,6 +251,9 @@ fn document(m: &Mirrored, s: &RunSummary, how: &Reporting<'_>) -> Value {
             "rules_failed": how.rules_failed,
             "referrers_and_digest_tags": s.attached,
             "signatures_verified": s.signed,
+            "identities_verified": s.identities_verified,
+            "attestations_pushed": s.attestations_pushed,
+            "policy_decisions": s.policy_decisions,
             "bytes_sent": s.bytes_sent,
             "seconds": m.elapsed.as_secs_f64(),
         },

@@ -1,7 +1,8 @@
 //! `--attest`: after a copy, a statement of it signed with cosign's key (sealed, its password
-//! from COSIGN_PASSWORD) or a PKCS#8 one, which the real `cosign verify-attestation --key`
-//! verifies at the target (distribution 2.8 and 3), its predicate as documented; a second run
-//! adds none.
+//! from COSIGN_PASSWORD) or a PKCS#8 one, stored in both of cosign's forms (the `.att` tag and
+//! a Sigstore bundle referrer, in the fallback tag of a registry without the referrers API),
+//! which the real `cosign verify-attestation --key` verifies at the target in each form
+//! (distribution 2.8 and 3), its predicate as documented; a second copy adds none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,13 +45,23 @@ fn copy(dir: &Path, hosts: &[&str], key: &str, password: &str, from: &str, to: &
         .unwrap()
 }
 
-/// The statement `cosign verify-attestation` verified at `image` with `public`.
+/// The statement `cosign verify-attestation` verified at `image` with `public`, in each form:
+/// the bundle referrer (`--new-bundle-format`) and the `.att` tag; both the same.
 fn verified_statement(dir: &Path, public: &str, image: &str) -> serde_json::Value {
+    let referrer = verified_in(dir, public, image, true);
+    let tag = verified_in(dir, public, image, false);
+    assert_eq!(referrer, tag, "the two forms hold one statement");
+    tag
+}
+
+fn verified_in(dir: &Path, public: &str, image: &str, bundle: bool) -> serde_json::Value {
+    let form = format!("--new-bundle-format={bundle}");
     let out = cosign(
         dir,
         "",
         &[
             "verify-attestation",
+            &form,
             "--key",
             public,
             "--type",
@@ -63,7 +74,7 @@ fn verified_statement(dir: &Path, public: &str, image: &str) -> serde_json::Valu
     );
     assert!(
         out.status.success(),
-        "cosign verify-attestation: {}",
+        "cosign verify-attestation {form}: {}",
         text(&out)
     );
     let envelope: serde_json::Value = String::from_utf8_lossy(&out.stdout)
@@ -113,9 +124,14 @@ async fn a_copy_attested_with_cosigns_key_verifies_with_cosign_and_a_second_run_
     assert_eq!(p["tool"]["name"], "image-mirror");
     assert!(p["mirroredAt"].as_str().unwrap().ends_with('Z'), "{p}");
 
-    // Again: already present, and still one statement.
+    // Again, and to another tag of the same digest (a copy that writes): already
+    // attested, and still one statement in each form.
     let out = copy(d, &hosts, "cosign.key", "s3cret", &from, &to);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again = format!("{}/mirror/app:v2", dst.host());
+    let out = copy(d, &hosts, "cosign.key", "s3cret", &from, &again);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("attested    present"), "{}", text(&out));
     let att = format!("{}/mirror/app:sha256-{hex}.att", dst.host());
     let manifest: serde_json::Value = serde_json::from_slice(&crane::manifest(&att)).unwrap();
     assert_eq!(
@@ -123,6 +139,15 @@ async fn a_copy_attested_with_cosigns_key_verifies_with_cosign_and_a_second_run_
         1,
         "{manifest}"
     );
+    let fallback = format!("{}/mirror/app:sha256-{hex}", dst.host());
+    let index: serde_json::Value = serde_json::from_slice(&crane::manifest(&fallback)).unwrap();
+    let bundles: Vec<_> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["annotations"]["dev.sigstore.bundle.predicateType"] == PREDICATE)
+        .collect();
+    assert_eq!(bundles.len(), 1, "{index}");
 
     // A copy to another repository with a PKCS#8 key, verified with its public half.
     let pkcs8 = Command::new("openssl")

@@ -25,13 +25,28 @@ pub struct RunSummary {
     pub bytes_sent: u64,
     /// Referrers and digest tags copied with the images.
     pub attached: u64,
-    /// Images whose signature a trusted key verified.
+    /// Images whose signature a trusted key or identity verified.
     pub signed: usize,
+    /// Of those, images whose signer was a keyless identity (`--require-identity`).
+    pub identities_verified: usize,
+    /// Signed statements of copies pushed (`--attest`; those already present not counted).
+    pub attestations_pushed: usize,
+    /// The policy hook's decisions (`--policy-hook`): `allow`, `deny`, `defer`.
+    pub policy_decisions: BTreeMap<String, usize>,
     /// Failed jobs by failure class (`not_found`, `auth`, `unreachable`, …).
     pub failures_by_class: BTreeMap<String, usize>,
     /// Hosts that could not be reached, each with why (the failure's message) and how many
     /// jobs failed on it, in the order they first failed.
     pub unreachable: Vec<Unreachable>,
+}
+
+/// The policy hook's decision on an event's job, when it was asked.
+fn policy_decision(e: &JobEvent) -> Option<&str> {
+    match e.error.as_ref().map(|f| f.class.as_str()) {
+        Some("policy_denied") => Some("deny"),
+        Some("policy_deferred") => Some("defer"),
+        _ => e.policy.as_deref(),
+    }
 }
 
 /// A host that could not be reached, as a run saw it.
@@ -52,6 +67,11 @@ impl RunSummary {
             s.bytes_sent += e.bytes_copied;
             s.attached += e.referrers_copied + e.digest_tags_copied;
             s.signed += usize::from(e.signed_by.is_some());
+            s.identities_verified += usize::from(e.identity_verified);
+            s.attestations_pushed += usize::from(e.attestation.as_deref() == Some("pushed"));
+            if let Some(decision) = policy_decision(e) {
+                *s.policy_decisions.entry(decision.to_owned()).or_default() += 1;
+            }
             match e.outcome {
                 Outcome::Copied => s.copied += 1,
                 Outcome::AlreadyPresent => s.already_present += 1,

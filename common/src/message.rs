@@ -377,9 +377,21 @@ pub struct JobEvent {
     /// cosign digest tags copied with the image (`--digest-tags`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub digest_tags_copied: u64,
-    /// The trusted key whose signature let the image through (`--require-signature`).
+    /// Who signed the image, verified: the trusted key (`--require-signature`) or the
+    /// keyless identity (`--require-identity`: `subject (issuer …)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// Whether `signed_by` is a keyless identity, not a key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub identity_verified: bool,
+    /// This copy's signed statement (`--attest`): `pushed`, or `present` when the target
+    /// already held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
+    /// The policy hook's decision that let the copy through (`--policy-hook`): `allow`. A
+    /// deny or defer is the failure class `policy_denied` or `policy_deferred`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Set when `outcome` is `failed`.
     pub error: Option<JobFailure>,
 }
@@ -440,6 +452,9 @@ impl JobEvent {
             referrers_copied: 0,
             digest_tags_copied: 0,
             signed_by: None,
+            identity_verified: false,
+            attestation: None,
+            policy: None,
             error: None,
         }
     }

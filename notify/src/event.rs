@@ -51,6 +51,19 @@ pub struct Counts {
     /// Jobs published (a producer's pass).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub published: u64,
+    /// Images whose signature a trusted key or identity verified.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signatures_verified: u64,
+    /// Of those, signed by a keyless identity (`--require-identity`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub identities_verified: u64,
+    /// Signed statements of copies pushed (`--attest`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attestations_pushed: u64,
+    /// Copies the policy hook allowed (`--policy-hook`; denials are failures of class
+    /// `policy_denied`, deferrals deferred jobs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policy_allowed: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -108,6 +121,10 @@ impl RunFinished {
         };
         for e in events {
             run.bytes_sent += e.bytes_copied;
+            run.counts.signatures_verified += u64::from(e.signed_by.is_some());
+            run.counts.identities_verified += u64::from(e.identity_verified);
+            run.counts.attestations_pushed += u64::from(e.attestation.as_deref() == Some("pushed"));
+            run.counts.policy_allowed += u64::from(e.policy.as_deref() == Some("allow"));
             let problem = |class: &str, message: String| JobProblem {
                 job: e.describe(),
                 class: class.to_owned(),

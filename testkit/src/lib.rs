@@ -9,7 +9,7 @@
 //! ([`hostile`]: redirects to other hosts, endless and trickling bodies, duplicate
 //! manifests); fronts before real registries ([`front`]: request buffering, latency, Docker
 //! Hub-style metering with 429 at a quota; [`fault_proxy`]: cut connections and canned
-//! errors).
+//! errors); the Sigstore authority and log ([`fulcio`]: an offline CA and log key).
 //!
 //! Its `tests/house_rules.rs` holds the rules of the whole workspace (function length, crate
 //! shares, import cycles, no rules in the binary), read with a parser, as rust-analyzer's tidy
@@ -23,6 +23,7 @@ pub mod crane;
 pub mod fault_proxy;
 pub mod fleet;
 pub mod front;
+pub mod fulcio;
 pub mod github;
 pub mod hostile;
 pub mod http;

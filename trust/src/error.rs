@@ -11,8 +11,8 @@ pub enum TrustError {
     /// What was read is not what its descriptor says.
     #[error("{0}")]
     Invalid(String),
-    /// No cosign signature of the source digest verifies against the trusted keys.
-    #[error("{image}: not signed by a trusted key ({detail}); not mirrored")]
+    /// No cosign signature of the source digest is trusted.
+    #[error("{image}: not signed by a trusted key or identity ({detail}); not mirrored")]
     Unsigned {
         /// The source image, by digest.
         image: String,

@@ -1,5 +1,5 @@
 //! A digest's signatures at its registry: the `.sig` tag and the bundle referrers, read
-//! within bounds, until a trusted key verifies one.
+//! within bounds, until one is trusted; when none is, why each was not.
 
 use bytes::{Bytes, BytesMut};
 use image_mirror_common::{Digest, ImageRef, Repository};
@@ -7,25 +7,23 @@ use image_mirror_registry::referrers::fallback_tag;
 use image_mirror_registry::{Manifest, RegistryClient, RegistryError};
 
 use crate::error::TrustError;
-use crate::keys::TrustedKeys;
-use crate::verify::{
-    layers, verify_bundle, verify_simple_signing, BUNDLE_TYPE, MAX_CANDIDATES, MAX_PAYLOAD,
-    SIMPLE_SIGNING,
-};
+use crate::refusal::Refusal;
+use crate::trust_policy::{Signer, TrustPolicy};
+use crate::verify::{layers, Candidate, BUNDLE_TYPE, MAX_CANDIDATES, MAX_PAYLOAD, SIMPLE_SIGNING};
 
-/// A source to copy, pinned to the digest a trusted key signed.
+/// A source to copy, pinned to the digest a trusted signer signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pinned {
-    /// The source, by the verified digest (its tag kept), or as given when no key is required.
+    /// The source, by the verified digest (its tag kept), or as given when nothing is required.
     pub source: ImageRef,
-    /// The name of the key that verified it.
-    pub key: Option<String>,
+    /// Who signed it.
+    pub signer: Option<Signer>,
 }
 
-impl TrustedKeys {
-    /// With trusted keys: `source` pinned to the digest a trusted key signed (so that what is
-    /// copied is what was verified), and that key's name; refused when unsigned. Without
-    /// keys: `source` as it is.
+impl TrustPolicy {
+    /// With a requirement: `source` pinned to the digest a trusted signer signed (so that what
+    /// is copied is what was verified), and who that was; refused when unsigned. Without one:
+    /// `source` as it is.
     pub async fn pin(
         &self,
         client: &RegistryClient,
@@ -34,7 +32,7 @@ impl TrustedKeys {
         if self.is_empty() {
             return Ok(Pinned {
                 source: source.clone(),
-                key: None,
+                signer: None,
             });
         }
         let repo = source.repository();
@@ -42,10 +40,10 @@ impl TrustedKeys {
             // Not there: the copy says so.
             return Ok(Pinned {
                 source: source.clone(),
-                key: None,
+                signer: None,
             });
         };
-        let key = self.require_signature(client, repo, &digest).await?;
+        let signer = self.require_signature(client, repo, &digest).await?;
         let pinned = match source.tag() {
             Some(tag) => format!("{repo}:{tag}@{digest}"),
             None => format!("{repo}@{digest}"),
@@ -53,21 +51,20 @@ impl TrustedKeys {
         let pinned = pinned
             .parse()
             .map_err(|e| TrustError::Invalid(format!("{e}")))?;
-        tracing::debug!(image = %source, key = %key, "signature verified");
+        tracing::debug!(image = %source, signer = %signer, "signature verified");
         Ok(Pinned {
             source: pinned,
-            key: Some(key),
+            signer: Some(signer),
         })
     }
 
-    /// Refuses `digest` of `source` unless a trusted key signed it; the name of that key.
+    /// Refuses `digest` of `source` unless a trusted signer signed it; who did.
     pub async fn require_signature(
         &self,
         client: &RegistryClient,
         source: &Repository,
         digest: &Digest,
-    ) -> Result<String, TrustError> {
-        let keys = self;
+    ) -> Result<Signer, TrustError> {
         let mut candidates = Vec::new();
         match client
             .get_manifest(source, &format!("{}.sig", fallback_tag(digest)))
@@ -83,9 +80,17 @@ impl TrustedKeys {
                 candidates.push(client.get_manifest(source, r.digest.as_str()).await?);
             }
         }
+        let mut refusals: Vec<Refusal> = Vec::new();
         for manifest in &candidates {
-            if let Some(key) = verified_by(client, source, manifest, digest, keys).await? {
-                return Ok(key.to_owned());
+            match judged(self, client, source, manifest, digest).await? {
+                Ok(signer) => return Ok(signer),
+                Err(why) => {
+                    for r in why {
+                        if !refusals.contains(&r) {
+                            refusals.push(r);
+                        }
+                    }
+                }
             }
         }
         Err(TrustError::Unsigned {
@@ -93,41 +98,52 @@ impl TrustedKeys {
             detail: if candidates.is_empty() {
                 "no cosign signature found (no .sig tag, no signature referrer)".into()
             } else {
+                let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
                 format!(
-                    "{} signature(s) found, none verified by the trusted keys",
-                    candidates.len()
+                    "{} signature(s) found, none verified: {}",
+                    candidates.len(),
+                    if reasons.is_empty() {
+                        "no signature in them".to_owned()
+                    } else {
+                        reasons.join("; ")
+                    }
                 )
             },
         })
     }
 }
 
-async fn verified_by<'k>(
+/// Who signed one of `manifest`'s signatures of `digest`; else why each was refused.
+async fn judged(
+    policy: &TrustPolicy,
     client: &RegistryClient,
     source: &Repository,
     manifest: &Manifest,
     digest: &Digest,
-    keys: &'k TrustedKeys,
-) -> Result<Option<&'k str>, TrustError> {
+) -> Result<Result<Signer, Vec<Refusal>>, TrustError> {
+    let mut refusals = Vec::new();
     for layer in layers(manifest).into_iter().take(MAX_CANDIDATES) {
         let is_bundle = layer.media_type == BUNDLE_TYPE;
-        if !is_bundle && (layer.media_type != SIMPLE_SIGNING || layer.signature.is_none()) {
-            continue;
-        }
-        if layer.size > MAX_PAYLOAD {
+        let is_signed_payload =
+            layer.media_type == SIMPLE_SIGNING && layer.notes.signature.is_some();
+        if !(is_bundle || is_signed_payload) || layer.size > MAX_PAYLOAD {
             continue;
         }
         let bytes = small_blob(client, source, &layer.digest, layer.size).await?;
-        let key = match (&layer.signature, is_bundle) {
-            (_, true) => verify_bundle(keys, &bytes, digest),
-            (Some(sig), false) => verify_simple_signing(keys, &bytes, sig, digest),
-            (None, false) => None,
+        let candidate = if is_bundle {
+            Candidate::from_bundle(&bytes)
+        } else {
+            Candidate::from_simple_signing(&bytes, &layer.notes)
         };
-        if key.is_some() {
-            return Ok(key);
+        let Some(candidate) = candidate else {
+            continue;
+        };
+        match policy.judge(&candidate, digest) {
+            Ok(signer) => return Ok(Ok(signer)),
+            Err(why) => refusals.push(why),
         }
     }
-    Ok(None)
+    Ok(Err(refusals))
 }
 
 /// A blob of at most [`MAX_PAYLOAD`] bytes, whole, its digest checked.

@@ -76,6 +76,30 @@ impl AttestKey {
         &self.name
     }
 
+    /// cosign's hint of the key in a Sigstore bundle: the base64 of the SHA-256 of its public
+    /// key's DER.
+    pub fn hint(&self) -> String {
+        use p256::pkcs8::EncodePublicKey as _;
+        let der = self
+            .key
+            .verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default();
+        let digest = image_mirror_common::Digest::sha256_of(&der);
+        base64::engine::general_purpose::STANDARD.encode(crate::roots::hex_bytes(digest.encoded()))
+    }
+
+    /// A Sigstore bundle (v0.3) of a DSSE envelope of `payload`, as cosign 3 stores
+    /// attestations in a referrer: the key named by its hint, no transparency log entry.
+    pub fn bundle(&self, payload_type: &str, payload: &[u8]) -> Value {
+        json!({
+            "mediaType": crate::verify::BUNDLE_TYPE,
+            "verificationMaterial": {"publicKey": {"hint": self.hint()}},
+            "dsseEnvelope": self.envelope(payload_type, payload),
+        })
+    }
+
     /// A DSSE envelope of `payload` (of `payload_type`) signed with the key.
     pub fn envelope(&self, payload_type: &str, payload: &[u8]) -> Value {
         let signature: Signature = self.key.sign(&pae(payload_type, payload));

@@ -377,6 +377,9 @@ fn fill(event: &mut JobEvent, report: &CopyReport) {
     event.referrers_copied = report.attached.referrers;
     event.digest_tags_copied = report.attached.digest_tags;
     event.signed_by.clone_from(&report.attached.verified_by);
+    event.identity_verified = report.attached.identity_verified;
+    event.attestation = report.attached.attestation.map(str::to_owned);
+    event.policy = report.attached.policy.map(str::to_owned);
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

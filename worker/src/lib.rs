@@ -19,7 +19,8 @@ pub use copy::{
     CopyOptions, CopyOutcome, CopyReport, CopyView, Cost, OnSparseRefused, Phases, SavedUploads,
     StopSignal, TargetOutcome,
 };
-/// The keys `--require-signature` names (the trust crate verifies them).
-pub use image_mirror_trust::TrustedKeys;
+/// Who an image's signature must come from: `--require-signature`'s keys and
+/// `--require-identity`'s identities (the trust crate verifies them).
+pub use image_mirror_trust::{IdentityPolicy, Keyless, TrustPolicy, TrustedKeys, TrustedRoot};
 pub use job::{Deferral, Handled, Mirror, WorkerOptions};
 pub use job_runner::{handle, run_worker};

@@ -564,6 +564,20 @@ pub struct AttachArgs {
     /// writes). Checked offline, with no transparency log. Others fail as `unsigned`.
     #[arg(long, value_name = "KEY_FILE")]
     pub require_signature: Vec<PathBuf>,
+    /// Mirror only images whose source digest carries a keyless cosign signature: a
+    /// certificate chaining to --trusted-root, valid when it signed, from this OIDC issuer,
+    /// whose subject (an URI or email) the regex matches whole. Repeatable: any of them; with
+    /// --require-signature, a trusted key is enough too. Others fail as `unsigned`, with why.
+    #[arg(long, value_name = "ISSUER=SUBJECT_REGEX", requires = "trusted_root")]
+    pub require_identity: Vec<String>,
+    /// What keyless certificates must chain to: Sigstore's trusted_root.json (its authorities
+    /// and transparency log keys) or a PEM bundle of CA certificates. Read offline.
+    #[arg(long, value_name = "FILE", requires = "require_identity")]
+    pub trusted_root: Option<PathBuf>,
+    /// Insecure: accept keyless signatures without a transparency log's promise although
+    /// --trusted-root has a log key; their certificates are then judged at the current time.
+    #[arg(long, requires = "require_identity")]
+    pub insecure_ignore_tlog: bool,
     /// After each copy, push a signed statement of it (an in-toto attestation about the target
     /// digest: the source and its digest, the signer, the time, the tool) where `cosign
     /// verify-attestation` finds it. The key: cosign's (its password from COSIGN_PASSWORD) or
@@ -596,9 +610,28 @@ impl AttachArgs {
         Ok(Some(image_mirror_worker::copy::Attester::new(key)))
     }
 
-    pub fn trusted_keys(&self) -> Result<image_mirror_worker::TrustedKeys, crate::exit::BadInput> {
-        image_mirror_worker::TrustedKeys::from_files(&self.require_signature)
-            .map_err(|e| crate::exit::BadInput(format!("--require-signature: {e}")))
+    /// Who signatures must come from: `--require-signature`'s keys and `--require-identity`'s
+    /// identities under `--trusted-root` (none: no signature required).
+    pub fn trust(&self) -> Result<image_mirror_worker::TrustPolicy, crate::exit::BadInput> {
+        use crate::exit::BadInput;
+        use image_mirror_worker::{IdentityPolicy, Keyless, TrustPolicy, TrustedRoot};
+        let keys = image_mirror_worker::TrustedKeys::from_files(&self.require_signature)
+            .map_err(|e| BadInput(format!("--require-signature: {e}")))?;
+        let keyless = match &self.trusted_root {
+            Some(root) if !self.require_identity.is_empty() => {
+                let root = TrustedRoot::from_file(root)
+                    .map_err(|e| BadInput(format!("--trusted-root: {e}")))?;
+                let policies = self
+                    .require_identity
+                    .iter()
+                    .map(|p| IdentityPolicy::parse(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| BadInput(format!("--require-identity: {e}")))?;
+                Some(Keyless::new(root, policies, self.insecure_ignore_tlog))
+            }
+            _ => None,
+        };
+        Ok(TrustPolicy::new(keys, keyless))
     }
 }
 

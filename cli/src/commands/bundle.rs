@@ -45,7 +45,7 @@ pub async fn export(args: &ExportArgs) -> Result<u8> {
     registry.insecure_registries.push(bundle.host().to_owned());
     let engine = registry_client::engine(&registry, &args.transfer)?
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_trust(args.attach.trust()?)
         .with_platforms(args.plan.platforms.platforms.clone());
     let into: Vec<MirrorJob> = jobs
         .iter()
@@ -119,7 +119,7 @@ pub async fn import(args: &ImportArgs) -> Result<u8> {
     let engine = registry_client::engine(&registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_trust(args.attach.trust()?)
         .with_on_sparse_refused(args.sparse.policy())
         .with_policy_hook(args.policy.hook())
         .with_attester(args.attach.attester()?);

@@ -22,7 +22,7 @@ pub async fn run(args: &CopyArgs) -> Result<u8> {
     let engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_trust(args.attach.trust()?)
         .with_platforms(args.platforms.platforms.clone())
         .with_on_sparse_refused(args.sparse.policy())
         .with_policy_hook(args.policy.hook())
@@ -141,8 +141,19 @@ fn print_report(source: &ImageRef, target: &ImageRef, r: &CopyReport, untagged: 
     if r.resumes > 0 {
         outln!("  resumed     {} times", r.resumes);
     }
-    if let Some(key) = &r.attached.verified_by {
-        outln!("  signed by   {key}");
+    if let Some(signer) = &r.attached.verified_by {
+        let how = if r.attached.identity_verified {
+            "keyless identity"
+        } else {
+            "key"
+        };
+        outln!("  signed by   {signer} ({how}, verified)");
+    }
+    if let Some(state) = r.attached.attestation {
+        outln!("  attested    {state} (the target digest's .att tag and a bundle referrer)");
+    }
+    if let Some(decision) = r.attached.policy {
+        outln!("  policy hook {decision}");
     }
     if r.attached.referrers > 0 || r.attached.digest_tags > 0 {
         outln!(
@@ -183,6 +194,9 @@ fn report_json(source: &ImageRef, target: &ImageRef, r: &CopyReport, untagged: b
         "referrers": r.attached.referrers,
         "digest_tags": r.attached.digest_tags,
         "signed_by": r.attached.verified_by,
+        "identity_verified": r.attached.identity_verified,
+        "attestation": r.attached.attestation,
+        "policy": r.attached.policy,
         "seconds": r.duration.as_secs_f64(),
         "phases": {
             "resolve": r.phases.resolve.as_secs_f64(),

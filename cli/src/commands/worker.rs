@@ -26,7 +26,7 @@ pub async fn run(args: &WorkerArgs) -> Result<u8> {
     let mut engine = registry_client::engine(&args.registry, &args.transfer)?
         .with_drift(drift)
         .with_attachments(args.attach.options())
-        .with_trusted_keys(args.attach.trusted_keys()?)
+        .with_trust(args.attach.trust()?)
         .with_platforms(args.platforms.platforms.clone())
         .with_on_sparse_refused(args.sparse.policy())
         .with_policy_hook(args.policy.hook())

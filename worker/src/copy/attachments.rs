@@ -27,7 +27,7 @@ use crate::copy::copying::TargetOutcome;
 use crate::copy::error::CopyError;
 use crate::copy::fleet::Fleet;
 use crate::copy::report::Attached;
-use image_mirror_trust::TrustedKeys;
+use image_mirror_trust::TrustPolicy;
 
 /// Levels of referrers followed (a signature of an SBOM of an image is level 2).
 pub const MAX_DEPTH: usize = 4;
@@ -78,20 +78,20 @@ impl AttachOptions {
     }
 }
 
-/// The options, the keys a signature must verify against, and the locks of fallback tags
+/// The options, who a signature must come from, and the locks of fallback tags
 /// written by this process.
 #[derive(Debug, Default)]
 pub(crate) struct Attach {
     pub(crate) options: AttachOptions,
-    pub(crate) keys: TrustedKeys,
+    pub(crate) trust: TrustPolicy,
     locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Attach {
-    pub(crate) fn new(options: AttachOptions, keys: TrustedKeys) -> Self {
+    pub(crate) fn new(options: AttachOptions, trust: TrustPolicy) -> Self {
         Self {
             options,
-            keys,
+            trust,
             locks: tokio::sync::Mutex::default(),
         }
     }
@@ -208,7 +208,7 @@ impl Attach {
 
     /// Makes the target list `written` as referrers of `subject`: nothing to do where it
     /// answers the referrers API, else its fallback tag's index gets them.
-    async fn list_at_target(
+    pub(crate) async fn list_at_target(
         &self,
         along: &Along<'_>,
         target: &Repository,

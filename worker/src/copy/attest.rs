@@ -4,13 +4,16 @@
 //! time, the tool and its version, and for a rewritten platform subset both digests) is signed
 //! as cosign signs attestations (a DSSE envelope) and stored where `cosign verify-attestation`
 //! finds it: a layer of the manifest tagged `sha256-<hex>.att` beside the image, added to those
-//! already there. Idempotent: a target whose `.att` already holds a statement of this type is
-//! left as it is.
+//! already there; and as cosign 3 stores it, an OCI 1.1 referrer of the target digest holding a
+//! Sigstore bundle (listed by a registry's referrers API, or, where it has none, added to the
+//! fallback tag's index by the engine, under the fleet's lease). Idempotent: a target whose
+//! `.att` or referrers already hold a statement of this type gets no second one.
 
 use bytes::Bytes;
 use image_mirror_common::{Digest, ImageRef, Repository};
+use image_mirror_registry::referrers::{descriptor_of, Referrer};
 use image_mirror_registry::{Manifest, RegistryClient};
-use image_mirror_trust::AttestKey;
+use image_mirror_trust::{AttestKey, BUNDLE_TYPE};
 use serde_json::{json, Value};
 
 use crate::copy::error::CopyError;
@@ -24,6 +27,26 @@ const IN_TOTO: &str = "application/vnd.in-toto+json";
 const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+/// The annotation of a bundle referrer naming its statement's predicate type.
+const BUNDLE_PREDICATE: &str = "dev.sigstore.bundle.predicateType";
+
+/// What attesting one copy did.
+#[derive(Debug, Clone)]
+pub(crate) struct Attested {
+    /// Whether a statement was added (in the `.att` tag, as a referrer, or both).
+    pub(crate) added: bool,
+    /// The referrer pushed now, which a target without the referrers API must list in its
+    /// fallback tag.
+    pub(crate) referrer: Option<NewReferrer>,
+}
+
+/// A referrer pushed, and the digest it refers to.
+#[derive(Debug, Clone)]
+pub(crate) struct NewReferrer {
+    pub(crate) subject: Digest,
+    pub(crate) referrer: Referrer,
+}
 
 /// Signs and stores statements of copies.
 #[derive(Debug, Clone)]
@@ -37,8 +60,8 @@ impl Attester {
         Self { key }
     }
 
-    /// Records that `report`'s copy of `source` went to `target`; whether a statement was
-    /// added (none when one of this type is there already).
+    /// Records that `report`'s copy of `source` went to `target`, in the `.att` tag and as a
+    /// referrer, where one of this type is not there already.
     pub(crate) async fn attest(
         &self,
         client: &RegistryClient,
@@ -46,13 +69,34 @@ impl Attester {
         target: &ImageRef,
         report: &CopyReport,
         signer: Option<&str>,
-    ) -> Result<bool, CopyError> {
+    ) -> Result<Attested, CopyError> {
         let repo = target.repository();
         let held = report
             .platform_subset
             .as_ref()
             .and_then(|s| s.rewritten_digest.clone())
             .unwrap_or_else(|| report.digest.clone());
+        let statement = statement(source, target, &held, report, signer).to_string();
+        let in_tag = self.in_att_tag(client, repo, &held, &statement).await?;
+        let referrer = self.as_referrer(client, repo, &held, &statement).await?;
+        Ok(Attested {
+            added: in_tag || referrer.is_some(),
+            referrer: referrer.map(|referrer| NewReferrer {
+                subject: held,
+                referrer,
+            }),
+        })
+    }
+
+    /// Adds `statement` to the `.att` tag of `held`; whether it did (not when one of this type
+    /// is there).
+    async fn in_att_tag(
+        &self,
+        client: &RegistryClient,
+        repo: &Repository,
+        held: &Digest,
+        statement: &str,
+    ) -> Result<bool, CopyError> {
         let tag = format!("sha256-{}.att", held.encoded());
         let mut layers = match client.get_manifest(repo, &tag).await {
             Ok(existing) => existing_layers(&existing)?,
@@ -65,8 +109,7 @@ impl Attester {
         {
             return Ok(false);
         }
-        let statement = statement(source, target, &held, report, signer);
-        let envelope = self.key.envelope(IN_TOTO, statement.to_string().as_bytes());
+        let envelope = self.key.envelope(IN_TOTO, statement.as_bytes());
         let envelope = Bytes::from(envelope.to_string().into_bytes());
         let digest = push_blob(client, repo, envelope.clone()).await?;
         layers.push(json!({
@@ -81,6 +124,60 @@ impl Attester {
         let manifest = manifest_of(client, repo, &layers).await?;
         client.put_manifest(repo, &tag, &manifest).await?;
         Ok(true)
+    }
+
+    /// Pushes `statement` as a bundle referrer of `held`, unless one of this type refers to it
+    /// already; the referrer pushed.
+    async fn as_referrer(
+        &self,
+        client: &RegistryClient,
+        repo: &Repository,
+        held: &Digest,
+        statement: &str,
+    ) -> Result<Option<Referrer>, CopyError> {
+        let listed = client.referrers(repo, held).await?;
+        let ours = |r: &Referrer| {
+            r.artifact_type.as_deref() == Some(BUNDLE_TYPE)
+                && r.descriptor
+                    .get("annotations")
+                    .and_then(|a| a.get(BUNDLE_PREDICATE))
+                    .and_then(Value::as_str)
+                    == Some(PREDICATE_TYPE)
+        };
+        if listed.list().iter().any(ours) {
+            return Ok(None);
+        }
+        let bundle = self.key.bundle(IN_TOTO, statement.as_bytes()).to_string();
+        let bundle = Bytes::from(bundle.into_bytes());
+        let bundle_digest = push_blob(client, repo, bundle.clone()).await?;
+        let empty = Bytes::from_static(b"{}");
+        let empty_digest = push_blob(client, repo, empty.clone()).await?;
+        let subject = client.get_manifest(repo, held.as_str()).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG, "size": empty.len(), "digest": empty_digest.to_string()},
+            "layers": [{"mediaType": BUNDLE_TYPE, "size": bundle.len(), "digest": bundle_digest.to_string()}],
+            "annotations": {
+                "dev.sigstore.bundle.content": "dsse-envelope",
+                BUNDLE_PREDICATE: PREDICATE_TYPE,
+                "org.opencontainers.image.created":
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+            "subject": {"mediaType": subject.media_type, "size": subject.bytes.len(), "digest": held.to_string()},
+        });
+        let manifest = Manifest::from_bytes(
+            Bytes::from(manifest.to_string().into_bytes()),
+            Some(OCI_MANIFEST),
+        )
+        .map_err(CopyError::Invalid)?;
+        client
+            .put_manifest(repo, manifest.digest.as_str(), &manifest)
+            .await?;
+        descriptor_of(&manifest)
+            .map(Some)
+            .map_err(CopyError::Invalid)
     }
 }
 

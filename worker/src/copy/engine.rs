@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::copy::activity::{Activity, Watched};
 use crate::copy::attachments::{Along, Attach, AttachOptions, ImageCopier};
+use crate::copy::attest::Attested;
 use crate::copy::blob::blob_copy::{BlobCopy, BlobOutcome};
 use crate::copy::blob::flight::bring;
 use crate::copy::blob::saved::SavedUploads;
@@ -36,7 +37,7 @@ use crate::copy::resolve::{platforms_of, Plan, Resolution, Resolve, SourceHead};
 use crate::copy::stop::{StopSignal, CHECKPOINT_GRACE};
 use crate::copy::target_record::TargetRecord;
 use crate::copy::walk::{Tree, Walk, WalkTarget};
-use image_mirror_trust::TrustedKeys;
+use image_mirror_trust::TrustPolicy;
 
 /// Copies images; one engine serves a whole process, sharing connections, the knowledge of
 /// where blobs are (for mounts), and the blob flights under way.
@@ -141,14 +142,15 @@ impl CopyEngine {
     /// This engine copying what `options` say travels with each image.
     #[must_use]
     pub fn with_attachments(mut self, options: AttachOptions) -> Self {
-        self.parts.attach = Arc::new(Attach::new(options, self.parts.attach.keys.clone()));
+        self.parts.attach = Arc::new(Attach::new(options, self.parts.attach.trust.clone()));
         self
     }
 
-    /// This engine mirroring only images a cosign signature of one of `keys` verifies.
+    /// This engine mirroring only images a cosign signature from `trust`'s keys or identities
+    /// verifies.
     #[must_use]
-    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
-        self.parts.attach = Arc::new(Attach::new(self.parts.attach.options.clone(), keys));
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Self {
+        self.parts.attach = Arc::new(Attach::new(self.parts.attach.options.clone(), trust));
         self
     }
 
@@ -331,7 +333,13 @@ impl CopyEngine {
     ) -> Vec<TargetOutcome> {
         let options = self.parts.attach.options.with(&asks.attach);
         let platforms = asks.platforms.as_ref().or(self.parts.platforms.as_ref());
-        let pinned = match self.parts.attach.keys.pin(&self.parts.client, source).await {
+        let pinned = match self
+            .parts
+            .attach
+            .trust
+            .pin(&self.parts.client, source)
+            .await
+        {
             Ok(pinned) => pinned,
             Err(e) => {
                 let e = CopyError::from(e);
@@ -341,7 +349,9 @@ impl CopyEngine {
                     .collect();
             }
         };
-        let (source, verified_by) = (pinned.source, pinned.key);
+        let source = pinned.source;
+        let verified_by = pinned.signer.as_ref().map(|s| s.name.clone());
+        let identity_verified = pinned.signer.as_ref().is_some_and(|s| s.keyless);
         let gate = Gate {
             signer: verified_by.as_deref(),
         };
@@ -351,6 +361,7 @@ impl CopyEngine {
         for outcome in &mut outcomes {
             if let Ok(report) = &mut outcome.result {
                 report.attached.verified_by.clone_from(&verified_by);
+                report.attached.identity_verified = identity_verified;
             }
         }
         self.attest_all(&source, &mut outcomes, verified_by.as_deref())
@@ -419,12 +430,13 @@ impl CopyEngine {
         };
         span.record("digest", tracing::field::display(&head.digest));
         let sorted = self.sort(source, targets, &head, plans, started);
-        if let Some(refused) = self
+        let allowed = match self
             .ask_policy(gate, source, &head, &sorted, platforms)
             .await
         {
-            return sorted.refused(refused, targets);
-        }
+            Ok(allowed) => allowed,
+            Err(refused) => return sorted.refused(refused, targets),
+        };
         let Sorted {
             mut results,
             replaced,
@@ -461,8 +473,15 @@ impl CopyEngine {
         for (i, result) in retagged.into_iter().chain(copied) {
             results[i] = Some(result);
         }
-        let outcomes = finish(results, targets, replaced);
+        let mut outcomes = finish(results, targets, replaced);
         self.record_written(source, &outcomes);
+        if allowed {
+            for outcome in &mut outcomes {
+                if let Ok(report) = &mut outcome.result {
+                    report.attached.policy = Some("allow");
+                }
+            }
+        }
         outcomes
     }
 
@@ -511,21 +530,49 @@ impl CopyEngine {
             let attested = attester
                 .attest(&self.parts.client, source, &target, report, signer)
                 .await;
-            match attested {
+            let listed = match attested {
+                Ok(attested) => self.list_attestation(&target, attested).await,
+                Err(e) => Err(e),
+            };
+            match listed {
                 Ok(added) => {
-                    image_mirror_common::metrics::ATTESTATIONS.inc(&[if added {
-                        "pushed"
-                    } else {
-                        "present"
-                    }]);
+                    let state = if added { "pushed" } else { "present" };
+                    image_mirror_common::metrics::ATTESTATIONS.inc(&[state]);
+                    if let Ok(report) = &mut outcome.result {
+                        report.attached.attestation = Some(state);
+                    }
                 }
                 Err(e) => outcome.result = Err(e),
             }
         }
     }
 
-    /// The policy hook's refusal of writing what `sorted` would write of `source` at `head`,
-    /// when a hook is set, the copy is gated and it refuses.
+    /// Makes a target without the referrers API list the attestation referrer just pushed
+    /// (its fallback tag, under the fleet's lease); whether a statement was added.
+    async fn list_attestation(
+        &self,
+        target: &ImageRef,
+        attested: Attested,
+    ) -> Result<bool, CopyError> {
+        let Some(new) = attested.referrer else {
+            return Ok(attested.added);
+        };
+        let options = AttachOptions::default();
+        let along = Along {
+            client: &self.parts.client,
+            fleet: self.parts.fleet.as_deref(),
+            copier: self,
+            options: &options,
+        };
+        self.parts
+            .attach
+            .list_at_target(&along, target.repository(), &new.subject, &[new.referrer])
+            .await?;
+        Ok(true)
+    }
+
+    /// Whether the policy hook was asked and allowed writing what `sorted` would write of
+    /// `source` at `head`; its refusal, when it refuses.
     async fn ask_policy(
         &self,
         gate: Option<&Gate<'_>>,
@@ -533,13 +580,13 @@ impl CopyEngine {
         head: &SourceHead,
         sorted: &Sorted<'_>,
         platforms: Option<&Platforms>,
-    ) -> Option<CopyError> {
+    ) -> Result<bool, CopyError> {
         let (Some(hook), Some(gate)) = (&self.parts.policy, gate) else {
-            return None;
+            return Ok(false);
         };
         let written = sorted.written();
         if written.is_empty() {
-            return None;
+            return Ok(false);
         }
         let input = HookInput {
             source: source.to_string(),
@@ -551,7 +598,7 @@ impl CopyEngine {
             }),
             signer: gate.signer.map(str::to_owned),
         };
-        hook.gate(&input).await
+        hook.gate(&input).await.map_or(Ok(true), Err)
     }
 
     /// Each target's plan, sorted: the outcomes already known (a target's error, up to date,

@@ -123,6 +123,14 @@ pub struct Attached {
     pub referrers: u64,
     /// Digest tags copied.
     pub digest_tags: u64,
-    /// The trusted key that verified the image's signature (`--require-signature`).
+    /// Who signed the image, verified: a trusted key (`--require-signature`) or a keyless
+    /// identity (`--require-identity`).
     pub verified_by: Option<String>,
+    /// Whether `verified_by` is a keyless identity a certificate carried, not a key.
+    pub identity_verified: bool,
+    /// This copy's signed statement (`--attest`): `pushed`, or `present` when the target
+    /// already held it.
+    pub attestation: Option<&'static str>,
+    /// The policy hook's decision that let this copy through (`--policy-hook`): `allow`.
+    pub policy: Option<&'static str>,
 }
