@@ -89,6 +89,7 @@ fn mirror(hosts: &[&str], dir: &Path, command: &[&str], args: &[&str]) -> Output
         .args(command)
         .args(args)
         .env("DOCKER_CONFIG", dir)
+        .env("COSIGN_PASSWORD", "")
         .env("IMAGE_MIRROR_CACHE_DIR", dir.join("cache"))
         .env_remove("AMQP_URL")
         .env_remove("IMAGE_MIRROR_INSECURE_REGISTRIES")
@@ -182,6 +183,7 @@ async fn a_keyless_signature_lets_through_its_identity_and_nothing_else() {
     assert!(out.status.success(), "cosign verify: {}", text(&out));
 
     let dir = tempfile::tempdir().unwrap();
+    cosign_ok(dir.path(), &["generate-key-pair"]);
     let root = good.path().join("root.pem");
     let list: String = ["bundle", "expired", "legacy", "moved"]
         .iter()
@@ -204,13 +206,16 @@ async fn a_keyless_signature_lets_through_its_identity_and_nothing_else() {
             root.to_str().unwrap(),
             "--report",
             dir.path().join("report.json").to_str().unwrap(),
+            "--attest",
+            dir.path().join("cosign.key").to_str().unwrap(),
         ],
     );
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
         said.contains("2 copied, 0 already present, 2 failed (2 unsigned)")
-            && said.contains("2 signatures verified (2 keyless identities)"),
+            && said.contains("2 signatures verified (2 keyless identities)")
+            && said.contains("2 attestations pushed"),
         "{said}"
     );
     assert!(
@@ -243,10 +248,49 @@ async fn a_keyless_signature_lets_through_its_identity_and_nothing_else() {
         .find(|e| e["source"].as_str().unwrap().ends_with("team/legacy"))
         .unwrap();
     assert_eq!(legacy["identity_verified"], true, "{legacy}");
+    assert_eq!(legacy["attestation"], "pushed", "{legacy}");
     let signer = legacy["signed_by"].as_str().unwrap();
     assert!(
         signer.contains(WORKFLOW) && signer.contains(GITHUB_ISSUER),
         "{signer}"
+    );
+
+    // The mirror's statement names the identity that signed the source.
+    let out = cosign(
+        dir.path(),
+        &[
+            &[
+                "verify-attestation",
+                "--key",
+                "cosign.pub",
+                "--insecure-ignore-tlog=true",
+            ][..],
+            &[
+                "--type",
+                "https://github.com/example/image-mirror/attestations/mirror/v1",
+            ],
+            &HTTP,
+            &[&format!("{}/mirror/legacy:v1", dst.host())],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "cosign verify-attestation: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| e["payload"].as_str().map(str::to_owned))
+            .any(|p| {
+                use base64::Engine as _;
+                let p = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
+                String::from_utf8_lossy(&p).contains(WORKFLOW)
+            }),
+        "the statement's signer is not the identity: {}",
+        text(&out)
     );
 
     // Another subject, another issuer, another root: refused, named, nothing written.

@@ -94,6 +94,7 @@ async fn each_answer_of_the_hook_does_as_documented_in_run() {
         "{doc}"
     );
     assert_eq!(writes(&dst), 0, "a denied image was written");
+    assert_eq!(doc["summary"]["policy_decisions"]["deny"], 1, "{doc}");
     let told: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("deny.input.json")).unwrap())
             .unwrap();
@@ -110,6 +111,7 @@ async fn each_answer_of_the_hook_does_as_documented_in_run() {
     let (out, doc) = with(&defer, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(doc["events"][0]["outcome"], "deferred", "{doc}");
+    assert_eq!(doc["summary"]["policy_decisions"]["defer"], 1, "{doc}");
     assert!(text(&out).contains("scan pending"), "{}", text(&out));
     assert_eq!(writes(&dst), 0);
 
@@ -166,6 +168,8 @@ async fn each_answer_of_the_hook_does_as_documented_in_run() {
     let (out, doc) = with(&allow, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(doc["events"][0]["outcome"], "copied", "{doc}");
+    assert_eq!(doc["events"][0]["policy"], "allow", "{doc}");
+    assert_eq!(doc["summary"]["policy_decisions"]["allow"], 1, "{doc}");
     std::fs::remove_file(dir.path().join("allow.input.json")).unwrap();
     let (out, _) = with(&allow, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -266,10 +266,11 @@ pub static ATTACHED: Family = Family::new(
     "counter",
     &["kind"],
 );
-/// Signature checks of `--require-signature`: `verified` or `unsigned`.
+/// Signature checks of `--require-signature` and `--require-identity`: `verified` (by a key),
+/// `identity` (a keyless identity) or `unsigned`.
 pub static SIGNATURES: Family = Family::new(
     "image_mirror_signatures_total",
-    "Images whose cosign signature a trusted key verified, or that were refused as unsigned.",
+    "Images whose cosign signature a trusted key (verified) or keyless identity (identity) verified, or that were refused as unsigned.",
     "counter",
     &["result"],
 );
@@ -408,7 +409,11 @@ pub fn count_attachments(event: &crate::JobEvent) {
         ATTACHED.add(&["digest_tag"], event.digest_tags_copied as f64);
     }
     if event.signed_by.is_some() {
-        SIGNATURES.inc(&["verified"]);
+        SIGNATURES.inc(&[if event.identity_verified {
+            "identity"
+        } else {
+            "verified"
+        }]);
     }
     if event.error.as_ref().is_some_and(|e| e.class == "unsigned") {
         SIGNATURES.inc(&["unsigned"]);
@@ -439,7 +444,7 @@ pub fn touch_worker() {
     for kind in ["referrer", "digest_tag"] {
         ATTACHED.touch(&[kind]);
     }
-    for result in ["verified", "unsigned"] {
+    for result in ["verified", "identity", "unsigned"] {
         SIGNATURES.touch(&[result]);
     }
     touch_notifications();
