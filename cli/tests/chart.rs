@@ -140,7 +140,7 @@ fn the_chart_lints_strictly_and_every_rendering_is_valid_kubernetes() {
 }
 
 #[test]
-fn a_value_of_the_wrong_type_fails_with_the_schemas_message() {
+fn a_value_of_the_wrong_type_or_an_incomplete_one_fails_with_why() {
     let home = tempfile::tempdir().unwrap();
     for (values, message) in [
         (
@@ -152,6 +152,14 @@ fn a_value_of_the_wrong_type_fails_with_the_schemas_message() {
             "additional properties 'workers' not allowed",
         ),
         ("worker:\n  grace: soon\n", "/worker/grace"),
+        (
+            "worker:\n  trust:\n    requireIdentity: [no-issuer]\n",
+            "/worker/trust/requireIdentity/0",
+        ),
+        (
+            "worker:\n  trust:\n    requireIdentity: [\"https://issuer=.+\"]\n",
+            "worker.trust.requireIdentity needs worker.trust.trustedRoot.configMap",
+        ),
     ] {
         let file = home.path().join("values.yaml");
         std::fs::write(&file, values).unwrap();

@@ -74,6 +74,7 @@ fn known_variable(name: &str) -> bool {
         return true;
     }
     let sources = [
+        "cli/src/args/mod.rs",
         "cli/src/telemetry.rs",
         "github/src/client.rs",
         "registry/src/credentials.rs",

@@ -476,11 +476,7 @@ impl CopyEngine {
         let mut outcomes = finish(results, targets, replaced);
         self.record_written(source, &outcomes);
         if allowed {
-            for outcome in &mut outcomes {
-                if let Ok(report) = &mut outcome.result {
-                    report.attached.policy = Some("allow");
-                }
-            }
+            allowed_by_policy(&mut outcomes);
         }
         outcomes
     }
@@ -963,5 +959,14 @@ impl ImageCopier for CopyEngine {
                 CopyEngine::copy_images(self, source, targets, None, None).await
             }
         })
+    }
+}
+
+/// Marks each copy the policy hook allowed.
+fn allowed_by_policy(outcomes: &mut [TargetOutcome]) {
+    for outcome in outcomes {
+        if let Ok(report) = &mut outcome.result {
+            report.attached.policy = Some("allow");
+        }
     }
 }
