@@ -279,18 +279,25 @@ async fn a_keyless_signature_lets_through_its_identity_and_nothing_else() {
         "cosign verify-attestation: {}",
         text(&out)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|e| e["payload"].as_str().map(str::to_owned))
-            .any(|p| {
-                use base64::Engine as _;
-                let p = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
-                String::from_utf8_lossy(&p).contains(WORKFLOW)
-            }),
-        "the statement's signer is not the identity: {}",
-        text(&out)
+    let statement: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|e| {
+            use base64::Engine as _;
+            let p = base64::engine::general_purpose::STANDARD
+                .decode(e["payload"].as_str()?)
+                .ok()?;
+            serde_json::from_slice(&p).ok()
+        })
+        .unwrap_or_else(|| panic!("no statement: {}", text(&out)));
+    let predicate = &statement["predicate"];
+    let signer = predicate["signer"].as_str().unwrap();
+    assert!(signer.contains(WORKFLOW), "{predicate}");
+    let list = std::fs::read(dir.path().join("images-list")).unwrap();
+    assert_eq!(
+        predicate["imagesList"]["digest"],
+        Digest::sha256_of(&list).to_string(),
+        "{predicate}"
     );
 
     // Another subject, another issuer, another root: refused, named, nothing written.

@@ -238,6 +238,15 @@ impl ImagesList {
 
     /// The file's bytes: every line as read, in the current order.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.render()
+    }
+
+    /// The list's revision: the SHA-256 digest of its bytes (those read, while unchanged).
+    pub fn revision(&self) -> crate::Digest {
+        crate::Digest::sha256_of(&self.render())
+    }
+
+    fn render(&self) -> Vec<u8> {
         let mut lines: Vec<&str> = Vec::with_capacity(self.header.len() + self.items.len() * 2);
         lines.extend(self.header.iter().map(String::as_str));
         for item in &self.items {

@@ -122,6 +122,10 @@ pub struct MirrorJob {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platforms: Option<Platforms>,
+    /// The revision of the images-list the job was planned from (the SHA-256 digest of its
+    /// bytes, as read), when it was; named in the attestation of the copy (`--attest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_revision: Option<String>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -190,6 +194,7 @@ impl MirrorJob {
             referrers: false,
             digest_tags: false,
             platforms: None,
+            list_revision: None,
         }
     }
 

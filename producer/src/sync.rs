@@ -24,13 +24,15 @@ pub fn plan_sync(
     let mut job_of: HashMap<String, usize> = HashMap::new();
     let mut targets_seen = HashSet::new();
     let mut jobs: Vec<MirrorJob> = Vec::new();
+    let revision = list.revision().to_string();
     for entry in list.entries() {
         if filter.is_some_and(|f| !f.is_match(&entry.line())) {
             continue;
         }
-        let Some(job) = overrides.job_for(entry, false, Requester::Sync)? else {
+        let Some(mut job) = overrides.job_for(entry, false, Requester::Sync)? else {
             continue;
         };
+        job.list_revision = Some(revision.clone());
         let fresh: Vec<_> = job
             .targets()
             .into_iter()

@@ -35,6 +35,7 @@ impl Mirror for CopyEngine {
                 digest_tags: job.digest_tags,
             },
             platforms: job.platforms.clone(),
+            list_revision: job.list_revision.clone(),
         };
         let engine = self.clone();
         // Boxed: the copy's future is deep, and the worker loop's holds many of them.

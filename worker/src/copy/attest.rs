@@ -31,6 +31,15 @@ const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 /// The annotation of a bundle referrer naming its statement's predicate type.
 const BUNDLE_PREDICATE: &str = "dev.sigstore.bundle.predicateType";
 
+/// What a statement says of where a copy came from, besides the copy itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Provenance<'a> {
+    /// The key or identity that verified the source's signature.
+    pub(crate) signer: Option<&'a str>,
+    /// The images-list revision the copy was planned from.
+    pub(crate) list_revision: Option<&'a str>,
+}
+
 /// What attesting one copy did.
 #[derive(Debug, Clone)]
 pub(crate) struct Attested {
@@ -68,7 +77,7 @@ impl Attester {
         source: &ImageRef,
         target: &ImageRef,
         report: &CopyReport,
-        signer: Option<&str>,
+        provenance: Provenance<'_>,
     ) -> Result<Attested, CopyError> {
         let repo = target.repository();
         let held = report
@@ -76,7 +85,7 @@ impl Attester {
             .as_ref()
             .and_then(|s| s.rewritten_digest.clone())
             .unwrap_or_else(|| report.digest.clone());
-        let statement = statement(source, target, &held, report, signer).to_string();
+        let statement = statement(source, target, &held, report, provenance).to_string();
         let in_tag = self.in_att_tag(client, repo, &held, &statement).await?;
         let referrer = self.as_referrer(client, repo, &held, &statement).await?;
         Ok(Attested {
@@ -187,15 +196,18 @@ fn statement(
     target: &ImageRef,
     held: &Digest,
     report: &CopyReport,
-    signer: Option<&str>,
+    provenance: Provenance<'_>,
 ) -> Value {
     let mut predicate = json!({
         "source": {"reference": source.to_string(), "digest": report.digest.to_string()},
         "target": {"reference": target.to_string(), "digest": held.to_string()},
-        "signer": signer,
+        "signer": provenance.signer,
         "mirroredAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "tool": {"name": "image-mirror", "version": env!("CARGO_PKG_VERSION")},
     });
+    if let Some(revision) = provenance.list_revision {
+        predicate["imagesList"] = json!({"digest": revision});
+    }
     if let Some(subset) = report
         .platform_subset
         .as_ref()

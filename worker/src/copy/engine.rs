@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::copy::activity::{Activity, Watched};
 use crate::copy::attachments::{Along, Attach, AttachOptions, ImageCopier};
-use crate::copy::attest::Attested;
+use crate::copy::attest::{Attested, Provenance};
 use crate::copy::blob::blob_copy::{BlobCopy, BlobOutcome};
 use crate::copy::blob::flight::bring;
 use crate::copy::blob::saved::SavedUploads;
@@ -364,8 +364,11 @@ impl CopyEngine {
                 report.attached.identity_verified = identity_verified;
             }
         }
-        self.attest_all(&source, &mut outcomes, verified_by.as_deref())
-            .await;
+        let provenance = Provenance {
+            signer: verified_by.as_deref(),
+            list_revision: asks.list_revision.as_deref(),
+        };
+        self.attest_all(&source, &mut outcomes, provenance).await;
         if !options.any() {
             return outcomes;
         }
@@ -510,7 +513,7 @@ impl CopyEngine {
         &self,
         source: &ImageRef,
         outcomes: &mut [TargetOutcome],
-        signer: Option<&str>,
+        provenance: Provenance<'_>,
     ) {
         let Some(attester) = &self.parts.attester else {
             return;
@@ -524,7 +527,7 @@ impl CopyEngine {
             }
             let target = outcome.target.clone();
             let attested = attester
-                .attest(&self.parts.client, source, &target, report, signer)
+                .attest(&self.parts.client, source, &target, report, provenance)
                 .await;
             let listed = match attested {
                 Ok(attested) => self.list_attestation(&target, attested).await,

@@ -44,6 +44,8 @@ pub struct CopyAsks {
     pub attach: AttachOptions,
     /// Only these platforms of an index, instead of the engine's choice.
     pub platforms: Option<Platforms>,
+    /// The images-list revision the copy was planned from, for its attestation.
+    pub list_revision: Option<String>,
 }
 
 /// What every copy of a process shares; cheap to clone (clones share it all).
