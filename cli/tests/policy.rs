@@ -58,7 +58,13 @@ fn writes(registry: &Registry) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_answer_of_the_hook_does_as_documented_in_run() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = images::oci_manifest(6600);
+    let image = images::oci_manifest_labelled(
+        6600,
+        &[(
+            "org.opencontainers.image.source",
+            "https://github.com/acme/app",
+        )],
+    );
     push_image(&src.url(), "team/app", "v1", &image).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -101,6 +107,10 @@ async fn each_answer_of_the_hook_does_as_documented_in_run() {
     assert_eq!(told["digest"], image.digest().to_string());
     assert_eq!(told["source"], format!("{}/team/app:v1", src.host()));
     assert_eq!(told["targets"][0], format!("{}/mirror/app:v1", dst.host()));
+    assert_eq!(
+        told["labels"]["org.opencontainers.image.source"], "https://github.com/acme/app",
+        "{told}"
+    );
 
     // Defer: deferred, nothing written.
     let defer = hook(

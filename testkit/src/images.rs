@@ -177,6 +177,21 @@ fn pretty(value: &Value) -> Vec<u8> {
 
 /// A single-platform image whose layers are the given blobs (shared layers make shared bases).
 pub fn single_with_layers(format: Format, platform: &Platform, layers: Vec<Blob>) -> Image {
+    labelled_with_layers(format, platform, layers, &[])
+}
+
+/// An OCI image for linux/amd64 whose config carries `labels`.
+pub fn oci_manifest_labelled(seed: u64, labels: &[(&str, &str)]) -> Image {
+    let layers = vec![Blob::new(Format::Oci.layer(), random_bytes(seed, 2048))];
+    labelled_with_layers(Format::Oci, &Platform::LINUX_AMD64, layers, labels)
+}
+
+fn labelled_with_layers(
+    format: Format,
+    platform: &Platform,
+    layers: Vec<Blob>,
+    labels: &[(&str, &str)],
+) -> Image {
     let mut config = json!({
         "architecture": platform.architecture,
         "os": platform.os,
@@ -188,6 +203,13 @@ pub fn single_with_layers(format: Format, platform: &Platform, layers: Vec<Blob>
     }
     if let Some(v) = platform.os_version {
         config["os.version"] = v.into();
+    }
+    if !labels.is_empty() {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        config["config"]["Labels"] = labels.into();
     }
     let config = Blob::new(format.config(), pretty(&config));
     let manifest = json!({

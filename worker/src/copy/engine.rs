@@ -423,7 +423,7 @@ impl CopyEngine {
             platforms,
             record: &self.parts.record,
         };
-        let (head, plans) = match resolve
+        let (mut head, plans) = match resolve
             .resolve(source, targets)
             .instrument(span.clone())
             .await
@@ -434,7 +434,7 @@ impl CopyEngine {
         span.record("digest", tracing::field::display(&head.digest));
         let sorted = self.sort(source, targets, &head, plans, started);
         let allowed = match self
-            .ask_policy(gate, source, &head, &sorted, platforms)
+            .ask_policy(gate, source, &mut head, &sorted, platforms)
             .await
         {
             Ok(allowed) => allowed,
@@ -576,7 +576,7 @@ impl CopyEngine {
         &self,
         gate: Option<&Gate<'_>>,
         source: &ImageRef,
-        head: &SourceHead,
+        head: &mut SourceHead,
         sorted: &Sorted<'_>,
         platforms: Option<&Platforms>,
     ) -> Result<bool, CopyError> {
@@ -596,6 +596,7 @@ impl CopyEngine {
                 p.to_string().split(',').map(str::to_owned).collect()
             }),
             signer: gate.signer.map(str::to_owned),
+            labels: crate::copy::labels::config_labels(&self.parts.client, source, head).await,
         };
         hook.gate(&input).await.map_or(Ok(true), Err)
     }

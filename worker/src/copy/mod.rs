@@ -36,6 +36,7 @@ mod engine;
 mod error;
 mod fleet;
 mod flights;
+mod labels;
 mod mounts;
 mod parts;
 mod platforms;

@@ -1,6 +1,7 @@
 //! The policy hook (`--policy-hook PATH`): before anything of an image is written, an
 //! executable of the user's is told what is about to be copied (as JSON on its stdin: the
-//! source, the targets, the digest, the platforms, the key that verified its signature) and
+//! source, the targets, the digest, the platforms, the key or identity that verified its
+//! signature, the labels of its config when it is one image) and
 //! answers on stdout `{"decision": "allow"|"deny"|"defer", "reason": "…"}`. A deny fails the
 //! copy as `policy_denied` (never retried, nothing written); a defer puts it off as a spent rate
 //! limit does (a worker's job waits in a delay queue, `run` reports it deferred). A hook that
@@ -60,8 +61,10 @@ pub struct HookInput {
     pub digest: String,
     pub media_type: Option<String>,
     pub platforms: Vec<String>,
-    /// The trusted key whose signature verified the image (`--require-signature`).
+    /// The trusted key or identity whose signature verified the image.
     pub signer: Option<String>,
+    /// The labels of the image's config (none for an index).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What the hook answers.
