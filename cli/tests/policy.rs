@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use image_mirror_common::Outcome;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
 use image_mirror_testkit::workers::{stop, Deployment};
@@ -190,7 +191,7 @@ async fn each_answer_of_the_hook_does_as_documented_in_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_the_fleet_a_denied_job_is_not_retried_and_a_deferred_one_waits() {
+async fn in_the_fleet_each_answer_of_the_hook_does_as_documented() {
     let (src, dst) = (Registry::start(), Registry::start());
     push_image(&src.url(), "team/app", "v1", &images::oci_manifest(6610)).await;
     let hosts = [src.host().to_owned(), dst.host().to_owned()];
@@ -255,5 +256,52 @@ async fn in_the_fleet_a_denied_job_is_not_retried_and_a_deferred_one_waits() {
     }
     assert_eq!(writes(&dst), 0);
     stop(worker);
+
+    // A hook that answers garbage, or too late: denied (closed), with why; then one that
+    // allows: copied, and its event says so.
+    let garbage = hook(d.dir(), "garbage", "echo 'scanner down' >&2; echo nonsense");
+    let slow = hook(
+        d.dir(),
+        "slow",
+        "sleep 30; echo '{\"decision\": \"allow\"}'",
+    );
+    let allow = hook(d.dir(), "allow", r#"echo '{"decision": "allow"}'"#);
+    let cases = [
+        (&garbage, "garbage", "stderr: scanner down"),
+        (&slow, "slow", "no answer within 1 s"),
+        (&allow, "allowed", ""),
+    ];
+    for (i, (path, repo, why)) in cases.into_iter().enumerate() {
+        let worker = d.worker(
+            &format!("w{}", i + 3),
+            &[
+                "--policy-hook",
+                path.to_str().unwrap(),
+                "--policy-hook-timeout",
+                "1s",
+            ],
+        );
+        d.publish(&format!(
+            "{}/team/app {}/mirror/{repo} v1\n",
+            src.host(),
+            dst.host()
+        ));
+        let events = d.events(1, Duration::from_secs(60)).await;
+        if why.is_empty() {
+            assert_eq!(events[0].outcome, Outcome::Copied, "{:?}", events[0]);
+            assert_eq!(events[0].policy.as_deref(), Some("allow"));
+            assert!(writes(&dst) > 0);
+        } else {
+            let error = events[0].error.clone().unwrap();
+            assert_eq!(error.class, "policy_denied", "{repo}");
+            assert!(
+                error.message.contains(why) && error.message.contains("closed"),
+                "{repo}: {}",
+                error.message
+            );
+            assert_eq!(writes(&dst), 0, "{repo}");
+        }
+        stop(worker);
+    }
     d.tear_down().await;
 }
