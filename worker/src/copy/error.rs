@@ -28,9 +28,9 @@ pub enum CopyError {
         /// What the registry said.
         detail: String,
     },
-    /// `--require-signature`: no cosign signature of the source digest verifies against the
-    /// trusted keys. Nothing of the image was written.
-    #[error("{image}: not signed by a trusted key ({detail}); not mirrored")]
+    /// `--require-signature`, `--require-identity`: no cosign signature of the source digest
+    /// is from a trusted key or identity. Nothing of the image was written.
+    #[error("{image}: not signed by a trusted key or identity ({detail}); not mirrored")]
     Unsigned {
         /// The source image, by digest.
         image: String,
