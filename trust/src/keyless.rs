@@ -97,7 +97,7 @@ impl Keyless {
     }
 
     /// The certificate's chain to an authority valid at `at`, checked at `at`.
-    fn chain(&self, s: &CertSignature<'_>, at: i64) -> Result<(), Refusal> {
+    pub(crate) fn chain(&self, s: &CertSignature<'_>, at: i64) -> Result<(), Refusal> {
         let leaf = CertificateDer::from(s.leaf);
         let cert = EndEntityCert::try_from(&leaf)
             .map_err(|e| Refusal::Unreadable(format!("the certificate: {e}")))?;

@@ -47,6 +47,9 @@ mod tlog;
 mod trust_policy;
 mod verify;
 
+#[cfg(test)]
+mod public_good_tests;
+
 pub use error::TrustError;
 pub use identity::IdentityPolicy;
 pub use keyless::Keyless;

@@ -94,6 +94,16 @@ impl Promise {
     /// When the signature was logged, in seconds since the epoch, if a log key of `root`
     /// signed this promise and its entry is about `signed`; else why not.
     pub(crate) fn verify(&self, root: &TrustedRoot, signed: &Signed<'_>) -> Result<i64, String> {
+        let at = self.vouched(root)?;
+        if !entry_names(&self.body, signed) {
+            return Err("its log entry is about another signature".into());
+        }
+        Ok(at)
+    }
+
+    /// When the entry was logged, if a log key of `root` signed this promise (whatever the
+    /// entry is about).
+    pub(crate) fn vouched(&self, root: &TrustedRoot) -> Result<i64, String> {
         let log = root
             .logs
             .iter()
@@ -106,9 +116,6 @@ impl Promise {
             .map_err(|_| "its signed entry timestamp does not verify with the log's key")?;
         if !log.valid.holds(self.integrated_time) {
             return Err("it was logged outside the log key's validity".into());
-        }
-        if !entry_names(&self.body, signed) {
-            return Err("its log entry is about another signature".into());
         }
         Ok(self.integrated_time)
     }
