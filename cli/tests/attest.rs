@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use image_mirror_testkit::images;
 use image_mirror_testkit::push::push_image;
-use image_mirror_testkit::{crane, tools, Implementation, Registry, RegistryOptions};
+use image_mirror_testkit::{crane, Implementation, Registry, RegistryOptions};
 
 const PREDICATE: &str = "https://github.com/example/image-mirror/attestations/mirror/v1";
 
@@ -22,15 +22,7 @@ fn text(out: &Output) -> String {
 
 /// cosign in `dir`, offline, with `password` for its key.
 fn cosign(dir: &Path, password: &str, args: &[&str]) -> Output {
-    Command::new(tools::path("cosign"))
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", password)
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("HOME", dir)
-        .env("DOCKER_CONFIG", dir)
-        .output()
-        .unwrap()
+    image_mirror_testkit::cosign::run(dir, password, args)
 }
 
 fn copy(dir: &Path, hosts: &[&str], key: &str, password: &str, from: &str, to: &str) -> Output {

@@ -16,7 +16,7 @@ use image_mirror_registry::referrers::fallback_tag;
 use image_mirror_testkit::fulcio::{time, Leaf, TestFulcio, TestLog, GITHUB_ISSUER};
 use image_mirror_testkit::images::{self, Blob};
 use image_mirror_testkit::push::{push_image, push_manifest};
-use image_mirror_testkit::{crane, tools, Front, FrontOptions, Registry};
+use image_mirror_testkit::{crane, Front, FrontOptions, Registry};
 use serde_json::Value;
 
 const WORKFLOW: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
@@ -26,22 +26,13 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// cosign in `dir`, offline.
+/// cosign in `dir`, offline, with an empty key password.
 fn cosign(dir: &Path, args: &[&str]) -> Output {
-    Command::new(tools::path("cosign"))
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "")
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("HOME", dir)
-        .env("DOCKER_CONFIG", dir)
-        .output()
-        .unwrap()
+    image_mirror_testkit::cosign::run(dir, "", args)
 }
 
 fn cosign_ok(dir: &Path, args: &[&str]) {
-    let out = cosign(dir, args);
-    assert!(out.status.success(), "cosign {args:?}: {}", text(&out));
+    image_mirror_testkit::cosign::ok(dir, args);
 }
 
 /// A signer's folder: `leaf`'s certificate and the authority's chain, its key imported into

@@ -26,21 +26,11 @@ fn text(out: &Output) -> String {
 
 /// cosign in `dir`, offline: no transparency log, plain HTTP to the test's registries.
 fn cosign(dir: &Path, args: &[&str]) -> Output {
-    Command::new(tools::path("cosign"))
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "")
-        .env("TUF_ROOT", dir.join("tuf"))
-        .env("HOME", dir)
-        .env("DOCKER_CONFIG", dir)
-        .output()
-        .unwrap()
+    image_mirror_testkit::cosign::run(dir, "", args)
 }
 
 fn cosign_ok(dir: &Path, args: &[&str]) -> String {
-    let out = cosign(dir, args);
-    assert!(out.status.success(), "cosign {args:?}: {}", text(&out));
-    text(&out)
+    image_mirror_testkit::cosign::ok(dir, args)
 }
 
 const HTTP: [&str; 2] = ["--allow-insecure-registry", "--allow-http-registry"];

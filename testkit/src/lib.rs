@@ -19,6 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod containerd;
+pub mod cosign;
 pub mod crane;
 pub mod fault_proxy;
 pub mod fleet;
