@@ -170,3 +170,53 @@ async fn a_copy_attested_with_cosigns_key_verifies_with_cosign_and_a_second_run_
     let statement = verified_statement(d, "p8.pub", &other);
     assert_eq!(statement["predicate"]["target"]["reference"], other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tags_of_one_digest_copied_at_once_leave_one_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = cosign(d, "", &["generate-key-pair"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = images::oci_manifest(6710);
+    for tag in ["v1", "v2", "v3", "v4"] {
+        push_image(&src.url(), "team/twin", tag, &image).await;
+    }
+    let list: String = ["v1", "v2", "v3", "v4"]
+        .iter()
+        .map(|t| format!("{}/team/twin {}/mirror/twin {t}\n", src.host(), dst.host()))
+        .collect();
+    std::fs::write(d.join("images-list"), list).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_image-mirror"))
+        .arg("--images-list")
+        .arg(d.join("images-list"))
+        .args([
+            "--insecure-registry",
+            &format!("{},{}", src.host(), dst.host()),
+        ])
+        .args(["run", "--workers", "4", "--attest", "cosign.key"])
+        .current_dir(d)
+        .env("COSIGN_PASSWORD", "")
+        .env("DOCKER_CONFIG", d)
+        .env("IMAGE_MIRROR_CACHE_DIR", d.join("cache"))
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 attestations pushed"),
+        "{}",
+        text(&out)
+    );
+    let hex = image.digest().encoded().to_owned();
+    let att = format!("{}/mirror/twin:sha256-{hex}.att", dst.host());
+    let manifest: serde_json::Value = serde_json::from_slice(&crane::manifest(&att)).unwrap();
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        1,
+        "{manifest}"
+    );
+    let fallback = format!("{}/mirror/twin:sha256-{hex}", dst.host());
+    let index: serde_json::Value = serde_json::from_slice(&crane::manifest(&fallback)).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+}

@@ -96,7 +96,7 @@ impl Attach {
         }
     }
 
-    async fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) async fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().await;
         Arc::clone(locks.entry(key).or_default())
     }

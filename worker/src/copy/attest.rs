@@ -80,11 +80,7 @@ impl Attester {
         provenance: Provenance<'_>,
     ) -> Result<Attested, CopyError> {
         let repo = target.repository();
-        let held = report
-            .platform_subset
-            .as_ref()
-            .and_then(|s| s.rewritten_digest.clone())
-            .unwrap_or_else(|| report.digest.clone());
+        let held = held_digest(report);
         let statement = statement(source, target, &held, report, provenance).to_string();
         let in_tag = self.in_att_tag(client, repo, &held, &statement).await?;
         let referrer = self.as_referrer(client, repo, &held, &statement).await?;
@@ -188,6 +184,15 @@ impl Attester {
             .map(Some)
             .map_err(CopyError::Invalid)
     }
+}
+
+/// The digest the target holds after `report`'s copy: the source's, or the rewritten index's.
+pub(crate) fn held_digest(report: &CopyReport) -> Digest {
+    report
+        .platform_subset
+        .as_ref()
+        .and_then(|s| s.rewritten_digest.clone())
+        .unwrap_or_else(|| report.digest.clone())
 }
 
 /// The statement about `held` at `target`.

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::copy::activity::{Activity, Watched};
 use crate::copy::attachments::{Along, Attach, AttachOptions, ImageCopier};
-use crate::copy::attest::{Attested, Provenance};
+use crate::copy::attest::{held_digest, Attested, Attester, Provenance};
 use crate::copy::blob::blob_copy::{BlobCopy, BlobOutcome};
 use crate::copy::blob::flight::bring;
 use crate::copy::blob::saved::SavedUploads;
@@ -526,14 +526,10 @@ impl CopyEngine {
                 continue;
             }
             let target = outcome.target.clone();
-            let attested = attester
-                .attest(&self.parts.client, source, &target, report, provenance)
+            let attested = self
+                .attest_one(attester, source, &target, report, provenance)
                 .await;
-            let listed = match attested {
-                Ok(attested) => self.list_attestation(&target, attested).await,
-                Err(e) => Err(e),
-            };
-            match listed {
+            match attested {
                 Ok(added) => {
                     let state = if added { "pushed" } else { "present" };
                     image_mirror_common::metrics::ATTESTATIONS.inc(&[state]);
@@ -544,6 +540,41 @@ impl CopyEngine {
                 Err(e) => outcome.result = Err(e),
             }
         }
+    }
+
+    /// Attests one copy, one writer at a time for the target digest: under a lock in the
+    /// process and the fleet's lease of its `.att` tag, so that copies of one digest at once
+    /// leave one statement; whether one was added.
+    async fn attest_one(
+        &self,
+        attester: &Attester,
+        source: &ImageRef,
+        target: &ImageRef,
+        report: &CopyReport,
+        provenance: Provenance<'_>,
+    ) -> Result<bool, CopyError> {
+        let repo = target.repository();
+        let key = format!(
+            "{repo}:{}.att",
+            image_mirror_registry::referrers::fallback_tag(&held_digest(report))
+        );
+        let lock = self.parts.attach.lock_of(key.clone()).await;
+        let _held = lock.lock().await;
+        let lease = match self.parts.fleet.as_deref() {
+            Some(fleet) => fleet.lease_tag(repo.registry(), &key).await,
+            None => None,
+        };
+        let attested = attester
+            .attest(&self.parts.client, source, target, report, provenance)
+            .await;
+        let result = match attested {
+            Ok(attested) => self.list_attestation(target, attested).await,
+            Err(e) => Err(e),
+        };
+        if let Some(lease) = lease {
+            let _ = lease.landed().await;
+        }
+        result
     }
 
     /// Makes a target without the referrers API list the attestation referrer just pushed
