@@ -51,6 +51,8 @@ pub struct TrustedRoot {
     /// Certificates of the root's chains between a leaf and an anchor.
     pub(crate) intermediates: Vec<CertificateDer<'static>>,
     pub(crate) logs: Vec<LogKey>,
+    /// Logs of the root whose keys are of another kind than ECDSA P-256.
+    pub(crate) other_logs: usize,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +132,7 @@ impl TrustedRoot {
 
     /// Whether signatures must show a transparency log's promise (the root has a log key).
     pub fn has_logs(&self) -> bool {
-        !self.logs.is_empty()
+        !self.logs.is_empty() || self.other_logs > 0
     }
 
     fn from_pem(text: &str) -> Result<Self, String> {
@@ -156,6 +158,7 @@ impl TrustedRoot {
             authorities,
             intermediates: Vec::new(),
             logs: Vec::new(),
+            other_logs: 0,
         })
     }
 
@@ -166,6 +169,7 @@ impl TrustedRoot {
             authorities: Vec::new(),
             intermediates: Vec::new(),
             logs: Vec::new(),
+            other_logs: 0,
         };
         for (i, ca) in file.certificate_authorities.iter().enumerate() {
             let at = |e: String| format!("certificateAuthorities[{i}]: {e}");
@@ -190,8 +194,13 @@ impl TrustedRoot {
         for (i, log) in file.tlogs.iter().enumerate() {
             let at = |e: String| format!("tlogs[{i}]: {e}");
             let der = decode(&log.public_key.raw_bytes).map_err(at)?;
-            let key = VerifyingKey::from_public_key_der(&der)
-                .map_err(|e| at(format!("not an ECDSA P-256 key ({e})")))?;
+            let Ok(key) = VerifyingKey::from_public_key_der(&der) else {
+                // Another kind of key (Rekor v2's Ed25519): its log still counts, so that
+                // signatures must show a promise, which this one cannot vouch for.
+                tracing::debug!("tlogs[{i}]: not an ECDSA P-256 key; its entries are not read");
+                root.other_logs += 1;
+                continue;
+            };
             root.logs.push(LogKey {
                 id: hex_bytes(Digest::sha256_of(&der).encoded()),
                 key,
@@ -278,6 +287,27 @@ mod tests {
             e.contains("certificateAuthorities[0]") && e.contains("base64"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_log_with_another_kind_of_key_still_asks_for_a_promise() {
+        // An Ed25519 key (Rekor v2's kind), DER SubjectPublicKeyInfo.
+        let ed25519 = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=";
+        let root = include_str!("../testdata/public-good/trusted_root.json").replacen(
+            "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2G2Y",
+            "X",
+            1,
+        );
+        assert!(
+            TrustedRoot::parse(&root).is_err(),
+            "a key that is not base64"
+        );
+        let mut doc: serde_json::Value =
+            serde_json::from_str(include_str!("../testdata/public-good/trusted_root.json"))
+                .unwrap();
+        doc["tlogs"][0]["publicKey"]["rawBytes"] = ed25519.into();
+        let root = TrustedRoot::parse(&doc.to_string()).unwrap();
+        assert!(root.logs.is_empty() && root.has_logs());
     }
 
     #[test]

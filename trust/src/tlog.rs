@@ -108,7 +108,7 @@ impl Promise {
             .logs
             .iter()
             .find(|l| l.id == self.log_id)
-            .ok_or("its log entry is from a log the trusted root does not name")?;
+            .ok_or("its log entry is from a log the trusted root does not name (or not with an ECDSA P-256 key)")?;
         let set = Signature::from_der(&self.set)
             .map_err(|_| "its signed entry timestamp is not a signature")?;
         log.key
