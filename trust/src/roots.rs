@@ -123,11 +123,31 @@ impl TrustedRoot {
 
     /// A root from the text of `trusted_root.json` or a PEM bundle.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim_start().starts_with('{') {
-            Self::from_json(text)
-        } else {
-            Self::from_pem(text)
+        if !text.trim_start().starts_with('{') {
+            return Self::from_pem(text);
         }
+        if serde_json::from_str::<serde_json::Value>(text).is_ok() {
+            return Self::from_json(text);
+        }
+        // JSON lines, one root each (what `gh attestation trusted-root` prints): all of them.
+        let mut merged: Option<Self> = None;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let root = Self::from_json(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+            match &mut merged {
+                None => merged = Some(root),
+                Some(m) => {
+                    m.authorities.extend(root.authorities);
+                    m.intermediates.extend(root.intermediates);
+                    m.logs.extend(root.logs);
+                    m.other_logs += root.other_logs;
+                }
+            }
+        }
+        merged.ok_or_else(|| "no trusted root in the file".into())
     }
 
     /// Whether signatures must show a transparency log's promise (the root has a log key).
@@ -299,6 +319,18 @@ mod tests {
         doc["tlogs"][0]["publicKey"]["rawBytes"] = ed25519.into();
         let root = TrustedRoot::parse(&doc.to_string()).unwrap();
         assert!(root.logs.is_empty() && root.has_logs());
+    }
+
+    #[test]
+    fn json_lines_are_one_root_each_and_all_are_trusted() {
+        let one = include_str!("../testdata/public-good/trusted_root.json");
+        let line: serde_json::Value = serde_json::from_str(one).unwrap();
+        let lines = format!("{line}\n{line}\n");
+        let root = TrustedRoot::parse(&lines).unwrap();
+        assert_eq!(root.authorities.len(), 2);
+        assert_eq!(root.logs.len(), 2);
+        let e = TrustedRoot::parse(&format!("{line}\n{{\"tlogs\": 1}}\n")).unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
     }
 
     #[test]

@@ -571,7 +571,8 @@ pub struct AttachArgs {
     #[arg(long, value_name = "ISSUER=SUBJECT_REGEX", requires = "trusted_root")]
     pub require_identity: Vec<String>,
     /// What keyless certificates must chain to: Sigstore's trusted_root.json (its authorities
-    /// and transparency log keys) or a PEM bundle of CA certificates. Read offline.
+    /// and transparency log keys; several, one per line, as `gh attestation trusted-root`
+    /// prints them) or a PEM bundle of CA certificates. Read offline.
     #[arg(long, value_name = "FILE", requires = "require_identity")]
     pub trusted_root: Option<PathBuf>,
     /// Insecure: accept keyless signatures without a transparency log's promise although
