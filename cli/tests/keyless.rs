@@ -20,7 +20,7 @@ use image_mirror_testkit::{crane, Front, FrontOptions, Registry};
 use serde_json::Value;
 
 const WORKFLOW: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
-const HTTP: [&str; 2] = ["--allow-insecure-registry", "--allow-http-registry"];
+use image_mirror_testkit::cosign::HTTP;
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
@@ -62,13 +62,7 @@ fn sign(dir: &Path, image: &str, legacy: bool) {
         "--certificate-chain",
         "chain.pem",
     ]);
-    args.extend(HTTP);
-    if legacy {
-        args.extend(["--new-bundle-format=false", "--use-signing-config=false"]);
-        args.push("--tlog-upload=false");
-    } else {
-        args.extend(["--signing-config", "signing-config.json"]);
-    }
+    args.extend(image_mirror_testkit::cosign::writing_flags(legacy));
     args.push(image);
     cosign_ok(dir, &args);
 }

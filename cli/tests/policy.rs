@@ -205,12 +205,15 @@ async fn in_the_fleet_each_answer_of_the_hook_does_as_documented() {
         "deny",
         r#"echo '{"decision": "deny", "reason": "blocked"}'"#,
     );
+    let publish = |repo: &str| {
+        d.publish(&format!(
+            "{}/team/app {}/mirror/{repo} v1\n",
+            src.host(),
+            dst.host()
+        ));
+    };
     let worker = d.worker("w", &["--policy-hook", deny.to_str().unwrap()]);
-    d.publish(&format!(
-        "{}/team/app {}/mirror/app v1\n",
-        src.host(),
-        dst.host()
-    ));
+    publish("app");
     let events = d.events(1, Duration::from_secs(60)).await;
     let error = events[0].error.clone().unwrap();
     assert_eq!(error.class, "policy_denied");
@@ -224,11 +227,7 @@ async fn in_the_fleet_each_answer_of_the_hook_does_as_documented() {
         r#"echo '{"decision": "defer", "reason": "later"}'"#,
     );
     let worker = d.worker("w2", &["--policy-hook", defer.to_str().unwrap()]);
-    d.publish(&format!(
-        "{}/team/app {}/mirror/app v1\n",
-        src.host(),
-        dst.host()
-    ));
+    publish("app");
     // The job waits in a delay queue: `status` sees it there, and nothing was written.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -281,11 +280,7 @@ async fn in_the_fleet_each_answer_of_the_hook_does_as_documented() {
                 "1s",
             ],
         );
-        d.publish(&format!(
-            "{}/team/app {}/mirror/{repo} v1\n",
-            src.host(),
-            dst.host()
-        ));
+        publish(repo);
         let events = d.events(1, Duration::from_secs(60)).await;
         if why.is_empty() {
             assert_eq!(events[0].outcome, Outcome::Copied, "{:?}", events[0]);

@@ -33,20 +33,14 @@ fn cosign_ok(dir: &Path, args: &[&str]) -> String {
     image_mirror_testkit::cosign::ok(dir, args)
 }
 
-const HTTP: [&str; 2] = ["--allow-insecure-registry", "--allow-http-registry"];
+use image_mirror_testkit::cosign::HTTP;
 
 /// `cosign <command> --key cosign.key … <image>`: OCI 1.1 referrers (cosign 3's default,
 /// with a signing config without services), or the legacy tags of cosign 2.
 fn cosign_with_key(dir: &Path, command: &[&str], image: &str, legacy: bool) {
     let mut args = command.to_vec();
     args.extend(["--key", "cosign.key", "-y"]);
-    args.extend(HTTP);
-    if legacy {
-        args.extend(["--new-bundle-format=false", "--use-signing-config=false"]);
-        args.push("--tlog-upload=false");
-    } else {
-        args.extend(["--signing-config", "signing-config.json"]);
-    }
+    args.extend(image_mirror_testkit::cosign::writing_flags(legacy));
     args.push(image);
     cosign_ok(dir, &args);
 }

@@ -27,6 +27,26 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     said
 }
 
+/// Plain HTTP to the test's registries.
+pub const HTTP: [&str; 2] = ["--allow-insecure-registry", "--allow-http-registry"];
+
+/// The flags of a `cosign sign` or `attest` that writes, offline, in one of cosign's two forms:
+/// cosign 2's legacy digest tags (no transparency log), or cosign 3's bundle referrers (with
+/// `signing-config.json`, a signing config without services, in the folder).
+pub fn writing_flags(legacy: bool) -> Vec<&'static str> {
+    let mut flags = HTTP.to_vec();
+    if legacy {
+        flags.extend([
+            "--new-bundle-format=false",
+            "--use-signing-config=false",
+            "--tlog-upload=false",
+        ]);
+    } else {
+        flags.extend(["--signing-config", "signing-config.json"]);
+    }
+    flags
+}
+
 /// What a command wrote, stdout then stderr.
 pub fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)

@@ -96,7 +96,7 @@ impl Attach {
         }
     }
 
-    pub(crate) async fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+    async fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().await;
         Arc::clone(locks.entry(key).or_default())
     }
@@ -223,17 +223,33 @@ impl Attach {
             return Ok(());
         }
         let tag = fallback_tag(subject);
-        let lock = self.lock_of(format!("{target}:{tag}")).await;
+        let merge = merge_fallback(along.client, target, subject, &tag, written);
+        self.as_only_writer(
+            along.fleet,
+            target.registry(),
+            &format!("{target}:{tag}"),
+            merge,
+        )
+        .await
+    }
+
+    /// Runs `work` as the only writer of the tag `key` of `registry`: under a lock in the
+    /// process and, in a fleet, the fleet's lease of the tag.
+    pub(crate) async fn as_only_writer<T>(
+        &self,
+        fleet: Option<&Fleet>,
+        registry: &str,
+        key: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let lock = self.lock_of(key.to_owned()).await;
         let _held = lock.lock().await;
-        let lease = match along.fleet {
-            Some(fleet) => {
-                fleet
-                    .lease_tag(target.registry(), &format!("{target}:{tag}"))
-                    .await
-            }
+        let lease = match fleet {
+            Some(fleet) => fleet.lease_tag(registry, key).await,
             None => None,
         };
-        let result = merge_fallback(along.client, target, subject, &tag, written).await;
+        // Boxed: the copy's future is deep already, and this one holds another.
+        let result = Box::pin(work).await;
         if let Some(lease) = lease {
             let _ = lease.landed().await;
         }

@@ -558,23 +558,16 @@ impl CopyEngine {
             "{repo}:{}.att",
             image_mirror_registry::referrers::fallback_tag(&held_digest(report))
         );
-        let lock = self.parts.attach.lock_of(key.clone()).await;
-        let _held = lock.lock().await;
-        let lease = match self.parts.fleet.as_deref() {
-            Some(fleet) => fleet.lease_tag(repo.registry(), &key).await,
-            None => None,
+        let work = async {
+            let attested = attester
+                .attest(&self.parts.client, source, target, report, provenance)
+                .await?;
+            self.list_attestation(target, attested).await
         };
-        let attested = attester
-            .attest(&self.parts.client, source, target, report, provenance)
-            .await;
-        let result = match attested {
-            Ok(attested) => self.list_attestation(target, attested).await,
-            Err(e) => Err(e),
-        };
-        if let Some(lease) = lease {
-            let _ = lease.landed().await;
-        }
-        result
+        self.parts
+            .attach
+            .as_only_writer(self.parts.fleet.as_deref(), repo.registry(), &key, work)
+            .await
     }
 
     /// Makes a target without the referrers API list the attestation referrer just pushed
