@@ -223,7 +223,7 @@ impl Attach {
             return Ok(());
         }
         let tag = fallback_tag(subject);
-        let merge = merge_fallback(along.client, target, subject, &tag, written);
+        let merge = Box::pin(merge_fallback(along.client, target, subject, &tag, written));
         self.as_only_writer(
             along.fleet,
             target.registry(),
@@ -240,7 +240,8 @@ impl Attach {
         fleet: Option<&Fleet>,
         registry: &str,
         key: &str,
-        work: impl std::future::Future<Output = T>,
+        // Boxed by the caller: the copy's future is deep already, and this one holds another.
+        work: std::pin::Pin<Box<impl std::future::Future<Output = T>>>,
     ) -> T {
         let lock = self.lock_of(key.to_owned()).await;
         let _held = lock.lock().await;
@@ -248,8 +249,7 @@ impl Attach {
             Some(fleet) => fleet.lease_tag(registry, key).await,
             None => None,
         };
-        // Boxed: the copy's future is deep already, and this one holds another.
-        let result = Box::pin(work).await;
+        let result = work.await;
         if let Some(lease) = lease {
             let _ = lease.landed().await;
         }

@@ -558,12 +558,12 @@ impl CopyEngine {
             "{repo}:{}.att",
             image_mirror_registry::referrers::fallback_tag(&held_digest(report))
         );
-        let work = async {
+        let work = Box::pin(async {
             let attested = attester
                 .attest(&self.parts.client, source, target, report, provenance)
                 .await?;
             self.list_attestation(target, attested).await
-        };
+        });
         self.parts
             .attach
             .as_only_writer(self.parts.fleet.as_deref(), repo.registry(), &key, work)
